@@ -1,0 +1,283 @@
+"""The config file shared by every program: ~/.config/kueue/config.toml.
+
+Same file, sections and keys as the Rust Kueue, plus a few of our own. Missing
+keys take defaults; unknown keys are warned about by name; a value of the wrong
+type is an error naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import string
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """The config file cannot be used; the message says what and where."""
+
+
+@dataclass
+class CommonSettings:
+    shared_secret: str = ""
+    server_name: str = "localhost"
+    server_port: int = 11236
+    log_level: str = "info"
+
+
+@dataclass
+class ServerSettings:
+    bind_addresses: str = "0.0.0.0 [::]"
+    maintenance_interval_seconds: int = 60
+    worker_timeout_seconds: int = 300
+    job_offer_timeout_seconds: int = 60
+    job_cleanup_after_minutes: int = 2880
+    global_max_parallel_jobs: int = 100
+    # Ours: where the job store and captured output live ("" = platform data dir).
+    data_dir: str = ""
+    # Ours: captured output kept per job and stream; beyond it only the tail is kept.
+    job_output_cap_mb: int = 16
+
+
+@dataclass
+class WorkerSettings:
+    system_update_interval_seconds: int = 60
+    worker_max_parallel_jobs: int = 10
+    dynamic_check_free_resources: bool = True
+    dynamic_cpu_load_scale_factor: float = 1.0
+    # Ours: time between SIGTERM and SIGKILL when a job is killed.
+    kill_grace_seconds: float = 10.0
+
+
+@dataclass
+class ClientSettings:
+    # Kueue defaults to 8 CPUs, which never fits a small machine; we ask for 1.
+    job_default_cpus: int = 1
+    job_default_ram_mb: int = 512
+
+
+@dataclass
+class RestartWorkers:
+    ssh_user: str = ""
+    hostnames: str = ""
+    sleep_minutes_before_recheck: int = 60
+
+
+@dataclass
+class Config:
+    common_settings: CommonSettings = field(default_factory=CommonSettings)
+    server_settings: ServerSettings = field(default_factory=ServerSettings)
+    worker_settings: WorkerSettings = field(default_factory=WorkerSettings)
+    client_settings: ClientSettings = field(default_factory=ClientSettings)
+    restart_workers: RestartWorkers = field(default_factory=RestartWorkers)
+    global_resources: dict[str, int] = field(default_factory=dict)
+    path: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def server_address(self) -> str:
+        host = self.common_settings.server_name
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{host}:{self.common_settings.server_port}"
+
+    @property
+    def data_dir(self) -> Path:
+        if self.server_settings.data_dir:
+            return Path(self.server_settings.data_dir).expanduser()
+        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        return Path(base) / "kueue"
+
+
+_SECTIONS: dict[str, type] = {
+    "common_settings": CommonSettings,
+    "server_settings": ServerSettings,
+    "worker_settings": WorkerSettings,
+    "client_settings": ClientSettings,
+    "restart_workers": RestartWorkers,
+}
+
+
+def default_config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "kueue" / "config.toml"
+
+
+def resolve_config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """--config PATH, else $KUEUE_CONFIG, else the XDG default."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get("KUEUE_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    return default_config_path()
+
+
+def random_secret(length: int = 64) -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def template(secret: str | None = None) -> str:
+    """The commented config file written on first start."""
+    return TEMPLATE.format(secret=secret or random_secret())
+
+
+TEMPLATE = """\
+# Kueue configuration, shared by kueue (client), kueue_server and kueue_worker.
+# Use the same file (at least the same shared_secret) on every machine.
+# Keys left out take the defaults shown here.
+
+[common_settings]
+# Proves to the server that a client or worker belongs to the cluster.
+# It never crosses the network (see protos/README.md). Keep it private.
+shared_secret = "{secret}"
+# Host name or address clients and workers connect to.
+server_name = "localhost"
+server_port = 11236
+# error, warn, info, debug or trace
+log_level = "info"
+
+[server_settings]
+# Space separated; the server runs as long as one of them binds.
+bind_addresses = "0.0.0.0 [::]"
+maintenance_interval_seconds = 60
+# A worker silent this long is dropped; its jobs are queued again.
+worker_timeout_seconds = 300
+# An offer not answered this long goes back to the queue.
+job_offer_timeout_seconds = 60
+# Finished and canceled jobs are forgotten after this long.
+job_cleanup_after_minutes = 2880
+global_max_parallel_jobs = 100
+# Job store (SQLite) and captured output. Empty: $XDG_DATA_HOME/kueue
+# (~/.local/share/kueue).
+data_dir = ""
+# Captured output kept per job and stream (MiB); beyond it only the tail is kept.
+job_output_cap_mb = 16
+
+[worker_settings]
+# Heartbeat with system information and free resources.
+system_update_interval_seconds = 60
+worker_max_parallel_jobs = 10
+# Count load and memory used by others, so a busy workstation gets fewer jobs.
+dynamic_check_free_resources = true
+dynamic_cpu_load_scale_factor = 1.0
+# Seconds between SIGTERM and SIGKILL when a job is killed.
+kill_grace_seconds = 10.0
+
+[client_settings]
+# Resources a job asks for unless given on the command line.
+job_default_cpus = 1
+job_default_ram_mb = 512
+
+[global_resources]
+# Resources counted across all workers, e.g. licenses:
+# genus = 3
+
+[restart_workers]
+ssh_user = ""
+# Whitespace separated host names that should always run a worker.
+hostnames = ""
+sleep_minutes_before_recheck = 60
+"""
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _coerce(value: Any, typ: type, key: str, path: Path) -> Any:
+    ok = (
+        (typ is bool and isinstance(value, bool))
+        or (typ is int and isinstance(value, int) and not isinstance(value, bool))
+        or (typ is float and isinstance(value, int | float) and not isinstance(value, bool))
+        or (typ is str and isinstance(value, str))
+    )
+    if not ok:
+        raise ConfigError(
+            f"{path}: {key} must be {_type_name(typ())}, not {_type_name(value)} ({value!r}); "
+            "fix the value or delete the line to use the default"
+        )
+    return float(value) if typ is float else value
+
+
+def parse(text: str, path: Path) -> Config:
+    """Build a Config from TOML text; raises ConfigError."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    config = Config(path=path)
+    for section, values in raw.items():
+        if section == "global_resources":
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: [global_resources] must be a table of name = amount")
+            for name, amount in values.items():
+                amount = _coerce(amount, int, f"global_resources.{name}", path)
+                if amount < 0:
+                    raise ConfigError(f"{path}: global_resources.{name} must not be negative")
+                config.global_resources[name] = amount
+            continue
+        cls = _SECTIONS.get(section)
+        if cls is None or not isinstance(values, dict):
+            config.warnings.append(f"{path}: unknown key or section '{section}' ignored")
+            continue
+        target = getattr(config, section)
+        types = {f.name: type(f.default) for f in dataclasses.fields(cls)}
+        for key, value in values.items():
+            if key not in types:
+                config.warnings.append(f"{path}: unknown key '{section}.{key}' ignored")
+                continue
+            setattr(target, key, _coerce(value, types[key], f"{section}.{key}", path))
+    _validate(config, path)
+    return config
+
+
+def _validate(config: Config, path: Path) -> None:
+    c = config.common_settings
+    if not c.shared_secret:
+        raise ConfigError(f"{path}: common_settings.shared_secret is empty; set the cluster's shared secret")
+    if not 0 < c.server_port < 65536:
+        raise ConfigError(f"{path}: common_settings.server_port must be between 1 and 65535")
+    s = config.server_settings
+    for key in ("worker_timeout_seconds", "job_offer_timeout_seconds", "maintenance_interval_seconds"):
+        if getattr(s, key) <= 0:
+            raise ConfigError(f"{path}: server_settings.{key} must be positive")
+    if s.job_output_cap_mb <= 0:
+        raise ConfigError(f"{path}: server_settings.job_output_cap_mb must be positive")
+    w = config.worker_settings
+    if w.system_update_interval_seconds <= 0:
+        raise ConfigError(f"{path}: worker_settings.system_update_interval_seconds must be positive")
+    if w.worker_max_parallel_jobs < 0:
+        raise ConfigError(f"{path}: worker_settings.worker_max_parallel_jobs must not be negative")
+
+
+def load(explicit: str | os.PathLike[str] | None = None, *, create: bool = True) -> Config:
+    """Read the config file, writing the commented template first if there is none."""
+    path = resolve_config_path(explicit)
+    if not path.exists():
+        if not create:
+            raise ConfigError(f"{path}: no such config file")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another program wrote it at the same moment: read theirs
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot create the config file: {exc.strerror}") from exc
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(template())
+            print(f"kueue: wrote a new config file with a random shared secret: {path}", file=sys.stderr)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from exc
+    return parse(text, path)

@@ -1,0 +1,123 @@
+"""gRPC plumbing shared by the programs: channels, authenticated stubs, the
+server-side authentication interceptor and protobuf time helpers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from kueue import auth
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+SERVER_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.so_reuseport", 0),
+]
+
+
+class AuthedStub:
+    """Wraps a generated stub (sync or aio) so each call carries a fresh token."""
+
+    def __init__(self, stub: Any, service: str, secret: str) -> None:
+        self._stub = stub
+        self._service = service
+        self._secret = secret
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._stub, name)
+        path = f"/{self._service}/{name}"
+        secret = self._secret
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            kwargs["metadata"] = tuple(kwargs.get("metadata") or ()) + auth.metadata(secret, path)
+            return method(*args, **kwargs)
+
+        return call
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses every call whose token does not verify, before any handler runs."""
+
+    def __init__(self, secret: str, window: float = auth.CLOCK_WINDOW) -> None:
+        self._verifier = auth.Verifier(secret, window)
+        self._last_warning = 0.0
+        self._suppressed = 0
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        token = None
+        for key, value in details.invocation_metadata or ():
+            if key == auth.METADATA_KEY:
+                token = value
+                break
+        verdict = self._verifier.check(details.method, token)
+        handler = await continuation(details)
+        if verdict.ok or handler is None:
+            return handler
+        self._warn(details.method, verdict.reason)
+        return _refusing_handler(handler, verdict.reason)
+
+    def _warn(self, method: str, reason: str) -> None:
+        # Rate-limited: a misconfigured or hostile peer must not flood the log.
+        now = time.monotonic()
+        if now - self._last_warning < 10.0:
+            self._suppressed += 1
+            return
+        extra = f" ({self._suppressed} more refused since the last warning)" if self._suppressed else ""
+        log.warning("refused %s: %s%s", method, reason, extra)
+        self._last_warning, self._suppressed = now, 0
+
+
+def _refusing_handler(handler: grpc.RpcMethodHandler, reason: str) -> grpc.RpcMethodHandler:
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
+
+    async def refuse_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
+        yield  # pragma: no cover - makes this an async generator
+
+    kwargs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(refuse_stream, **kwargs)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(refuse, **kwargs)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(refuse_stream, **kwargs)
+    return grpc.unary_unary_rpc_method_handler(refuse, **kwargs)
+
+
+def timestamp(seconds: float | None) -> Timestamp | None:
+    """A protobuf Timestamp for epoch seconds, None for None."""
+    if seconds is None:
+        return None
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def seconds(ts: Timestamp) -> float | None:
+    """Epoch seconds of a Timestamp field, None when unset (zero)."""
+    if ts.seconds == 0 and ts.nanos == 0:
+        return None
+    return ts.seconds + ts.nanos / 1e9
