@@ -244,7 +244,8 @@ def _validate(config: Config, path: Path) -> None:
     c = config.common_settings
     if not c.shared_secret:
         raise ConfigError(f"{path}: common_settings.shared_secret is empty; set the cluster's shared secret")
-    if not 0 < c.server_port < 65536:
+    if not 0 <= c.server_port < 65536:
+        # 0 lets the server pick a free port (tests); clients need the real one.
         raise ConfigError(f"{path}: common_settings.server_port must be between 1 and 65535")
     s = config.server_settings
     for key in ("worker_timeout_seconds", "job_offer_timeout_seconds", "maintenance_interval_seconds"):

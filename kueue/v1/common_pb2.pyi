@@ -37,8 +37,8 @@ OUTPUT_STREAM_STDOUT: OutputStream
 OUTPUT_STREAM_STDERR: OutputStream
 
 class Resources(_message.Message):
-    __slots__ = ("slots", "cpus", "ram_mb")
-    class GlobalEntry(_message.Message):
+    __slots__ = ("slots", "cpus", "ram_mb", "global_resources")
+    class GlobalResourcesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -48,11 +48,12 @@ class Resources(_message.Message):
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     CPUS_FIELD_NUMBER: _ClassVar[int]
     RAM_MB_FIELD_NUMBER: _ClassVar[int]
-    GLOBAL_FIELD_NUMBER: _ClassVar[int]
+    GLOBAL_RESOURCES_FIELD_NUMBER: _ClassVar[int]
     slots: int
     cpus: int
     ram_mb: int
-    def __init__(self, slots: _Optional[int] = ..., cpus: _Optional[int] = ..., ram_mb: _Optional[int] = ..., **kwargs) -> None: ...
+    global_resources: _containers.ScalarMap[str, int]
+    def __init__(self, slots: _Optional[int] = ..., cpus: _Optional[int] = ..., ram_mb: _Optional[int] = ..., global_resources: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class JobSpec(_message.Message):
     __slots__ = ("command", "shell", "cwd", "env", "resources", "stdout_path", "stderr_path", "user", "submit_host", "use_worker_env")

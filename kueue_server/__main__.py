@@ -1,0 +1,3 @@
+from kueue_server.main import main
+
+raise SystemExit(main())

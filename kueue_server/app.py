@@ -1,0 +1,252 @@
+"""The running server: scheduler core, store, watchers and worker streams on one
+event loop.
+
+Handlers change the core and call `kick()`. One flusher task then runs
+dispatch, turns the core's effects into one store batch, waits for its commit,
+and only then sends assignments and acknowledgements and wakes watchers. While
+a commit is in flight, new changes gather for the next one (group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kueue.config import Config
+from kueue.v1 import common_pb2
+from kueue.v1 import worker_service_pb2 as wpb
+from kueue_server import convert
+from kueue_server.model import ACTIVE, State
+from kueue_server.scheduler import Effects, Limits, Scheduler
+from kueue_server.store import Batch, OutputWrite, Store
+from kueue_server.watchers import Watchers
+
+log = logging.getLogger("kueue_server")
+
+TICK_SECONDS = 1.0
+
+# Called after the commit that holds the change: None, or the store's error.
+AfterCommit = Callable[[Exception | None], None]
+
+
+@dataclass
+class WorkerConn:
+    """The server's end of one worker's Connect stream."""
+
+    worker_id: str
+    session: int
+    outbox: asyncio.Queue[wpb.ConnectResponse | None] = field(default_factory=asyncio.Queue)
+
+    def send(self, msg: wpb.ConnectResponse) -> None:
+        self.outbox.put_nowait(msg)
+
+    def close(self) -> None:
+        self.outbox.put_nowait(None)
+
+
+class App:
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.started_at = clock()
+        s = config.server_settings
+        self.store = Store(config.data_dir, s.job_output_cap_mb * 1024 * 1024)
+        loaded = self.store.load()
+        self.scheduler = Scheduler(
+            Limits(
+                global_max_parallel_jobs=s.global_max_parallel_jobs,
+                worker_timeout=float(s.worker_timeout_seconds),
+                offer_timeout=float(s.job_offer_timeout_seconds),
+                cleanup_after=s.job_cleanup_after_minutes * 60.0,
+                global_resources=dict(config.global_resources),
+            )
+        )
+        self.scheduler.load(loaded.jobs, loaded.workers, self.clock())
+        for job in loaded.jobs:
+            if job.state in ACTIVE:
+                # Output written to files but not committed before a crash would
+                # otherwise sit between what we acknowledged and what is resent.
+                self.store.outputs.trim(job.id, job.attempt, 1, job.stdout_bytes)
+                self.store.outputs.trim(job.id, job.attempt, 2, job.stderr_bytes)
+        self.next_spec_id = loaded.next_spec_id
+        self.conns: dict[str, WorkerConn] = {}
+        self.watchers = Watchers()
+        self._batch = Batch()
+        self._after_commit: list[AfterCommit] = []
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        log.info(
+            "store %s: %d jobs loaded (%s)",
+            self.store.path,
+            len(loaded.jobs),
+            ", ".join(f"{n} {st.name.lower()}" for st, n in self.scheduler.counts.items() if n) or "empty",
+        )
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        self.store.start(asyncio.get_running_loop())
+        self._tasks = [asyncio.create_task(self._flusher()), asyncio.create_task(self._ticker())]
+        self.kick()
+
+    async def stop(self) -> None:
+        self._closing = True
+        for conn in self.conns.values():
+            conn.close()
+        # Let the last changes reach the store before closing it.
+        with contextlib.suppress(Exception):
+            await self.flush_now()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.to_thread(self.store.close)
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    async def commit(self) -> None:
+        """Wait until everything changed so far is durable (raises StoreError)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def settle(error: Exception | None) -> None:
+            if not future.done():
+                future.set_exception(error) if error else future.set_result(None)
+
+        self._after_commit.append(settle)
+        self.kick()
+        await future
+
+    def after_commit(self, callback: AfterCommit) -> None:
+        self._after_commit.append(callback)
+        self.kick()
+
+    def add_output(self, write: OutputWrite) -> None:
+        self._batch.outputs.append(write)
+
+    def add_spec(self, spec: common_pb2.JobSpec) -> int:
+        spec_id = self.next_spec_id
+        self.next_spec_id += 1
+        self._batch.specs.append((spec_id, spec.SerializeToString()))
+        return spec_id
+
+    def request_spec_gc(self) -> None:
+        self._batch.gc_specs = True
+
+    # ------------------------------------------------------------------ flusher
+
+    async def _flusher(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.flush_now()
+            except Exception:  # never let one bad flush stop the server
+                log.exception("flush failed")
+
+    async def flush_now(self) -> None:
+        now = self.clock()
+        self.scheduler.dispatch(now)
+        effects = self.scheduler.take_effects()
+        batch, self._batch = self._batch, Batch()
+        callbacks, self._after_commit = self._after_commit, []
+        self._fill_batch(batch, effects)
+        error: Exception | None = None
+        if batch:
+            try:
+                truncated = await self.store.write(batch)
+            except Exception as exc:
+                error = exc
+            else:
+                self._mark_truncated(truncated)
+        if error is None:
+            self._carry_out(effects)
+        else:
+            # Nothing of this batch is durable, so nobody is told; it is tried
+            # again with the next one (output appends are idempotent by offset).
+            self._batch = _merge(batch, self._batch)
+            self.scheduler.put_back(effects)
+        for callback in callbacks:
+            try:
+                callback(error)
+            except Exception:
+                log.exception("after-commit callback failed")
+
+    def _fill_batch(self, batch: Batch, effects: Effects) -> None:
+        jobs = self.scheduler.jobs
+        batch.jobs.extend(convert.job_row(jobs[j]) for j in effects.dirty if j in jobs)
+        batch.deleted_jobs.extend(effects.removed)
+        for worker_id in effects.workers:
+            worker = self.scheduler.workers.get(worker_id)
+            if worker is not None:
+                batch.workers.append((worker.id, worker.name, worker.system.SerializeToString()))
+
+    def _mark_truncated(self, job_ids: list[int]) -> None:
+        for job_id in set(job_ids):
+            job = self.scheduler.jobs.get(job_id)
+            if job is not None and not job.output_truncated:
+                job.output_truncated = True
+                self._batch.jobs.append(convert.job_row(job))
+                self.watchers.notify([job_id])
+
+    def _carry_out(self, effects: Effects) -> None:
+        for a in effects.assign:
+            conn = self.conns.get(a.worker_id)
+            job = a.job
+            if conn is None or conn.session != a.session or job.state is not State.OFFERED:
+                continue  # the reconnect or the offer timeout takes care of it
+            conn.send(
+                wpb.ConnectResponse(
+                    assign=wpb.Assign(job_id=job.id, attempt=job.attempt, spec=convert.full_spec(job))
+                )
+            )
+            log.info("job %d attempt %d offered to %s", job.id, job.attempt, job.worker_name)
+        for k in effects.kill:
+            conn = self.conns.get(k.worker_id)
+            if conn is not None:
+                conn.send(wpb.ConnectResponse(kill=wpb.Kill(job_id=k.job_id, attempt=k.attempt)))
+        for worker_id in effects.drop_workers:
+            conn = self.conns.pop(worker_id, None)
+            if conn is not None:
+                conn.close()
+        for job_id in effects.dirty:
+            job = self.scheduler.jobs.get(job_id)
+            if job is not None and job.state not in (State.PENDING, State.OFFERED):
+                log.debug("job %d %s", job_id, job.state.name.lower())
+        self.watchers.notify(effects.dirty | effects.removed)
+        if effects.removed:
+            self.request_spec_gc()
+            self.kick()
+
+    async def _ticker(self) -> None:
+        maintenance = 0.0
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            now = self.clock()
+            self.scheduler.tick(now)
+            if now - maintenance >= self.config.server_settings.maintenance_interval_seconds:
+                maintenance = now
+                self.scheduler.dispatch(now)  # heals anything a missed kick left behind
+            self.kick()
+
+    # ------------------------------------------------------------------ workers
+
+    def heartbeat_interval(self) -> float:
+        return max(0.2, self.config.server_settings.worker_timeout_seconds / 4)
+
+
+def _merge(first: Batch, second: Batch) -> Batch:
+    return Batch(
+        specs=first.specs + second.specs,
+        jobs=first.jobs + second.jobs,
+        deleted_jobs=first.deleted_jobs + second.deleted_jobs,
+        workers=first.workers + second.workers,
+        outputs=first.outputs + second.outputs,
+        gc_specs=first.gc_specs or second.gc_specs,
+    )

@@ -1,0 +1,60 @@
+"""kueue.v1.ClusterService: read-only views of workers and global resources."""
+
+from __future__ import annotations
+
+import grpc
+
+import kueue
+from kueue.v1 import cluster_service_pb2 as cpb
+from kueue.v1 import cluster_service_pb2_grpc, common_pb2
+from kueue_server import convert
+from kueue_server.app import App
+
+
+class ClusterService(cluster_service_pb2_grpc.ClusterServiceServicer):
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    async def ListWorkers(
+        self, request: cpb.ListWorkersRequest, context: grpc.aio.ServicerContext
+    ) -> cpb.ListWorkersResponse:
+        workers = [
+            w
+            for w in self.app.scheduler.workers.values()
+            if w.connected or (request.include_disconnected and w.capacity.slots)
+        ]
+        workers.sort(key=lambda w: w.name)
+        return cpb.ListWorkersResponse(workers=[convert.worker_message(w) for w in workers])
+
+    async def GetWorker(
+        self, request: cpb.GetWorkerRequest, context: grpc.aio.ServicerContext
+    ) -> cpb.GetWorkerResponse:
+        workers = self.app.scheduler.workers
+        worker = workers.get(request.id) or next(
+            (w for w in workers.values() if w.name == request.id or w.id.startswith(request.id or "\0")), None
+        )
+        if worker is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no worker {request.id!r}")
+        jobs = [convert.job_message(self.app.scheduler.jobs[j]) for j in sorted(worker.jobs)]
+        return cpb.GetWorkerResponse(worker=convert.worker_message(worker), jobs=jobs)
+
+    async def ListResources(
+        self, request: cpb.ListResourcesRequest, context: grpc.aio.ServicerContext
+    ) -> cpb.ListResourcesResponse:
+        sched = self.app.scheduler
+        return cpb.ListResourcesResponse(
+            resources=[
+                common_pb2.GlobalResource(name=name, total=total, used=sched.global_used[name])
+                for name, total in sorted(sched.limits.global_resources.items())
+            ]
+        )
+
+    async def GetServerInfo(
+        self, request: cpb.GetServerInfoRequest, context: grpc.aio.ServicerContext
+    ) -> cpb.GetServerInfoResponse:
+        app = self.app
+        return cpb.GetServerInfoResponse(
+            version=kueue.__version__,
+            server_name=app.config.common_settings.server_name,
+            uptime_seconds=app.clock() - app.started_at,
+        )

@@ -1,0 +1,129 @@
+"""Records <-> protobuf messages and store rows."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kueue.rpc import timestamp
+from kueue.v1 import common_pb2
+from kueue_server.model import JobRecord, Shape, State, WorkerRecord
+
+
+def full_spec(job: JobRecord, *, include_env: bool = True) -> common_pb2.JobSpec:
+    spec = common_pb2.JobSpec()
+    spec.CopyFrom(job.spec)
+    if not include_env:
+        spec.ClearField("env")
+    elif job.extra_env:
+        spec.env.update(job.extra_env)
+    return spec
+
+
+def job_message(job: JobRecord, *, include_env: bool = False) -> common_pb2.Job:
+    msg = common_pb2.Job(
+        id=job.id,
+        state=int(job.state),
+        spec=full_spec(job, include_env=include_env),
+        issued_at=timestamp(job.issued_at),
+        offered_at=timestamp(job.offered_at),
+        started_at=timestamp(job.started_at),
+        finished_at=timestamp(job.finished_at),
+        attempt=job.attempt,
+        worker_id=job.worker_id,
+        worker_name=job.worker_name,
+        signal=job.signal,
+        run_time_seconds=job.run_time,
+        peak_memory_bytes=job.peak_memory,
+        comment=job.comment,
+        stdout_bytes=job.stdout_bytes,
+        stderr_bytes=job.stderr_bytes,
+        output_truncated=job.output_truncated,
+        kill_requested=job.kill_requested,
+    )
+    if job.exit_code is not None:
+        msg.exit_code = job.exit_code
+    if not include_env and job.extra_env:
+        # Array members differ only by these; show them even without the env.
+        msg.spec.env.update(job.extra_env)
+    return msg
+
+
+def worker_message(worker: WorkerRecord) -> common_pb2.Worker:
+    free = worker.free()
+    return common_pb2.Worker(
+        id=worker.id,
+        name=worker.name,
+        system=worker.system,
+        capacity=common_pb2.Resources(
+            slots=worker.capacity.slots, cpus=worker.capacity.cpus, ram_mb=worker.capacity.ram_mb
+        ),
+        free=common_pb2.Resources(slots=free.slots, cpus=free.cpus, ram_mb=free.ram_mb),
+        running_jobs=len(worker.jobs),
+        connected=worker.connected,
+        connected_at=timestamp(worker.connected_at),
+        last_seen_at=timestamp(worker.last_seen),
+        address=worker.address,
+    )
+
+
+JOB_COLUMNS = (
+    "id, spec_id, extra_env, state, issued_at, offered_at, started_at, finished_at, attempt, worker_id, "
+    "worker_name, exit_code, signal, run_time, peak_memory, comment, stdout_bytes, stderr_bytes, "
+    "output_truncated, kill_requested"
+)
+
+
+def job_row(job: JobRecord) -> tuple[Any, ...]:
+    return (
+        job.id,
+        job.spec_id,
+        json.dumps(job.extra_env) if job.extra_env else None,
+        int(job.state),
+        job.issued_at,
+        job.offered_at,
+        job.started_at,
+        job.finished_at,
+        job.attempt,
+        job.worker_id,
+        job.worker_name,
+        job.exit_code,
+        job.signal,
+        job.run_time,
+        job.peak_memory,
+        job.comment,
+        job.stdout_bytes,
+        job.stderr_bytes,
+        int(job.output_truncated),
+        int(job.kill_requested),
+    )
+
+
+def job_from_row(row: tuple[Any, ...], specs: dict[int, common_pb2.JobSpec]) -> JobRecord:
+    (id_, spec_id, extra_env, state, issued, offered, started, finished, attempt, worker_id, worker_name,
+     exit_code, signal, run_time, peak, comment, out_b, err_b, truncated, kill) = row  # fmt: skip
+    spec = specs[spec_id]
+    return JobRecord(
+        id=id_,
+        spec_id=spec_id,
+        spec=spec,
+        extra_env=json.loads(extra_env) if extra_env else None,
+        shape=Shape.of(spec.resources),
+        state=State(state),
+        issued_at=issued,
+        offered_at=offered,
+        started_at=started,
+        finished_at=finished,
+        attempt=attempt,
+        worker_id=worker_id,
+        worker_name=worker_name,
+        exit_code=exit_code,
+        signal=signal,
+        run_time=run_time,
+        peak_memory=peak,
+        comment=comment,
+        stdout_bytes=out_b,
+        stderr_bytes=err_b,
+        output_truncated=bool(truncated),
+        kill_requested=bool(kill),
+    )

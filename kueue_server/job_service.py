@@ -1,0 +1,246 @@
+"""kueue.v1.JobService: what clients call."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from kueue.v1 import common_pb2, job_service_pb2_grpc
+from kueue.v1 import job_service_pb2 as jpb
+from kueue_server import convert, output_files
+from kueue_server.app import App
+from kueue_server.model import FINAL, JobRecord, State
+from kueue_server.scheduler import Scheduler, SchedulerError
+from kueue_server.store import StoreError
+
+log = logging.getLogger("kueue_server")
+
+MAX_JOBS_PER_SUBMIT = 100_000
+MAX_COMMAND_BYTES = 1024 * 1024
+MAX_ENV_BYTES = 4 * 1024 * 1024
+MAX_CPUS = 1_000_000
+MAX_RAM_MB = 1 << 40
+READ_CHUNK = 1024 * 1024
+DEFAULT_TAIL = 4096
+
+
+async def abort_on(context: grpc.aio.ServicerContext, exc: Exception) -> None:
+    if isinstance(exc, SchedulerError):
+        await context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
+    if isinstance(exc, StoreError):
+        await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+    raise exc
+
+
+def check_sizes(spec: common_pb2.JobSpec, instances: int) -> None:
+    if instances > MAX_JOBS_PER_SUBMIT:
+        raise SchedulerError(
+            "RESOURCE_EXHAUSTED",
+            f"{instances} jobs in one call; at most {MAX_JOBS_PER_SUBMIT} per submission",
+        )
+    if sum(len(a) for a in spec.command) > MAX_COMMAND_BYTES:
+        raise SchedulerError("RESOURCE_EXHAUSTED", f"command longer than {MAX_COMMAND_BYTES} bytes")
+    if sum(len(k) + len(v) for k, v in spec.env.items()) > MAX_ENV_BYTES:
+        raise SchedulerError("RESOURCE_EXHAUSTED", f"environment larger than {MAX_ENV_BYTES} bytes")
+    res = spec.resources
+    if res.cpus > MAX_CPUS or res.ram_mb > MAX_RAM_MB or res.slots > MAX_CPUS:
+        raise SchedulerError("INVALID_ARGUMENT", "absurd resource request (cpus, ram or slots out of range)")
+
+
+class JobService(job_service_pb2_grpc.JobServiceServicer):
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    async def SubmitJobs(
+        self, request: jpb.SubmitJobsRequest, context: grpc.aio.ServicerContext
+    ) -> jpb.SubmitJobsResponse:
+        app = self.app
+        try:
+            check_sizes(request.spec, len(request.instances))
+            warnings = app.scheduler.validate(request.spec)
+            extra = [dict(i.env) for i in request.instances] or [None]
+            spec_id = app.add_spec(request.spec)
+            jobs = app.scheduler.submit(spec_id, request.spec, extra, app.clock())
+            await app.commit()
+        except (SchedulerError, StoreError) as exc:
+            await abort_on(context, exc)
+        ids = [job.id for job in jobs]
+        log.info("jobs %s submitted: %s", _id_range(ids), " ".join(request.spec.command)[:200])
+        return jpb.SubmitJobsResponse(job_ids=ids, warnings=warnings)
+
+    async def ListJobs(
+        self, request: jpb.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> jpb.ListJobsResponse:
+        sched = self.app.scheduler
+        states = frozenset(State(s) for s in request.states if s in State._value2member_map_) or None
+        jobs = list(sched.recent(states, request.limit))
+        jobs.reverse()
+        counts, avg, eta = sched.summary()
+        matching = sum(counts[s] for s in states) if states else len(sched.jobs)
+        return jpb.ListJobsResponse(
+            jobs=[convert.job_message(j, include_env=request.include_env) for j in jobs],
+            summary=summary_message(counts, avg, eta),
+            matching=matching,
+        )
+
+    async def GetJob(
+        self, request: jpb.GetJobRequest, context: grpc.aio.ServicerContext
+    ) -> jpb.GetJobResponse:
+        job = self.app.scheduler.jobs.get(request.id)
+        if job is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.id}")
+        tail = min(request.tail_bytes or DEFAULT_TAIL, READ_CHUNK)
+        root = self.app.store.output_root
+        out = err = b""
+        if job.stdout_bytes:
+            _, out = await asyncio.to_thread(
+                output_files.read,
+                root,
+                job.id,
+                job.attempt,
+                1,
+                job.stdout_bytes - tail,
+                job.stdout_bytes,
+                tail,
+            )
+        if job.stderr_bytes:
+            _, err = await asyncio.to_thread(
+                output_files.read,
+                root,
+                job.id,
+                job.attempt,
+                2,
+                job.stderr_bytes - tail,
+                job.stderr_bytes,
+                tail,
+            )
+        return jpb.GetJobResponse(
+            job=convert.job_message(job, include_env=True), stdout_tail=out, stderr_tail=err
+        )
+
+    async def CancelJob(
+        self, request: jpb.CancelJobRequest, context: grpc.aio.ServicerContext
+    ) -> jpb.CancelJobResponse:
+        app = self.app
+        try:
+            job = app.scheduler.cancel(request.id, request.kill, app.clock())
+            await app.commit()
+        except (SchedulerError, StoreError) as exc:
+            await abort_on(context, exc)
+        log.info("job %d cancel requested (kill=%s)", job.id, request.kill)
+        return jpb.CancelJobResponse(job=convert.job_message(job))
+
+    async def CleanJobs(
+        self, request: jpb.CleanJobsRequest, context: grpc.aio.ServicerContext
+    ) -> jpb.CleanJobsResponse:
+        app = self.app
+        try:
+            removed = app.scheduler.clean(request.all)
+            await app.commit()
+        except StoreError as exc:
+            await abort_on(context, exc)
+        return jpb.CleanJobsResponse(removed=len(removed))
+
+    async def WatchJobs(
+        self, request: jpb.WatchJobsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[jpb.WatchJobsResponse]:
+        sched = self.app.scheduler
+        ids = list(dict.fromkeys(request.ids)) if request.ids else None
+        watch = self.app.watchers.add(ids)
+        try:
+            for job_id in ids or ():
+                yield _watch_message(sched, job_id)
+            while True:
+                await watch.event.wait()
+                for job_id in watch.take():
+                    yield _watch_message(sched, job_id)
+        finally:
+            self.app.watchers.remove(watch)
+
+    async def ReadOutput(
+        self, request: jpb.ReadOutputRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[jpb.ReadOutputResponse]:
+        app = self.app
+        job = app.scheduler.jobs.get(request.id)
+        if job is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.id}")
+        streams = [s for s in request.streams if s in (1, 2)] or [1]
+        watch = app.watchers.add([request.id]) if request.follow else None
+        attempt = job.attempt
+        positions = {s: _start(request.offset, _size(job, s)) for s in streams}
+        try:
+            while True:
+                job = app.scheduler.jobs.get(request.id)
+                if job is None:
+                    return
+                if job.attempt != attempt:
+                    # A new attempt restarts the streams from their beginning.
+                    attempt = job.attempt
+                    positions = dict.fromkeys(streams, 0)
+                done = job.state in FINAL
+                progressed = False
+                for stream in streams:
+                    end = _size(job, stream)
+                    while positions[stream] < end:
+                        start, data = await asyncio.to_thread(
+                            output_files.read,
+                            app.store.output_root,
+                            job.id,
+                            attempt,
+                            stream,
+                            positions[stream],
+                            end,
+                            READ_CHUNK,
+                        )
+                        if not data:
+                            break
+                        positions[stream] = start + len(data)
+                        progressed = True
+                        yield jpb.ReadOutputResponse(stream=stream, offset=start, data=data)
+                if watch is None or (done and not progressed):
+                    if watch is not None:
+                        yield jpb.ReadOutputResponse(finished_job=convert.job_message(job))
+                    return
+                if not done:
+                    await watch.event.wait()
+                    watch.take()
+        finally:
+            if watch is not None:
+                app.watchers.remove(watch)
+
+
+def _size(job: JobRecord, stream: int) -> int:
+    return job.stdout_bytes if stream == 1 else job.stderr_bytes
+
+
+def _start(offset: int, size: int) -> int:
+    return max(0, size + offset) if offset < 0 else offset
+
+
+def _watch_message(sched: Scheduler, job_id: int) -> jpb.WatchJobsResponse:
+    job = sched.jobs.get(job_id)
+    if job is None:
+        return jpb.WatchJobsResponse(removed=True, removed_id=job_id)
+    return jpb.WatchJobsResponse(job=convert.job_message(job))
+
+
+def summary_message(counts: dict[State, int], avg: float, eta: float) -> common_pb2.JobSummary:
+    return common_pb2.JobSummary(
+        pending=counts[State.PENDING],
+        offered=counts[State.OFFERED],
+        running=counts[State.RUNNING],
+        succeeded=counts[State.SUCCEEDED],
+        failed=counts[State.FAILED],
+        canceled=counts[State.CANCELED],
+        average_run_time_seconds=avg,
+        eta_seconds=eta,
+    )
+
+
+def _id_range(ids: list[int]) -> str:
+    if len(ids) == 1:
+        return str(ids[0])
+    return f"{ids[0]}-{ids[-1]}" if ids else "none"

@@ -1,0 +1,117 @@
+"""The kueue_server program."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import grpc
+
+import kueue
+from kueue import config as kconfig
+from kueue import logs
+from kueue.rpc import SERVER_OPTIONS, AuthInterceptor
+from kueue.v1 import cluster_service_pb2_grpc, job_service_pb2_grpc, worker_service_pb2_grpc
+from kueue_server.app import App
+from kueue_server.cluster_service import ClusterService
+from kueue_server.job_service import JobService
+from kueue_server.store import StoreError
+from kueue_server.worker_service import WorkerService
+
+log = logging.getLogger("kueue_server")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="kueue_server",
+        description="The Kueue server: holds the job queue and its durable state, and schedules jobs on workers.",
+        epilog="example: kueue_server --config ~/.config/kueue/config.toml",
+    )
+    parser.add_argument(
+        "--config", metavar="PATH", help="config file (default: $KUEUE_CONFIG or ~/.config/kueue/config.toml)"
+    )
+    parser.add_argument(
+        "--port-file",
+        metavar="PATH",
+        help="write the bound port to PATH once listening (useful with server_port = 0)",
+    )
+    parser.add_argument("--version", action="version", version=f"kueue_server {kueue.__version__}")
+    return parser.parse_args(argv)
+
+
+def bind(server: grpc.aio.Server, addresses: str, port: int) -> list[str]:
+    """Bind every address; the server runs as long as one of them binds."""
+    bound = []
+    for address in addresses.split():
+        target = f"{address}:{port}"
+        try:
+            chosen = server.add_insecure_port(target)
+        except RuntimeError as exc:
+            log.warning("cannot listen on %s: %s", target, exc)
+            continue
+        if chosen:
+            port = port or chosen  # with port 0, bind the other addresses to the same port
+            bound.append(f"{address}:{chosen}")
+        else:
+            log.warning("cannot listen on %s", target)
+    return bound
+
+
+async def serve(config: kconfig.Config, port_file: str | None) -> int:
+    app = App(config)
+    server = grpc.aio.server(
+        interceptors=[AuthInterceptor(config.common_settings.shared_secret)], options=SERVER_OPTIONS
+    )
+    job_service_pb2_grpc.add_JobServiceServicer_to_server(JobService(app), server)
+    cluster_service_pb2_grpc.add_ClusterServiceServicer_to_server(ClusterService(app), server)
+    worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerService(app), server)
+    bound = bind(server, config.server_settings.bind_addresses, config.common_settings.server_port)
+    if not bound:
+        print(
+            f"kueue_server: could not listen on any of {config.server_settings.bind_addresses!r} "
+            f"port {config.common_settings.server_port}; is another server running? "
+            f"(server_settings.bind_addresses in {config.path})",
+            file=sys.stderr,
+        )
+        return 1
+    await app.start()
+    await server.start()
+    log.info(
+        "kueue_server %s listening on %s (data in %s)", kueue.__version__, ", ".join(bound), config.data_dir
+    )
+    if port_file:
+        Path(port_file).write_text(bound[0].rsplit(":", 1)[1] + "\n")
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await server.stop(grace=2.0)
+    await app.stop()
+    log.info("stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = kconfig.load(args.config)
+    except kconfig.ConfigError as exc:
+        print(f"kueue_server: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(config.common_settings.log_level, "kueue_server")
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    try:
+        return asyncio.run(serve(config, args.port_file))
+    except StoreError as exc:
+        print(f"kueue_server: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,122 @@
+"""Plain records the scheduler core works on: jobs, workers, resource shapes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from kueue.v1 import common_pb2
+
+
+class State(IntEnum):
+    # Values equal the kueue.v1.JobState enum numbers, so they convert 1:1.
+    PENDING = common_pb2.JOB_STATE_PENDING
+    OFFERED = common_pb2.JOB_STATE_OFFERED
+    RUNNING = common_pb2.JOB_STATE_RUNNING
+    SUCCEEDED = common_pb2.JOB_STATE_SUCCEEDED
+    FAILED = common_pb2.JOB_STATE_FAILED
+    CANCELED = common_pb2.JOB_STATE_CANCELED
+
+
+ACTIVE = frozenset({State.OFFERED, State.RUNNING})
+FINAL = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELED})
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What a job asks for; pending jobs with equal shapes share one queue group."""
+
+    slots: int = 1
+    cpus: int = 1
+    ram_mb: int = 0
+    global_: tuple[tuple[str, int], ...] = ()
+
+    @classmethod
+    def of(cls, res: common_pb2.Resources) -> Shape:
+        return cls(
+            res.slots,
+            res.cpus,
+            res.ram_mb,
+            tuple(sorted((k, v) for k, v in res.global_resources.items() if v)),
+        )
+
+    def describe(self) -> str:
+        parts = [f"{self.cpus} cpus", f"{self.ram_mb} MB RAM"]
+        if self.slots != 1:
+            parts.insert(0, f"{self.slots} slots")
+        parts += [f"{n} {name}" for name, n in self.global_]
+        return ", ".join(parts)
+
+
+@dataclass(slots=True)
+class Amount:
+    """Mutable resource amounts of a worker (capacity, reserved, external use)."""
+
+    slots: int = 0
+    cpus: int = 0
+    ram_mb: int = 0
+
+    def fits(self, shape: Shape) -> bool:
+        return shape.slots <= self.slots and shape.cpus <= self.cpus and shape.ram_mb <= self.ram_mb
+
+
+@dataclass(slots=True)
+class JobRecord:
+    id: int
+    spec_id: int
+    # Shared by all jobs of one submission; env extended by extra_env.
+    spec: common_pb2.JobSpec
+    extra_env: dict[str, str] | None
+    shape: Shape
+    state: State = State.PENDING
+    issued_at: float = 0.0
+    offered_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempt: int = 0
+    worker_id: str = ""
+    worker_name: str = ""
+    exit_code: int | None = None
+    signal: int = 0
+    run_time: float = 0.0
+    peak_memory: int = 0
+    comment: str = ""
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+    output_truncated: bool = False
+    kill_requested: bool = False
+    # worker id -> time until which it is not offered this job again.
+    rejected_by: dict[str, float] | None = None
+
+
+@dataclass(slots=True)
+class WorkerRecord:
+    id: str
+    name: str
+    capacity: Amount = field(default_factory=Amount)
+    reserved: Amount = field(default_factory=Amount)
+    external: Amount = field(default_factory=Amount)
+    system: common_pb2.SystemInfo = field(default_factory=common_pb2.SystemInfo)
+    connected: bool = False
+    connected_at: float | None = None
+    last_seen: float = 0.0
+    address: str = ""
+    # Jobs offered to or running on this worker.
+    jobs: set[int] = field(default_factory=set)
+    # Incremented on each (re)connection so effects aimed at an old stream can be told apart.
+    session: int = 0
+
+    def free(self) -> Amount:
+        return Amount(
+            max(0, self.capacity.slots - self.reserved.slots),
+            max(0, self.capacity.cpus - self.reserved.cpus - self.external.cpus),
+            max(0, self.capacity.ram_mb - self.reserved.ram_mb - self.external.ram_mb),
+        )
+
+    def busy(self) -> float:
+        """Share of the worker in use; less busy workers get offers first."""
+        parts = [
+            self.reserved.slots / self.capacity.slots if self.capacity.slots else 1.0,
+            (self.reserved.cpus + self.external.cpus) / self.capacity.cpus if self.capacity.cpus else 1.0,
+        ]
+        return max(parts)

@@ -1,0 +1,565 @@
+"""The scheduling core: a plain object without I/O.
+
+Events come in as method calls (job submitted, worker connected, heartbeat,
+assignment reply, attempt started/finished, worker gone, timer tick); effects
+go out through `take_effects()` (assign attempt X to worker W, kill attempt Y,
+persist and announce these jobs, forget those). The gRPC layer translates
+protobuf to events and carries out effects; the core is only touched from the
+event loop, so it needs no locks.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from kueue.v1 import common_pb2
+from kueue_server.model import ACTIVE, FINAL, Amount, JobRecord, Shape, State, WorkerRecord
+from kueue_server.pending_queue import PendingQueue
+
+# A worker that rejected a job for good (directory missing) is not offered it
+# again for this long; a transient reject (busy right now) for much less.
+REJECT_COOLDOWN = 600.0
+TRANSIENT_REJECT_COOLDOWN = 5.0
+
+
+class SchedulerError(Exception):
+    """A request the core refuses; `code` names the gRPC status to answer with."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Limits:
+    global_max_parallel_jobs: int = 100
+    worker_timeout: float = 300.0
+    offer_timeout: float = 60.0
+    cleanup_after: float = 2880 * 60.0
+    global_resources: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Assignment:
+    worker_id: str
+    session: int
+    job: JobRecord
+
+
+@dataclass
+class KillOrder:
+    worker_id: str
+    job_id: int
+    attempt: int
+
+
+@dataclass
+class Effects:
+    assign: list[Assignment] = field(default_factory=list)
+    kill: list[KillOrder] = field(default_factory=list)
+    # Jobs whose record changed: persist, then notify watchers.
+    dirty: set[int] = field(default_factory=set)
+    removed: set[int] = field(default_factory=set)
+    # Workers whose record changed (connected, lost): persist identity.
+    workers: set[str] = field(default_factory=set)
+    # Workers to disconnect (timed out while their stream still looks open).
+    drop_workers: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.assign or self.kill or self.dirty or self.removed or self.workers or self.drop_workers
+        )
+
+
+class Scheduler:
+    def __init__(self, limits: Limits, next_job_id: int = 1) -> None:
+        self.limits = limits
+        self.jobs: dict[int, JobRecord] = {}
+        self.workers: dict[str, WorkerRecord] = {}
+        self.next_job_id = next_job_id
+        self.queue = PendingQueue(self._is_pending)
+        self.global_used: Counter[str] = Counter()
+        self.counts: Counter[State] = Counter()
+        self._run_time_sum = 0.0
+        self._run_time_n = 0
+        # Offered jobs awaiting the worker's reply: (deadline, job id, attempt).
+        self._offer_deadlines: list[tuple[float, int, int]] = []
+        # Final jobs in order of finishing, for cleanup without scanning.
+        self._finished_order: deque[tuple[float, int]] = deque()
+        self._effects = Effects()
+
+    # ----------------------------------------------------------------- helpers
+
+    def _is_pending(self, job_id: int) -> bool:
+        job = self.jobs.get(job_id)
+        return job is not None and job.state is State.PENDING
+
+    def take_effects(self) -> Effects:
+        effects, self._effects = self._effects, Effects()
+        return effects
+
+    def put_back(self, effects: Effects) -> None:
+        """Effects whose commit failed: carried out after the retried commit."""
+        mine = self._effects
+        mine.assign[:0] = effects.assign
+        mine.kill[:0] = effects.kill
+        mine.dirty |= effects.dirty
+        mine.removed |= effects.removed
+        mine.workers |= effects.workers
+        mine.drop_workers |= effects.drop_workers
+
+    def _set_state(self, job: JobRecord, state: State) -> None:
+        self.counts[job.state] -= 1
+        self.counts[state] += 1
+        job.state = state
+        self._effects.dirty.add(job.id)
+
+    def _account_final(self, job: JobRecord) -> None:
+        if job.state in (State.SUCCEEDED, State.FAILED) and job.run_time > 0:
+            self._run_time_sum += job.run_time
+            self._run_time_n += 1
+        self._finished_order.append((job.finished_at or 0.0, job.id))
+
+    def _forget_final(self, job: JobRecord) -> None:
+        if job.state in (State.SUCCEEDED, State.FAILED) and job.run_time > 0:
+            self._run_time_sum -= job.run_time
+            self._run_time_n -= 1
+
+    def _reserve(self, worker: WorkerRecord | None, job: JobRecord, sign: int) -> None:
+        if worker is not None:
+            worker.reserved.slots += sign * job.shape.slots
+            worker.reserved.cpus += sign * job.shape.cpus
+            worker.reserved.ram_mb += sign * job.shape.ram_mb
+            if sign > 0:
+                worker.jobs.add(job.id)
+            else:
+                worker.jobs.discard(job.id)
+        for name, n in job.shape.global_:
+            self.global_used[name] += sign * n
+
+    def _release(self, job: JobRecord) -> None:
+        self._reserve(self.workers.get(job.worker_id), job, -1)
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self, jobs: Iterable[JobRecord], workers: Iterable[WorkerRecord], now: float) -> None:
+        """Take over the state of a previous run. Jobs that were active stay
+        with their worker, which is given worker_timeout to come back."""
+        for worker in workers:
+            worker.connected = False
+            worker.last_seen = now
+            self.workers[worker.id] = worker
+        for job in sorted(jobs, key=lambda j: j.id):
+            self.jobs[job.id] = job
+            self.counts[job.state] += 1
+            self.next_job_id = max(self.next_job_id, job.id + 1)
+            if job.state is State.PENDING:
+                self.queue.push(job.shape, job.id)
+            elif job.state in ACTIVE:
+                worker = self.workers.get(job.worker_id)
+                if worker is None:
+                    worker = self.workers[job.worker_id] = WorkerRecord(
+                        id=job.worker_id, name=job.worker_name, last_seen=now
+                    )
+                self._reserve(worker, job, +1)
+                if job.state is State.OFFERED:
+                    heapq.heappush(
+                        self._offer_deadlines, (now + self.limits.offer_timeout, job.id, job.attempt)
+                    )
+            else:
+                self._account_final(job)
+        self._finished_order = deque(sorted(self._finished_order))
+
+    # -------------------------------------------------------------- submission
+
+    def validate(self, spec: common_pb2.JobSpec) -> list[str]:
+        """Refuse what can never be a job; return warnings for what may never run."""
+        if not spec.command or not spec.command[0]:
+            raise SchedulerError("INVALID_ARGUMENT", "empty command: give the program to run")
+        if not spec.cwd.startswith("/"):
+            raise SchedulerError("INVALID_ARGUMENT", f"working directory must be absolute, got {spec.cwd!r}")
+        res = spec.resources
+        if res.slots < 1:
+            raise SchedulerError("INVALID_ARGUMENT", "a job needs at least 1 slot")
+        unknown = sorted(set(res.global_resources) - set(self.limits.global_resources))
+        if unknown:
+            known = ", ".join(sorted(self.limits.global_resources)) or "none are configured"
+            raise SchedulerError(
+                "INVALID_ARGUMENT", f"unknown global resource {', '.join(unknown)} (known: {known})"
+            )
+        shape = Shape.of(res)
+        warnings = []
+        for name, n in shape.global_:
+            total = self.limits.global_resources[name]
+            if n > total:
+                warnings.append(
+                    f"the job asks for {n} {name} but the cluster has only {total}; it will not run"
+                )
+        connected = [w for w in self.workers.values() if w.connected]
+        if not connected:
+            warnings.append("no worker is connected; the job waits until one connects")
+        elif not any(w.capacity.fits(shape) for w in connected):
+            biggest = max(connected, key=lambda w: (w.capacity.cpus, w.capacity.ram_mb))
+            warnings.append(
+                f"no connected worker could ever fit {shape.describe()} (largest: {biggest.name} with "
+                f"{biggest.capacity.cpus} cpus, {biggest.capacity.ram_mb} MB RAM, "
+                f"{biggest.capacity.slots} slots); it waits for a bigger worker"
+            )
+        return warnings
+
+    def submit(
+        self, spec_id: int, spec: common_pb2.JobSpec, extra_envs: list[dict[str, str] | None], now: float
+    ) -> list[JobRecord]:
+        """Queue one job per entry of extra_envs (validate() first)."""
+        shape = Shape.of(spec.resources)
+        created = []
+        for extra in extra_envs:
+            job = JobRecord(
+                id=self.next_job_id,
+                spec_id=spec_id,
+                spec=spec,
+                extra_env=extra or None,
+                shape=shape,
+                issued_at=now,
+            )
+            self.next_job_id += 1
+            self.jobs[job.id] = job
+            self.counts[State.PENDING] += 1
+            self.queue.push(shape, job.id)
+            self._effects.dirty.add(job.id)
+            created.append(job)
+        return created
+
+    # ----------------------------------------------------------------- workers
+
+    def connect_worker(
+        self,
+        worker_id: str,
+        name: str,
+        capacity: Amount,
+        system: common_pb2.SystemInfo,
+        address: str,
+        running: Iterable[tuple[int, int]],
+        now: float,
+    ) -> WorkerRecord:
+        """A worker (re)registered, reporting the attempts it still runs.
+
+        Attempts the server placed on it that it does not report are given up
+        at once; attempts it reports that are not current are killed.
+        """
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            worker = self.workers[worker_id] = WorkerRecord(id=worker_id, name=name)
+        worker.name, worker.capacity, worker.system, worker.address = name, capacity, system, address
+        worker.connected, worker.connected_at, worker.last_seen = True, now, now
+        worker.external = Amount()
+        worker.session += 1
+        reported = set(running)
+        for job_id in list(worker.jobs):
+            job = self.jobs[job_id]
+            if (job_id, job.attempt) in reported:
+                if job.state is State.OFFERED:
+                    self._mark_started(job, now)
+            else:
+                self._requeue(job, f"worker {name} restarted without attempt {job.attempt}", now)
+        for job_id, attempt in reported:
+            if not self.is_current(worker_id, job_id, attempt):
+                self._effects.kill.append(KillOrder(worker_id, job_id, attempt))
+        self._effects.workers.add(worker_id)
+        return worker
+
+    def heartbeat(self, worker_id: str, system: common_pb2.SystemInfo, external: Amount, now: float) -> None:
+        worker = self.workers.get(worker_id)
+        if worker is None or not worker.connected:
+            return
+        worker.system = system
+        worker.external = external
+        worker.last_seen = now
+
+    def disconnect_worker(self, worker_id: str, session: int, now: float) -> None:
+        """The stream closed. Its jobs stay: it may come back within the timeout."""
+        worker = self.workers.get(worker_id)
+        if worker is not None and worker.session == session and worker.connected:
+            worker.connected = False
+            worker.last_seen = now
+            self._effects.workers.add(worker_id)
+
+    def worker_leaving(self, worker_id: str, now: float) -> None:
+        """The worker shut down cleanly after stopping its attempts: requeue now."""
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            return
+        for job_id in list(worker.jobs):
+            self._requeue(self.jobs[job_id], f"worker {worker.name} shut down", now)
+        worker.connected = False
+        self._effects.workers.add(worker_id)
+
+    def _lose_worker(self, worker: WorkerRecord, now: float) -> None:
+        silent = now - worker.last_seen
+        for job_id in list(worker.jobs):
+            self._requeue(self.jobs[job_id], f"worker {worker.name} lost (silent for {silent:.0f} s)", now)
+        if worker.connected:
+            self._effects.drop_workers.add(worker.id)
+        worker.connected = False
+        self._effects.workers.add(worker.id)
+
+    # ------------------------------------------------------------- attempt life
+
+    def is_current(self, worker_id: str, job_id: int, attempt: int) -> bool:
+        job = self.jobs.get(job_id)
+        return (
+            job is not None and job.attempt == attempt and job.worker_id == worker_id and job.state in ACTIVE
+        )
+
+    def assignment_reply(
+        self,
+        worker_id: str,
+        job_id: int,
+        attempt: int,
+        accepted: bool,
+        reason: str,
+        transient: bool,
+        now: float,
+    ) -> None:
+        if not self.is_current(worker_id, job_id, attempt):
+            return
+        job = self.jobs[job_id]
+        if accepted:
+            if job.state is State.OFFERED:
+                self._mark_started(job, now)
+            return
+        worker = self.workers[worker_id]
+        cooldown = TRANSIENT_REJECT_COOLDOWN if transient else REJECT_COOLDOWN
+        if job.rejected_by is None:
+            job.rejected_by = {}
+        job.rejected_by[worker_id] = now + cooldown
+        self._requeue(job, "", now)
+        job.comment = self._rejection_comment(job, worker, reason, now)
+
+    def _rejection_comment(self, job: JobRecord, worker: WorkerRecord, reason: str, now: float) -> str:
+        connected = [w for w in self.workers.values() if w.connected]
+        rejected = job.rejected_by or {}
+        if connected and all(rejected.get(w.id, 0) > now for w in connected):
+            return f"rejected by every connected worker; last: {worker.name}: {reason}"
+        return f"rejected by {worker.name}: {reason}"
+
+    def started(self, worker_id: str, job_id: int, attempt: int, now: float) -> None:
+        if self.is_current(worker_id, job_id, attempt):
+            job = self.jobs[job_id]
+            if job.state is State.OFFERED:
+                self._mark_started(job, now)
+
+    def output(
+        self, worker_id: str, job_id: int, attempt: int, stream: int, offset: int, size: int
+    ) -> tuple[int, int] | None:
+        """Output of an attempt arrived: (bytes to skip as already stored, new end
+        offset), or None for a stale attempt. Repeats after a reconnect are cut
+        off by offset, so the stored stream has no repeats."""
+        if not self.is_current(worker_id, job_id, attempt):
+            return None
+        job = self.jobs[job_id]
+        have = job.stdout_bytes if stream == 1 else job.stderr_bytes
+        end = offset + size
+        if end <= have:
+            return size, have
+        if stream == 1:
+            job.stdout_bytes = end
+        else:
+            job.stderr_bytes = end
+        self._effects.dirty.add(job_id)
+        return max(0, have - offset), end
+
+    def touch(self, worker_id: str, now: float) -> None:
+        worker = self.workers.get(worker_id)
+        if worker is not None and worker.connected:
+            worker.last_seen = now
+
+    def _mark_started(self, job: JobRecord, now: float) -> None:
+        job.started_at = now
+        job.comment = ""
+        self._set_state(job, State.RUNNING)
+
+    def finished(
+        self,
+        worker_id: str,
+        job_id: int,
+        attempt: int,
+        exit_code: int | None,
+        signal: int,
+        run_time: float,
+        peak_memory: int,
+        error: str,
+        now: float,
+    ) -> bool:
+        """Record the end of the current attempt. False for a stale attempt
+        (ignored: a job is recorded as finished once, by its current attempt)."""
+        if not self.is_current(worker_id, job_id, attempt):
+            return False
+        job = self.jobs[job_id]
+        self._release(job)
+        job.exit_code, job.signal, job.run_time, job.peak_memory = exit_code, signal, run_time, peak_memory
+        job.finished_at = now
+        if job.started_at is None:
+            job.started_at = now
+        if job.kill_requested:
+            state = State.CANCELED
+            job.comment = "killed on request"
+        elif error:
+            state = State.FAILED
+            job.comment = f"failed to start: {error}"
+        elif exit_code == 0:
+            state = State.SUCCEEDED
+        else:
+            state = State.FAILED
+        self._set_state(job, state)
+        self._account_final(job)
+        return True
+
+    def _requeue(self, job: JobRecord, why: str, now: float) -> None:
+        if job.state not in ACTIVE:
+            return
+        self._release(job)
+        if job.kill_requested:
+            job.finished_at = now
+            job.comment = f"canceled; {why}" if why else "canceled"
+            self._set_state(job, State.CANCELED)
+            self._account_final(job)
+            return
+        if why:
+            job.comment = f"{why}; queued again"
+        job.offered_at = job.started_at = None
+        self._set_state(job, State.PENDING)
+        self.queue.push(job.shape, job.id)
+
+    # ------------------------------------------------------------- client acts
+
+    def cancel(self, job_id: int, kill: bool, now: float) -> JobRecord:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise SchedulerError("NOT_FOUND", f"no job {job_id}")
+        if job.state in FINAL:
+            raise SchedulerError(
+                "FAILED_PRECONDITION", f"job {job_id} has already ended ({job.state.name.lower()})"
+            )
+        if job.state is State.RUNNING and not kill:
+            raise SchedulerError(
+                "FAILED_PRECONDITION", f"job {job_id} is running on {job.worker_name}; use --kill to stop it"
+            )
+        if job.state is State.PENDING:
+            job.finished_at = now
+            self._set_state(job, State.CANCELED)
+            self._account_final(job)
+        elif job.state is State.OFFERED:
+            self._effects.kill.append(KillOrder(job.worker_id, job.id, job.attempt))
+            self._release(job)
+            job.finished_at = now
+            self._set_state(job, State.CANCELED)
+            self._account_final(job)
+        else:
+            job.kill_requested = True
+            self._effects.dirty.add(job.id)
+            self._effects.kill.append(KillOrder(job.worker_id, job.id, job.attempt))
+        return job
+
+    def clean(self, include_failed: bool) -> list[int]:
+        states = {State.SUCCEEDED, State.CANCELED} | ({State.FAILED} if include_failed else set())
+        removed = [job.id for job in self.jobs.values() if job.state in states]
+        for job_id in removed:
+            self._remove(job_id)
+        return removed
+
+    def _remove(self, job_id: int) -> None:
+        job = self.jobs.pop(job_id)
+        self.counts[job.state] -= 1
+        self._forget_final(job)
+        self._effects.removed.add(job_id)
+        self._effects.dirty.discard(job_id)
+
+    # -------------------------------------------------------------------- time
+
+    def tick(self, now: float) -> None:
+        """Timeouts: silent workers, unanswered offers, old finished jobs."""
+        for worker in list(self.workers.values()):
+            if now - worker.last_seen > self.limits.worker_timeout and (worker.connected or worker.jobs):
+                self._lose_worker(worker, now)
+        deadlines = self._offer_deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, job_id, attempt = heapq.heappop(deadlines)
+            job = self.jobs.get(job_id)
+            if job is not None and job.attempt == attempt and job.state is State.OFFERED:
+                self._effects.kill.append(KillOrder(job.worker_id, job.id, job.attempt))
+                self._requeue(job, f"offer to {job.worker_name} not answered", now)
+        horizon = now - self.limits.cleanup_after
+        while self._finished_order and self._finished_order[0][0] < horizon:
+            _, job_id = self._finished_order.popleft()
+            job = self.jobs.get(job_id)
+            if job is not None and job.state in FINAL and (job.finished_at or 0.0) < horizon:
+                self._remove(job_id)
+
+    # ---------------------------------------------------------------- dispatch
+
+    def dispatch(self, now: float) -> None:
+        """Offer pending jobs to workers with room, less busy workers first."""
+        if self.counts[State.PENDING] == 0:
+            return
+        active = self.counts[State.OFFERED] + self.counts[State.RUNNING]
+        heap = [(w.busy(), w.id) for w in self.workers.values() if w.connected and w.free().slots > 0]
+        heapq.heapify(heap)
+        while heap and active < self.limits.global_max_parallel_jobs:
+            _, worker_id = heapq.heappop(heap)
+            worker = self.workers[worker_id]
+            free = worker.free()
+            job_id = self.queue.pick(
+                lambda shape, free=free: free.fits(shape) and self._globals_fit(shape),
+                lambda jid, wid=worker_id: self._eligible(jid, wid, now),
+            )
+            if job_id is None:
+                continue
+            self._assign(self.jobs[job_id], worker, now)
+            active += 1
+            if worker.free().slots > 0:
+                heapq.heappush(heap, (worker.busy(), worker_id))
+
+    def _globals_fit(self, shape: Shape) -> bool:
+        totals = self.limits.global_resources
+        return all(self.global_used[name] + n <= totals.get(name, 0) for name, n in shape.global_)
+
+    def _eligible(self, job_id: int, worker_id: str, now: float) -> bool:
+        rejected = self.jobs[job_id].rejected_by
+        return rejected is None or rejected.get(worker_id, 0.0) <= now
+
+    def _assign(self, job: JobRecord, worker: WorkerRecord, now: float) -> None:
+        job.attempt += 1
+        job.worker_id, job.worker_name = worker.id, worker.name
+        job.offered_at = now
+        job.exit_code, job.signal, job.run_time, job.peak_memory = None, 0, 0.0, 0
+        job.stdout_bytes = job.stderr_bytes = 0
+        job.output_truncated = False
+        self._reserve(worker, job, +1)
+        self._set_state(job, State.OFFERED)
+        heapq.heappush(self._offer_deadlines, (now + self.limits.offer_timeout, job.id, job.attempt))
+        self._effects.assign.append(Assignment(worker.id, worker.session, job))
+
+    # ----------------------------------------------------------------- queries
+
+    def summary(self) -> tuple[dict[State, int], float, float]:
+        """Counts per state, average run time, ETA of the remaining work."""
+        avg = self._run_time_sum / self._run_time_n if self._run_time_n else 0.0
+        running = self.counts[State.RUNNING] + self.counts[State.OFFERED]
+        remaining = running + self.counts[State.PENDING]
+        eta = avg * remaining / max(1, running) if avg and remaining else 0.0
+        return {s: self.counts[s] for s in State}, avg, eta
+
+    def recent(self, states: frozenset[State] | None, limit: int) -> Iterator[JobRecord]:
+        """Most recent matching jobs, newest first."""
+        n = 0
+        for job_id in reversed(self.jobs):
+            job = self.jobs[job_id]
+            if states is None or job.state in states:
+                yield job
+                n += 1
+                if limit and n >= limit:
+                    return

@@ -1,0 +1,205 @@
+"""The durable copy of the server's state: SQLite in WAL mode.
+
+One writer thread owns the connection and the output files. Batches queued
+while it commits are merged into its next transaction (group commit), so many
+state changes cost one commit. A batch's future resolves only after its
+commit, which is what lets the server acknowledge after durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kueue.v1 import common_pb2
+from kueue_server import output_files
+from kueue_server.convert import JOB_COLUMNS, job_from_row
+from kueue_server.model import JobRecord, WorkerRecord
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS specs (id INTEGER PRIMARY KEY, spec BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY, spec_id INTEGER NOT NULL, extra_env TEXT, state INTEGER NOT NULL,
+    issued_at REAL, offered_at REAL, started_at REAL, finished_at REAL, attempt INTEGER,
+    worker_id TEXT, worker_name TEXT, exit_code INTEGER, signal INTEGER, run_time REAL,
+    peak_memory INTEGER, comment TEXT, stdout_bytes INTEGER, stderr_bytes INTEGER,
+    output_truncated INTEGER, kill_requested INTEGER);
+CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, name TEXT NOT NULL, system BLOB);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+SCHEMA_VERSION = "1"
+
+
+class StoreError(Exception):
+    """The store could not commit; what was acknowledged before is safe."""
+
+
+@dataclass
+class OutputWrite:
+    job_id: int
+    attempt: int
+    stream: int
+    offset: int
+    data: bytes
+
+
+@dataclass
+class Batch:
+    specs: list[tuple[int, bytes]] = field(default_factory=list)
+    jobs: list[tuple[Any, ...]] = field(default_factory=list)
+    deleted_jobs: list[int] = field(default_factory=list)
+    workers: list[tuple[str, str, bytes]] = field(default_factory=list)
+    outputs: list[OutputWrite] = field(default_factory=list)
+    # Drop specs no job refers to any more (after cleanups).
+    gc_specs: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.specs or self.jobs or self.deleted_jobs or self.workers or self.outputs or self.gc_specs
+        )
+
+
+@dataclass
+class Loaded:
+    jobs: list[JobRecord]
+    workers: list[WorkerRecord]
+    next_spec_id: int
+
+
+class Store:
+    def __init__(self, data_dir: Path, output_cap_bytes: int) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / "kueue.sqlite3"
+        self.output_root = data_dir / "output"
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a crash of the process (the case we
+        # promise); only a power loss may lose the last commits.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        version = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if version is None:
+            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        elif version[0] != SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: schema version {version[0]} is not supported by this server")
+        self.outputs = output_files.OutputFiles(self.output_root, output_cap_bytes)
+        self._queue: queue.SimpleQueue[tuple[Batch, asyncio.Future[list[int]]] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def load(self) -> Loaded:
+        specs = {}
+        next_spec_id = 1
+        for spec_id, blob in self._db.execute("SELECT id, spec FROM specs"):
+            specs[spec_id] = common_pb2.JobSpec.FromString(blob)
+            next_spec_id = max(next_spec_id, spec_id + 1)
+        jobs = [job_from_row(row, specs) for row in self._db.execute(f"SELECT {JOB_COLUMNS} FROM jobs")]
+        workers = []
+        for worker_id, name, system in self._db.execute("SELECT id, name, system FROM workers"):
+            worker = WorkerRecord(id=worker_id, name=name)
+            if system:
+                worker.system = common_pb2.SystemInfo.FromString(system)
+            workers.append(worker)
+        return Loaded(jobs, workers, next_spec_id)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread = threading.Thread(target=self._run, name="kueue-store-writer", daemon=True)
+        self._thread.start()
+
+    async def write(self, batch: Batch) -> list[int]:
+        """Commit a batch; returns the jobs whose captured output was truncated by the cap."""
+        assert self._loop is not None
+        future: asyncio.Future[list[int]] = self._loop.create_future()
+        self._queue.put((batch, future))
+        return await future
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        self.outputs.close()
+        self._db.close()
+
+    # ------------------------------------------------------------ writer thread
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            group = [item]
+            stop = False
+            while True:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                group.append(more)
+            self._commit_group(group)
+            if stop:
+                return
+
+    def _commit_group(self, group: list[tuple[Batch, asyncio.Future[list[int]]]]) -> None:
+        truncated: list[int] = []
+        error: Exception | None = None
+        try:
+            for batch, _ in group:
+                for w in batch.outputs:
+                    if self.outputs.append(w.job_id, w.attempt, w.stream, w.offset, w.data):
+                        truncated.append(w.job_id)
+            self.outputs.flush()
+            db = self._db
+            db.execute("BEGIN")
+            try:
+                for batch, _ in group:
+                    if batch.specs:
+                        db.executemany("INSERT OR REPLACE INTO specs VALUES (?, ?)", batch.specs)
+                    if batch.jobs:
+                        db.executemany(
+                            f"INSERT OR REPLACE INTO jobs ({JOB_COLUMNS}) VALUES ({_marks(20)})", batch.jobs
+                        )
+                    if batch.deleted_jobs:
+                        db.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in batch.deleted_jobs])
+                    if batch.workers:
+                        db.executemany("INSERT OR REPLACE INTO workers VALUES (?, ?, ?)", batch.workers)
+                    if batch.gc_specs:
+                        db.execute("DELETE FROM specs WHERE id NOT IN (SELECT DISTINCT spec_id FROM jobs)")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            for batch, _ in group:
+                for job_id in batch.deleted_jobs:
+                    self.outputs.remove_job(job_id)
+        except Exception as exc:  # disk full, I/O error: fail these writes, keep serving
+            log.error("store commit failed: %s", exc)
+            error = StoreError(f"the server could not store the change: {exc}")
+        assert self._loop is not None
+        for _, future in group:
+            self._loop.call_soon_threadsafe(_settle, future, error, truncated)
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def _settle(future: asyncio.Future[list[int]], error: Exception | None, truncated: list[int]) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(truncated)

@@ -1,0 +1,176 @@
+"""kueue.v1.WorkerService: one bidirectional stream per connected worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+
+import kueue
+from kueue.v1 import worker_service_pb2 as wpb
+from kueue.v1 import worker_service_pb2_grpc
+from kueue_server.app import App, WorkerConn
+from kueue_server.model import Amount
+from kueue_server.store import OutputWrite
+
+log = logging.getLogger("kueue_server")
+
+
+class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    async def Connect(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:
+        app = self.app
+        first = await context.read()
+        if first is grpc.aio.EOF or first.WhichOneof("msg") != "register":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be Register")
+        reg = first.register
+        if not reg.worker_id or not reg.name:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Register needs worker_id and name")
+        worker = app.scheduler.connect_worker(
+            reg.worker_id,
+            reg.name,
+            Amount(reg.capacity.slots, reg.capacity.cpus, reg.capacity.ram_mb),
+            reg.system,
+            context.peer(),
+            [(a.job_id, a.attempt) for a in reg.attempts if not a.HasField("finished")],
+            app.clock(),
+        )
+        old = app.conns.get(worker.id)
+        if old is not None:
+            old.close()
+        conn = WorkerConn(worker.id, worker.session)
+        app.conns[worker.id] = conn
+        log.info(
+            "worker %s (%s) connected from %s: %d slots, %d cpus, %d MB RAM, %d attempts reported",
+            worker.name,
+            worker.id[:8],
+            context.peer(),
+            worker.capacity.slots,
+            worker.capacity.cpus,
+            worker.capacity.ram_mb,
+            len(reg.attempts),
+        )
+        conn.send(
+            wpb.ConnectResponse(
+                registered=wpb.Registered(
+                    worker_id=worker.id,
+                    heartbeat_interval_seconds=app.heartbeat_interval(),
+                    server_version=kueue.__version__,
+                )
+            )
+        )
+        for report in reg.attempts:
+            if report.HasField("finished"):
+                self._finished(conn, report.finished)
+        app.kick()
+        writer = asyncio.create_task(self._write(conn, context))
+        try:
+            while True:
+                reader = asyncio.ensure_future(context.read())
+                done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+                if reader not in done:
+                    reader.cancel()
+                    break  # replaced by a newer stream, or the worker was dropped
+                msg = reader.result()
+                if msg is grpc.aio.EOF:
+                    break
+                self._handle(conn, msg)
+        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+            if app.conns.get(worker.id) is conn:
+                del app.conns[worker.id]
+            app.scheduler.disconnect_worker(worker.id, conn.session, app.clock())
+            app.kick()
+            log.info("worker %s disconnected", worker.name)
+
+    async def _write(self, conn: WorkerConn, context: grpc.aio.ServicerContext) -> None:
+        while True:
+            msg = await conn.outbox.get()
+            if msg is None:
+                return
+            await context.write(msg)
+
+    def _handle(self, conn: WorkerConn, msg: wpb.ConnectRequest) -> None:
+        app = self.app
+        sched = app.scheduler
+        now = app.clock()
+        wid = conn.worker_id
+        sched.touch(wid, now)
+        kind = msg.WhichOneof("msg")
+        if kind == "heartbeat":
+            hb = msg.heartbeat
+            ext = hb.external_use
+            sched.heartbeat(wid, hb.system, Amount(0, ext.cpus, ext.ram_mb), now)
+            app.kick()
+        elif kind == "output":
+            self._output(conn, msg.output)
+        elif kind == "finished":
+            self._finished(conn, msg.finished)
+        elif kind == "started":
+            s = msg.started
+            sched.started(wid, s.job_id, s.attempt, now)
+            app.kick()
+        elif kind == "assignment_reply":
+            r = msg.assignment_reply
+            sched.assignment_reply(wid, r.job_id, r.attempt, r.accepted, r.reason, r.transient, now)
+            if not r.accepted:
+                log.info("job %d attempt %d rejected by %s: %s", r.job_id, r.attempt, wid[:8], r.reason)
+            app.kick()
+        elif kind == "leaving":
+            log.info("worker %s leaving: %s", wid[:8], msg.leaving.reason)
+            sched.worker_leaving(wid, now)
+            app.kick()
+        elif kind == "register":
+            log.warning("worker %s sent Register twice; ignored", wid[:8])
+
+    def _output(self, conn: WorkerConn, out: wpb.Output) -> None:
+        app = self.app
+        verdict = app.scheduler.output(
+            conn.worker_id, out.job_id, out.attempt, out.stream, out.offset, len(out.data)
+        )
+        if verdict is None:
+            return  # stale attempt: its kill is on the way
+        skip, end = verdict
+        if skip < len(out.data):
+            app.add_output(
+                OutputWrite(out.job_id, out.attempt, out.stream, out.offset + skip, out.data[skip:])
+            )
+        ack = wpb.ConnectResponse(
+            output_ack=wpb.OutputAck(job_id=out.job_id, attempt=out.attempt, stream=out.stream, offset=end)
+        )
+        app.after_commit(lambda error: error is None and conn.send(ack))
+
+    def _finished(self, conn: WorkerConn, fin: wpb.Finished) -> None:
+        app = self.app
+        recorded = app.scheduler.finished(
+            conn.worker_id,
+            fin.job_id,
+            fin.attempt,
+            fin.exit_code if fin.HasField("exit_code") else None,
+            fin.signal,
+            fin.run_time_seconds,
+            fin.peak_memory_bytes,
+            fin.error,
+            app.clock(),
+        )
+        if recorded:
+            log.info(
+                "job %d attempt %d finished on %s: %s",
+                fin.job_id,
+                fin.attempt,
+                conn.worker_id[:8],
+                f"exit code {fin.exit_code}"
+                if fin.HasField("exit_code")
+                else f"signal {fin.signal} {fin.error}",
+            )
+        # Stale or not, the worker may forget it once our state is durable.
+        ack = wpb.ConnectResponse(finished_ack=wpb.FinishedAck(job_id=fin.job_id, attempt=fin.attempt))
+        app.after_commit(lambda error: error is None and conn.send(ack))

@@ -1,0 +1,341 @@
+"""The scheduling core, driven directly: deterministic, no I/O."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kueue.v1 import common_pb2
+from kueue_server.model import Amount, State
+from kueue_server.scheduler import Limits, Scheduler, SchedulerError
+
+
+def spec(
+    cpus: int = 1, ram: int = 0, slots: int = 1, cwd: str = "/tmp", **globals_: int
+) -> common_pb2.JobSpec:
+    return common_pb2.JobSpec(
+        command=["true"],
+        cwd=cwd,
+        resources=common_pb2.Resources(slots=slots, cpus=cpus, ram_mb=ram, global_resources=globals_),
+    )
+
+
+def make(limits: Limits | None = None) -> Scheduler:
+    return Scheduler(limits or Limits(global_resources={"genus": 2}))
+
+
+def connect(s: Scheduler, wid: str, slots: int = 4, cpus: int = 4, ram: int = 8000, now: float = 0.0) -> None:
+    s.connect_worker(wid, wid, Amount(slots, cpus, ram), common_pb2.SystemInfo(), "", [], now)
+
+
+def submit(s: Scheduler, n: int = 1, now: float = 0.0, **kw: int) -> list[int]:
+    sp = spec(**kw)
+    s.validate(sp)
+    return [j.id for j in s.submit(1, sp, [None] * n, now)]
+
+
+def assigned(s: Scheduler, now: float = 0.0) -> list[tuple[str, int, int]]:
+    s.dispatch(now)
+    return [(a.worker_id, a.job.id, a.job.attempt) for a in s.take_effects().assign]
+
+
+def test_fifo_dispatch_respects_slots_and_cpus() -> None:
+    s = make()
+    connect(s, "w1", slots=2, cpus=4)
+    ids = submit(s, 5, cpus=1)
+    got = assigned(s)
+    assert [j for _, j, _ in got] == ids[:2]  # 2 slots
+    assert all(a == 1 for _, _, a in got)
+    assert s.counts[State.OFFERED] == 2
+
+
+def test_less_busy_worker_first() -> None:
+    s = make()
+    connect(s, "big", slots=10, cpus=10)
+    connect(s, "small", slots=10, cpus=2)
+    submit(s, 4, cpus=1)
+    got = assigned(s)
+    per_worker = {w: sum(1 for x, _, _ in got if x == w) for w in ("big", "small")}
+    # 'small' is half full after one job and full after two; 'big' takes the rest.
+    assert per_worker == {"big": 3, "small": 1}
+
+
+def test_global_resources_never_overcommitted() -> None:
+    s = make()
+    connect(s, "w1", slots=10, cpus=10)
+    submit(s, 5, genus=1)
+    assert len(assigned(s)) == 2
+    assert s.global_used["genus"] == 2
+
+
+def test_unknown_global_resource_refused() -> None:
+    s = make()
+    with pytest.raises(SchedulerError) as err:
+        s.validate(spec(licenses=1))
+    assert err.value.code == "INVALID_ARGUMENT"
+    assert "licenses" in str(err.value)
+
+
+def test_warning_when_no_worker_could_ever_fit() -> None:
+    s = make()
+    connect(s, "w1", cpus=4)
+    warnings = s.validate(spec(cpus=64))
+    assert any("could ever fit" in w and "64 cpus" in w for w in warnings)
+    assert s.validate(spec(cpus=2)) == []
+
+
+def test_empty_command_refused() -> None:
+    s = make()
+    with pytest.raises(SchedulerError, match="empty command"):
+        s.validate(common_pb2.JobSpec(cwd="/tmp", resources=common_pb2.Resources(slots=1)))
+
+
+def test_global_max_parallel_jobs() -> None:
+    s = make(Limits(global_max_parallel_jobs=3))
+    connect(s, "w1", slots=10, cpus=10)
+    connect(s, "w2", slots=10, cpus=10)
+    submit(s, 10)
+    assert len(assigned(s)) == 3
+
+
+def test_lifecycle_and_summary() -> None:
+    s = make()
+    connect(s, "w1")
+    (job_id,) = submit(s)
+    ((_, _, attempt),) = assigned(s, now=1.0)
+    s.assignment_reply("w1", job_id, attempt, True, "", False, 2.0)
+    assert s.jobs[job_id].state is State.RUNNING
+    assert s.finished("w1", job_id, attempt, 0, 0, 5.0, 123, "", 7.0)
+    job = s.jobs[job_id]
+    assert job.state is State.SUCCEEDED and job.exit_code == 0 and job.peak_memory == 123
+    counts, avg, _ = s.summary()
+    assert counts[State.SUCCEEDED] == 1 and avg == 5.0
+    # A second finish of the same attempt is not recorded again.
+    assert not s.finished("w1", job_id, attempt, 1, 0, 5.0, 0, "", 8.0)
+    assert s.jobs[job_id].exit_code == 0
+
+
+def test_failed_to_start_and_signal() -> None:
+    s = make()
+    connect(s, "w1")
+    a, b = submit(s, 2)
+    assigned(s)
+    s.finished("w1", a, 1, None, 0, 0.0, 0, "No such file", 1.0)
+    s.finished("w1", b, 1, None, 9, 1.0, 0, "", 1.0)
+    assert s.jobs[a].state is State.FAILED and "failed to start" in s.jobs[a].comment
+    assert s.jobs[b].state is State.FAILED and s.jobs[b].signal == 9
+
+
+def test_reject_missing_directory_goes_to_other_worker() -> None:
+    s = make()
+    connect(s, "w1")
+    (job_id,) = submit(s)
+    ((wid, _, attempt),) = assigned(s)
+    other = "w2"
+    connect(s, other)
+    s.assignment_reply(wid, job_id, attempt, False, "no such directory", False, 1.0)
+    assert s.jobs[job_id].state is State.PENDING
+    got = assigned(s, now=1.0)
+    assert got == [(other if wid == "w1" else "w1", job_id, attempt + 1)]
+
+
+def test_rejected_by_every_worker_says_so() -> None:
+    s = make()
+    connect(s, "w1")
+    (job_id,) = submit(s)
+    ((_, _, attempt),) = assigned(s)
+    s.assignment_reply("w1", job_id, attempt, False, "directory /x does not exist", False, 1.0)
+    assert "every connected worker" in s.jobs[job_id].comment
+    assert assigned(s, now=2.0) == []  # not offered to w1 again right away
+
+
+def test_worker_timeout_requeues_with_new_attempt() -> None:
+    s = make(Limits(worker_timeout=10.0))
+    connect(s, "w1")
+    (job_id,) = submit(s)
+    assigned(s)
+    s.started("w1", job_id, 1, 1.0)
+    connect(s, "w2", now=5.0)
+    s.heartbeat("w2", common_pb2.SystemInfo(), Amount(), 12.0)
+    s.tick(12.0)
+    job = s.jobs[job_id]
+    assert job.state is State.PENDING and "lost" in job.comment
+    assert assigned(s, now=12.0) == [("w2", job_id, 2)]
+    # The late result of the lost attempt is ignored.
+    assert not s.finished("w1", job_id, 1, 0, 0, 1.0, 0, "", 13.0)
+    assert s.jobs[job_id].state is State.OFFERED
+
+
+def test_reconnect_without_attempt_requeues_at_once_and_stale_is_killed() -> None:
+    s = make()
+    connect(s, "w1")
+    a, b = submit(s, 2)
+    assigned(s)
+    s.take_effects()
+    # w1 comes back reporting only job a, plus an attempt the server never gave it.
+    s.connect_worker("w1", "w1", Amount(4, 4, 8000), common_pb2.SystemInfo(), "", [(a, 1), (99, 3)], 1.0)
+    assert s.jobs[a].state is State.RUNNING
+    assert s.jobs[b].state is State.PENDING
+    kills = [(k.job_id, k.attempt) for k in s.take_effects().kill]
+    assert kills == [(99, 3)]
+
+
+def test_offer_timeout() -> None:
+    s = make(Limits(offer_timeout=5.0))
+    connect(s, "w1")
+    (job_id,) = submit(s)
+    assigned(s)
+    s.tick(6.0)
+    assert s.jobs[job_id].state is State.PENDING
+    assert "not answered" in s.jobs[job_id].comment
+
+
+def test_cancel_rules() -> None:
+    s = make()
+    connect(s, "w1", slots=1)
+    a, b = submit(s, 2)
+    assigned(s)
+    s.started("w1", a, 1, 1.0)
+    with pytest.raises(SchedulerError, match="--kill"):
+        s.cancel(a, False, 2.0)
+    s.cancel(b, False, 2.0)
+    assert s.jobs[b].state is State.CANCELED
+    s.take_effects()
+    s.cancel(a, True, 2.0)
+    assert [k.job_id for k in s.take_effects().kill] == [a]
+    s.finished("w1", a, 1, None, 15, 1.0, 0, "", 3.0)
+    assert s.jobs[a].state is State.CANCELED
+    with pytest.raises(SchedulerError) as err:
+        s.cancel(12345, False, 3.0)
+    assert err.value.code == "NOT_FOUND"
+
+
+def test_cleanup_after_and_clean() -> None:
+    s = make(Limits(cleanup_after=100.0, offer_timeout=1000.0))
+    connect(s, "w1")
+    a, b, c = submit(s, 3)
+    assigned(s)
+    s.finished("w1", a, 1, 0, 0, 1.0, 0, "", 10.0)
+    s.finished("w1", b, 1, 3, 0, 1.0, 0, "", 10.0)
+    s.tick(50.0)
+    assert a in s.jobs
+    s.tick(111.0)
+    assert a not in s.jobs and b not in s.jobs and c in s.jobs
+    d, e = submit(s, 2, now=111.0)
+    assigned(s, now=111.0)
+    s.finished("w1", c, 1, 0, 0, 1.0, 0, "", 112.0)
+    s.finished("w1", d, 1, 2, 0, 1.0, 0, "", 112.0)
+    assert s.clean(include_failed=False) == [c]
+    assert s.clean(include_failed=True) == [d]
+    assert e in s.jobs
+
+
+def test_dispatch_cost_does_not_grow_with_queue() -> None:
+    s = make()
+    connect(s, "w1", slots=1)
+    submit(s, 50_000)
+    calls = 0
+    original = s._is_pending
+
+    def counting(job_id: int) -> bool:
+        nonlocal calls
+        calls += 1
+        return original(job_id)
+
+    s.queue._is_pending = counting
+    assert len(assigned(s)) == 1
+    assert calls < 10
+
+
+def test_load_keeps_active_jobs_with_their_worker() -> None:
+    s = make(Limits(worker_timeout=10.0))
+    connect(s, "w1")
+    a, b = submit(s, 2)
+    assigned(s)
+    s.started("w1", a, 1, 1.0)
+    s.finished("w1", b, 1, 0, 0, 1.0, 0, "", 2.0)
+    fresh = make(Limits(worker_timeout=10.0))
+    fresh.load(list(s.jobs.values()), [], now=100.0)
+    assert fresh.jobs[a].state is State.RUNNING and fresh.jobs[b].state is State.SUCCEEDED
+    # The worker reconnects in time with the attempt: it keeps running.
+    fresh.connect_worker("w1", "w1", Amount(4, 4, 8000), common_pb2.SystemInfo(), "", [(a, 1)], 105.0)
+    fresh.tick(106.0)
+    assert fresh.jobs[a].state is State.RUNNING
+    assert fresh.next_job_id == b + 1
+
+
+# ---------------------------------------------------------------- properties
+
+events = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["submit", "dispatch", "accept", "reject", "finish", "lose", "connect", "cancel", "tick"]
+        ),
+        st.integers(0, 2),  # worker index
+        st.integers(0, 40),  # job pick
+        st.integers(1, 3),  # cpus / amount
+    ),
+    max_size=120,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(events)
+def test_never_overcommitted_and_each_job_ends_once(evts: list[tuple[str, int, int, int]]) -> None:
+    s = make(
+        Limits(
+            global_resources={"genus": 2}, worker_timeout=5.0, offer_timeout=3.0, global_max_parallel_jobs=5
+        )
+    )
+    workers = ["w0", "w1", "w2"]
+    finished_attempts: set[int] = set()
+    now = 0.0
+    for kind, w, pick, n in evts:
+        now += 1.0
+        wid = workers[w]
+        if kind == "connect":
+            running = [(j, s.jobs[j].attempt) for j in s.workers[wid].jobs] if wid in s.workers else []
+            s.connect_worker(wid, wid, Amount(2, 4, 4000), common_pb2.SystemInfo(), "", running, now)
+        elif kind == "submit":
+            kw = {"genus": 1} if pick % 3 == 0 else {}
+            s.submit(1, spec(cpus=n, ram=100 * n, **kw), [None], now)
+        elif kind == "dispatch":
+            s.dispatch(now)
+        elif kind == "tick":
+            for worker in s.workers.values():
+                if worker.connected and pick % 2:
+                    s.heartbeat(worker.id, common_pb2.SystemInfo(), Amount(), now)
+            s.tick(now)
+        elif s.jobs:
+            ids = sorted(s.jobs)
+            job = s.jobs[ids[pick % len(ids)]]
+            if kind == "accept":
+                s.assignment_reply(job.worker_id, job.id, job.attempt, True, "", False, now)
+            elif kind == "reject":
+                s.assignment_reply(job.worker_id, job.id, job.attempt, False, "no", pick % 2 == 0, now)
+            elif kind == "finish":
+                before = job.state
+                if s.finished(job.worker_id, job.id, job.attempt, pick % 2, 0, 1.0, 0, "", now):
+                    assert job.id not in finished_attempts, "a job ended twice"
+                    assert before in (State.OFFERED, State.RUNNING)
+                    finished_attempts.add(job.id)
+            elif kind == "lose" and job.worker_id in s.workers:
+                s.disconnect_worker(job.worker_id, s.workers[job.worker_id].session, now)
+            elif kind == "cancel":
+                with contextlib.suppress(SchedulerError):
+                    s.cancel(job.id, pick % 2 == 0, now)
+        s.take_effects()
+        # Invariants after every event.
+        for worker in s.workers.values():
+            jobs = [s.jobs[j] for j in worker.jobs]
+            assert all(j.state in (State.OFFERED, State.RUNNING) and j.worker_id == worker.id for j in jobs)
+            assert sum(j.shape.cpus for j in jobs) == worker.reserved.cpus <= max(worker.capacity.cpus, 0)
+            assert sum(j.shape.slots for j in jobs) == worker.reserved.slots <= worker.capacity.slots
+        active = [j for j in s.jobs.values() if j.state in (State.OFFERED, State.RUNNING)]
+        assert sum(dict(j.shape.global_).get("genus", 0) for j in active) == s.global_used["genus"] <= 2
+        assert len(active) <= 5
+        for state in State:
+            assert s.counts[state] == sum(1 for j in s.jobs.values() if j.state is state)
