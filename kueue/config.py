@@ -226,9 +226,11 @@ def parse(text: str, path: Path) -> Config:
                 config.global_resources[name] = amount
             continue
         cls = _SECTIONS.get(section)
-        if cls is None or not isinstance(values, dict):
+        if cls is None:
             config.warnings.append(f"{path}: unknown key or section '{section}' ignored")
             continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: [{section}] must be a table (a section), not {_type_name(values)}")
         target = getattr(config, section)
         types = {f.name: type(f.default) for f in dataclasses.fields(cls)}
         for key, value in values.items():
@@ -246,7 +248,7 @@ def _validate(config: Config, path: Path) -> None:
         raise ConfigError(f"{path}: common_settings.shared_secret is empty; set the cluster's shared secret")
     if not 0 <= c.server_port < 65536:
         # 0 lets the server pick a free port (tests); clients need the real one.
-        raise ConfigError(f"{path}: common_settings.server_port must be between 1 and 65535")
+        raise ConfigError(f"{path}: common_settings.server_port must be between 0 and 65535")
     s = config.server_settings
     for key in ("worker_timeout_seconds", "job_offer_timeout_seconds", "maintenance_interval_seconds"):
         if getattr(s, key) <= 0:
