@@ -1,0 +1,306 @@
+"""The worker's attempts as a pure state machine: stimuli in, messages out.
+
+No I/O, no asyncio, no clock: the connection loop feeds it what happened (an
+Assign with the result of the cwd check, a spawn, a chunk of output, an exit,
+an acknowledgement) and sends the messages it returns. Everything the server
+has not acknowledged stays here, so that after a reconnect it can be reported
+(Register.attempts) and resent.
+
+Lifecycle of an attempt, keyed by (job_id, attempt):
+
+    STARTING --started--> RUNNING --finish--> FINISHED --FinishedAck--> forgotten
+        \\_____________________finish____________/^
+
+An attempt holds its reservation (slots, cpus, RAM) until it finishes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from kueue.v1 import common_pb2
+from kueue.v1 import worker_service_pb2 as wpb
+
+Key = tuple[int, int]
+
+# Resent output is merged into messages of at most this size: after a long
+# outage a chatty job leaves thousands of small chunks behind.
+RESEND_CHUNK_BYTES = 1024 * 1024
+
+STDOUT = common_pb2.OUTPUT_STREAM_STDOUT
+STDERR = common_pb2.OUTPUT_STREAM_STDERR
+
+
+class Phase(enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+class CwdCheck(enum.Enum):
+    OK = "ok"
+    MISSING = "missing"
+    INACCESSIBLE = "inaccessible"
+
+
+@dataclass(frozen=True)
+class Reservation:
+    slots: int = 0
+    cpus: int = 0
+    ram_mb: int = 0
+
+    @classmethod
+    def of(cls, resources: common_pb2.Resources) -> Reservation:
+        # Every process occupies a slot, whatever the request says.
+        return cls(slots=max(1, resources.slots), cpus=resources.cpus, ram_mb=resources.ram_mb)
+
+    def __add__(self, other: Reservation) -> Reservation:
+        return Reservation(self.slots + other.slots, self.cpus + other.cpus, self.ram_mb + other.ram_mb)
+
+
+@dataclass(frozen=True)
+class AssignDecision:
+    reply: wpb.AssignmentReply
+    # False for a rejection and for a repeated Assign of an attempt already held.
+    start: bool
+
+
+@dataclass
+class StreamLog:
+    """One output stream of an attempt: bytes produced, acknowledged, and kept."""
+
+    produced: int = 0
+    acked: int = 0
+    chunks: deque[tuple[int, bytes]] = field(default_factory=deque)
+
+    @property
+    def unacked_bytes(self) -> int:
+        return self.produced - self.acked
+
+    def append(self, data: bytes) -> int:
+        offset = self.produced
+        self.chunks.append((offset, data))
+        self.produced += len(data)
+        return offset
+
+    def ack(self, offset: int) -> int:
+        """Drop everything below offset; returns the bytes freed."""
+        offset = min(offset, self.produced)
+        if offset <= self.acked:
+            return 0
+        freed = offset - self.acked
+        self.acked = offset
+        while self.chunks:
+            start, data = self.chunks[0]
+            end = start + len(data)
+            if end <= offset:
+                self.chunks.popleft()
+            else:
+                if start < offset:
+                    self.chunks[0] = (offset, data[offset - start :])
+                break
+        return freed
+
+    def pending(self, limit: int = RESEND_CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
+        """Unacknowledged output as (offset, data), adjacent chunks merged up to limit."""
+        start = -1
+        parts: list[bytes] = []
+        size = 0
+        for offset, data in self.chunks:
+            if parts and size + len(data) > limit:
+                yield start, b"".join(parts)
+                parts, size = [], 0
+            if not parts:
+                start = offset
+            parts.append(data)
+            size += len(data)
+        if parts:
+            yield start, b"".join(parts)
+
+
+@dataclass
+class Attempt:
+    job_id: int
+    attempt: int
+    reservation: Reservation
+    phase: Phase = Phase.STARTING
+    pid: int = 0
+    stdout: StreamLog = field(default_factory=StreamLog)
+    stderr: StreamLog = field(default_factory=StreamLog)
+    finished: wpb.Finished | None = None
+    kill_requested: bool = False
+
+    @property
+    def key(self) -> Key:
+        return (self.job_id, self.attempt)
+
+    @property
+    def active(self) -> bool:
+        """Holds (or is about to hold) a process and its reservation."""
+        return self.phase is not Phase.FINISHED
+
+    def log(self, stream: int) -> StreamLog:
+        if stream == STDOUT:
+            return self.stdout
+        if stream == STDERR:
+            return self.stderr
+        raise ValueError(f"unknown output stream {stream}")
+
+
+class Attempts:
+    """Every attempt the worker holds, and the decisions about them."""
+
+    def __init__(self, worker_name: str, max_slots: int) -> None:
+        self.worker_name = worker_name
+        self.max_slots = max_slots
+        # Set when the worker stops: new assignments are turned away.
+        self.closing = False
+        self._attempts: dict[Key, Attempt] = {}
+        self._unacked_bytes = 0
+
+    # -- queries ---------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._attempts)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._attempts
+
+    def get(self, key: Key) -> Attempt | None:
+        return self._attempts.get(key)
+
+    def active(self) -> list[Attempt]:
+        return [a for a in self._attempts.values() if a.active]
+
+    def reserved(self) -> Reservation:
+        total = Reservation()
+        for a in self._attempts.values():
+            if a.active:
+                total += a.reservation
+        return total
+
+    @property
+    def unacked_bytes(self) -> int:
+        """Output held for the server, over all attempts."""
+        return self._unacked_bytes
+
+    # -- stimuli from the server -----------------------------------------
+
+    def assign(
+        self, job_id: int, attempt: int, resources: common_pb2.Resources, cwd: str, cwd_check: CwdCheck
+    ) -> AssignDecision:
+        key = (job_id, attempt)
+
+        def reply(accepted: bool, reason: str = "", transient: bool = False) -> wpb.AssignmentReply:
+            return wpb.AssignmentReply(
+                job_id=job_id, attempt=attempt, accepted=accepted, reason=reason, transient=transient
+            )
+
+        if key in self._attempts:
+            # The server repeats an Assign it is unsure we got (e.g. after a reconnect).
+            return AssignDecision(reply(True), start=False)
+        if self.closing:
+            return AssignDecision(reply(False, f"worker {self.worker_name} is shutting down", True), False)
+        if cwd_check is CwdCheck.MISSING:
+            reason = f"working directory {cwd} does not exist on {self.worker_name}"
+            return AssignDecision(reply(False, reason, False), False)
+        if cwd_check is CwdCheck.INACCESSIBLE:
+            reason = f"working directory {cwd} is not accessible on {self.worker_name}"
+            return AssignDecision(reply(False, reason, False), False)
+        reservation = Reservation.of(resources)
+        used = self.reserved().slots
+        if used + reservation.slots > self.max_slots:
+            reason = f"no free job slot on {self.worker_name} ({used} of {self.max_slots} in use)"
+            return AssignDecision(reply(False, reason, True), False)
+        self._attempts[key] = Attempt(job_id, attempt, reservation)
+        return AssignDecision(reply(True), start=True)
+
+    def kill(self, job_id: int, attempt: int) -> bool:
+        """Whether the process of this attempt should be killed."""
+        a = self._attempts.get((job_id, attempt))
+        if a is None or not a.active:
+            return False
+        a.kill_requested = True
+        return True
+
+    def output_ack(self, job_id: int, attempt: int, stream: int, offset: int) -> None:
+        a = self._attempts.get((job_id, attempt))
+        if a is None or stream not in (STDOUT, STDERR):
+            return
+        self._unacked_bytes -= a.log(stream).ack(offset)
+
+    def finished_ack(self, job_id: int, attempt: int) -> None:
+        a = self._attempts.get((job_id, attempt))
+        if a is None or a.phase is not Phase.FINISHED:
+            return
+        # The server acknowledges a finish only after storing all output before it.
+        self._unacked_bytes -= a.stdout.unacked_bytes + a.stderr.unacked_bytes
+        del self._attempts[a.key]
+
+    # -- stimuli from the processes --------------------------------------
+
+    def started(self, job_id: int, attempt: int, pid: int) -> wpb.Started | None:
+        a = self._attempts.get((job_id, attempt))
+        if a is None or a.phase is not Phase.STARTING:
+            return None
+        a.phase = Phase.RUNNING
+        a.pid = pid
+        return wpb.Started(job_id=job_id, attempt=attempt, pid=pid)
+
+    def output(self, job_id: int, attempt: int, stream: int, data: bytes) -> wpb.Output | None:
+        a = self._attempts.get((job_id, attempt))
+        if a is None or not a.active or not data:
+            return None
+        offset = a.log(stream).append(data)
+        self._unacked_bytes += len(data)
+        return wpb.Output(job_id=job_id, attempt=attempt, stream=stream, offset=offset, data=data)
+
+    def finish(self, job_id: int, attempt: int, result: wpb.Finished) -> wpb.Finished | None:
+        """The process ended (or never started); result carries what the runner measured."""
+        a = self._attempts.get((job_id, attempt))
+        if a is None or not a.active:
+            return None
+        finished = wpb.Finished()
+        finished.CopyFrom(result)
+        finished.job_id = job_id
+        finished.attempt = attempt
+        finished.stdout_bytes = a.stdout.produced
+        finished.stderr_bytes = a.stderr.produced
+        a.phase = Phase.FINISHED
+        a.finished = finished
+        return finished
+
+    # -- after a reconnect -----------------------------------------------
+
+    def reports(self) -> list[wpb.AttemptReport]:
+        """What Register.attempts says: everything still held."""
+        out = []
+        for a in self._attempts.values():
+            report = wpb.AttemptReport(
+                job_id=a.job_id,
+                attempt=a.attempt,
+                stdout_offset=a.stdout.produced,
+                stderr_offset=a.stderr.produced,
+            )
+            if a.finished is not None:
+                report.finished.CopyFrom(a.finished)
+            out.append(report)
+        return out
+
+    def resend(self) -> list[wpb.Output | wpb.Finished]:
+        """Every unacknowledged Output, then the attempt's Finished, per attempt."""
+        out: list[wpb.Output | wpb.Finished] = []
+        for a in self._attempts.values():
+            for stream in (STDOUT, STDERR):
+                for offset, data in a.log(stream).pending():
+                    out.append(
+                        wpb.Output(
+                            job_id=a.job_id, attempt=a.attempt, stream=stream, offset=offset, data=data
+                        )
+                    )
+            if a.finished is not None:
+                out.append(a.finished)
+        return out

@@ -1,0 +1,232 @@
+"""The worker's stream to the server: register, heartbeat, dispatch, reconnect.
+
+One session per Connect stream. Everything written to a stream goes through
+the session's queue and its single writer task, so messages never interleave.
+When a stream breaks, jobs keep running and their output stays buffered in
+the attempt state; the next session re-registers and resends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from pathlib import Path
+
+import grpc
+
+from kueue import rpc
+from kueue.v1 import worker_service_pb2 as wpb
+from kueue.v1 import worker_service_pb2_grpc
+from kueue_worker.worker import Worker, request
+
+log = logging.getLogger(__name__)
+
+BACKOFF_INITIAL = 0.2
+BACKOFF_MAX = 10.0
+# A wrong secret is fixed by a person, not by retrying quickly.
+AUTH_RETRY_SECONDS = 30.0
+# A server that accepts the stream but never answers Register is treated as down.
+REGISTER_TIMEOUT = 60.0
+# How long a leaving worker waits for the server to take its last messages.
+LEAVE_TIMEOUT = 10.0
+
+
+class _Session:
+    def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
+        self.call = call
+        # None asks the writer to half-close the stream.
+        self.queue: asyncio.Queue[wpb.ConnectRequest | None] = asyncio.Queue()
+        self.registered = asyncio.Event()
+        self.heartbeat_interval = 0.0
+
+    def send(self, msg: wpb.ConnectRequest | None) -> None:
+        self.queue.put_nowait(msg)
+
+    async def write_all(self) -> None:
+        while True:
+            msg = await self.queue.get()
+            if msg is None:
+                await self.call.done_writing()
+                return
+            await self.call.write(msg)
+
+
+class Connection:
+    def __init__(
+        self,
+        worker: Worker,
+        server_address: str,
+        shared_secret: str,
+        config_path: Path | None,
+        interval: float,
+    ) -> None:
+        self.worker = worker
+        self.server_address = server_address
+        self._secret = shared_secret
+        self._config_path = config_path
+        self._default_interval = interval
+        self._session: _Session | None = None
+        self._session_ended = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._outage_since: float | None = None
+        self._outage_reason = ""
+        self._auth_failure = ""
+        # Streams opened and registrations answered, for logs and tests.
+        self.streams_opened = 0
+        self.registrations = 0
+
+    async def run(self) -> None:
+        """Keep a session open until leave() is done; reconnect with backoff."""
+        backoff = BACKOFF_INITIAL
+        async with grpc.aio.insecure_channel(self.server_address, options=rpc.CHANNEL_OPTIONS) as channel:
+            stub = rpc.AuthedStub(
+                worker_service_pb2_grpc.WorkerServiceStub(channel), "kueue.v1.WorkerService", self._secret
+            )
+            while not self._stopping.is_set():
+                registered_before = self.registrations
+                began = time.monotonic()
+                try:
+                    await self._session_once(stub)
+                    reason = "the server closed the stream"
+                except grpc.aio.AioRpcError as exc:
+                    reason = self._failure(exc)
+                except TimeoutError:
+                    reason = f"no answer to Register within {REGISTER_TIMEOUT:.0f} s"
+                except Exception as exc:
+                    # Whatever broke this stream, jobs keep running and the next one may work.
+                    log.debug("stream failed", exc_info=True)
+                    reason = f"{type(exc).__name__}: {exc}"
+                if self._stopping.is_set():
+                    break
+                # A stream that registered and lived a while was a success: retry
+                # quickly. One closed right after registering must not make a busy loop.
+                lived = time.monotonic() - began
+                if self.registrations > registered_before and lived > BACKOFF_MAX:
+                    backoff = BACKOFF_INITIAL
+                delay = AUTH_RETRY_SECONDS if reason == self._auth_failure else backoff
+                backoff = min(BACKOFF_MAX, backoff * 2)
+                self._note_outage(reason)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay * random.uniform(0.5, 1.0))
+
+    def _failure(self, exc: grpc.aio.AioRpcError) -> str:
+        if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+            details = exc.details() or ""
+            if not details or "shared secret" in details:
+                where = self._config_path or "the config file"
+                message = (
+                    "the shared secret does not match the server's "
+                    f"(check common_settings.shared_secret in {where})"
+                )
+            else:
+                message = f"the server refused authentication: {details}"
+            if self._outage_reason != message:
+                log.error("%s", message)
+            self._outage_reason = self._auth_failure = message
+            return message
+        return f"{exc.code().name}: {exc.details()}"
+
+    def _note_outage(self, reason: str) -> None:
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            if reason != self._outage_reason:
+                running = len(self.worker.processes)
+                log.warning(
+                    "no connection to the server at %s (%s); %d job(s) keep running, retrying",
+                    self.server_address,
+                    reason,
+                    running,
+                )
+            self._outage_reason = reason
+
+    def _registered(self, session: _Session, msg: wpb.Registered) -> None:
+        interval = msg.heartbeat_interval_seconds
+        # The server may ask for more frequent heartbeats (short worker timeout), never fewer.
+        session.heartbeat_interval = min(interval, self._default_interval) if interval > 0 else self._default_interval
+        self.registrations += 1
+        if self._outage_since is not None:
+            log.info(
+                "reconnected to the server at %s after %.1f s",
+                self.server_address,
+                time.monotonic() - self._outage_since,
+            )
+        else:
+            log.info(
+                "registered with the server at %s (server %s) as %s, id %s",
+                self.server_address,
+                msg.server_version or "?",
+                self.worker.name,
+                self.worker.worker_id,
+            )
+        self._outage_since = None
+        self._outage_reason = self._auth_failure = ""
+        session.registered.set()
+
+    async def _session_once(self, stub: rpc.AuthedStub) -> None:
+        self.streams_opened += 1
+        session = _Session(stub.Connect())
+        self._session = session
+        self._session_ended.clear()
+        # attach() queues Register and the resends before any live message can.
+        self.worker.attach(session.send)
+        tasks = [
+            asyncio.create_task(self._read_all(session), name="read"),
+            asyncio.create_task(session.write_all(), name="write"),
+            asyncio.create_task(self._heartbeats(session), name="heartbeat"),
+        ]
+        reader = tasks[0]
+        try:
+            pending = set(tasks)
+            while not reader.done():
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    # The writer or the heartbeat failing ends the stream too.
+                    task.result()
+        finally:
+            self.worker.detach(session.send)
+            self._session = None
+            for task in tasks:
+                task.cancel()
+            session.call.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._session_ended.set()
+
+    async def _read_all(self, session: _Session) -> None:
+        response = await asyncio.wait_for(session.call.read(), REGISTER_TIMEOUT)
+        while isinstance(response, wpb.ConnectResponse):
+            if response.WhichOneof("msg") == "registered" and not session.registered.is_set():
+                self._registered(session, response.registered)
+            else:
+                await self.worker.handle(response)
+            response = await session.call.read()
+
+    async def _heartbeats(self, session: _Session) -> None:
+        await session.registered.wait()
+        while True:
+            self.worker.heartbeat_due.clear()
+            session.send(request(self.worker.heartbeat_message()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.worker.heartbeat_due.wait(), session.heartbeat_interval)
+
+    def announce_leaving(self, reason: str) -> bool:
+        """Tell the server we are going, before the jobs are stopped, so it
+        queues them again at once and takes their finishes as stale."""
+        session = self._session
+        if session is None or not session.registered.is_set():
+            return False
+        session.send(request(wpb.Leaving(reason=reason)))
+        return True
+
+    async def leave(self) -> None:
+        """Close the stream and stop reconnecting."""
+        self._stopping.set()
+        session = self._session
+        if session is None or not session.registered.is_set():
+            return
+        session.send(None)
+        # Reading on until the server ends the stream lets the last acks arrive.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._session_ended.wait(), LEAVE_TIMEOUT)

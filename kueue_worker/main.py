@@ -1,0 +1,119 @@
+"""Entry point: `kueue_worker [--config PATH] [--name NAME]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+
+from kueue import config as kconfig
+from kueue import logs
+from kueue_worker import identity
+from kueue_worker.connection import Connection
+from kueue_worker.worker import Worker
+
+log = logging.getLogger("kueue_worker")
+
+# After Leaving, how long the connection may take to wind down before we cut it.
+CLOSE_TIMEOUT = 2.0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="kueue_worker", description="Run the jobs a Kueue server assigns, on this machine."
+    )
+    parser.add_argument(
+        "--config", metavar="PATH", help="config file (default: $KUEUE_CONFIG or ~/.config/kueue/config.toml)"
+    )
+    parser.add_argument("--name", help="worker name shown by the server (default: the host name)")
+    return parser.parse_args(argv)
+
+
+async def shutdown(
+    worker: Worker, connection: Connection, connection_task: asyncio.Task[None], reason: str
+) -> None:
+    """Stop for good: say Leaving, kill every attempt, report the finishes, close.
+
+    Leaving first lets the server queue the jobs again at once (instead of
+    after worker_timeout_seconds) rather than record the kills as failures.
+    """
+    announced = connection.announce_leaving(reason)
+    killed = await worker.stop_jobs()
+    await connection.leave()
+    if not announced and killed:
+        log.warning(
+            "not connected to the server: it will queue the %d killed job(s) again when this worker times out",
+            killed,
+        )
+    with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+        await asyncio.wait_for(connection_task, CLOSE_TIMEOUT)
+
+
+async def serve(cfg: kconfig.Config, name: str, worker_id: str) -> int:
+    """Run until SIGTERM/SIGINT; the exit status."""
+    worker = Worker(cfg.worker_settings, name, worker_id)
+    connection = Connection(
+        worker,
+        cfg.server_address,
+        cfg.common_settings.shared_secret,
+        cfg.path,
+        float(cfg.worker_settings.system_update_interval_seconds),
+    )
+    loop = asyncio.get_running_loop()
+    signals: asyncio.Queue[int] = asyncio.Queue()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, signals.put_nowait, signum)
+    connection_task = asyncio.create_task(connection.run(), name="connection")
+    first_signal = asyncio.create_task(signals.get())
+    await asyncio.wait({connection_task, first_signal}, return_when=asyncio.FIRST_COMPLETED)
+    if connection_task.done():
+        # Only a bug ends the connection loop on its own; the jobs must not outlive us unreported.
+        first_signal.cancel()
+        log.error(
+            "the connection loop stopped unexpectedly; killing the jobs", exc_info=connection_task.exception()
+        )
+        await worker.stop_jobs()
+        return 1
+    signame = signal.Signals(first_signal.result()).name
+    log.info(
+        "%s received: killing the running jobs, then leaving (send it again to kill them at once)", signame
+    )
+
+    async def kill_on_second_signal() -> None:
+        await signals.get()
+        log.warning("second signal: killing jobs with SIGKILL now")
+        await worker.stop_jobs(signal.SIGKILL)
+
+    impatient = asyncio.create_task(kill_on_second_signal())
+    try:
+        await shutdown(worker, connection, connection_task, f"worker {name} stopped by {signame}")
+    finally:
+        impatient.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await impatient
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = kconfig.load(args.config)
+    except kconfig.ConfigError as exc:
+        print(f"kueue_worker: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(cfg.common_settings.log_level, "kueue_worker")
+    for warning in cfg.warnings:
+        log.warning("%s", warning)
+    name = args.name or socket.gethostname()
+    try:
+        worker_id = identity.worker_id(cfg.data_dir, name)
+    except identity.IdentityError as exc:
+        print(f"kueue_worker: {exc}", file=sys.stderr)
+        return 2
+    status = asyncio.run(serve(cfg, name, worker_id))
+    log.info("stopped")
+    return status

@@ -1,0 +1,409 @@
+"""Spawns one job process and watches it: output, exit, peak memory, kill.
+
+The job runs in its own session (and so its own process group). Its tree is
+the group and session plus every descendant ever seen, so a child that called
+setsid is still found when the job is killed.
+
+Captured output goes through pipes we create ourselves rather than asyncio's:
+asyncio's Process.wait() waits for its pipes to close, which a background
+grandchild holding stdout open would delay forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import psutil
+
+from kueue.v1 import common_pb2
+from kueue.v1 import worker_service_pb2 as wpb
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 64 * 1024
+# After the job's main process exits, how long a descendant may keep its
+# output pipes open before we stop reading them and report the finish.
+PIPE_LINGER_SECONDS = 2.0
+# Memory is sampled soon after the start (short jobs get a sample too), then
+# about once a second.
+SAMPLE_DELAYS = (0.05, 0.1, 0.2, 0.4)
+SAMPLE_INTERVAL = 1.0
+KILL_POLL_SECONDS = 0.05
+# After SIGKILL a process normally vanishes at once; one in uninterruptible
+# sleep (hung NFS) may not, and must not block the finish forever.
+SIGKILL_WAIT_SECONDS = 5.0
+
+STDOUT = common_pb2.OUTPUT_STREAM_STDOUT
+STDERR = common_pb2.OUTPUT_STREAM_STDERR
+
+OnStarted = Callable[[int], None]
+OnOutput = Callable[[int, bytes], None]
+
+
+class Backpressure(Protocol):
+    """Lets the worker pause reading job output while it holds too much unacknowledged."""
+
+    def paused(self) -> bool: ...
+
+    async def resumed(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    exit_code: int | None = None
+    signal: int = 0
+    run_time_seconds: float = 0.0
+    peak_memory_bytes: int = 0
+    error: str = ""
+
+    def as_finished(self) -> wpb.Finished:
+        """The process facts of a Finished; ids and byte totals are added by the attempt state."""
+        msg = wpb.Finished(
+            signal=self.signal,
+            run_time_seconds=self.run_time_seconds,
+            peak_memory_bytes=self.peak_memory_bytes,
+            error=self.error,
+        )
+        if self.exit_code is not None:
+            msg.exit_code = self.exit_code
+        return msg
+
+
+class StartError(Exception):
+    """The process could not be started; the message is the Finished.error."""
+
+
+def command_line(spec: common_pb2.JobSpec) -> list[str]:
+    if not spec.command or (spec.shell and not spec.command[0]):
+        raise StartError("empty command")
+    if spec.shell:
+        return ["/bin/sh", "-c", spec.command[0]]
+    return list(spec.command)
+
+
+def environment(spec: common_pb2.JobSpec, job_id: int, attempt: int, worker_name: str) -> dict[str, str]:
+    env = dict(os.environ) if spec.use_worker_env else dict(spec.env)
+    env["KUEUE_JOB_ID"] = str(job_id)
+    env["KUEUE_ATTEMPT"] = str(attempt)
+    env["KUEUE_WORKER"] = worker_name
+    env["PWD"] = spec.cwd
+    return env
+
+
+class _Stdio:
+    """The child's stdout/stderr: pipes we read, /dev/null, or files on the worker."""
+
+    def __init__(self, spec: common_pb2.JobSpec) -> None:
+        self.child: dict[int, int] = {}
+        self.readers: dict[int, int] = {}
+        self._parent_owned: list[int] = []
+        try:
+            opened: dict[str, int] = {}
+            for stream, path in ((STDOUT, spec.stdout_path), (STDERR, spec.stderr_path)):
+                self.child[stream] = self._target(stream, path, spec.cwd, opened)
+        except BaseException:
+            self.close_all()
+            raise
+
+    def _target(self, stream: int, path: str, cwd: str, opened: dict[str, int]) -> int:
+        if path == "":
+            read_end, write_end = os.pipe2(os.O_CLOEXEC)
+            os.set_blocking(read_end, False)
+            self.readers[stream] = read_end
+            self._parent_owned.append(write_end)
+            return write_end
+        if path == "null":
+            return subprocess.DEVNULL
+        full = os.path.normpath(os.path.join(cwd, path))
+        # The same file for both streams must share one open file, or each
+        # stream would overwrite the other from offset 0.
+        if full in opened:
+            return opened[full]
+        name = "stdout" if stream == STDOUT else "stderr"
+        try:
+            fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise StartError(f"cannot open the {name} file {full}: {exc.strerror}") from exc
+        self._parent_owned.append(fd)
+        opened[full] = fd
+        return fd
+
+    def close_child_ends(self) -> None:
+        """The child has its copies; ours would keep the pipes from reaching EOF."""
+        for fd in self._parent_owned:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._parent_owned.clear()
+
+    def take_reader(self, stream: int) -> int:
+        """Hand a pipe's read end over to whoever closes it from now on."""
+        return self.readers.pop(stream)
+
+    def close_all(self) -> None:
+        self.close_child_ends()
+        for fd in self.readers.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.readers.clear()
+
+
+class JobProcess:
+    """One attempt's process, from spawn to the last byte of output."""
+
+    def __init__(
+        self,
+        spec: common_pb2.JobSpec,
+        *,
+        job_id: int,
+        attempt: int,
+        worker_name: str,
+        kill_grace_seconds: float,
+        on_started: OnStarted | None = None,
+        on_output: OnOutput | None = None,
+        backpressure: Backpressure | None = None,
+    ) -> None:
+        self.spec = spec
+        self.job_id = job_id
+        self.attempt = attempt
+        self.worker_name = worker_name
+        self.kill_grace_seconds = kill_grace_seconds
+        self._on_started = on_started
+        self._on_output = on_output
+        self._backpressure = backpressure
+        self.pid: int | None = None
+        # Latest RSS sum of the tree, for the heartbeat's estimate of others' memory use.
+        self.rss_bytes = 0
+        self.peak_memory_bytes = 0
+        self._main: psutil.Process | None = None
+        self._known: dict[int, psutil.Process] = {}
+        self._exited = asyncio.Event()
+        self._kill_deadline: float | None = None
+        self._pending_signal = 0
+        self._killer: asyncio.Task[None] | None = None
+
+    @property
+    def kill_requested(self) -> bool:
+        return self._kill_deadline is not None
+
+    async def run(self) -> Outcome:
+        """Start the process and return once it and its output are done."""
+        try:
+            argv = command_line(self.spec)
+            stdio = _Stdio(self.spec)
+        except StartError as exc:
+            return Outcome(error=str(exc))
+        try:
+            return await self._run(argv, stdio)
+        finally:
+            stdio.close_all()
+            if self._killer is not None and not self._killer.done():
+                self._killer.cancel()
+
+    async def _run(self, argv: list[str], stdio: _Stdio) -> Outcome:
+        env = environment(self.spec, self.job_id, self.attempt, self.worker_name)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=self.spec.cwd or None,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=stdio.child[STDOUT],
+                stderr=stdio.child[STDERR],
+                start_new_session=True,
+            )
+        except OSError as exc:
+            return Outcome(error=self._start_error(argv, exc))
+        finally:
+            stdio.close_child_ends()
+        started = time.monotonic()
+        self.pid = proc.pid
+        with contextlib.suppress(psutil.Error):
+            self._main = psutil.Process(proc.pid)
+        self._sample()
+        if self._on_started is not None:
+            self._on_started(proc.pid)
+        if self._kill_deadline is not None:
+            self._signal_tree(self._pending_signal)
+            self._start_killer()
+        pumps = [
+            asyncio.create_task(self._pump(stream, stdio.take_reader(stream)))
+            for stream in list(stdio.readers)
+        ]
+        sampler = asyncio.create_task(self._sample_memory())
+        try:
+            returncode = await proc.wait()
+            run_time = time.monotonic() - started
+            self._exited.set()
+        finally:
+            sampler.cancel()
+        self.rss_bytes = 0
+        if self._killer is not None:
+            await self._killer
+        if pumps:
+            _, lingering = await asyncio.wait(pumps, timeout=PIPE_LINGER_SECONDS)
+            for task in lingering:
+                task.cancel()
+            if lingering:
+                log.info(
+                    "job %d: a background process still holds its output open; not waiting for it",
+                    self.job_id,
+                )
+            await asyncio.gather(*pumps, return_exceptions=True)
+        if returncode >= 0:
+            return Outcome(
+                exit_code=returncode, run_time_seconds=run_time, peak_memory_bytes=self.peak_memory_bytes
+            )
+        return Outcome(
+            signal=-returncode, run_time_seconds=run_time, peak_memory_bytes=self.peak_memory_bytes
+        )
+
+    def _start_error(self, argv: list[str], exc: OSError) -> str:
+        cwd = self.spec.cwd
+        if cwd and not os.path.isdir(cwd):
+            return f"working directory {cwd} does not exist on {self.worker_name}"
+        if isinstance(exc, NotADirectoryError | PermissionError) and cwd and not os.access(cwd, os.X_OK):
+            return f"working directory {cwd} is not accessible on {self.worker_name}"
+        reason = exc.strerror or str(exc)
+        return f"cannot start {argv[0]}: {reason}"
+
+    # -- output ------------------------------------------------------------
+
+    async def _pump(self, stream: int, fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=CHUNK_BYTES)
+        pipe = os.fdopen(fd, "rb", buffering=0)
+        try:
+            transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+        except BaseException:
+            pipe.close()
+            raise
+        try:
+            while data := await reader.read(CHUNK_BYTES):
+                if self._on_output is not None:
+                    self._on_output(stream, data)
+                # Only while the job runs: after its exit the rest of the pipe
+                # must be read promptly so the finish can be reported.
+                bp = self._backpressure
+                if bp is not None and bp.paused() and not self._exited.is_set():
+                    await _first_of(bp.resumed(), self._exited.wait())
+        except OSError as exc:
+            log.warning("job %d: reading its output failed: %s", self.job_id, exc)
+        finally:
+            transport.close()
+
+    # -- memory ------------------------------------------------------------
+
+    async def _sample_memory(self) -> None:
+        delays = iter(SAMPLE_DELAYS)
+        while True:
+            await asyncio.sleep(next(delays, SAMPLE_INTERVAL))
+            self._sample()
+
+    def _sample(self) -> None:
+        total = 0
+        for proc in self.tree():
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        self.rss_bytes = total
+        self.peak_memory_bytes = max(self.peak_memory_bytes, total)
+
+    def tree(self) -> list[psutil.Process]:
+        """Living processes of the job: its group and session, and descendants of any seen before."""
+        if self.pid is None:
+            return []
+        roots = list(self._known.values())
+        if self._main is not None:
+            roots.append(self._main)
+        children: dict[int, list[psutil.Process]] = {}
+        found: dict[int, psutil.Process] = {}
+        for proc in psutil.process_iter(["ppid"]):
+            ppid = proc.info["ppid"]
+            if ppid is not None:
+                children.setdefault(ppid, []).append(proc)
+            try:
+                if self.pid in (os.getpgid(proc.pid), os.getsid(proc.pid)):
+                    found[proc.pid] = proc
+            except OSError:
+                continue
+        for proc in roots:
+            # is_running() also tells a reused pid from the process we saw.
+            if proc.is_running():
+                found[proc.pid] = proc
+        stack = list(found)
+        while stack:
+            for child in children.get(stack.pop(), ()):
+                if child.pid not in found:
+                    found[child.pid] = child
+                    stack.append(child.pid)
+        alive = {}
+        for pid, proc in found.items():
+            with contextlib.suppress(psutil.Error):
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    alive[pid] = proc
+        alive.pop(os.getpid(), None)
+        self._known = alive
+        return list(alive.values())
+
+    # -- kill ----------------------------------------------------------------
+
+    def kill(self, signum: int = 0, grace_seconds: float = 0.0) -> None:
+        """Signal the whole tree now (SIGTERM if 0), SIGKILL whatever is left after the grace time."""
+        signum = signum or signal.SIGTERM
+        grace = grace_seconds if grace_seconds > 0 else self.kill_grace_seconds
+        deadline = time.monotonic() + grace
+        if self._kill_deadline is None or deadline < self._kill_deadline:
+            self._kill_deadline = deadline
+        if self.pid is None:
+            # Not spawned yet: run() delivers it right after the spawn.
+            self._pending_signal = signum
+            return
+        self._signal_tree(signum)
+        self._start_killer()
+
+    def _start_killer(self) -> None:
+        if self._killer is None:
+            self._killer = asyncio.create_task(self._enforce_kill())
+
+    async def _enforce_kill(self) -> None:
+        killed_at: float | None = None
+        while True:
+            survivors = self.tree()
+            if not survivors:
+                return
+            now = time.monotonic()
+            if killed_at is None and self._kill_deadline is not None and now >= self._kill_deadline:
+                self._signal_tree(signal.SIGKILL, survivors)
+                killed_at = now
+            elif killed_at is not None and now - killed_at > SIGKILL_WAIT_SECONDS:
+                pids = ", ".join(str(p.pid) for p in survivors)
+                log.warning("job %d: processes %s survive SIGKILL; giving up on them", self.job_id, pids)
+                return
+            await asyncio.sleep(KILL_POLL_SECONDS)
+
+    def _signal_tree(self, signum: int, procs: list[psutil.Process] | None = None) -> None:
+        if self.pid is None:
+            return
+        procs = self.tree() if procs is None else procs
+        with contextlib.suppress(OSError):
+            os.killpg(self.pid, signum)
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(signum)
+
+
+async def _first_of(*aws: Awaitable[object]) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

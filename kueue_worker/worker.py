@@ -1,0 +1,244 @@
+"""The worker's middle: turns server messages into attempt-state stimuli and
+processes, and process events into messages for the server.
+
+It knows nothing of gRPC: the connection attaches an outbox for the length of
+a session. Messages produced while detached are not lost when they matter:
+output and finishes stay in the attempt state until acknowledged and are
+resent on the next attach.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+
+import kueue
+from kueue.config import WorkerSettings
+from kueue.v1 import common_pb2
+from kueue.v1 import worker_service_pb2 as wpb
+from kueue_worker import sysinfo
+from kueue_worker.attempts import Attempts, CwdCheck, Key
+from kueue_worker.runner import JobProcess, Outcome
+
+log = logging.getLogger(__name__)
+
+# Unacknowledged output held in memory, over all jobs, before reading from
+# the jobs' pipes pauses (the jobs then block on write instead of the worker
+# running out of memory while the server is away).
+MAX_UNACKED_BYTES = 256 * 1024 * 1024
+# A stat of a working directory on a hung network file system can block for
+# minutes; the event loop must not.
+CWD_CHECK_TIMEOUT = 30.0
+
+Outbox = Callable[[wpb.ConnectRequest], None]
+WorkerMessage = (
+    wpb.Register | wpb.Heartbeat | wpb.AssignmentReply | wpb.Started | wpb.Output | wpb.Finished | wpb.Leaving
+)
+
+_FIELDS: dict[type, str] = {
+    wpb.Register: "register",
+    wpb.Heartbeat: "heartbeat",
+    wpb.AssignmentReply: "assignment_reply",
+    wpb.Started: "started",
+    wpb.Output: "output",
+    wpb.Finished: "finished",
+    wpb.Leaving: "leaving",
+}
+
+
+def request(msg: WorkerMessage) -> wpb.ConnectRequest:
+    req = wpb.ConnectRequest()
+    getattr(req, _FIELDS[type(msg)]).CopyFrom(msg)
+    return req
+
+
+def check_cwd(cwd: str) -> CwdCheck:
+    if not cwd or not os.path.isdir(cwd):
+        return CwdCheck.MISSING
+    if not os.access(cwd, os.X_OK):
+        return CwdCheck.INACCESSIBLE
+    return CwdCheck.OK
+
+
+def describe(finished: wpb.Finished) -> str:
+    if finished.error:
+        return f"could not start: {finished.error}"
+    if finished.HasField("exit_code"):
+        return f"exited with code {finished.exit_code} after {finished.run_time_seconds:.1f} s"
+    return f"killed by signal {finished.signal} after {finished.run_time_seconds:.1f} s"
+
+
+class OutputBudget:
+    """Pauses reading job output while too much of it awaits acknowledgement."""
+
+    def __init__(self, attempts: Attempts, limit: int) -> None:
+        self._attempts = attempts
+        self._limit = limit
+        self._changed = asyncio.Event()
+
+    def paused(self) -> bool:
+        # A stopping worker must let its jobs' output drain so they can end.
+        return self._attempts.unacked_bytes > self._limit and not self._attempts.closing
+
+    async def resumed(self) -> None:
+        while self.paused():
+            self._changed.clear()
+            await self._changed.wait()
+
+    def changed(self) -> None:
+        self._changed.set()
+
+
+class Worker:
+    def __init__(self, settings: WorkerSettings, name: str, worker_id: str) -> None:
+        self.settings = settings
+        self.name = name
+        self.worker_id = worker_id
+        self.attempts = Attempts(name, settings.worker_max_parallel_jobs)
+        self.processes: dict[Key, JobProcess] = {}
+        self._watchers: dict[Key, asyncio.Task[None]] = {}
+        self._outbox: Outbox | None = None
+        # Set when a heartbeat should go out before the interval is over.
+        self.heartbeat_due = asyncio.Event()
+        self._budget = OutputBudget(self.attempts, MAX_UNACKED_BYTES)
+
+    # -- the session's view ----------------------------------------------------
+
+    def attach(self, outbox: Outbox) -> None:
+        """A new stream: Register, then everything unacknowledged, then live messages."""
+        outbox(request(self.register_message()))
+        for msg in self.attempts.resend():
+            outbox(request(msg))
+        self._outbox = outbox
+
+    def detach(self, outbox: Outbox) -> None:
+        if self._outbox is outbox:
+            self._outbox = None
+
+    def register_message(self) -> wpb.Register:
+        system = sysinfo.probe()
+        return wpb.Register(
+            worker_id=self.worker_id,
+            name=self.name,
+            system=system,
+            capacity=sysinfo.capacity(self.settings, system),
+            attempts=self.attempts.reports(),
+            version=kueue.__version__,
+        )
+
+    def heartbeat_message(self) -> wpb.Heartbeat:
+        system = sysinfo.probe()
+        jobs_rss = sum(p.rss_bytes for p in self.processes.values())
+        external = sysinfo.external_use(self.settings, system, self.attempts.reserved().cpus, jobs_rss)
+        return wpb.Heartbeat(system=system, external_use=external)
+
+    def _emit(self, msg: WorkerMessage) -> None:
+        if self._outbox is not None:
+            self._outbox(request(msg))
+
+    async def handle(self, response: wpb.ConnectResponse) -> None:
+        """One message from the server (other than Registered)."""
+        kind = response.WhichOneof("msg")
+        if kind == "assign":
+            await self.on_assign(response.assign)
+        elif kind == "kill":
+            self.on_kill(response.kill)
+        elif kind == "output_ack":
+            ack = response.output_ack
+            self.attempts.output_ack(ack.job_id, ack.attempt, ack.stream, ack.offset)
+            self._budget.changed()
+        elif kind == "finished_ack":
+            ack = response.finished_ack
+            self.attempts.finished_ack(ack.job_id, ack.attempt)
+            self._budget.changed()
+        elif kind == "registered":
+            log.debug("ignoring a repeated Registered")
+        else:
+            log.warning("ignoring an unknown message from the server (%s); is it newer than us?", kind)
+
+    # -- server stimuli ----------------------------------------------------------
+
+    async def on_assign(self, msg: wpb.Assign) -> None:
+        spec = msg.spec
+        try:
+            cwd_check = await asyncio.wait_for(asyncio.to_thread(check_cwd, spec.cwd), CWD_CHECK_TIMEOUT)
+        except TimeoutError:
+            cwd_check = CwdCheck.INACCESSIBLE
+        decision = self.attempts.assign(msg.job_id, msg.attempt, spec.resources, spec.cwd, cwd_check)
+        self._emit(decision.reply)
+        if not decision.reply.accepted:
+            log.info("job %d attempt %d rejected: %s", msg.job_id, msg.attempt, decision.reply.reason)
+        if decision.start:
+            self._start(msg.job_id, msg.attempt, spec)
+
+    def on_kill(self, msg: wpb.Kill) -> None:
+        key = (msg.job_id, msg.attempt)
+        proc = self.processes.get(key)
+        if not self.attempts.kill(msg.job_id, msg.attempt) or proc is None:
+            log.debug("kill of job %d attempt %d: not running here", msg.job_id, msg.attempt)
+            return
+        log.info("job %d attempt %d: killing (signal %d)", msg.job_id, msg.attempt, msg.signal or 15)
+        proc.kill(msg.signal, msg.grace_seconds)
+
+    # -- processes -----------------------------------------------------------------
+
+    def _start(self, job_id: int, attempt: int, spec: common_pb2.JobSpec) -> None:
+        key = (job_id, attempt)
+
+        def started(pid: int) -> None:
+            msg = self.attempts.started(job_id, attempt, pid)
+            if msg is not None:
+                log.info("job %d attempt %d: started, pid %d", job_id, attempt, pid)
+                self._emit(msg)
+                self.heartbeat_due.set()
+
+        def output(stream: int, data: bytes) -> None:
+            msg = self.attempts.output(job_id, attempt, stream, data)
+            if msg is not None:
+                self._emit(msg)
+
+        proc = JobProcess(
+            spec,
+            job_id=job_id,
+            attempt=attempt,
+            worker_name=self.name,
+            kill_grace_seconds=self.settings.kill_grace_seconds,
+            on_started=started,
+            on_output=output,
+            backpressure=self._budget,
+        )
+        self.processes[key] = proc
+        self._watchers[key] = asyncio.create_task(self._watch(key, proc), name=f"job {job_id}.{attempt}")
+
+    async def _watch(self, key: Key, proc: JobProcess) -> None:
+        job_id, attempt = key
+        try:
+            outcome = await proc.run()
+        except Exception as exc:
+            # A bug here must still end the attempt, or its slot would be lost.
+            log.exception("job %d attempt %d: watching the process failed", job_id, attempt)
+            outcome = Outcome(error=f"worker {self.name} failed to watch the process: {exc}")
+        finally:
+            self.processes.pop(key, None)
+            self._watchers.pop(key, None)
+        finished = self.attempts.finish(job_id, attempt, outcome.as_finished())
+        if finished is not None:
+            log.info("job %d attempt %d: %s", job_id, attempt, describe(finished))
+            self._emit(finished)
+        self.heartbeat_due.set()
+
+    async def stop_jobs(self, signum: int = 0, grace_seconds: float = 0.0) -> int:
+        """Turn new work away, kill every attempt and wait until each has finished; how many there were."""
+        self.attempts.closing = True
+        # Output held back by backpressure must flow again so the jobs can end.
+        self._budget.changed()
+        for (job_id, attempt), proc in list(self.processes.items()):
+            self.attempts.kill(job_id, attempt)
+            proc.kill(signum, grace_seconds)
+        watchers = list(self._watchers.values())
+        if watchers:
+            log.info("waiting for %d job(s) to end", len(watchers))
+            await asyncio.gather(*watchers, return_exceptions=True)
+        return len(watchers)

@@ -1,0 +1,310 @@
+"""The worker's attempt state machine, driven directly: no processes, no server."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kueue.v1 import common_pb2
+from kueue.v1 import worker_service_pb2 as wpb
+from kueue_worker.attempts import Attempts, CwdCheck, Phase, Reservation
+
+OUT = common_pb2.OUTPUT_STREAM_STDOUT
+ERR = common_pb2.OUTPUT_STREAM_STDERR
+
+
+def res(slots: int = 1, cpus: int = 1, ram_mb: int = 100) -> common_pb2.Resources:
+    return common_pb2.Resources(slots=slots, cpus=cpus, ram_mb=ram_mb)
+
+
+def accepted(sm: Attempts, job_id: int, attempt: int = 1, **kw: int) -> None:
+    decision = sm.assign(job_id, attempt, res(**kw), "/work", CwdCheck.OK)
+    assert decision.reply.accepted and decision.start
+
+
+def exited(code: int) -> wpb.Finished:
+    return wpb.Finished(exit_code=code, run_time_seconds=1.5, peak_memory_bytes=4096)
+
+
+# -- accept / reject -------------------------------------------------------------
+
+
+def test_accepts_and_reserves() -> None:
+    sm = Attempts("w1", max_slots=4)
+    decision = sm.assign(7, 1, res(slots=1, cpus=2, ram_mb=512), "/work", CwdCheck.OK)
+    assert decision.start
+    assert decision.reply == wpb.AssignmentReply(job_id=7, attempt=1, accepted=True)
+    assert sm.get((7, 1)).phase is Phase.STARTING
+    assert sm.reserved() == Reservation(slots=1, cpus=2, ram_mb=512)
+
+
+def test_missing_cwd_is_a_permanent_rejection_naming_dir_and_worker() -> None:
+    sm = Attempts("node7", max_slots=4)
+    decision = sm.assign(7, 1, res(), "/no/such/dir", CwdCheck.MISSING)
+    assert not decision.start
+    assert not decision.reply.accepted
+    assert not decision.reply.transient
+    assert decision.reply.reason == "working directory /no/such/dir does not exist on node7"
+    assert len(sm) == 0
+
+
+def test_inaccessible_cwd_is_a_permanent_rejection() -> None:
+    sm = Attempts("node7", max_slots=4)
+    reply = sm.assign(7, 1, res(), "/root/x", CwdCheck.INACCESSIBLE).reply
+    assert (reply.accepted, reply.transient) == (False, False)
+    assert "/root/x" in reply.reason and "node7" in reply.reason
+
+
+def test_full_slots_is_a_transient_rejection() -> None:
+    sm = Attempts("w", max_slots=2)
+    accepted(sm, 1)
+    accepted(sm, 2)
+    decision = sm.assign(3, 1, res(), "/work", CwdCheck.OK)
+    assert not decision.start
+    assert (decision.reply.accepted, decision.reply.transient) == (False, True)
+    assert "2 of 2" in decision.reply.reason
+    # A job needing more slots than are left is refused too.
+    sm2 = Attempts("w", max_slots=3)
+    accepted(sm2, 1)
+    assert not sm2.assign(2, 1, res(slots=3), "/work", CwdCheck.OK).reply.accepted
+    assert sm2.assign(2, 1, res(slots=2), "/work", CwdCheck.OK).reply.accepted
+
+
+def test_zero_slots_in_the_request_still_takes_one() -> None:
+    sm = Attempts("w", max_slots=1)
+    accepted(sm, 1, slots=0)
+    assert not sm.assign(2, 1, res(slots=0), "/work", CwdCheck.OK).reply.accepted
+
+
+def test_finish_frees_the_slot() -> None:
+    sm = Attempts("w", max_slots=1)
+    accepted(sm, 1)
+    sm.started(1, 1, 100)
+    sm.finish(1, 1, exited(0))
+    assert sm.reserved() == Reservation()
+    accepted(sm, 2)
+
+
+def test_repeated_assign_is_accepted_without_a_second_start() -> None:
+    sm = Attempts("w", max_slots=1)
+    accepted(sm, 1)
+    again = sm.assign(1, 1, res(), "/work", CwdCheck.OK)
+    assert again.reply.accepted and not again.start
+    assert len(sm) == 1
+
+
+def test_closing_turns_work_away_transiently() -> None:
+    sm = Attempts("w", max_slots=4)
+    sm.closing = True
+    reply = sm.assign(1, 1, res(), "/work", CwdCheck.OK).reply
+    assert (reply.accepted, reply.transient) == (False, True)
+    assert "shutting down" in reply.reason
+
+
+# -- lifecycle and output --------------------------------------------------------
+
+
+def test_started_output_finish_messages() -> None:
+    sm = Attempts("w", max_slots=4)
+    accepted(sm, 5, attempt=2)
+    assert sm.started(5, 2, 4242) == wpb.Started(job_id=5, attempt=2, pid=4242)
+    assert sm.started(5, 2, 4242) is None  # only once
+    o1 = sm.output(5, 2, OUT, b"hello ")
+    o2 = sm.output(5, 2, OUT, b"world\n")
+    e1 = sm.output(5, 2, ERR, b"oops\n")
+    assert (o1.offset, o2.offset, e1.offset) == (0, 6, 0)
+    assert (o2.job_id, o2.attempt, o2.stream, o2.data) == (5, 2, OUT, b"world\n")
+    fin = sm.finish(5, 2, exited(3))
+    assert fin.job_id == 5 and fin.attempt == 2
+    assert fin.exit_code == 3 and fin.HasField("exit_code")
+    assert (fin.stdout_bytes, fin.stderr_bytes) == (12, 5)
+    assert fin.run_time_seconds == 1.5 and fin.peak_memory_bytes == 4096
+    assert sm.get((5, 2)).phase is Phase.FINISHED
+    # Nothing more is accepted for a finished attempt.
+    assert sm.output(5, 2, OUT, b"late") is None
+    assert sm.finish(5, 2, exited(0)) is None
+
+
+def test_signal_finish_has_no_exit_code() -> None:
+    sm = Attempts("w", max_slots=4)
+    accepted(sm, 1)
+    sm.started(1, 1, 10)
+    fin = sm.finish(1, 1, wpb.Finished(signal=9))
+    assert not fin.HasField("exit_code") and fin.signal == 9
+
+
+def test_start_failure_finishes_from_starting() -> None:
+    sm = Attempts("w", max_slots=1)
+    accepted(sm, 1)
+    fin = sm.finish(1, 1, wpb.Finished(error="cannot start x: No such file or directory"))
+    assert fin.error and not fin.HasField("exit_code")
+    assert sm.reserved() == Reservation()
+
+
+def test_messages_for_unknown_attempts_are_ignored() -> None:
+    sm = Attempts("w", max_slots=4)
+    accepted(sm, 1, attempt=2)
+    assert sm.started(1, 1, 5) is None
+    assert sm.output(1, 1, OUT, b"x") is None
+    assert sm.finish(9, 1, exited(0)) is None
+    sm.output_ack(9, 1, OUT, 10)
+    sm.finished_ack(1, 1)
+    assert not sm.kill(1, 1)
+    assert len(sm) == 1
+
+
+def test_kill_only_for_active_attempts() -> None:
+    sm = Attempts("w", max_slots=4)
+    accepted(sm, 1)
+    assert sm.kill(1, 1)
+    assert sm.get((1, 1)).kill_requested
+    sm.finish(1, 1, wpb.Finished(signal=15))
+    assert not sm.kill(1, 1)
+
+
+def test_acks_free_buffers_including_partial_chunks() -> None:
+    sm = Attempts("w", max_slots=4)
+    accepted(sm, 1)
+    sm.started(1, 1, 5)
+    for part in (b"aaaa", b"bbbb", b"cccc"):
+        sm.output(1, 1, OUT, part)
+    sm.output(1, 1, ERR, b"EE")
+    assert sm.unacked_bytes == 14
+    sm.output_ack(1, 1, OUT, 6)  # in the middle of the second chunk
+    log = sm.get((1, 1)).stdout
+    assert (log.produced, log.acked) == (12, 6)
+    assert list(log.chunks) == [(6, b"bb"), (8, b"cccc")]
+    assert sm.unacked_bytes == 8
+    sm.output_ack(1, 1, OUT, 4)  # an old ack changes nothing
+    assert sm.unacked_bytes == 8
+    sm.output_ack(1, 1, OUT, 1000)  # beyond what was produced: clamp
+    assert (log.acked, list(log.chunks)) == (12, [])
+    sm.output_ack(1, 1, ERR, 2)
+    assert sm.unacked_bytes == 0
+
+
+def test_finished_ack_forgets_the_attempt() -> None:
+    sm = Attempts("w", max_slots=4)
+    accepted(sm, 1)
+    sm.started(1, 1, 5)
+    sm.output(1, 1, OUT, b"data")
+    sm.finished_ack(1, 1)  # not finished yet: ignored
+    assert (1, 1) in sm
+    sm.finish(1, 1, exited(0))
+    # The server acks a finish only after storing all output before it.
+    sm.finished_ack(1, 1)
+    assert (1, 1) not in sm
+    assert sm.unacked_bytes == 0
+    assert sm.reports() == [] and sm.resend() == []
+
+
+# -- after a reconnect -------------------------------------------------------------
+
+
+def test_reports_and_resend_after_reconnect() -> None:
+    sm = Attempts("w", max_slots=4)
+    accepted(sm, 1)  # running with output partly acked
+    sm.started(1, 1, 11)
+    sm.output(1, 1, OUT, b"0123")
+    sm.output(1, 1, OUT, b"4567")
+    sm.output(1, 1, ERR, b"err")
+    sm.output_ack(1, 1, OUT, 2)
+    sm.output_ack(1, 1, ERR, 3)
+    accepted(sm, 2)  # finished, not acked
+    sm.started(2, 1, 12)
+    sm.output(2, 1, ERR, b"bye")
+    fin2 = sm.finish(2, 1, exited(1))
+    accepted(sm, 3)  # accepted, not yet spawned
+
+    reports = {(r.job_id, r.attempt): r for r in sm.reports()}
+    assert set(reports) == {(1, 1), (2, 1), (3, 1)}
+    r1 = reports[(1, 1)]
+    assert (r1.stdout_offset, r1.stderr_offset, r1.HasField("finished")) == (8, 3, False)
+    r2 = reports[(2, 1)]
+    assert (r2.stdout_offset, r2.stderr_offset) == (0, 3)
+    assert r2.finished == fin2
+    assert not reports[(3, 1)].HasField("finished")
+
+    resend = sm.resend()
+    assert resend == [
+        # Only from the first unacknowledged offset; small chunks merged.
+        wpb.Output(job_id=1, attempt=1, stream=OUT, offset=2, data=b"234567"),
+        wpb.Output(job_id=2, attempt=1, stream=ERR, offset=0, data=b"bye"),
+        fin2,
+    ]
+    # Resending changes nothing: it is all still unacknowledged.
+    assert sm.resend() == resend
+
+
+def test_resend_splits_large_backlogs() -> None:
+    sm = Attempts("w", max_slots=1)
+    accepted(sm, 1)
+    sm.started(1, 1, 2)
+    chunk = b"x" * (300 * 1024)
+    for _ in range(10):
+        sm.output(1, 1, OUT, chunk)
+    msgs = sm.resend()
+    assert len(msgs) > 1
+    assert all(len(m.data) <= 1024 * 1024 for m in msgs)
+    assert b"".join(m.data for m in msgs) == chunk * 10
+    offsets = [m.offset for m in msgs]
+    assert offsets == [sum(len(m.data) for m in msgs[:i]) for i in range(len(msgs))]
+
+
+# -- invariants over random histories ------------------------------------------------
+
+_op = st.one_of(
+    st.tuples(st.just("assign"), st.integers(1, 4), st.integers(0, 2), st.booleans()),
+    st.tuples(st.just("start"), st.integers(1, 4)),
+    st.tuples(st.just("out"), st.integers(1, 4), st.sampled_from([OUT, ERR]), st.binary(max_size=20)),
+    st.tuples(st.just("ack"), st.integers(1, 4), st.sampled_from([OUT, ERR]), st.integers(0, 100)),
+    st.tuples(st.just("finish"), st.integers(1, 4)),
+    st.tuples(st.just("fack"), st.integers(1, 4)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_op, max_size=60))
+def test_random_histories_keep_the_books(ops: list[tuple]) -> None:
+    sm = Attempts("w", max_slots=3)
+    # What the job produced per (job, stream), to compare resends against.
+    produced: dict[tuple[int, int], bytes] = {}
+    for op in ops:
+        kind, job = op[0], op[1]
+        if kind == "assign":
+            sm.assign(job, 1, res(slots=op[2]), "/w", CwdCheck.OK if op[3] else CwdCheck.MISSING)
+        elif kind == "start":
+            sm.started(job, 1, 100 + job)
+        elif kind == "out":
+            if sm.output(job, 1, op[2], op[3]) is not None:
+                produced[(job, op[2])] = produced.get((job, op[2]), b"") + op[3]
+        elif kind == "ack":
+            sm.output_ack(job, 1, op[2], op[3])
+        elif kind == "finish":
+            sm.finish(job, 1, exited(0))
+        else:
+            a = sm.get((job, 1))
+            sm.finished_ack(job, 1)
+            if a is not None and a.phase is Phase.FINISHED:
+                for stream in (OUT, ERR):
+                    produced.pop((job, stream), None)
+
+        assert sm.reserved().slots <= 3
+        total_unacked = 0
+        for a in [sm.get(k) for k in [(j, 1) for j in range(1, 5)]]:
+            if a is None:
+                continue
+            for stream, log in ((OUT, a.stdout), (ERR, a.stderr)):
+                data = produced.get((a.job_id, stream), b"")
+                assert log.produced == len(data)
+                kept = b"".join(d for _, d in log.chunks)
+                assert kept == data[log.acked :]
+                total_unacked += log.unacked_bytes
+        assert sm.unacked_bytes == total_unacked
+        for msg in sm.resend():
+            if isinstance(msg, wpb.Output):
+                data = produced[(msg.job_id, msg.stream)]
+                assert data[msg.offset : msg.offset + len(msg.data)] == msg.data
+            else:
+                assert msg.stdout_bytes == len(produced.get((msg.job_id, OUT), b""))
+                assert msg.stderr_bytes == len(produced.get((msg.job_id, ERR), b""))

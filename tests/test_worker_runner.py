@@ -1,0 +1,371 @@
+"""The process runner with real processes: exit, signals, output, env, cwd, kill."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+
+from kueue.v1 import common_pb2
+from kueue_worker.runner import CHUNK_BYTES, JobProcess, Outcome
+
+OUT = common_pb2.OUTPUT_STREAM_STDOUT
+ERR = common_pb2.OUTPUT_STREAM_STDERR
+PY = sys.executable
+DEADLINE = 20.0
+
+
+@dataclass
+class Captured:
+    chunks: dict[int, list[bytes]] = field(default_factory=lambda: {OUT: [], ERR: []})
+    pids: list[int] = field(default_factory=list)
+
+    def on_output(self, stream: int, data: bytes) -> None:
+        self.chunks[stream].append(data)
+
+    def data(self, stream: int) -> bytes:
+        return b"".join(self.chunks[stream])
+
+
+def spec(command: list[str], cwd: Path, **kw: object) -> common_pb2.JobSpec:
+    kw.setdefault("env", {"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    return common_pb2.JobSpec(command=command, cwd=str(cwd), **kw)
+
+
+def python(code: str, cwd: Path, **kw: object) -> common_pb2.JobSpec:
+    return spec([PY, "-c", textwrap.dedent(code)], cwd, **kw)
+
+
+def job(s: common_pb2.JobSpec, cap: Captured, grace: float = 5.0) -> JobProcess:
+    return JobProcess(
+        s,
+        job_id=42,
+        attempt=3,
+        worker_name="testworker",
+        kill_grace_seconds=grace,
+        on_started=cap.pids.append,
+        on_output=cap.on_output,
+    )
+
+
+def run(s: common_pb2.JobSpec) -> tuple[Outcome, Captured]:
+    cap = Captured()
+
+    async def go() -> Outcome:
+        return await asyncio.wait_for(job(s, cap).run(), DEADLINE)
+
+    return asyncio.run(go()), cap
+
+
+async def until(condition: Callable[[], bool], what: str, deadline: float = DEADLINE) -> None:
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("code", [0, 1, 255])
+def test_exit_codes(tmp_path: Path, code: int) -> None:
+    outcome, cap = run(python(f"import sys; sys.exit({code})", tmp_path))
+    assert outcome.exit_code == code
+    assert outcome.signal == 0 and outcome.error == ""
+    assert outcome.run_time_seconds > 0
+    assert len(cap.pids) == 1
+    finished = outcome.as_finished()
+    assert finished.HasField("exit_code") and finished.exit_code == code
+
+
+def test_signal_death_has_signal_and_no_exit_code(tmp_path: Path) -> None:
+    outcome, _ = run(python("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", tmp_path))
+    assert outcome.exit_code is None
+    assert outcome.signal == signal.SIGKILL
+    assert not outcome.as_finished().HasField("exit_code")
+
+
+def test_output_intact_and_in_order_per_stream_binary_too(tmp_path: Path) -> None:
+    code = """
+        import os, random
+        rng = random.Random(7)
+        for i in range(200):
+            os.write(1, rng.randbytes(rng.randrange(1, 20000)))
+            os.write(2, b"line %d\\n" % i)
+        os.write(1, bytes(range(256)) * 1000)
+    """
+    outcome, cap = run(python(code, tmp_path))
+    assert outcome.exit_code == 0
+    rng = random.Random(7)
+    want_out = b""
+    want_err = b""
+    for i in range(200):
+        want_out += rng.randbytes(rng.randrange(1, 20000))
+        want_err += b"line %d\n" % i
+    want_out += bytes(range(256)) * 1000
+    assert cap.data(OUT) == want_out
+    assert cap.data(ERR) == want_err
+    assert all(0 < len(c) <= CHUNK_BYTES for c in cap.chunks[OUT] + cap.chunks[ERR])
+
+
+def test_output_arrives_while_the_job_runs(tmp_path: Path) -> None:
+    cap = Captured()
+    p = job(python("import time; print('ready', flush=True); time.sleep(60)", tmp_path), cap, grace=1.0)
+
+    async def go() -> Outcome:
+        task = asyncio.create_task(p.run())
+        await until(lambda: cap.data(OUT) == b"ready\n", "the first line")
+        assert alive(cap.pids[0])
+        p.kill()
+        return await asyncio.wait_for(task, DEADLINE)
+
+    outcome = asyncio.run(go())
+    assert outcome.signal == signal.SIGTERM
+
+
+def test_environment_and_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUEUE_TEST_WORKER_VAR", "must not leak")
+    code = "import json, os; print(json.dumps({'env': dict(os.environ), 'cwd': os.getcwd()}))"
+    outcome, cap = run(python(code, tmp_path, env={"FOO": "bar", "PATH": "/usr/bin:/bin"}))
+    assert outcome.exit_code == 0
+    seen = json.loads(cap.data(OUT))
+    env = seen["env"]
+    assert env["KUEUE_JOB_ID"] == "42"
+    assert env["KUEUE_ATTEMPT"] == "3"
+    assert env["KUEUE_WORKER"] == "testworker"
+    assert env["PWD"] == str(tmp_path)
+    assert env["FOO"] == "bar"
+    assert "KUEUE_TEST_WORKER_VAR" not in env
+    assert os.path.samefile(seen["cwd"], tmp_path)
+
+
+def test_use_worker_env_takes_the_workers_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUEUE_TEST_WORKER_VAR", "from-worker")
+    code = "import os; print(os.environ.get('KUEUE_TEST_WORKER_VAR'), os.environ.get('FOO'))"
+    outcome, cap = run(python(code, tmp_path, env={"FOO": "bar"}, use_worker_env=True))
+    assert outcome.exit_code == 0
+    assert cap.data(OUT) == b"from-worker None\n"
+
+
+def test_shell_command(tmp_path: Path) -> None:
+    outcome, cap = run(spec(['echo "job $KUEUE_JOB_ID" | tr a-z A-Z; exit 4'], tmp_path, shell=True))
+    assert outcome.exit_code == 4
+    assert cap.data(OUT) == b"JOB 42\n"
+
+
+def test_output_to_files_and_null(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "out.txt").write_text("old content that must go away\n")
+    code = "import sys; print('to file'); print('to nowhere', file=sys.stderr)"
+    outcome, cap = run(python(code, tmp_path, stdout_path="sub/out.txt", stderr_path="null"))
+    assert outcome.exit_code == 0
+    assert (tmp_path / "sub" / "out.txt").read_text() == "to file\n"
+    assert cap.data(OUT) == b"" and cap.data(ERR) == b""
+
+
+def test_both_streams_to_the_same_file_do_not_overwrite_each_other(tmp_path: Path) -> None:
+    code = "import os; os.write(1, b'one\\n'); os.write(2, b'two\\n'); os.write(1, b'three\\n')"
+    target = tmp_path / "both.log"
+    outcome, _ = run(python(code, tmp_path, stdout_path=str(target), stderr_path="both.log"))
+    assert outcome.exit_code == 0
+    assert target.read_text() == "one\ntwo\nthree\n"
+
+
+def test_spawn_failures_give_an_error(tmp_path: Path) -> None:
+    outcome, cap = run(spec(["/no/such/program"], tmp_path))
+    assert outcome.exit_code is None and outcome.signal == 0
+    assert "/no/such/program" in outcome.error and "No such file" in outcome.error
+    assert cap.pids == []
+
+    script = tmp_path / "not_executable.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    outcome, _ = run(spec([str(script)], tmp_path))
+    assert "Permission denied" in outcome.error
+
+    outcome, _ = run(spec(["true"], tmp_path / "vanished"))
+    assert outcome.error == f"working directory {tmp_path / 'vanished'} does not exist on testworker"
+
+    outcome, _ = run(spec(["true"], tmp_path, stdout_path="no/such/dir/out.txt"))
+    assert "cannot open the stdout file" in outcome.error
+
+    outcome, _ = run(spec([], tmp_path))
+    assert outcome.error == "empty command"
+
+
+TREE = """
+    import os, signal, subprocess, sys, time
+    # A child that ignores SIGTERM (needs SIGKILL), one in its own session,
+    # and a grandchild under the session leader.
+    stubborn = subprocess.Popen([sys.executable, "-c",
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE)
+    stubborn.stdout.readline()
+    escaped = subprocess.Popen([sys.executable, "-c",
+        "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']);"
+        " time.sleep(600)"], start_new_session=True)
+    print(stubborn.pid, escaped.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_kill_removes_the_whole_tree_including_setsid_children(tmp_path: Path) -> None:
+    cap = Captured()
+    p = job(python(TREE, tmp_path), cap, grace=0.5)
+
+    async def go() -> tuple[Outcome, list[int]]:
+        task = asyncio.create_task(p.run())
+        await until(lambda: cap.data(OUT).endswith(b"\n"), "the job to report its children")
+        stubborn, escaped = (int(x) for x in cap.data(OUT).split())
+        await until(lambda: len(psutil.Process(escaped).children()) == 1, "the grandchild")
+        tree = [cap.pids[0], stubborn, escaped, psutil.Process(escaped).children()[0].pid]
+        assert os.getsid(escaped) == escaped != cap.pids[0]
+        # Let the memory sampler see the whole tree at least once.
+        await until(lambda: p.rss_bytes > 0 and len(p.tree()) == 4, "a sample of the tree")
+        p.kill()
+        return await asyncio.wait_for(task, DEADLINE), tree
+
+    outcome, tree = asyncio.run(go())
+    assert outcome.signal == signal.SIGTERM
+    survivors = [pid for pid in tree if alive(pid)]
+    assert survivors == []
+
+
+def test_kill_escalates_to_sigkill_after_grace(tmp_path: Path) -> None:
+    cap = Captured()
+    code = """
+        import signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("armed", flush=True)
+        time.sleep(600)
+    """
+    p = job(python(code, tmp_path), cap, grace=30.0)
+
+    async def go() -> tuple[Outcome, float]:
+        task = asyncio.create_task(p.run())
+        await until(lambda: cap.data(OUT) == b"armed\n", "the job to ignore SIGTERM")
+        began = time.monotonic()
+        p.kill(signal.SIGTERM, grace_seconds=0.3)
+        outcome = await asyncio.wait_for(task, DEADLINE)
+        return outcome, time.monotonic() - began
+
+    outcome, took = asyncio.run(go())
+    assert outcome.signal == signal.SIGKILL
+    assert took < 10  # the grace from the Kill message, not the 30 s default
+
+
+def test_kill_with_a_chosen_signal(tmp_path: Path) -> None:
+    cap = Captured()
+    p = job(python("import time; print(flush=True); time.sleep(600)", tmp_path), cap)
+
+    async def go() -> Outcome:
+        task = asyncio.create_task(p.run())
+        await until(lambda: cap.data(OUT) == b"\n", "the job to start")
+        p.kill(signal.SIGINT, 5)
+        return await asyncio.wait_for(task, DEADLINE)
+
+    outcome = asyncio.run(go())
+    assert outcome.signal == signal.SIGINT
+
+
+def test_kill_before_the_spawn_is_delivered_after_it(tmp_path: Path) -> None:
+    cap = Captured()
+    p = job(python("import time; time.sleep(600)", tmp_path), cap)
+
+    async def go() -> Outcome:
+        p.kill()
+        return await asyncio.wait_for(p.run(), DEADLINE)
+
+    outcome = asyncio.run(go())
+    assert outcome.signal == signal.SIGTERM
+    assert not alive(cap.pids[0])
+
+
+def test_background_process_holding_the_pipe_does_not_block_the_finish(tmp_path: Path) -> None:
+    cap = Captured()
+    s = spec(["echo started; sleep 600 & echo $! ; exit 0"], tmp_path, shell=True)
+    p = job(s, cap)
+
+    async def go() -> Outcome:
+        return await asyncio.wait_for(p.run(), DEADLINE)
+
+    outcome = asyncio.run(go())
+    background = int(cap.data(OUT).split()[1])
+    try:
+        assert outcome.exit_code == 0
+        assert cap.data(OUT).startswith(b"started\n")
+    finally:
+        os.kill(background, signal.SIGKILL)
+
+
+def test_peak_memory_is_measured(tmp_path: Path) -> None:
+    code = """
+        import time
+        block = b"x" * (64 * 1024 * 1024)
+        time.sleep(0.6)
+    """
+    outcome, _ = run(python(code, tmp_path))
+    assert outcome.exit_code == 0
+    assert outcome.peak_memory_bytes >= 60 * 1024 * 1024
+
+
+class Gate:
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.pauses = 0
+
+    def paused(self) -> bool:
+        if not self.open.is_set():
+            self.pauses += 1
+        return not self.open.is_set()
+
+    async def resumed(self) -> None:
+        await self.open.wait()
+
+
+def test_backpressure_pauses_reading_while_the_job_runs(tmp_path: Path) -> None:
+    cap = Captured()
+    code = """
+        import os
+        for i in range(50):
+            os.write(1, b"y" * 65536)
+    """
+
+    async def go() -> Outcome:
+        gate = Gate()
+        p = JobProcess(
+            python(code, tmp_path),
+            job_id=1,
+            attempt=1,
+            worker_name="w",
+            kill_grace_seconds=5,
+            on_output=cap.on_output,
+            backpressure=gate,
+        )
+        task = asyncio.create_task(p.run())
+        await until(lambda: gate.pauses >= 1, "the first pause")
+        # Held back: the job blocks on a full pipe instead of us buffering it all.
+        assert len(cap.data(OUT)) < 50 * 65536
+        gate.open.set()
+        return await asyncio.wait_for(task, DEADLINE)
+
+    outcome = asyncio.run(go())
+    assert outcome.exit_code == 0
+    assert cap.data(OUT) == b"y" * (50 * 65536)
