@@ -145,7 +145,9 @@ class Connection:
     def _registered(self, session: _Session, msg: wpb.Registered) -> None:
         interval = msg.heartbeat_interval_seconds
         # The server may ask for more frequent heartbeats (short worker timeout), never fewer.
-        session.heartbeat_interval = min(interval, self._default_interval) if interval > 0 else self._default_interval
+        session.heartbeat_interval = (
+            min(interval, self._default_interval) if interval > 0 else self._default_interval
+        )
         self.registrations += 1
         if self._outage_since is not None:
             log.info(
