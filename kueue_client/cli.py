@@ -1,0 +1,352 @@
+"""The `kueue` command: argument parsing and error reporting.
+
+The verbs themselves live in kueue_client.verbs (loaded after parsing, so
+`--help` and shell completion stay fast). Every expected failure ends as one
+line `kueue: <message>` on stderr: exit status 2 for bad input, 1 otherwise,
+130 after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+import kueue
+from kueue_client.errors import KueueError, UsageError
+
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a C program killed by it would
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage: errors stay one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        # Unknown flags are only found once the verb's parser is done; point
+        # at that verb's help, not the top-level one.
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            verb = getattr(parsed, "verb", None)
+            where = f"{self.prog} {verb}" if verb else self.prog
+            raise UsageError(f"unrecognized arguments: {' '.join(extras)} (see {where} --help)")
+        return parsed
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32)
+
+
+def job_id(text: str) -> int:
+    try:
+        value = int(text.strip().lstrip("#"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a job id: '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a job id: '{text}'")
+    return value
+
+
+def count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: '{text}'")
+    return value
+
+
+def build_parser() -> ArgumentParser:
+    # --config is accepted before and after the verb; SUPPRESS keeps the
+    # verb's copy from overwriting one given before it.
+    common = ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="config file (default: $KUEUE_CONFIG or ~/.config/kueue/config.toml)",
+    )
+    parser = ArgumentParser(
+        prog="kueue",
+        formatter_class=_Formatter,
+        description="Queue commands to run on the workers of a Kueue cluster.",
+        epilog="examples:\n"
+        "  kueue up                       start a server and a worker on this machine\n"
+        "  kueue cmd -c 4 ./train.py      queue a job (prints its id)\n"
+        "  kueue ls                       recent jobs\n"
+        "  kueue VERB --help              help on one verb",
+    )
+    parser.add_argument(
+        "--config", metavar="PATH", help="config file (default: $KUEUE_CONFIG or ~/.config/kueue/config.toml)"
+    )
+    parser.add_argument("--version", action="version", version=f"kueue {kueue.__version__}")
+    verbs = parser.add_subparsers(title="verbs", metavar="VERB", dest="verb")
+
+    def verb(
+        name: str, aliases: Sequence[str], help: str, example: str, ids: str = "", notes: str = ""
+    ) -> ArgumentParser:
+        label = "examples:" if "\n" in example else "example:"
+        epilog = f"{label}\n  " + example.replace("\n", "\n  ") + (f"\n\n{notes}" if notes else "")
+        sub = verbs.add_parser(
+            name,
+            aliases=list(aliases),
+            help=help,
+            description=help[0].upper() + help[1:] + ".",
+            epilog=epilog,
+            formatter_class=_Formatter,
+            parents=[common],
+        )
+        sub.set_defaults(handler=name.replace("-", "_"), complete_ids=ids)
+        return sub
+
+    # ---- cmd
+    p = verb(
+        "cmd",
+        [],
+        "queue a command to run in the current directory on some worker; prints the job id",
+        "kueue cmd -c 4 -r 8000 python train.py --epochs 10\n"
+        'kueue cmd "make && ./run > log"              one argument with shell syntax: run by /bin/sh -c\n'
+        "kueue cmd --array 1-100 ./sim.sh             sim.sh reads $KUEUE_ARRAY_ID\n"
+        "kueue cmd --each-line inputs.txt ./conv.sh   conv.sh reads $KUEUE_ENTRY\n"
+        "kueue cmd -w ./check.sh && echo passed       wait, exit with the job's exit code",
+        notes="The job runs in this directory, with this environment (less host-local\n"
+        "variables such as DISPLAY or SSH_*), on a worker where the directory exists.",
+    )
+    p.add_argument("-j", "--slots", type=count, default=1, metavar="SLOTS", help="job slots (default 1)")
+    p.add_argument(
+        "-c", "--cpus", type=count, metavar="CPUS", help="cpus (default: client_settings.job_default_cpus)"
+    )
+    p.add_argument(
+        "-r",
+        "--ram",
+        type=count,
+        metavar="RAM_MB",
+        help="RAM in MiB (default: client_settings.job_default_ram_mb)",
+    )
+    p.add_argument(
+        "--resource",
+        action="append",
+        default=[],
+        metavar="NAME[=N]",
+        help="global resource (license) the job needs, N default 1; repeatable",
+    )
+    p.add_argument(
+        "-o",
+        "--stdout",
+        metavar="PATH",
+        default="",
+        help="write stdout to PATH on the worker (null: discard)",
+    )
+    p.add_argument(
+        "-e",
+        "--stderr",
+        metavar="PATH",
+        default="",
+        help="write stderr to PATH on the worker (null: discard)",
+    )
+    p.add_argument(
+        "-w",
+        "--wait",
+        action="store_true",
+        help="wait for the job(s), print the exit code(s) and exit with it",
+    )
+    p.add_argument("--no-env", action="store_true", help="use the worker's environment instead of this one")
+    many = p.add_mutually_exclusive_group()
+    many.add_argument(
+        "--array", metavar="START-END[:STEP]", help="one job per index, given to the job as $KUEUE_ARRAY_ID"
+    )
+    many.add_argument(
+        "--each-line",
+        metavar="FILE",
+        help="one job per non-empty line of FILE (-: stdin), given to the job as $KUEUE_ENTRY",
+    )
+    p.add_argument(
+        "command", nargs=argparse.REMAINDER, metavar="CMD...", help="the command and its arguments"
+    )
+
+    # ---- list-jobs
+    p = verb(
+        "list-jobs",
+        ["ls"],
+        "list the most recent jobs with counts per state and an ETA",
+        "kueue ls -r -p        running and pending jobs\nkueue ls -n 0 --json  all jobs as JSON",
+        notes="JSON is the protobuf JSON mapping with the field names of\n"
+        "protos/kueue/v1/common.proto (Job, JobSummary); 64-bit numbers such as\n"
+        "ids are strings, fields at their default value are left out.",
+    )
+    p.add_argument(
+        "-n",
+        type=count,
+        metavar="N",
+        help="show the N most recent (default: as many as fit the terminal, all when piped; 0: all)",
+    )
+    for short, long in (
+        ("-p", "pending"),
+        ("-o", "offered"),
+        ("-r", "running"),
+        ("-s", "succeeded"),
+        ("-f", "failed"),
+        ("-c", "canceled"),
+    ):
+        p.add_argument(short, f"--{long}", action="store_true", help=f"{long} jobs (filters combine)")
+    p.add_argument("--json", action="store_true", help='print {"jobs": [...], "summary": {...}} as JSON')
+
+    # ---- show-job
+    p = verb(
+        "show-job",
+        ["show"],
+        "show every field of a job and the tail of its captured output",
+        "kueue show 42",
+        ids="jobs",
+    )
+    p.add_argument("id", type=job_id, metavar="ID")
+    p.add_argument(
+        "--tail",
+        type=count,
+        default=4096,
+        metavar="BYTES",
+        help="bytes of stdout/stderr to show (default 4096)",
+    )
+    p.add_argument("--json", action="store_true", help="print as JSON")
+
+    # ---- output
+    p = verb(
+        "output",
+        ["log"],
+        "print the captured output of a job",
+        "kueue output -f 42        follow it like tail -f\nkueue output --stderr 42",
+        ids="jobs",
+    )
+    p.add_argument("id", type=job_id, metavar="ID")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing until the job has ended")
+    p.add_argument("--stderr", action="store_true", help="stderr instead of stdout")
+    p.add_argument("--tail", type=count, metavar="BYTES", help="only the last BYTES")
+
+    # ---- wait-job
+    p = verb(
+        "wait-job",
+        ["wait"],
+        "wait until jobs have finished or were canceled; exit with the exit code (first failing one)",
+        "kueue wait 42 43 && echo all succeeded",
+        ids="jobs",
+    )
+    p.add_argument("ids", type=job_id, nargs="+", metavar="ID")
+
+    # ---- remove-job
+    p = verb(
+        "remove-job",
+        ["rm"],
+        "cancel jobs; a running one only with --kill",
+        "kueue rm 42\nkueue rm -k 43      (stops the running process on its worker)",
+        ids="jobs",
+    )
+    p.add_argument("ids", type=job_id, nargs="+", metavar="ID")
+    p.add_argument("-k", "--kill", action="store_true", help="also kill running jobs")
+
+    # ---- clean-jobs
+    p = verb(
+        "clean-jobs",
+        ["clean"],
+        "forget succeeded and canceled jobs; with --all failed ones too",
+        "kueue clean -a",
+    )
+    p.add_argument("-a", "--all", action="store_true", help="also forget failed jobs")
+
+    # ---- workers
+    p = verb(
+        "list-workers",
+        ["workers"],
+        "list the workers with their load",
+        "kueue workers -a",
+    )
+    p.add_argument("-a", "--all", action="store_true", help="include disconnected workers")
+    p.add_argument("--json", action="store_true", help='print {"workers": [...]} as JSON')
+
+    p = verb(
+        "show-worker",
+        [],
+        "show one worker (by id or name) and the jobs it runs",
+        "kueue show-worker node17",
+        ids="workers",
+    )
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+
+    p = verb("list-resources", ["resources"], "list the global resources: used/total", "kueue resources")
+    p.add_argument("--json", action="store_true", help='print {"resources": [...]} as JSON')
+
+    # ---- local cluster
+    verb(
+        "up",
+        [],
+        "start a kueue_server and a kueue_worker on this machine, in the background",
+        "kueue up && kueue cmd echo hello",
+    )
+    verb("down", [], "stop what `kueue up` started", "kueue down")
+
+    # ---- completion
+    p = verb(
+        "complete",
+        [],
+        "print a shell completion script",
+        'eval "$(kueue complete bash)"          in ~/.bashrc\n'
+        "kueue complete zsh > ~/.zfunc/_kueue   (with fpath+=~/.zfunc)\n"
+        "kueue complete fish > ~/.config/fish/completions/kueue.fish",
+    )
+    p.add_argument(
+        "shell", nargs="?", choices=["bash", "zsh", "fish"], metavar="SHELL", help="bash, zsh or fish"
+    )
+    # Used by the completion scripts themselves to complete ids.
+    p.add_argument("--ids", choices=["jobs", "workers"], help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from kueue_client.context import Context
+
+    context: Context | None = None
+    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help and --version
+            return exc.code if isinstance(exc.code, int) else 0
+        if not args.verb:
+            parser.print_help()
+            return 0
+        from kueue_client import verbs
+
+        context = Context(args.config)
+        return getattr(verbs, args.handler)(args, context)
+    except KueueError as exc:
+        _report(str(exc))
+        return exc.exit_status
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `kueue ls | head`: the reader left; say nothing, and keep Python from
+        # complaining again when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    finally:
+        if context is not None:
+            context.close()
+
+
+def _report(message: str) -> None:
+    with contextlib.suppress(OSError):  # stderr closed: nowhere left to say it
+        print(f"kueue: {message}", file=sys.stderr)
+
+
+__all__ = ["build_parser", "main"]

@@ -1,0 +1,239 @@
+"""Shell completion scripts for bash, zsh and fish, generated from the parser.
+
+Verbs and flags come from the argparse parser, so the scripts never drift from
+the CLI. Job and worker ids are asked for only while completing, with the
+hidden `kueue complete --ids jobs|workers`, which prints one id per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+
+from kueue_client.context import Context
+from kueue_client.errors import UsageError
+
+# Most recent jobs offered for completion; older ids are rarely typed.
+ID_LIMIT = 200
+
+
+@dataclass
+class VerbInfo:
+    name: str
+    aliases: list[str]
+    help: str
+    flags: list[str]
+    # Flags followed by a value (so the word after them is not the verb's argument).
+    valued_flags: list[str]
+    # "jobs", "workers" or "" for what the positional arguments are.
+    ids: str
+
+
+def _flags(parser: argparse.ArgumentParser) -> tuple[list[str], list[str]]:
+    flags, valued = [], []
+    for action in parser._actions:
+        if not action.option_strings or action.help == argparse.SUPPRESS:
+            continue
+        flags += action.option_strings
+        if action.nargs != 0:
+            valued += action.option_strings
+    return flags, valued
+
+
+def describe(parser: argparse.ArgumentParser) -> tuple[list[VerbInfo], list[str], list[str]]:
+    """(verbs, global flags, global flags taking a value) of the `kueue` parser."""
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {choice.dest: choice.help or "" for choice in subparsers._choices_actions}
+    verbs: dict[int, VerbInfo] = {}
+    for name, sub in subparsers.choices.items():
+        info = verbs.get(id(sub))
+        if info is not None:
+            info.aliases.append(name)
+            continue
+        flags, valued = _flags(sub)
+        verbs[id(sub)] = VerbInfo(
+            name, [], helps.get(name, ""), flags, valued, sub.get_default("complete_ids")
+        )
+    flags, valued = _flags(parser)
+    return list(verbs.values()), flags, valued
+
+
+def _words(items: list[str]) -> str:
+    return " ".join(items)
+
+
+def bash(parser: argparse.ArgumentParser) -> str:
+    verbs, flags, valued = describe(parser)
+    cases = []
+    for v in verbs:
+        names = "|".join([v.name, *v.aliases])
+        ids = f"kueue complete --ids {v.ids} 2>/dev/null" if v.ids else ""
+        words = f"$({ids}) " if ids else ""
+        cases.append(
+            f"        {names})\n"
+            f'            flags="{_words(v.flags)}"; valued="{_words(v.valued_flags)}"; '
+            f'args="{words}";;'
+        )
+    all_verbs = _words([n for v in verbs for n in [v.name, *v.aliases]])
+    return f"""\
+# bash completion for kueue; in ~/.bashrc: eval "$(kueue complete bash)"
+_kueue() {{
+    local cur="${{COMP_WORDS[COMP_CWORD]}}" prev="${{COMP_WORDS[COMP_CWORD-1]}}"
+    local verb="" i=1 flags="" valued="" args=""
+    while (( i < COMP_CWORD )); do
+        case "${{COMP_WORDS[i]}}" in
+            {"|".join(valued) or "--config"}) (( i++ ));;
+            -*) ;;
+            *) verb="${{COMP_WORDS[i]}}"; break;;
+        esac
+        (( i++ ))
+    done
+    if [[ -z "$verb" ]]; then
+        if [[ "$prev" == --config ]]; then return 0; fi
+        COMPREPLY=( $(compgen -W "{all_verbs} {_words(flags)}" -- "$cur") )
+        return 0
+    fi
+    case "$verb" in
+{chr(10).join(cases)}
+        *) return 0;;
+    esac
+    # After the command of `kueue cmd` starts, complete like a command line.
+    if [[ "$verb" == cmd ]]; then
+        local j=$(( i + 1 )) skip=""
+        while (( j < COMP_CWORD )); do
+            local w="${{COMP_WORDS[j]}}"
+            if [[ -n "$skip" ]]; then skip=""
+            elif [[ " $valued " == *" $w "* ]]; then skip=1
+            elif [[ "$w" != -* ]]; then return 0
+            fi
+            (( j++ ))
+        done
+    fi
+    if [[ " $valued " == *" $prev "* ]]; then return 0; fi
+    if [[ "$cur" == -* ]]; then
+        COMPREPLY=( $(compgen -W "$flags" -- "$cur") )
+    elif [[ -n "$args" ]]; then
+        COMPREPLY=( $(compgen -W "$args" -- "$cur") )
+    fi
+}}
+complete -o default -o bashdefault -F _kueue kueue
+"""
+
+
+def _zsh_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def zsh(parser: argparse.ArgumentParser) -> str:
+    verbs, flags, valued = describe(parser)
+    cmd_valued = next((v.valued_flags for v in verbs if v.name == "cmd"), [])
+    # _describe takes NAME:DESCRIPTION; a colon inside the description is escaped.
+    described = "\n".join(
+        "        " + _zsh_quote(name + ":" + v.help.replace(":", "\\:"))
+        for v in verbs
+        for name in [v.name, *v.aliases]
+    )
+    cases = []
+    for v in verbs:
+        names = "|".join([v.name, *v.aliases])
+        action = f'compadd -- ${{(f)"$(kueue complete --ids {v.ids} 2>/dev/null)"}}' if v.ids else "_files"
+        if v.name == "cmd":
+            # The first word of the queued command: a command or a script.
+            action = "_command_names -e; _files"
+        cases.append(
+            f"        {names})\n"
+            f"            flags=({_words(v.flags)}); valued=({_words(v.valued_flags)})\n"
+            f"            if [[ $PREFIX == -* ]]; then compadd -- $flags\n"
+            f"            elif (( ${{valued[(Ie)${{words[CURRENT-1]}}]}} )); then _files\n"
+            f"            else {action}; fi;;"
+        )
+    return f"""\
+#compdef kueue
+# zsh completion for kueue: kueue complete zsh > ~/.zfunc/_kueue (fpath+=~/.zfunc)
+_kueue() {{
+    local verb i=2
+    local -a flags valued
+    while (( i < CURRENT )); do
+        case ${{words[i]}} in
+            {"|".join(valued) or "--config"}) (( i++ ));;
+            -*) ;;
+            *) verb=${{words[i]}}; break;;
+        esac
+        (( i++ ))
+    done
+    if [[ -z $verb ]]; then
+        local -a verbs
+        verbs=(
+{described}
+        )
+        if [[ $PREFIX == -* ]]; then compadd -- {_words(flags)}
+        else _describe 'verb' verbs; fi
+        return
+    fi
+    if [[ $verb == cmd ]] && (( CURRENT > i + 1 )); then
+        local j=$(( i + 1 ))
+        while (( j < CURRENT )); do
+            case ${{words[j]}} in
+                {"|".join(cmd_valued) or "--config"}) (( j++ ));;
+                -*) ;;
+                *) shift $(( j - 1 )) words; (( CURRENT -= j - 1 )); _normal; return;;
+            esac
+            (( j++ ))
+        done
+    fi
+    case $verb in
+{chr(10).join(cases)}
+    esac
+}}
+if [[ $zsh_eval_context[-1] == loadautofunc ]]; then _kueue "$@"; else compdef _kueue kueue; fi
+"""
+
+
+def _fish_quote(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def fish(parser: argparse.ArgumentParser) -> str:
+    verbs, _, _ = describe(parser)
+    lines = [
+        "# fish completion for kueue: kueue complete fish > ~/.config/fish/completions/kueue.fish",
+        "complete -c kueue -f",
+        "complete -c kueue -n __fish_use_subcommand -l config -r -F -d 'config file'",
+        "complete -c kueue -n __fish_use_subcommand -l version -d 'print the version'",
+    ]
+    for v in verbs:
+        for name in [v.name, *v.aliases]:
+            lines.append(f"complete -c kueue -n __fish_use_subcommand -a {name} -d {_fish_quote(v.help)}")
+        seen = f"'__fish_seen_subcommand_from {_words([v.name, *v.aliases])}'"
+        for flag in v.flags:
+            option = f"-l {flag[2:]}" if flag.startswith("--") else f"-s {flag[1:]}"
+            value = " -r" if flag in v.valued_flags else ""
+            lines.append(f"complete -c kueue -n {seen} {option}{value}")
+        if v.ids:
+            lines.append(f"complete -c kueue -n {seen} -a '(kueue complete --ids {v.ids} 2>/dev/null)'")
+        if v.name == "cmd":
+            lines.append(f"complete -c kueue -n {seen} -F")
+    return "\n".join(lines) + "\n"
+
+
+def script(shell: str, parser: argparse.ArgumentParser) -> str:
+    generators = {"bash": bash, "zsh": zsh, "fish": fish}
+    if shell not in generators:
+        raise UsageError(f"no completion for {shell}; choose bash, zsh or fish")
+    return generators[shell](parser)
+
+
+def print_ids(kind: str, ctx: Context) -> int:
+    """Ids for completion: silent on any failure, a completion must not shout."""
+    from kueue_client.errors import KueueError
+
+    try:
+        if kind == "jobs":
+            ids = [str(job.id) for job in reversed(ctx.client.list_jobs(limit=ID_LIMIT).jobs)]
+        else:
+            ids = [w.name or w.id for w in ctx.client.list_workers()]
+    except KueueError:
+        return 1
+    sys.stdout.write("".join(f"{i}\n" for i in ids))
+    return 0

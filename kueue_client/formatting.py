@@ -1,0 +1,117 @@
+"""Small text formatters for tables: durations, dates, sizes and truncation."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Sequence
+from typing import Any
+
+ELLIPSIS = "..."
+
+
+def seconds(ts: Any) -> float | None:
+    """Epoch seconds of a protobuf Timestamp field, None when unset.
+
+    Same as kueue.rpc.seconds, repeated so that rendering does not import grpc.
+    """
+    if ts.seconds == 0 and ts.nanos == 0:
+        return None
+    return ts.seconds + ts.nanos / 1e9
+
+
+def format_duration(seconds: float) -> str:
+    """Compact and fixed in precision: `35s`, `4m 05s`, `1h 02m`, `3d 04h`."""
+    total = max(0, int(seconds))
+    if total < 60:
+        return f"{total}s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours:02d}h"
+
+
+def format_date(epoch: float | None, now: float | None = None) -> str:
+    """Local time, as short as stays unambiguous: `14:03:12` today,
+    `Mar 05 14:03` this year, `2023-03-05 14:03` before."""
+    if epoch is None:
+        return "-"
+    now = time.time() if now is None else now
+    when = time.localtime(epoch)
+    today = time.localtime(now)
+    if when[:3] == today[:3]:
+        return time.strftime("%H:%M:%S", when)
+    if when.tm_year == today.tm_year:
+        return time.strftime("%b %d %H:%M", when)
+    return time.strftime("%Y-%m-%d %H:%M", when)
+
+
+def format_datetime(epoch: float | None) -> str:
+    """Full local date and time for detail views."""
+    if epoch is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(epoch))
+
+
+def format_mb(megabytes: float) -> str:
+    """Memory given in MiB: `512 MiB`, `15.6 GiB`, `1.5 TiB`."""
+    if megabytes < 1024:
+        return f"{megabytes:.0f} MiB"
+    if megabytes < 1024 * 1024:
+        return f"{megabytes / 1024:.1f} GiB"
+    return f"{megabytes / 1024 / 1024:.1f} TiB"
+
+
+def format_bytes(count: float) -> str:
+    if count < 1024:
+        return f"{count:.0f} B"
+    if count < 1024 * 1024:
+        return f"{count / 1024:.1f} KiB"
+    return format_mb(count / 1024 / 1024)
+
+
+def format_frequency(mhz: float) -> str:
+    if mhz <= 0:
+        return "-"
+    return f"{mhz / 1000:.1f} GHz" if mhz >= 1000 else f"{mhz:.0f} MHz"
+
+
+def truncate_front(text: str, width: int) -> str:
+    """Keeps the end: `...2/3_Synthesis/run`. The end of a path is what tells
+    directories apart."""
+    if len(text) <= width:
+        return text
+    if width <= len(ELLIPSIS):
+        return text[len(text) - width :] if width > 0 else ""
+    return ELLIPSIS + text[len(text) - (width - len(ELLIPSIS)) :]
+
+
+def truncate_back(text: str, width: int) -> str:
+    """Keeps the start: `python train.py --ep...`. The start of a command is
+    what tells commands apart."""
+    if len(text) <= width:
+        return text
+    if width <= len(ELLIPSIS):
+        return text[:width] if width > 0 else ""
+    return text[: width - len(ELLIPSIS)] + ELLIPSIS
+
+
+def single_line(text: str) -> str:
+    """Table cells are one line: newlines and tabs become spaces."""
+    return " ".join(text.splitlines()).replace("\t", " ")
+
+
+def command_text(command: Sequence[str], shell: bool) -> str:
+    """The command as one would type it: a shell command as is, an argument
+    vector quoted where needed."""
+    if shell:
+        return single_line(command[0] if command else "")
+    return single_line(shlex.join(command))
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

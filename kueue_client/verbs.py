@@ -1,0 +1,233 @@
+"""One function per `kueue` verb: (parsed arguments, context) -> exit status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from kueue_client import terminal, views
+from kueue_client.context import Context
+from kueue_client.errors import KueueError, UsageError
+from kueue_client.formatting import plural
+from kueue_client.spec import array_instances, job_spec, parse_resources, read_line_instances
+from kueue_client.status import FINAL_STATES, STATE_NAMES, exit_status, first_failure, job_status
+
+# Lines of the terminal `kueue ls` leaves for other things than job rows:
+# table header, two footer lines and the next prompt.
+LS_RESERVED_LINES = 4
+
+
+def _print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def _as_dict(message: Any) -> dict[str, Any]:
+    from google.protobuf.json_format import MessageToDict
+
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+def cmd(args: argparse.Namespace, ctx: Context) -> int:
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        raise UsageError("no command given (usage: kueue cmd [OPTIONS] CMD...)")
+    # Input errors first: they must not wait for a config file or a server.
+    global_resources = parse_resources(args.resource)
+    instances = None
+    if args.array is not None:
+        instances = array_instances(args.array)
+    elif args.each_line is not None:
+        instances = read_line_instances(args.each_line)
+    defaults = ctx.config.client_settings
+    spec = job_spec(
+        command,
+        slots=args.slots,
+        cpus=defaults.job_default_cpus if args.cpus is None else args.cpus,
+        ram_mb=defaults.job_default_ram_mb if args.ram is None else args.ram,
+        global_resources=global_resources,
+        stdout_path=args.stdout,
+        stderr_path=args.stderr,
+        use_worker_env=args.no_env,
+    )
+    resp = ctx.client.submit(spec, instances)
+    for message in resp.warnings:
+        terminal.warn(message)
+    for job_id in resp.job_ids:
+        print(job_id)
+    sys.stdout.flush()  # a script reading ids must get them before the wait
+    if not args.wait:
+        return 0
+    jobs = ctx.client.wait(resp.job_ids)
+    for job in jobs:
+        print(exit_status(job))
+    return first_failure(jobs)
+
+
+def list_jobs(args: argparse.Namespace, ctx: Context) -> int:
+    states = [name for name in STATE_NAMES.values() if getattr(args, name)]
+    if args.n is not None:
+        limit = args.n
+    elif args.json or not terminal.is_terminal():
+        limit = 0
+    else:
+        limit = max(1, terminal.height() - LS_RESERVED_LINES)
+    resp = ctx.client.list_jobs(states, limit=limit)
+    if args.json:
+        _print_json(views.jobs_json(resp))
+    elif terminal.use_rich():
+        console = terminal.console()
+        console.print(views.jobs_rich(resp.jobs, resp.summary, resp.matching, width=console.width))
+    else:
+        sys.stdout.write(views.jobs_text(resp.jobs, resp.summary, resp.matching, width=terminal.width()))
+    return 0
+
+
+def show_job(args: argparse.Namespace, ctx: Context) -> int:
+    resp = ctx.client.get_job(args.id, tail_bytes=args.tail)
+    job = resp.job
+    if args.json:
+        _print_json(
+            {
+                "job": _as_dict(job),
+                "stdout_tail": resp.stdout_tail.decode(errors="replace"),
+                "stderr_tail": resp.stderr_tail.decode(errors="replace"),
+            }
+        )
+        return 0
+    rich = terminal.use_rich()
+    if rich:
+        terminal.show(views.job_details_rich(job))
+    else:
+        sys.stdout.write(views.job_details_text(job))
+    tails = (
+        ("stdout", job.spec.stdout_path, resp.stdout_tail, job.stdout_bytes),
+        ("stderr", job.spec.stderr_path, resp.stderr_tail, job.stderr_bytes),
+    )
+    for name, path, tail, total in tails:
+        if path or args.tail == 0:
+            continue  # not captured: it is in a file on the worker
+        header = views.output_tail_header(name, tail, total, job.output_truncated)
+        if rich:
+            from rich.text import Text
+
+            terminal.show(Text(header, style="dim"))
+        else:
+            print(header)
+        if tail:
+            # Written as is: it is the job's own output, escape codes included.
+            sys.stdout.flush()
+            sys.stdout.buffer.write(tail if tail.endswith(b"\n") else tail + b"\n")
+            sys.stdout.buffer.flush()
+    return 0
+
+
+def output(args: argparse.Namespace, ctx: Context) -> int:
+    offset = -args.tail if args.tail else 0
+    stream = "stderr" if args.stderr else "stdout"
+    out = sys.stdout.buffer
+    finished = None
+    for chunk in ctx.client.read_output(args.id, [stream], offset=offset, follow=args.follow):
+        if chunk.data:
+            out.write(chunk.data)
+            out.flush()
+        if chunk.HasField("finished_job"):
+            finished = chunk.finished_job
+    if finished is not None and args.follow:
+        return exit_status(finished)
+    return 0
+
+
+def wait_job(args: argparse.Namespace, ctx: Context) -> int:
+    jobs = ctx.client.wait(args.ids)
+    for job in jobs:
+        print(f"{job.id}: {job_status(job)[0]}")
+    return first_failure(jobs)
+
+
+def remove_job(args: argparse.Namespace, ctx: Context) -> int:
+    status = 0
+    for job_id in dict.fromkeys(args.ids):
+        try:
+            job = ctx.client.cancel(job_id, kill=args.kill)
+        except KueueError as exc:
+            # Go on with the other ids; the first failure decides the status.
+            print(f"kueue: {exc}", file=sys.stderr)
+            status = status or exc.exit_status
+            continue
+        if job.kill_requested and job.state not in FINAL_STATES:
+            print(f"job {job_id}: killing")
+        else:
+            print(f"job {job_id}: {job_status(job)[0]}")
+    return status
+
+
+def clean_jobs(args: argparse.Namespace, ctx: Context) -> int:
+    removed = ctx.client.clean(all=args.all)
+    print(f"removed {plural(removed, 'job')}")
+    return 0
+
+
+def list_workers(args: argparse.Namespace, ctx: Context) -> int:
+    workers = ctx.client.list_workers(include_disconnected=args.all)
+    if args.json:
+        _print_json({"workers": [_as_dict(w) for w in workers]})
+    elif terminal.use_rich():
+        console = terminal.console()
+        console.print(views.workers_rich(workers, width=console.width))
+    else:
+        sys.stdout.write(views.workers_text(workers, width=terminal.width()))
+    return 0
+
+
+def show_worker(args: argparse.Namespace, ctx: Context) -> int:
+    resp = ctx.client.get_worker(args.id)
+    if args.json:
+        _print_json({"worker": _as_dict(resp.worker), "jobs": [_as_dict(j) for j in resp.jobs]})
+    elif terminal.use_rich():
+        console = terminal.console()
+        console.print(views.worker_details_rich(resp, width=console.width))
+    else:
+        sys.stdout.write(views.worker_details_text(resp, width=terminal.width()))
+    return 0
+
+
+def list_resources(args: argparse.Namespace, ctx: Context) -> int:
+    resources = ctx.client.list_resources()
+    if args.json:
+        _print_json({"resources": [_as_dict(r) for r in resources]})
+    elif terminal.use_rich():
+        console = terminal.console()
+        console.print(views.resources_rich(resources, width=console.width))
+    else:
+        sys.stdout.write(views.resources_text(resources, width=terminal.width()))
+    return 0
+
+
+def up(args: argparse.Namespace, ctx: Context) -> int:
+    from kueue_client import local_cluster
+
+    return local_cluster.up(ctx)
+
+
+def down(args: argparse.Namespace, ctx: Context) -> int:
+    from kueue_client import local_cluster
+
+    return local_cluster.down(ctx)
+
+
+def complete(args: argparse.Namespace, ctx: Context) -> int:
+    from kueue_client import completion
+
+    if args.ids:
+        return completion.print_ids(args.ids, ctx)
+    if not args.shell:
+        raise UsageError("which shell? kueue complete bash|zsh|fish")
+    from kueue_client.cli import build_parser
+
+    sys.stdout.write(completion.script(args.shell, build_parser()))
+    return 0

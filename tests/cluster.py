@@ -1,0 +1,238 @@
+"""A real local cluster for end-to-end tests: a kueue_server process and
+kueue_worker processes on 127.0.0.1, each with its own config file and data
+directory under a temporary directory, and the `kueue` CLI run as a process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kueue import config as kconfig
+
+REPO = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:
+    """Poll until predicate() is truthy; fail with `what` after the deadline."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("KUEUE_CONFIG", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class Cluster:
+    def __init__(self, root: Path, *, secret: str = "s" * 64, **server_settings: Any) -> None:
+        self.root = root
+        self.secret = secret
+        self.port = 0
+        self.server_settings = {
+            "bind_addresses": "127.0.0.1",
+            "worker_timeout_seconds": 30,
+            "job_offer_timeout_seconds": 30,
+            "data_dir": str(root / "server-data"),
+            **server_settings,
+        }
+        self.global_resources: dict[str, int] = {}
+        self.server: subprocess.Popen[bytes] | None = None
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        root.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ config
+
+    def write_config(self, path: Path, *, port: int, secret: str | None = None, **sections: dict[str, Any]) -> Path:
+        parts = {
+            "common_settings": {
+                "shared_secret": secret or self.secret,
+                "server_name": "127.0.0.1",
+                "server_port": port,
+                "log_level": "info",
+            },
+            "server_settings": dict(self.server_settings),
+            "worker_settings": {
+                "system_update_interval_seconds": 1,
+                "dynamic_check_free_resources": False,
+                "worker_max_parallel_jobs": 4,
+                "kill_grace_seconds": 5.0,
+            },
+            "client_settings": {"job_default_cpus": 1, "job_default_ram_mb": 10},
+            "global_resources": dict(self.global_resources),
+        }
+        for section, values in sections.items():
+            parts.setdefault(section, {}).update(values)
+        lines = []
+        for section, values in parts.items():
+            lines.append(f"[{section}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+            lines.append("")
+        path.write_text("\n".join(lines))
+        return path
+
+    @property
+    def client_config(self) -> Path:
+        return self.root / "client.toml"
+
+    # ------------------------------------------------------------------ server
+
+    def start_server(self) -> None:
+        port_file = self.root / "server.port"
+        port_file.unlink(missing_ok=True)
+        config = self.write_config(self.root / "server.toml", port=self.port)
+        log = open(self.root / "server.log", "ab")  # noqa: SIM115 - the process owns it
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "kueue_server", "--config", str(config), "--port-file", str(port_file)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+            start_new_session=True,
+        )
+        server = self.server
+        wait_for(
+            lambda: (port_file.exists() and port_file.read_text().strip()) or server.poll() is not None,
+            what="the server to listen",
+        )
+        if server.poll() is not None:
+            raise AssertionError(f"server exited with {server.returncode}:\n{self.server_log()}")
+        self.port = int(port_file.read_text())
+        self.write_config(self.client_config, port=self.port)
+
+    def stop_server(self, sig: int = signal.SIGTERM) -> int:
+        assert self.server is not None
+        self.server.send_signal(sig)
+        code = self.server.wait(timeout=30)
+        self.server = None
+        return code
+
+    def server_log(self) -> str:
+        path = self.root / "server.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    # ------------------------------------------------------------------ workers
+
+    def start_worker(self, name: str, **worker_settings: Any) -> subprocess.Popen[bytes]:
+        config = self.write_config(
+            self.root / f"worker-{name}.toml",
+            port=self.port,
+            worker_settings={
+                "system_update_interval_seconds": 1,
+                "dynamic_check_free_resources": False,
+                "worker_max_parallel_jobs": 4,
+                "kill_grace_seconds": 5.0,
+                **worker_settings,
+            },
+            server_settings={"data_dir": str(self.root / f"worker-{name}-data")},
+        )
+        log = open(self.root / f"worker-{name}.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kueue_worker", "--config", str(config), "--name", name],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+            start_new_session=True,
+        )
+        self.workers[name] = proc
+        return proc
+
+    def wait_workers(self, *names: str, timeout: float = 30.0) -> None:
+        def connected() -> bool:
+            out = self.kueue("workers", "--json", check=False)
+            return out.returncode == 0 and all(f'"{n}"' in out.stdout for n in names)
+
+        wait_for(connected, timeout, f"workers {names} to connect")
+
+    def kill_worker(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.workers.pop(name)
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+
+    def worker_log(self, name: str) -> str:
+        path = self.root / f"worker-{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    # ------------------------------------------------------------------ client
+
+    def kueue(
+        self,
+        *args: str,
+        cwd: Path | str | None = None,
+        check: bool = True,
+        input: bytes | str | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 120.0,
+        config: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        full_env = _env()
+        full_env.update(env or {})
+        result = subprocess.run(
+            [sys.executable, "-m", "kueue_client", "--config", str(config or self.client_config), *args],
+            cwd=cwd,
+            input=input,
+            capture_output=True,
+            text=True,
+            env=full_env,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"kueue {' '.join(args)} exited {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+            )
+        return result
+
+    def client(self) -> Any:
+        from kueue_client.api import Client
+
+        return Client(kconfig.load(self.client_config, create=False))
+
+    # ------------------------------------------------------------------ teardown
+
+    def close(self) -> None:
+        import psutil
+
+        procs = list(self.workers.values()) + ([self.server] if self.server else [])
+        # Jobs run in sessions of their own: find them before their worker dies.
+        leftovers = []
+        for proc in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                leftovers += psutil.Process(proc.pid).children(recursive=True)
+        for child in leftovers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        for proc in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+        self.workers.clear()
+        self.server = None

@@ -1,0 +1,312 @@
+"""Errors of the `kueue` command: one line `kueue: ...` on stderr, exit 2 for
+bad input and 1 otherwise, never a traceback. No server is needed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+
+import kueue
+from kueue.config import template
+from kueue_client.cli import build_parser, main
+from kueue_client.completion import script
+from kueue_client.errors import from_rpc_error
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    text = template("t" * 64)
+    text = text.replace('server_name = "localhost"', 'server_name = "127.0.0.1"')
+    text = text.replace("server_port = 11236", f"server_port = {free_port()}")
+    text = text.replace('data_dir = ""', f'data_dir = "{tmp_path / "data"}"')
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def port_of(config: Path) -> int:
+    line = next(line for line in config.read_text().splitlines() if line.startswith("server_port"))
+    return int(line.split("=")[1])
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip("\n").split("\n")
+    assert len(lines) == 1, err
+    assert lines[0].startswith("kueue: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_empty_command(capsys: pytest.CaptureFixture[str], config: Path) -> None:
+    code, out, err = run(capsys, "--config", str(config), "cmd")
+    assert code == 2 and out == ""
+    assert "no command given" in one_error_line(err)
+    code, _, err = run(capsys, "--config", str(config), "cmd", "-c", "2", "--")
+    assert code == 2 and "no command given" in one_error_line(err)
+
+
+def test_server_unreachable_names_the_address(capsys: pytest.CaptureFixture[str], config: Path) -> None:
+    for argv in (["ls"], ["cmd", "echo", "hi"], ["wait", "3"], ["workers"], ["show", "1"]):
+        code, out, err = run(capsys, "--config", str(config), *argv)
+        line = one_error_line(err)
+        assert code == 1, argv
+        assert out == ""
+        assert f"cannot reach the kueue server at 127.0.0.1:{port_of(config)}" in line
+        assert str(config) in line
+
+
+def test_server_unreachable_as_a_process(config: Path, tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("KUEUE_CONFIG", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "kueue_client", "--config", str(config), "ls"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert f"127.0.0.1:{port_of(config)}" in one_error_line(result.stderr)
+
+
+def test_config_from_environment(
+    capsys: pytest.CaptureFixture[str], config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUEUE_CONFIG", str(config))
+    code, _, err = run(capsys, "ls")
+    assert code == 1 and f"127.0.0.1:{port_of(config)}" in one_error_line(err)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["cmd", "--array", "10-1", "echo"], "bad --array range '10-1'"),
+        (["cmd", "--array", "x", "echo"], "bad --array range"),
+        (["cmd", "--array", "1-2", "--each-line", "f", "echo"], "not allowed with"),
+        (["cmd", "--resource", "genus=0", "echo"], "--resource"),
+        (["cmd", "-c", "many", "echo"], "not a whole number"),
+        (["cmd", "-c", "-1", "echo"], "-c"),
+        (["show", "abc"], "not a job id: 'abc'"),
+        (["show"], "required"),
+        (["wait", "0"], "not a job id"),
+        (["rm"], "required"),
+        (["ls", "--bogus"], "unrecognized arguments"),
+        (["ls", "-n", "x"], "not a whole number"),
+        (["frobnicate"], "invalid choice"),
+        (["complete", "tcsh"], "invalid choice"),
+        (["complete"], "which shell"),
+    ],
+)
+def test_bad_input_is_exit_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], config: Path, argv: list[str], expected: str
+) -> None:
+    code, out, err = run(capsys, "--config", str(config), *argv)
+    assert code == 2, err
+    assert out == ""
+    assert expected in one_error_line(err)
+
+
+def test_each_line_file_missing(capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path) -> None:
+    code, _, err = run(capsys, "--config", str(config), "cmd", "--each-line", str(tmp_path / "nope"), "echo")
+    assert code == 2 and "cannot read" in one_error_line(err)
+
+
+def test_bad_config_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[common_settings]\nserver_port = 'eleven'\n")
+    code, _, err = run(capsys, "--config", str(bad), "ls")
+    assert code == 1
+    assert "server_port" in one_error_line(err) and str(bad) in err
+
+
+def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"kueue {kueue.__version__}"
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "cmd" in out and "list-jobs (ls)" in out
+
+
+VERBS = [
+    "cmd",
+    "list-jobs",
+    "ls",
+    "show-job",
+    "show",
+    "wait-job",
+    "wait",
+    "remove-job",
+    "rm",
+    "clean-jobs",
+    "clean",
+    "list-workers",
+    "workers",
+    "show-worker",
+    "list-resources",
+    "resources",
+    "output",
+    "up",
+    "down",
+    "complete",
+]
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_every_verb_has_help_with_an_example(capsys: pytest.CaptureFixture[str], verb: str) -> None:
+    code, out, _ = run(capsys, verb, "--help")
+    assert code == 0
+    assert "example" in out and "kueue " in out.split("example")[-1]
+
+
+def test_ls_flags_as_the_reference() -> None:
+    args = build_parser().parse_args(["ls", "-n", "5", "-p", "-o", "-r", "-s", "-f", "-c", "--json"])
+    assert args.n == 5 and args.json
+    assert all(getattr(args, s) for s in ("pending", "offered", "running", "succeeded", "failed", "canceled"))
+
+
+def test_cmd_options_stop_at_the_command() -> None:
+    args = build_parser().parse_args(
+        ["cmd", "-j", "2", "-c", "3", "-r", "100", "-w", "python", "-c", "x", "-w"]
+    )
+    assert (args.slots, args.cpus, args.ram, args.wait) == (2, 3, 100, True)
+    assert args.command == ["python", "-c", "x", "-w"]
+
+
+def test_config_is_accepted_after_the_verb() -> None:
+    args = build_parser().parse_args(["--config", "a.toml", "ls", "--config", "b.toml"])
+    assert args.config == "b.toml"
+    assert build_parser().parse_args(["--config", "a.toml", "ls"]).config == "a.toml"
+
+
+# ------------------------------------------------------------------ rpc errors
+
+
+class FakeRpcError(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+@pytest.mark.parametrize(
+    ("code", "details", "expected", "status"),
+    [
+        (grpc.StatusCode.NOT_FOUND, "no job 42", "no job 42", 2),
+        (grpc.StatusCode.INVALID_ARGUMENT, "unknown global resource 'x'", "unknown global resource 'x'", 2),
+        (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "job 3 is running on w1; use --kill to stop it",
+            "job 3 is running on w1; use --kill to stop it",
+            1,
+        ),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "too many jobs", "too many jobs", 1),
+        (
+            grpc.StatusCode.UNAUTHENTICATED,
+            "the shared secret does not match the server's",
+            "the shared secret does not match the server's "
+            "(check common_settings.shared_secret in /etc/k.toml)",
+            1,
+        ),
+        (
+            grpc.StatusCode.UNAUTHENTICATED,
+            "replayed authentication token refused",
+            "the shared secret does not match the server's "
+            "(check common_settings.shared_secret in /etc/k.toml): replayed authentication token refused",
+            1,
+        ),
+        (
+            grpc.StatusCode.UNAVAILABLE,
+            "failed to connect to all addresses",
+            "cannot reach the kueue server at h:1 (is kueue_server running? "
+            "server_name/server_port are set in /etc/k.toml)",
+            1,
+        ),
+    ],
+)
+def test_rpc_errors_become_one_clear_line(
+    code: grpc.StatusCode, details: str, expected: str, status: int
+) -> None:
+    err = from_rpc_error(FakeRpcError(code, details), "h:1", "/etc/k.toml")
+    assert str(err) == expected
+    assert err.exit_status == status
+    assert err.code == code.name
+
+
+def test_clock_skew_is_not_called_a_wrong_secret() -> None:
+    err = from_rpc_error(
+        FakeRpcError(grpc.StatusCode.UNAUTHENTICATED, "clock skew of +400 s between client and server"),
+        "h:1",
+        None,
+    )
+    assert "secret" not in str(err) and "clock skew" in str(err)
+
+
+def test_multi_line_details_become_one_line() -> None:
+    err = from_rpc_error(FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, "bad\nthing"), "h:1", None)
+    assert str(err) == "bad thing"
+
+
+# ------------------------------------------------------------------ completion
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts_name_every_verb_and_parse(shell: str, tmp_path: Path) -> None:
+    text = script(shell, build_parser())
+    for verb in VERBS:
+        assert verb in text
+    for flag in ("each-line", "array", "kill", "json"):
+        assert (f"-l {flag}" if shell == "fish" else f"--{flag}") in text
+    if shutil.which(shell):
+        path = tmp_path / f"kueue.{shell}"
+        path.write_text(text)
+        checked = subprocess.run([shell, "-n", str(path)], capture_output=True, text=True, timeout=60)
+        assert checked.returncode == 0, checked.stderr
+
+
+def test_bash_completion_completes_verbs_and_flags(tmp_path: Path) -> None:
+    if not shutil.which("bash"):
+        pytest.skip("no bash")
+    path = tmp_path / "kueue.bash"
+    path.write_text(script("bash", build_parser()))
+
+    def complete(*words: str) -> list[str]:
+        line = " ".join(["kueue", *words])
+        probe = (
+            f"source {path}; COMP_WORDS=(kueue {' '.join(words)}); COMP_CWORD={len(words)}; "
+            f'COMP_LINE="{line}"; _kueue; printf "%s\\n" "${{COMPREPLY[@]}}"'
+        )
+        result = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.split()
+
+    assert "list-jobs" in complete("li")
+    assert set(complete("ls", "--")) >= {"--json", "--running", "--pending"}
+    assert "--each-line" in complete("cmd", "--e")
+    assert complete("cmd", "echo", "--e") == []  # the command's own arguments
