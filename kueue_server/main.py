@@ -43,10 +43,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _dual_stack() -> bool:
+    """Whether a socket bound to [::] also accepts IPv4 (Linux's default)."""
+    try:
+        return Path("/proc/sys/net/ipv6/bindv6only").read_text().strip() == "0"
+    except OSError:
+        return False
+
+
 def bind(server: grpc.aio.Server, addresses: str, port: int) -> list[str]:
     """Bind every address; the server runs as long as one of them binds."""
+    wanted = addresses.split()
+    # "0.0.0.0 [::]" is the documented default: on a dual-stack host [::]
+    # already takes IPv4, and binding 0.0.0.0 too would fail noisily.
+    if "[::]" in wanted and "0.0.0.0" in wanted and _dual_stack():
+        wanted = ["[::]"] + [a for a in wanted if a not in ("[::]", "0.0.0.0")]
     bound = []
-    for address in addresses.split():
+    for address in wanted:
         target = f"{address}:{port}"
         try:
             chosen = server.add_insecure_port(target)

@@ -1,0 +1,123 @@
+"""End to end: arrays, environment, output capture and its cap, the local cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.cluster import REPO, Cluster, wait_for
+
+
+def ids_of(result: subprocess.CompletedProcess[str]) -> list[int]:
+    return [int(x) for x in result.stdout.split()]
+
+
+def test_array_and_each_line_in_one_call(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.start_server()
+    cluster.start_worker("w1")
+    cluster.wait_workers("w1")
+    ids = ids_of(cluster.kueue("cmd", "--array", "1-9:4", "sh", "-c", 'echo "a=$KUEUE_ARRAY_ID"', cwd=tmp_path))
+    lines = tmp_path / "inputs.txt"
+    lines.write_text("alpha\n\nbeta gamma\n")
+    ids += ids_of(cluster.kueue("cmd", "--each-line", str(lines), "sh", "-c", 'echo "e=$KUEUE_ENTRY"', cwd=tmp_path))
+    assert len(ids) == 5 and ids == sorted(ids)
+    assert cluster.kueue("wait", *map(str, ids)).returncode == 0
+    outputs = [cluster.kueue("log", str(i)).stdout.strip() for i in ids]
+    assert outputs == ["a=1", "a=5", "a=9", "e=alpha", "e=beta gamma"]
+
+
+def test_environment_is_carried_unless_no_env(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.start_server()
+    cluster.start_worker("w1")
+    cluster.wait_workers("w1")
+    show = 'echo "mine=${MY_SETTING:-unset} host=${HOSTNAME:-unset}"'
+    env = {"MY_SETTING": "42", "HOSTNAME": "submit-host"}
+    (carried,) = ids_of(cluster.kueue("cmd", show, cwd=tmp_path, env=env))
+    (plain,) = ids_of(cluster.kueue("cmd", "--no-env", show, cwd=tmp_path, env=env))
+    cluster.kueue("wait", str(carried), str(plain))
+    # The submitter's variables travel; host-local ones (HOSTNAME) do not.
+    assert cluster.kueue("log", str(carried)).stdout.strip() == "mine=42 host=unset"
+    assert cluster.kueue("log", str(plain)).stdout.strip().startswith("mine=unset")
+
+
+def test_output_cap_keeps_the_tail(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path / "c", job_output_cap_mb=1)
+    try:
+        cluster.start_server()
+        cluster.start_worker("w1")
+        cluster.wait_workers("w1")
+        # 40 000 numbered lines of 100 bytes: 4 MB, four times the cap.
+        script = "import sys\nfor i in range(40000): sys.stdout.write(f'{i:07d}' + 'x' * 92 + '\\n')\n"
+        (job_id,) = ids_of(cluster.kueue("cmd", sys.executable, "-c", script, cwd=tmp_path))
+        cluster.kueue("wait", str(job_id))
+        job = json.loads(cluster.kueue("show", str(job_id), "--json").stdout)
+        job = job.get("job", job)
+        assert job["output_truncated"] is True
+        assert int(job["stdout_bytes"]) == 4_000_000
+        log = cluster.kueue("log", str(job_id)).stdout
+        assert log.endswith("0039999" + "x" * 92 + "\n")
+        assert 700_000 <= len(log) <= 1024 * 1024
+        assert "tail" in cluster.kueue("show", str(job_id)).stdout
+        data = cluster.root / "server-data" / "output" / str(job_id)
+        assert sum(f.stat().st_size for f in data.iterdir()) <= 1024 * 1024
+    finally:
+        cluster.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_up_runs_a_first_job_and_down_stops_everything(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "PYTHONPATH": str(REPO),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_DATA_HOME": str(home / ".local" / "share"),
+    }
+    env.pop("KUEUE_CONFIG", None)
+
+    def kueue(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "kueue_client", *args],
+            cwd=home,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    # First start writes the template; point it at a free loopback port.
+    assert kueue("--version").returncode == 0
+    config = home / ".config" / "kueue" / "config.toml"
+    kueue("ls")  # creates the config (the server is not running yet: fails)
+    text = config.read_text()
+    assert len(text.split('shared_secret = "')[1].split('"')[0]) == 64
+    config.write_text(
+        text.replace("server_port = 11236", f"server_port = {_free_port()}").replace(
+            'bind_addresses = "0.0.0.0 [::]"', 'bind_addresses = "127.0.0.1"'
+        )
+    )
+    try:
+        up = kueue("up")
+        assert up.returncode == 0, up.stderr
+        waited = kueue("cmd", "--wait", "echo", "hello from kueue")
+        assert waited.returncode == 0, waited.stderr
+        job_id = waited.stdout.split()[0]
+        assert kueue("log", job_id).stdout == "hello from kueue\n"
+        assert "already" in kueue("up").stdout + kueue("up").stderr
+    finally:
+        down = kueue("down")
+    assert down.returncode == 0, down.stderr
+    assert kueue("ls").returncode != 0  # the server is gone
+    pids = home / ".local" / "share" / "kueue" / "local-cluster.json"
+    wait_for(lambda: not pids.exists(), 10, "the pid file to be removed")
