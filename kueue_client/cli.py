@@ -219,12 +219,12 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print as JSON")
 
-    # ---- output
+    # ---- log
     p = verb(
-        "output",
-        ["log"],
+        "log",
+        ["output"],
         "print the captured output of a job",
-        "kueue output -f 42        follow it like tail -f\nkueue output --stderr 42",
+        "kueue log -f 42        follow it like tail -f\nkueue log --stderr 42",
         ids="jobs",
     )
     p.add_argument("id", type=job_id, metavar="ID")

@@ -126,7 +126,7 @@ def show_job(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def output(args: argparse.Namespace, ctx: Context) -> int:
+def log(args: argparse.Namespace, ctx: Context) -> int:
     offset = -args.tail if args.tail else 0
     stream = "stderr" if args.stderr else "stdout"
     out = sys.stdout.buffer
