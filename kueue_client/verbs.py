@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from kueue_client import terminal, views
@@ -22,6 +23,22 @@ LS_RESERVED_LINES = 4
 def _print_json(value: Any) -> None:
     json.dump(value, sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+def _render(
+    args: argparse.Namespace,
+    as_json: Callable[[], Any],
+    rich: Callable[[int], Any],
+    text: Callable[[int], str],
+) -> None:
+    """One listing three ways: JSON when asked, rich on a terminal, plain text when piped."""
+    if args.json:
+        _print_json(as_json())
+    elif terminal.use_rich():
+        console = terminal.console()
+        console.print(rich(console.width))
+    else:
+        sys.stdout.write(text(terminal.width()))
 
 
 def _as_dict(message: Any) -> dict[str, Any]:
@@ -174,37 +191,34 @@ def clean_jobs(args: argparse.Namespace, ctx: Context) -> int:
 
 def list_workers(args: argparse.Namespace, ctx: Context) -> int:
     workers = ctx.client.list_workers(include_disconnected=args.all)
-    if args.json:
-        _print_json({"workers": [_as_dict(w) for w in workers]})
-    elif terminal.use_rich():
-        console = terminal.console()
-        console.print(views.workers_rich(workers, width=console.width))
-    else:
-        sys.stdout.write(views.workers_text(workers, width=terminal.width()))
+    _render(
+        args,
+        lambda: {"workers": [_as_dict(w) for w in workers]},
+        lambda width: views.workers_rich(workers, width=width),
+        lambda width: views.workers_text(workers, width=width),
+    )
     return 0
 
 
 def show_worker(args: argparse.Namespace, ctx: Context) -> int:
     resp = ctx.client.get_worker(args.id)
-    if args.json:
-        _print_json({"worker": _as_dict(resp.worker), "jobs": [_as_dict(j) for j in resp.jobs]})
-    elif terminal.use_rich():
-        console = terminal.console()
-        console.print(views.worker_details_rich(resp, width=console.width))
-    else:
-        sys.stdout.write(views.worker_details_text(resp, width=terminal.width()))
+    _render(
+        args,
+        lambda: {"worker": _as_dict(resp.worker), "jobs": [_as_dict(j) for j in resp.jobs]},
+        lambda width: views.worker_details_rich(resp, width=width),
+        lambda width: views.worker_details_text(resp, width=width),
+    )
     return 0
 
 
 def list_resources(args: argparse.Namespace, ctx: Context) -> int:
     resources = ctx.client.list_resources()
-    if args.json:
-        _print_json({"resources": [_as_dict(r) for r in resources]})
-    elif terminal.use_rich():
-        console = terminal.console()
-        console.print(views.resources_rich(resources, width=console.width))
-    else:
-        sys.stdout.write(views.resources_text(resources, width=terminal.width()))
+    _render(
+        args,
+        lambda: {"resources": [_as_dict(r) for r in resources]},
+        lambda width: views.resources_rich(resources, width=width),
+        lambda width: views.resources_text(resources, width=width),
+    )
     return 0
 
 

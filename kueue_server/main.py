@@ -113,14 +113,9 @@ async def serve(config: kconfig.Config, port_file: str | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        config = kconfig.load(args.config)
-    except kconfig.ConfigError as exc:
-        print(f"kueue_server: {exc}", file=sys.stderr)
+    config = logs.start_program("kueue_server", args.config)
+    if config is None:
         return 2
-    logs.setup(config.common_settings.log_level, "kueue_server")
-    for warning in config.warnings:
-        log.warning("%s", warning)
     try:
         return asyncio.run(serve(config, args.port_file))
     except StoreError as exc:

@@ -100,14 +100,9 @@ async def serve(cfg: kconfig.Config, name: str, worker_id: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        cfg = kconfig.load(args.config)
-    except kconfig.ConfigError as exc:
-        print(f"kueue_worker: {exc}", file=sys.stderr)
+    cfg = logs.start_program("kueue_worker", args.config)
+    if cfg is None:
         return 2
-    logs.setup(cfg.common_settings.log_level, "kueue_worker")
-    for warning in cfg.warnings:
-        log.warning("%s", warning)
     name = args.name or socket.gethostname()
     try:
         worker_id = identity.worker_id(cfg.data_dir, name)

@@ -70,7 +70,9 @@ class Cluster:
 
     # ------------------------------------------------------------------ config
 
-    def write_config(self, path: Path, *, port: int, secret: str | None = None, **sections: dict[str, Any]) -> Path:
+    def write_config(
+        self, path: Path, *, port: int, secret: str | None = None, **sections: dict[str, Any]
+    ) -> Path:
         parts = {
             "common_settings": {
                 "shared_secret": secret or self.secret,

@@ -79,9 +79,9 @@ def test_licenses_and_cpus_never_overcommitted(cluster: Cluster, tmp_path: Path)
     stamps = tmp_path / "stamps"
     stamps.mkdir()
     record = (
-        'python3 -c "import time,os; print(\'start\', time.time(), os.environ[\'KUEUE_WORKER\'])" '
+        "python3 -c \"import time,os; print('start', time.time(), os.environ['KUEUE_WORKER'])\" "
         '>> "$KUEUE_JOB_ID.log"; sleep 0.3; '
-        'python3 -c "import time,os; print(\'end\', time.time(), os.environ[\'KUEUE_WORKER\'])" >> "$KUEUE_JOB_ID.log"'
+        "python3 -c \"import time,os; print('end', time.time(), os.environ['KUEUE_WORKER'])\" >> \"$KUEUE_JOB_ID.log\""
     )
     licensed = [submit(cluster, "--resource", "genus", record, cwd=stamps) for _ in range(4)]
     cpus = os.cpu_count() or 1
@@ -119,7 +119,9 @@ def _unshare_available() -> bool:
     return probe.returncode == 0
 
 
-@pytest.mark.skipif(not _unshare_available(), reason="needs unshare -m (root) to hide a directory from one worker")
+@pytest.mark.skipif(
+    not _unshare_available(), reason="needs unshare -m (root) to hide a directory from one worker"
+)
 def test_missing_directory_on_one_worker_runs_on_the_other(cluster: Cluster, tmp_path: Path) -> None:
     cluster.start_server()
     shared = tmp_path / "shared"
@@ -174,7 +176,9 @@ def test_kill_removes_the_process_tree(cluster: Cluster, tmp_path: Path) -> None
         f"sleep 1000 & echo $! >> {pids}; setsid sleep 1000 & echo $! >> {pids}; echo $$ >> {pids}; wait",
         cwd=tmp_path,
     )
-    wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 3, 30, "the job to start its children")
+    wait_for(
+        lambda: pids.exists() and len(pids.read_text().split()) == 3, 30, "the job to start its children"
+    )
     tree = [int(p) for p in pids.read_text().split()]
     assert all(psutil.pid_exists(p) for p in tree)
     refused = cluster.kueue("rm", str(job_id), check=False)

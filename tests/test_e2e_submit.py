@@ -20,10 +20,14 @@ def test_array_and_each_line_in_one_call(cluster: Cluster, tmp_path: Path) -> No
     cluster.start_server()
     cluster.start_worker("w1")
     cluster.wait_workers("w1")
-    ids = ids_of(cluster.kueue("cmd", "--array", "1-9:4", "sh", "-c", 'echo "a=$KUEUE_ARRAY_ID"', cwd=tmp_path))
+    ids = ids_of(
+        cluster.kueue("cmd", "--array", "1-9:4", "sh", "-c", 'echo "a=$KUEUE_ARRAY_ID"', cwd=tmp_path)
+    )
     lines = tmp_path / "inputs.txt"
     lines.write_text("alpha\n\nbeta gamma\n")
-    ids += ids_of(cluster.kueue("cmd", "--each-line", str(lines), "sh", "-c", 'echo "e=$KUEUE_ENTRY"', cwd=tmp_path))
+    ids += ids_of(
+        cluster.kueue("cmd", "--each-line", str(lines), "sh", "-c", 'echo "e=$KUEUE_ENTRY"', cwd=tmp_path)
+    )
     assert len(ids) == 5 and ids == sorted(ids)
     assert cluster.kueue("wait", *map(str, ids)).returncode == 0
     outputs = [cluster.kueue("log", str(i)).stdout.strip() for i in ids]
