@@ -56,7 +56,7 @@ class Resources(_message.Message):
     def __init__(self, slots: _Optional[int] = ..., cpus: _Optional[int] = ..., ram_mb: _Optional[int] = ..., global_resources: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("command", "shell", "cwd", "env", "resources", "stdout_path", "stderr_path", "user", "submit_host", "use_worker_env")
+    __slots__ = ("command", "shell", "cwd", "env", "resources", "stdout_path", "stderr_path", "user", "submit_host", "use_worker_env", "stdin_pipe")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,7 @@ class JobSpec(_message.Message):
     USER_FIELD_NUMBER: _ClassVar[int]
     SUBMIT_HOST_FIELD_NUMBER: _ClassVar[int]
     USE_WORKER_ENV_FIELD_NUMBER: _ClassVar[int]
+    STDIN_PIPE_FIELD_NUMBER: _ClassVar[int]
     command: _containers.RepeatedScalarFieldContainer[str]
     shell: bool
     cwd: str
@@ -84,7 +85,8 @@ class JobSpec(_message.Message):
     user: str
     submit_host: str
     use_worker_env: bool
-    def __init__(self, command: _Optional[_Iterable[str]] = ..., shell: _Optional[bool] = ..., cwd: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., stdout_path: _Optional[str] = ..., stderr_path: _Optional[str] = ..., user: _Optional[str] = ..., submit_host: _Optional[str] = ..., use_worker_env: _Optional[bool] = ...) -> None: ...
+    stdin_pipe: bool
+    def __init__(self, command: _Optional[_Iterable[str]] = ..., shell: _Optional[bool] = ..., cwd: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., stdout_path: _Optional[str] = ..., stderr_path: _Optional[str] = ..., user: _Optional[str] = ..., submit_host: _Optional[str] = ..., use_worker_env: _Optional[bool] = ..., stdin_pipe: _Optional[bool] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "state", "spec", "issued_at", "offered_at", "started_at", "finished_at", "attempt", "worker_id", "worker_name", "exit_code", "signal", "run_time_seconds", "peak_memory_bytes", "comment", "stdout_bytes", "stderr_bytes", "output_truncated", "kill_requested")

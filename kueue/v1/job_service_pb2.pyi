@@ -139,3 +139,77 @@ class ReadOutputResponse(_message.Message):
     data: bytes
     finished_job: _common_pb2.Job
     def __init__(self, stream: _Optional[_Union[_common_pb2.OutputStream, str]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., finished_job: _Optional[_Union[_common_pb2.Job, _Mapping]] = ...) -> None: ...
+
+class AttachRequest(_message.Message):
+    __slots__ = ("start", "stdin", "signal", "kill")
+    START_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    KILL_FIELD_NUMBER: _ClassVar[int]
+    start: AttachStart
+    stdin: AttachStdin
+    signal: int
+    kill: bool
+    def __init__(self, start: _Optional[_Union[AttachStart, _Mapping]] = ..., stdin: _Optional[_Union[AttachStdin, _Mapping]] = ..., signal: _Optional[int] = ..., kill: _Optional[bool] = ...) -> None: ...
+
+class AttachStart(_message.Message):
+    __slots__ = ("spec", "kill_on_detach")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    KILL_ON_DETACH_FIELD_NUMBER: _ClassVar[int]
+    spec: _common_pb2.JobSpec
+    kill_on_detach: bool
+    def __init__(self, spec: _Optional[_Union[_common_pb2.JobSpec, _Mapping]] = ..., kill_on_detach: _Optional[bool] = ...) -> None: ...
+
+class AttachStdin(_message.Message):
+    __slots__ = ("attempt", "offset", "data", "eof")
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    EOF_FIELD_NUMBER: _ClassVar[int]
+    attempt: int
+    offset: int
+    data: bytes
+    eof: bool
+    def __init__(self, attempt: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., eof: _Optional[bool] = ...) -> None: ...
+
+class AttachResponse(_message.Message):
+    __slots__ = ("accepted", "job", "output", "stdin_ack", "notice")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    STDIN_ACK_FIELD_NUMBER: _ClassVar[int]
+    NOTICE_FIELD_NUMBER: _ClassVar[int]
+    accepted: AttachAccepted
+    job: _common_pb2.Job
+    output: AttachOutput
+    stdin_ack: AttachStdinAck
+    notice: str
+    def __init__(self, accepted: _Optional[_Union[AttachAccepted, _Mapping]] = ..., job: _Optional[_Union[_common_pb2.Job, _Mapping]] = ..., output: _Optional[_Union[AttachOutput, _Mapping]] = ..., stdin_ack: _Optional[_Union[AttachStdinAck, _Mapping]] = ..., notice: _Optional[str] = ...) -> None: ...
+
+class AttachAccepted(_message.Message):
+    __slots__ = ("job_id", "warnings")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    job_id: int
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AttachOutput(_message.Message):
+    __slots__ = ("attempt", "stream", "offset", "data")
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    attempt: int
+    stream: _common_pb2.OutputStream
+    offset: int
+    data: bytes
+    def __init__(self, attempt: _Optional[int] = ..., stream: _Optional[_Union[_common_pb2.OutputStream, str]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class AttachStdinAck(_message.Message):
+    __slots__ = ("attempt", "offset")
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    attempt: int
+    offset: int
+    def __init__(self, attempt: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...

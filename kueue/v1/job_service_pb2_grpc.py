@@ -72,6 +72,11 @@ class JobServiceStub:
                 request_serializer=kueue_dot_v1_dot_job__service__pb2.ReadOutputRequest.SerializeToString,
                 response_deserializer=kueue_dot_v1_dot_job__service__pb2.ReadOutputResponse.FromString,
                 _registered_method=True)
+        self.Attach = channel.stream_stream(
+                '/kueue.v1.JobService/Attach',
+                request_serializer=kueue_dot_v1_dot_job__service__pb2.AttachRequest.SerializeToString,
+                response_deserializer=kueue_dot_v1_dot_job__service__pb2.AttachResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -131,6 +136,17 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Attach(self, request_iterator, context):
+        """Submit one job and stay attached to it, like running it locally
+        (`kueue run`): stdin and signals go up; output, state changes and stdin
+        acknowledgements come down. The first request must be `start`. When the
+        client goes away before the job ends, the job goes on detached with stdin
+        closed (or is killed, with `kill_on_detach`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -168,6 +184,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.ReadOutput,
                     request_deserializer=kueue_dot_v1_dot_job__service__pb2.ReadOutputRequest.FromString,
                     response_serializer=kueue_dot_v1_dot_job__service__pb2.ReadOutputResponse.SerializeToString,
+            ),
+            'Attach': grpc.stream_stream_rpc_method_handler(
+                    servicer.Attach,
+                    request_deserializer=kueue_dot_v1_dot_job__service__pb2.AttachRequest.FromString,
+                    response_serializer=kueue_dot_v1_dot_job__service__pb2.AttachResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -362,6 +383,33 @@ class JobService:
             '/kueue.v1.JobService/ReadOutput',
             kueue_dot_v1_dot_job__service__pb2.ReadOutputRequest.SerializeToString,
             kueue_dot_v1_dot_job__service__pb2.ReadOutputResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Attach(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/kueue.v1.JobService/Attach',
+            kueue_dot_v1_dot_job__service__pb2.AttachRequest.SerializeToString,
+            kueue_dot_v1_dot_job__service__pb2.AttachResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from kueue.v1 import common_pb2 as kueue_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dkueue/v1/worker_service.proto\x12\x08kueue.v1\x1a\x15kueue/v1/common.proto\"\xb8\x02\n\x0e\x43onnectRequest\x12&\n\x08register\x18\x01 \x01(\x0b\x32\x12.kueue.v1.RegisterH\x00\x12(\n\theartbeat\x18\x02 \x01(\x0b\x32\x13.kueue.v1.HeartbeatH\x00\x12\x35\n\x10\x61ssignment_reply\x18\x03 \x01(\x0b\x32\x19.kueue.v1.AssignmentReplyH\x00\x12$\n\x07started\x18\x04 \x01(\x0b\x32\x11.kueue.v1.StartedH\x00\x12\"\n\x06output\x18\x05 \x01(\x0b\x32\x10.kueue.v1.OutputH\x00\x12&\n\x08\x66inished\x18\x06 \x01(\x0b\x32\x12.kueue.v1.FinishedH\x00\x12$\n\x07leaving\x18\x07 \x01(\x0b\x32\x11.kueue.v1.LeavingH\x00\x42\x05\n\x03msg\"\xe2\x01\n\x0f\x43onnectResponse\x12*\n\nregistered\x18\x01 \x01(\x0b\x32\x14.kueue.v1.RegisteredH\x00\x12\"\n\x06\x61ssign\x18\x02 \x01(\x0b\x32\x10.kueue.v1.AssignH\x00\x12\x1e\n\x04kill\x18\x03 \x01(\x0b\x32\x0e.kueue.v1.KillH\x00\x12)\n\noutput_ack\x18\x04 \x01(\x0b\x32\x13.kueue.v1.OutputAckH\x00\x12-\n\x0c\x66inished_ack\x18\x05 \x01(\x0b\x32\x15.kueue.v1.FinishedAckH\x00\x42\x05\n\x03msg\"\xb4\x01\n\x08Register\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12$\n\x06system\x18\x03 \x01(\x0b\x32\x14.kueue.v1.SystemInfo\x12%\n\x08\x63\x61pacity\x18\x04 \x01(\x0b\x32\x13.kueue.v1.Resources\x12)\n\x08\x61ttempts\x18\x05 \x03(\x0b\x32\x17.kueue.v1.AttemptReport\x12\x0f\n\x07version\x18\x06 \x01(\t\"\x84\x01\n\rAttemptReport\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12$\n\x08\x66inished\x18\x03 \x01(\x0b\x32\x12.kueue.v1.Finished\x12\x15\n\rstdout_offset\x18\x04 \x01(\x04\x12\x15\n\rstderr_offset\x18\x05 \x01(\x04\"\\\n\tHeartbeat\x12$\n\x06system\x18\x01 \x01(\x0b\x32\x14.kueue.v1.SystemInfo\x12)\n\x0c\x65xternal_use\x18\x02 \x01(\x0b\x32\x13.kueue.v1.Resources\"g\n\x0f\x41ssignmentReply\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x11\n\ttransient\x18\x05 \x01(\x08\"7\n\x07Started\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0b\n\x03pid\x18\x03 \x01(\x05\"o\n\x06Output\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12&\n\x06stream\x18\x03 \x01(\x0e\x32\x16.kueue.v1.OutputStream\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"\xd1\x01\n\x08\x46inished\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x16\n\texit_code\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06signal\x18\x04 \x01(\x05\x12\x18\n\x10run_time_seconds\x18\x05 \x01(\x01\x12\x19\n\x11peak_memory_bytes\x18\x06 \x01(\x04\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x14\n\x0cstdout_bytes\x18\x08 \x01(\x04\x12\x14\n\x0cstderr_bytes\x18\t \x01(\x04\x42\x0c\n\n_exit_code\"\x19\n\x07Leaving\x12\x0e\n\x06reason\x18\x01 \x01(\t\"[\n\nRegistered\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x01\x12\x16\n\x0eserver_version\x18\x03 \x01(\t\"J\n\x06\x41ssign\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x1f\n\x04spec\x18\x03 \x01(\x0b\x32\x11.kueue.v1.JobSpec\"N\n\x04Kill\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06signal\x18\x03 \x01(\x05\x12\x15\n\rgrace_seconds\x18\x04 \x01(\x01\"d\n\tOutputAck\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12&\n\x06stream\x18\x03 \x01(\x0e\x32\x16.kueue.v1.OutputStream\x12\x0e\n\x06offset\x18\x04 \x01(\x04\".\n\x0b\x46inishedAck\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r2S\n\rWorkerService\x12\x42\n\x07\x43onnect\x12\x18.kueue.v1.ConnectRequest\x1a\x19.kueue.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dkueue/v1/worker_service.proto\x12\x08kueue.v1\x1a\x15kueue/v1/common.proto\"\xe1\x02\n\x0e\x43onnectRequest\x12&\n\x08register\x18\x01 \x01(\x0b\x32\x12.kueue.v1.RegisterH\x00\x12(\n\theartbeat\x18\x02 \x01(\x0b\x32\x13.kueue.v1.HeartbeatH\x00\x12\x35\n\x10\x61ssignment_reply\x18\x03 \x01(\x0b\x32\x19.kueue.v1.AssignmentReplyH\x00\x12$\n\x07started\x18\x04 \x01(\x0b\x32\x11.kueue.v1.StartedH\x00\x12\"\n\x06output\x18\x05 \x01(\x0b\x32\x10.kueue.v1.OutputH\x00\x12&\n\x08\x66inished\x18\x06 \x01(\x0b\x32\x12.kueue.v1.FinishedH\x00\x12$\n\x07leaving\x18\x07 \x01(\x0b\x32\x11.kueue.v1.LeavingH\x00\x12\'\n\tstdin_ack\x18\x08 \x01(\x0b\x32\x12.kueue.v1.StdinAckH\x00\x42\x05\n\x03msg\"\xaf\x02\n\x0f\x43onnectResponse\x12*\n\nregistered\x18\x01 \x01(\x0b\x32\x14.kueue.v1.RegisteredH\x00\x12\"\n\x06\x61ssign\x18\x02 \x01(\x0b\x32\x10.kueue.v1.AssignH\x00\x12\x1e\n\x04kill\x18\x03 \x01(\x0b\x32\x0e.kueue.v1.KillH\x00\x12)\n\noutput_ack\x18\x04 \x01(\x0b\x32\x13.kueue.v1.OutputAckH\x00\x12-\n\x0c\x66inished_ack\x18\x05 \x01(\x0b\x32\x15.kueue.v1.FinishedAckH\x00\x12 \n\x05stdin\x18\x06 \x01(\x0b\x32\x0f.kueue.v1.StdinH\x00\x12)\n\nsignal_job\x18\x07 \x01(\x0b\x32\x13.kueue.v1.SignalJobH\x00\x42\x05\n\x03msg\"\xb4\x01\n\x08Register\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12$\n\x06system\x18\x03 \x01(\x0b\x32\x14.kueue.v1.SystemInfo\x12%\n\x08\x63\x61pacity\x18\x04 \x01(\x0b\x32\x13.kueue.v1.Resources\x12)\n\x08\x61ttempts\x18\x05 \x03(\x0b\x32\x17.kueue.v1.AttemptReport\x12\x0f\n\x07version\x18\x06 \x01(\t\"\x84\x01\n\rAttemptReport\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12$\n\x08\x66inished\x18\x03 \x01(\x0b\x32\x12.kueue.v1.Finished\x12\x15\n\rstdout_offset\x18\x04 \x01(\x04\x12\x15\n\rstderr_offset\x18\x05 \x01(\x04\"\\\n\tHeartbeat\x12$\n\x06system\x18\x01 \x01(\x0b\x32\x14.kueue.v1.SystemInfo\x12)\n\x0c\x65xternal_use\x18\x02 \x01(\x0b\x32\x13.kueue.v1.Resources\"g\n\x0f\x41ssignmentReply\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x11\n\ttransient\x18\x05 \x01(\x08\"7\n\x07Started\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0b\n\x03pid\x18\x03 \x01(\x05\"o\n\x06Output\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12&\n\x06stream\x18\x03 \x01(\x0e\x32\x16.kueue.v1.OutputStream\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"\xd1\x01\n\x08\x46inished\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x16\n\texit_code\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06signal\x18\x04 \x01(\x05\x12\x18\n\x10run_time_seconds\x18\x05 \x01(\x01\x12\x19\n\x11peak_memory_bytes\x18\x06 \x01(\x04\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x14\n\x0cstdout_bytes\x18\x08 \x01(\x04\x12\x14\n\x0cstderr_bytes\x18\t \x01(\x04\x42\x0c\n\n_exit_code\"\x19\n\x07Leaving\x12\x0e\n\x06reason\x18\x01 \x01(\t\"[\n\nRegistered\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x01\x12\x16\n\x0eserver_version\x18\x03 \x01(\t\"J\n\x06\x41ssign\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x1f\n\x04spec\x18\x03 \x01(\x0b\x32\x11.kueue.v1.JobSpec\"N\n\x04Kill\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06signal\x18\x03 \x01(\x05\x12\x15\n\rgrace_seconds\x18\x04 \x01(\x01\"d\n\tOutputAck\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12&\n\x06stream\x18\x03 \x01(\x0e\x32\x16.kueue.v1.OutputStream\x12\x0e\n\x06offset\x18\x04 \x01(\x04\".\n\x0b\x46inishedAck\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\"S\n\x05Stdin\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0b\n\x03\x65of\x18\x05 \x01(\x08\";\n\x08StdinAck\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06offset\x18\x03 \x01(\x04\"<\n\tSignalJob\x12\x0e\n\x06job_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0e\n\x06signal\x18\x03 \x01(\x05\x32S\n\rWorkerService\x12\x42\n\x07\x43onnect\x12\x18.kueue.v1.ConnectRequest\x1a\x19.kueue.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,35 +33,41 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kueue.v1.worker_service_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CONNECTREQUEST']._serialized_start=67
-  _globals['_CONNECTREQUEST']._serialized_end=379
-  _globals['_CONNECTRESPONSE']._serialized_start=382
-  _globals['_CONNECTRESPONSE']._serialized_end=608
-  _globals['_REGISTER']._serialized_start=611
-  _globals['_REGISTER']._serialized_end=791
-  _globals['_ATTEMPTREPORT']._serialized_start=794
-  _globals['_ATTEMPTREPORT']._serialized_end=926
-  _globals['_HEARTBEAT']._serialized_start=928
-  _globals['_HEARTBEAT']._serialized_end=1020
-  _globals['_ASSIGNMENTREPLY']._serialized_start=1022
-  _globals['_ASSIGNMENTREPLY']._serialized_end=1125
-  _globals['_STARTED']._serialized_start=1127
-  _globals['_STARTED']._serialized_end=1182
-  _globals['_OUTPUT']._serialized_start=1184
-  _globals['_OUTPUT']._serialized_end=1295
-  _globals['_FINISHED']._serialized_start=1298
-  _globals['_FINISHED']._serialized_end=1507
-  _globals['_LEAVING']._serialized_start=1509
-  _globals['_LEAVING']._serialized_end=1534
-  _globals['_REGISTERED']._serialized_start=1536
-  _globals['_REGISTERED']._serialized_end=1627
-  _globals['_ASSIGN']._serialized_start=1629
-  _globals['_ASSIGN']._serialized_end=1703
-  _globals['_KILL']._serialized_start=1705
-  _globals['_KILL']._serialized_end=1783
-  _globals['_OUTPUTACK']._serialized_start=1785
-  _globals['_OUTPUTACK']._serialized_end=1885
-  _globals['_FINISHEDACK']._serialized_start=1887
-  _globals['_FINISHEDACK']._serialized_end=1933
-  _globals['_WORKERSERVICE']._serialized_start=1935
-  _globals['_WORKERSERVICE']._serialized_end=2018
+  _globals['_CONNECTREQUEST']._serialized_end=420
+  _globals['_CONNECTRESPONSE']._serialized_start=423
+  _globals['_CONNECTRESPONSE']._serialized_end=726
+  _globals['_REGISTER']._serialized_start=729
+  _globals['_REGISTER']._serialized_end=909
+  _globals['_ATTEMPTREPORT']._serialized_start=912
+  _globals['_ATTEMPTREPORT']._serialized_end=1044
+  _globals['_HEARTBEAT']._serialized_start=1046
+  _globals['_HEARTBEAT']._serialized_end=1138
+  _globals['_ASSIGNMENTREPLY']._serialized_start=1140
+  _globals['_ASSIGNMENTREPLY']._serialized_end=1243
+  _globals['_STARTED']._serialized_start=1245
+  _globals['_STARTED']._serialized_end=1300
+  _globals['_OUTPUT']._serialized_start=1302
+  _globals['_OUTPUT']._serialized_end=1413
+  _globals['_FINISHED']._serialized_start=1416
+  _globals['_FINISHED']._serialized_end=1625
+  _globals['_LEAVING']._serialized_start=1627
+  _globals['_LEAVING']._serialized_end=1652
+  _globals['_REGISTERED']._serialized_start=1654
+  _globals['_REGISTERED']._serialized_end=1745
+  _globals['_ASSIGN']._serialized_start=1747
+  _globals['_ASSIGN']._serialized_end=1821
+  _globals['_KILL']._serialized_start=1823
+  _globals['_KILL']._serialized_end=1901
+  _globals['_OUTPUTACK']._serialized_start=1903
+  _globals['_OUTPUTACK']._serialized_end=2003
+  _globals['_FINISHEDACK']._serialized_start=2005
+  _globals['_FINISHEDACK']._serialized_end=2051
+  _globals['_STDIN']._serialized_start=2053
+  _globals['_STDIN']._serialized_end=2136
+  _globals['_STDINACK']._serialized_start=2138
+  _globals['_STDINACK']._serialized_end=2197
+  _globals['_SIGNALJOB']._serialized_start=2199
+  _globals['_SIGNALJOB']._serialized_end=2259
+  _globals['_WORKERSERVICE']._serialized_start=2261
+  _globals['_WORKERSERVICE']._serialized_end=2344
 # @@protoc_insertion_point(module_scope)

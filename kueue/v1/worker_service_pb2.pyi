@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ConnectRequest(_message.Message):
-    __slots__ = ("register", "heartbeat", "assignment_reply", "started", "output", "finished", "leaving")
+    __slots__ = ("register", "heartbeat", "assignment_reply", "started", "output", "finished", "leaving", "stdin_ack")
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENT_REPLY_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,7 @@ class ConnectRequest(_message.Message):
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     LEAVING_FIELD_NUMBER: _ClassVar[int]
+    STDIN_ACK_FIELD_NUMBER: _ClassVar[int]
     register: Register
     heartbeat: Heartbeat
     assignment_reply: AssignmentReply
@@ -23,21 +24,26 @@ class ConnectRequest(_message.Message):
     output: Output
     finished: Finished
     leaving: Leaving
-    def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., assignment_reply: _Optional[_Union[AssignmentReply, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., finished: _Optional[_Union[Finished, _Mapping]] = ..., leaving: _Optional[_Union[Leaving, _Mapping]] = ...) -> None: ...
+    stdin_ack: StdinAck
+    def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., assignment_reply: _Optional[_Union[AssignmentReply, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., finished: _Optional[_Union[Finished, _Mapping]] = ..., leaving: _Optional[_Union[Leaving, _Mapping]] = ..., stdin_ack: _Optional[_Union[StdinAck, _Mapping]] = ...) -> None: ...
 
 class ConnectResponse(_message.Message):
-    __slots__ = ("registered", "assign", "kill", "output_ack", "finished_ack")
+    __slots__ = ("registered", "assign", "kill", "output_ack", "finished_ack", "stdin", "signal_job")
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     ASSIGN_FIELD_NUMBER: _ClassVar[int]
     KILL_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_ACK_FIELD_NUMBER: _ClassVar[int]
     FINISHED_ACK_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_JOB_FIELD_NUMBER: _ClassVar[int]
     registered: Registered
     assign: Assign
     kill: Kill
     output_ack: OutputAck
     finished_ack: FinishedAck
-    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., assign: _Optional[_Union[Assign, _Mapping]] = ..., kill: _Optional[_Union[Kill, _Mapping]] = ..., output_ack: _Optional[_Union[OutputAck, _Mapping]] = ..., finished_ack: _Optional[_Union[FinishedAck, _Mapping]] = ...) -> None: ...
+    stdin: Stdin
+    signal_job: SignalJob
+    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., assign: _Optional[_Union[Assign, _Mapping]] = ..., kill: _Optional[_Union[Kill, _Mapping]] = ..., output_ack: _Optional[_Union[OutputAck, _Mapping]] = ..., finished_ack: _Optional[_Union[FinishedAck, _Mapping]] = ..., stdin: _Optional[_Union[Stdin, _Mapping]] = ..., signal_job: _Optional[_Union[SignalJob, _Mapping]] = ...) -> None: ...
 
 class Register(_message.Message):
     __slots__ = ("worker_id", "name", "system", "capacity", "attempts", "version")
@@ -194,3 +200,37 @@ class FinishedAck(_message.Message):
     job_id: int
     attempt: int
     def __init__(self, job_id: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class Stdin(_message.Message):
+    __slots__ = ("job_id", "attempt", "offset", "data", "eof")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    EOF_FIELD_NUMBER: _ClassVar[int]
+    job_id: int
+    attempt: int
+    offset: int
+    data: bytes
+    eof: bool
+    def __init__(self, job_id: _Optional[int] = ..., attempt: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., eof: _Optional[bool] = ...) -> None: ...
+
+class StdinAck(_message.Message):
+    __slots__ = ("job_id", "attempt", "offset")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    job_id: int
+    attempt: int
+    offset: int
+    def __init__(self, job_id: _Optional[int] = ..., attempt: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class SignalJob(_message.Message):
+    __slots__ = ("job_id", "attempt", "signal")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    job_id: int
+    attempt: int
+    signal: int
+    def __init__(self, job_id: _Optional[int] = ..., attempt: _Optional[int] = ..., signal: _Optional[int] = ...) -> None: ...
