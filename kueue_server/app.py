@@ -20,7 +20,9 @@ from kueue.config import Config
 from kueue.v1 import common_pb2
 from kueue.v1 import worker_service_pb2 as wpb
 from kueue_server import convert
-from kueue_server.model import ACTIVE, State
+from kueue_server.attach_tap import Chunk, StdinAck, Tap
+from kueue_server.limits import check_sizes
+from kueue_server.model import ACTIVE, JobRecord, State
 from kueue_server.scheduler import Effects, Limits, Scheduler
 from kueue_server.store import Batch, OutputWrite, Store
 from kueue_server.watchers import Watchers
@@ -74,6 +76,8 @@ class App:
                 self.store.outputs.trim(job.id, job.attempt, 2, job.stderr_bytes)
         self.next_spec_id = loaded.next_spec_id
         self.conns: dict[str, WorkerConn] = {}
+        # Attached clients (kueue run) by job id.
+        self.taps: dict[int, set[Tap]] = {}
         self.watchers = Watchers()
         self._batch = Batch()
         self._after_commit: list[AfterCommit] = []
@@ -206,6 +210,9 @@ class App:
                     assign=wpb.Assign(job_id=job.id, attempt=job.attempt, spec=convert.full_spec(job))
                 )
             )
+            if job.spec.stdin_pipe and job.id not in self.taps:
+                # Nobody attached (any more): the process reads end of file.
+                self.send_stdin(job, job.attempt, 0, b"", True)
             log.info("job %d attempt %d offered to %s", job.id, job.attempt, job.worker_name)
         for k in effects.kill:
             conn = self.conns.get(k.worker_id)
@@ -235,6 +242,68 @@ class App:
                 self.scheduler.dispatch(now)  # heals anything a missed kick left behind
             self.kick()
 
+    # ------------------------------------------------------------ submission
+
+    async def submit(
+        self,
+        spec: common_pb2.JobSpec,
+        extra: list[dict[str, str] | None] | None = None,
+        on_created: Callable[[list[JobRecord]], None] | None = None,
+    ) -> tuple[list[JobRecord], list[str]]:
+        """Validate, queue and commit jobs (raises SchedulerError / StoreError).
+
+        on_created runs before the jobs can be dispatched: an attached client
+        must be in place before the worker is told about stdin."""
+        check_sizes(spec, len(extra or ()))
+        warnings = self.scheduler.validate(spec)
+        spec_id = self.add_spec(spec)
+        jobs = self.scheduler.submit(spec_id, spec, extra or [None], self.clock())
+        if on_created is not None:
+            on_created(jobs)
+        await self.commit()
+        ids = [job.id for job in jobs]
+        log.info("jobs %s submitted: %s", _id_range(ids), " ".join(spec.command)[:200])
+        return jobs, warnings
+
+    # ------------------------------------------------------------- attached runs
+
+    def open_tap(self, tap: Tap) -> None:
+        self.taps.setdefault(tap.job_id, set()).add(tap)
+
+    def close_tap(self, tap: Tap) -> None:
+        taps = self.taps.get(tap.job_id)
+        if taps is not None:
+            taps.discard(tap)
+            if not taps:
+                del self.taps[tap.job_id]
+
+    def tap_output(self, job_id: int, attempt: int, stream: int, offset: int, data: bytes) -> None:
+        for tap in self.taps.get(job_id, ()):
+            tap.put_output(Chunk(attempt, stream, offset, data))
+
+    def tap_stdin_ack(self, job_id: int, attempt: int, offset: int) -> None:
+        for tap in self.taps.get(job_id, ()):
+            tap.put_ack(StdinAck(attempt, offset))
+
+    def send_stdin(self, job: JobRecord, attempt: int, offset: int, data: bytes, eof: bool) -> None:
+        conn = self.conns.get(job.worker_id)
+        if conn is None or attempt != job.attempt or job.state not in ACTIVE:
+            return  # stale or not placed: the client resends for the next attempt
+        conn.send(
+            wpb.ConnectResponse(
+                stdin=wpb.Stdin(job_id=job.id, attempt=attempt, offset=offset, data=data, eof=eof)
+            )
+        )
+
+    def signal_job(self, job: JobRecord, signum: int) -> None:
+        conn = self.conns.get(job.worker_id)
+        if conn is not None and job.state in ACTIVE:
+            conn.send(
+                wpb.ConnectResponse(
+                    signal_job=wpb.SignalJob(job_id=job.id, attempt=job.attempt, signal=signum)
+                )
+            )
+
     # ------------------------------------------------------------------ workers
 
     def heartbeat_interval(self) -> float:
@@ -250,3 +319,9 @@ def _merge(first: Batch, second: Batch) -> Batch:
         outputs=first.outputs + second.outputs,
         gc_specs=first.gc_specs or second.gc_specs,
     )
+
+
+def _id_range(ids: list[int]) -> str:
+    if len(ids) == 1:
+        return str(ids[0])
+    return f"{ids[0]}-{ids[-1]}" if ids else "none"

@@ -12,17 +12,13 @@ from kueue.v1 import common_pb2, job_service_pb2_grpc
 from kueue.v1 import job_service_pb2 as jpb
 from kueue_server import convert, output_files
 from kueue_server.app import App
+from kueue_server.attach import AttachSession
 from kueue_server.model import FINAL, JobRecord, State
 from kueue_server.scheduler import Scheduler, SchedulerError
 from kueue_server.store import StoreError
 
 log = logging.getLogger("kueue_server")
 
-MAX_JOBS_PER_SUBMIT = 100_000
-MAX_COMMAND_BYTES = 1024 * 1024
-MAX_ENV_BYTES = 4 * 1024 * 1024
-MAX_CPUS = 1_000_000
-MAX_RAM_MB = 1 << 40
 READ_CHUNK = 1024 * 1024
 DEFAULT_TAIL = 4096
 
@@ -35,21 +31,6 @@ async def abort_on(context: grpc.aio.ServicerContext, exc: Exception) -> None:
     raise exc
 
 
-def check_sizes(spec: common_pb2.JobSpec, instances: int) -> None:
-    if instances > MAX_JOBS_PER_SUBMIT:
-        raise SchedulerError(
-            "RESOURCE_EXHAUSTED",
-            f"{instances} jobs in one call; at most {MAX_JOBS_PER_SUBMIT} per submission",
-        )
-    if sum(len(a) for a in spec.command) > MAX_COMMAND_BYTES:
-        raise SchedulerError("RESOURCE_EXHAUSTED", f"command longer than {MAX_COMMAND_BYTES} bytes")
-    if sum(len(k) + len(v) for k, v in spec.env.items()) > MAX_ENV_BYTES:
-        raise SchedulerError("RESOURCE_EXHAUSTED", f"environment larger than {MAX_ENV_BYTES} bytes")
-    res = spec.resources
-    if res.cpus > MAX_CPUS or res.ram_mb > MAX_RAM_MB or res.slots > MAX_CPUS:
-        raise SchedulerError("INVALID_ARGUMENT", "absurd resource request (cpus, ram or slots out of range)")
-
-
 class JobService(job_service_pb2_grpc.JobServiceServicer):
     def __init__(self, app: App) -> None:
         self.app = app
@@ -57,19 +38,22 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
     async def SubmitJobs(
         self, request: jpb.SubmitJobsRequest, context: grpc.aio.ServicerContext
     ) -> jpb.SubmitJobsResponse:
-        app = self.app
         try:
-            check_sizes(request.spec, len(request.instances))
-            warnings = app.scheduler.validate(request.spec)
-            extra = [dict(i.env) for i in request.instances] or [None]
-            spec_id = app.add_spec(request.spec)
-            jobs = app.scheduler.submit(spec_id, request.spec, extra, app.clock())
-            await app.commit()
+            jobs, warnings = await self.app.submit(
+                request.spec, [dict(i.env) for i in request.instances] or None
+            )
         except (SchedulerError, StoreError) as exc:
             await abort_on(context, exc)
-        ids = [job.id for job in jobs]
-        log.info("jobs %s submitted: %s", _id_range(ids), " ".join(request.spec.command)[:200])
-        return jpb.SubmitJobsResponse(job_ids=ids, warnings=warnings)
+        return jpb.SubmitJobsResponse(job_ids=[job.id for job in jobs], warnings=warnings)
+
+    async def Attach(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:
+        first = await context.read()
+        if first is grpc.aio.EOF or first.WhichOneof("msg") != "start":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first Attach message must be start")
+        try:
+            await AttachSession(self.app, context).run(first)
+        except (SchedulerError, StoreError) as exc:
+            await abort_on(context, exc)
 
     async def ListJobs(
         self, request: jpb.ListJobsRequest, context: grpc.aio.ServicerContext
@@ -238,9 +222,3 @@ def summary_message(counts: dict[State, int], avg: float, eta: float) -> common_
         average_run_time_seconds=avg,
         eta_seconds=eta,
     )
-
-
-def _id_range(ids: list[int]) -> str:
-    if len(ids) == 1:
-        return str(ids[0])
-    return f"{ids[0]}-{ids[-1]}" if ids else "none"

@@ -124,6 +124,10 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             if not r.accepted:
                 log.info("job %d attempt %d rejected by %s: %s", r.job_id, r.attempt, wid[:8], r.reason)
             app.kick()
+        elif kind == "stdin_ack":
+            a = msg.stdin_ack
+            if sched.is_current(wid, a.job_id, a.attempt):
+                app.tap_stdin_ack(a.job_id, a.attempt, a.offset)
         elif kind == "leaving":
             log.info("worker %s leaving: %s", wid[:8], msg.leaving.reason)
             sched.worker_leaving(wid, now)
@@ -140,9 +144,9 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             return  # stale attempt: its kill is on the way
         skip, end = verdict
         if skip < len(out.data):
-            app.add_output(
-                OutputWrite(out.job_id, out.attempt, out.stream, out.offset + skip, out.data[skip:])
-            )
+            data = out.data[skip:] if skip else out.data
+            app.add_output(OutputWrite(out.job_id, out.attempt, out.stream, out.offset + skip, data))
+            app.tap_output(out.job_id, out.attempt, out.stream, out.offset + skip, data)
         ack = wpb.ConnectResponse(
             output_ack=wpb.OutputAck(job_id=out.job_id, attempt=out.attempt, stream=out.stream, offset=end)
         )
