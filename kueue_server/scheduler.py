@@ -244,11 +244,14 @@ class Scheduler:
         address: str,
         running: Iterable[tuple[int, int]],
         now: float,
+        finished: Iterable[tuple[int, int]] = (),
     ) -> WorkerRecord:
-        """A worker (re)registered, reporting the attempts it still runs.
+        """A worker (re)registered, reporting the attempts it still runs and
+        those it finished without an acknowledgement (recorded by finished()
+        right after).
 
-        Attempts the server placed on it that it does not report are given up
-        at once; attempts it reports that are not current are killed.
+        Attempts the server placed on it that it reports neither way are given
+        up at once; running attempts it reports that are not current are killed.
         """
         worker = self.workers.get(worker_id)
         if worker is None:
@@ -257,15 +260,16 @@ class Scheduler:
         worker.connected, worker.connected_at, worker.last_seen = True, now, now
         worker.external = Amount()
         worker.session += 1
-        reported = set(running)
+        running = set(running)
+        known = running | set(finished)
         for job_id in list(worker.jobs):
             job = self.jobs[job_id]
-            if (job_id, job.attempt) in reported:
+            if (job_id, job.attempt) in running:
                 if job.state is State.OFFERED:
                     self._mark_started(job, now)
-            else:
+            elif (job_id, job.attempt) not in known:
                 self._requeue(job, f"worker {name} restarted without attempt {job.attempt}", now)
-        for job_id, attempt in reported:
+        for job_id, attempt in running:
             if not self.is_current(worker_id, job_id, attempt):
                 self._effects.kill.append(KillOrder(worker_id, job_id, attempt))
         self._effects.workers.add(worker_id)

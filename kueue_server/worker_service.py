@@ -38,6 +38,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             context.peer(),
             [(a.job_id, a.attempt) for a in reg.attempts if not a.HasField("finished")],
             app.clock(),
+            finished=[(a.job_id, a.attempt) for a in reg.attempts if a.HasField("finished")],
         )
         old = app.conns.get(worker.id)
         if old is not None:
@@ -63,9 +64,9 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                 )
             )
         )
-        for report in reg.attempts:
-            if report.HasField("finished"):
-                self._finished(conn, report.finished)
+        # Finished attempts in the report are only "known" here: the worker
+        # resends their output and then their Finished, in that order, and
+        # recording the finish first would refuse the output as stale.
         app.kick()
         writer = asyncio.create_task(self._write(conn, context))
         try:

@@ -181,6 +181,25 @@ class Cluster:
         path = self.root / f"worker-{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def logs(self, limit: int = 20000) -> str:
+        parts = ["----- server log -----\n" + self.server_log()[-limit:]]
+        for path in sorted(self.root.glob("worker-*.log")):
+            parts.append(f"----- {path.stem} log -----\n" + path.read_text(errors="replace")[-limit:])
+        return "\n".join(parts)
+
+    def stack_dumps(self) -> str:
+        """Python stacks of the workers (py-spy, where installed), for a test that
+        finds one stuck."""
+        import shutil
+
+        if not shutil.which("py-spy"):
+            return "(py-spy not installed: no stacks)"
+        out = []
+        for name, proc in self.workers.items():
+            dump = subprocess.run(["py-spy", "dump", "--pid", str(proc.pid)], capture_output=True, text=True)
+            out.append(f"--- worker {name} ---\n{dump.stdout}{dump.stderr}")
+        return "\n".join(out)
+
     # ------------------------------------------------------------------ client
 
     def kueue(

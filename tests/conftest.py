@@ -15,7 +15,4 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield c
     finally:
         c.close()
-        # Shown by pytest only when the test failed.
-        print("----- server log -----\n" + c.server_log()[-20000:])
-        for name in sorted(p.stem[len("worker-") :] for p in c.root.glob("worker-*.log")):
-            print(f"----- worker {name} log -----\n" + c.worker_log(name)[-10000:])
+        print(c.logs())  # shown by pytest only when the test failed

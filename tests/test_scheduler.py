@@ -183,6 +183,23 @@ def test_reconnect_without_attempt_requeues_at_once_and_stale_is_killed() -> Non
     assert kills == [(99, 3)]
 
 
+def test_reconnect_reporting_a_finished_attempt_does_not_requeue_it() -> None:
+    s = make()
+    connect(s, "w1")
+    (job_id,) = submit(s)
+    assigned(s)
+    s.started("w1", job_id, 1, 0.5)
+    # The server restarted; the worker comes back with the attempt finished
+    # but never acknowledged.
+    s.connect_worker(
+        "w1", "w1", Amount(4, 4, 8000), common_pb2.SystemInfo(), "", [], 1.0, finished=[(job_id, 1)]
+    )
+    assert s.jobs[job_id].state is State.RUNNING
+    assert s.finished("w1", job_id, 1, 0, 0, 0.5, 0, "", 1.0)
+    assert s.jobs[job_id].state is State.SUCCEEDED and s.jobs[job_id].attempt == 1
+    assert assigned(s, now=2.0) == []
+
+
 def test_offer_timeout() -> None:
     s = make(Limits(offer_timeout=5.0))
     connect(s, "w1")
