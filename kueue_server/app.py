@@ -30,6 +30,7 @@ from kueue_server.watchers import Watchers
 log = logging.getLogger("kueue_server")
 
 TICK_SECONDS = 1.0
+STORE_RETRY_SECONDS = 1.0
 
 # Called after the commit that holds the change: None, or the store's error.
 AfterCommit = Callable[[Exception | None], None]
@@ -150,11 +151,15 @@ class App:
             await self._wake.wait()
             self._wake.clear()
             try:
-                await self.flush_now()
+                if not await self.flush_now():
+                    # The store failed; retry the kept batch later, not in a busy loop.
+                    await asyncio.sleep(STORE_RETRY_SECONDS)
+                    self.kick()
             except Exception:  # never let one bad flush stop the server
                 log.exception("flush failed")
 
-    async def flush_now(self) -> None:
+    async def flush_now(self) -> bool:
+        """One round of dispatch and commit; False when the store failed."""
         now = self.clock()
         self.scheduler.dispatch(now)
         effects = self.scheduler.take_effects()
@@ -181,6 +186,7 @@ class App:
                 callback(error)
             except Exception:
                 log.exception("after-commit callback failed")
+        return error is None
 
     def _fill_batch(self, batch: Batch, effects: Effects) -> None:
         jobs = self.scheduler.jobs
@@ -203,7 +209,12 @@ class App:
         for a in effects.assign:
             conn = self.conns.get(a.worker_id)
             job = a.job
-            if conn is None or conn.session != a.session or job.state is not State.OFFERED:
+            if (
+                conn is None
+                or conn.session != a.session
+                or job.state is not State.OFFERED
+                or self.scheduler.jobs.get(job.id) is not job
+            ):
                 continue  # the reconnect or the offer timeout takes care of it
             conn.send(
                 wpb.ConnectResponse(
@@ -260,7 +271,12 @@ class App:
         jobs = self.scheduler.submit(spec_id, spec, extra or [None], self.clock())
         if on_created is not None:
             on_created(jobs)
-        await self.commit()
+        try:
+            await self.commit()
+        except Exception:
+            self.scheduler.retract(job.id for job in jobs)
+            self.kick()
+            raise
         ids = [job.id for job in jobs]
         log.info("jobs %s submitted: %s", _id_range(ids), " ".join(spec.command)[:200])
         return jobs, warnings

@@ -27,7 +27,8 @@ async def abort_on(context: grpc.aio.ServicerContext, exc: Exception) -> None:
     if isinstance(exc, SchedulerError):
         await context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
     if isinstance(exc, StoreError):
-        await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        code = grpc.StatusCode.RESOURCE_EXHAUSTED if exc.out_of_space else grpc.StatusCode.INTERNAL
+        await context.abort(code, str(exc))
     raise exc
 
 

@@ -123,7 +123,7 @@ class OutputFiles:
     def _close(self, key: tuple[int, int, int]) -> None:
         entry = self._open.pop(key, None)
         if entry is not None:
-            entry[1].close()
+            entry[1].close()  # may raise (disk full): the entry is gone either way
 
     def _drop_older_attempts(self, job_id: int, attempt: int) -> None:
         job_dir = self.job_dir(job_id)
@@ -155,7 +155,10 @@ class OutputFiles:
 
     def close(self) -> None:
         for key in list(self._open):
-            self._close(key)
+            try:
+                self._close(key)
+            except OSError:
+                self._open.pop(key, None)
 
 
 def read(

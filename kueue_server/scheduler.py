@@ -468,6 +468,18 @@ class Scheduler:
             self._effects.kill.append(KillOrder(job.worker_id, job.id, job.attempt))
         return job
 
+    def retract(self, job_ids: Iterable[int]) -> None:
+        """Undo a submission whose commit failed: the client was told it
+        failed, so the jobs must not run or appear later."""
+        for job_id in job_ids:
+            job = self.jobs.get(job_id)
+            if job is None:
+                continue
+            if job.state in ACTIVE:
+                self._effects.kill.append(KillOrder(job.worker_id, job.id, job.attempt))
+                self._release(job)
+            self._remove(job_id)
+
     def clean(self, include_failed: bool) -> list[int]:
         states = {State.SUCCEEDED, State.CANCELED} | ({State.FAILED} if include_failed else set())
         removed = [job.id for job in self.jobs.values() if job.state in states]

@@ -9,10 +9,13 @@ commit, which is what lets the server acknowledge after durable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
 import queue
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,10 @@ SCHEMA_VERSION = "1"
 
 class StoreError(Exception):
     """The store could not commit; what was acknowledged before is safe."""
+
+    def __init__(self, message: str, *, out_of_space: bool = False) -> None:
+        super().__init__(message)
+        self.out_of_space = out_of_space
 
 
 @dataclass
@@ -94,6 +101,7 @@ class Store:
         self._queue: queue.SimpleQueue[tuple[Batch, asyncio.Future[list[int]]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_failure_log = -1e9
 
     def load(self) -> Loaded:
         specs = {}
@@ -185,11 +193,27 @@ class Store:
                 for job_id in batch.deleted_jobs:
                     self.outputs.remove_job(job_id)
         except Exception as exc:  # disk full, I/O error: fail these writes, keep serving
-            log.error("store commit failed: %s", exc)
-            error = StoreError(f"the server could not store the change: {exc}")
+            self._log_failure(exc)
+            # Forget cached file sizes: the retry re-reads them from disk and
+            # skips whatever prefix did get written.
+            with contextlib.suppress(OSError):
+                self.outputs.close()
+            space = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+            space = space or "full" in str(exc)  # sqlite3 reports SQLITE_FULL as "database or disk is full"
+            error = StoreError(
+                f"the server could not store the change ({exc}); nothing was changed, try again later",
+                out_of_space=space,
+            )
         assert self._loop is not None
         for _, future in group:
             self._loop.call_soon_threadsafe(_settle, future, error, truncated)
+
+    def _log_failure(self, exc: Exception) -> None:
+        # Retries come every second while the disk is full: one line a minute.
+        now = time.monotonic()
+        if now - self._last_failure_log >= 60.0:
+            log.error("store commit failed (retrying; repeated failures not logged for 60 s): %s", exc)
+            self._last_failure_log = now
 
 
 def _marks(n: int) -> str:

@@ -43,6 +43,17 @@ def _toml_value(value: Any) -> str:
     return repr(value)
 
 
+def _limit_file_size(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        import resource
+
+        # EFBIG instead of death by SIGXFSZ: the server sees a failing write.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
@@ -106,7 +117,8 @@ class Cluster:
 
     # ------------------------------------------------------------------ server
 
-    def start_server(self) -> None:
+    def start_server(self, *, file_size_limit: int | None = None) -> None:
+        """Start the server; file_size_limit (bytes) makes its writes fail like a full disk."""
         port_file = self.root / "server.port"
         port_file.unlink(missing_ok=True)
         config = self.write_config(self.root / "server.toml", port=self.port)
@@ -117,6 +129,7 @@ class Cluster:
             stderr=subprocess.STDOUT,
             env=_env(),
             start_new_session=True,
+            preexec_fn=_limit_file_size(file_size_limit) if file_size_limit else None,
         )
         server = self.server
         wait_for(

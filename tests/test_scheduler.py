@@ -200,6 +200,19 @@ def test_reconnect_reporting_a_finished_attempt_does_not_requeue_it() -> None:
     assert assigned(s, now=2.0) == []
 
 
+def test_retract_undoes_a_submission_even_when_dispatched() -> None:
+    s = make()
+    connect(s, "w1")
+    a, b = submit(s, 2)
+    assigned(s)
+    s.retract([a, b])
+    effects = s.take_effects()
+    assert a not in s.jobs and b not in s.jobs
+    assert effects.removed == {a, b}
+    assert s.workers["w1"].reserved.slots == 0
+    assert s.counts[State.OFFERED] == 0 and s.counts[State.PENDING] == 0
+
+
 def test_offer_timeout() -> None:
     s = make(Limits(offer_timeout=5.0))
     connect(s, "w1")
