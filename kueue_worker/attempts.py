@@ -12,6 +12,12 @@ Lifecycle of an attempt, keyed by (job_id, attempt):
         \\_____________________finish____________/^
 
 An attempt holds its reservation (slots, cpus, RAM) until it finishes.
+
+Standard input (JobSpec.stdin_pipe) flows the other way: Stdin messages are
+queued here, from the moment the attempt is accepted, until the pipe writer
+takes them; StdinAck reports what went into the pipe. Once the pipe is closed
+(end of file written, the job closed its end, or the job ended) whatever else
+arrives is discarded but still acknowledged, so the sender is never stuck.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ Key = tuple[int, int]
 # Resent output is merged into messages of at most this size: after a long
 # outage a chatty job leaves thousands of small chunks behind.
 RESEND_CHUNK_BYTES = 1024 * 1024
+# Queued stdin is handed to the pipe writer in pieces of at most this size;
+# small chunks are merged so that many tiny Stdin messages cost one write.
+STDIN_TAKE_BYTES = 64 * 1024
 
 STDOUT = common_pb2.OUTPUT_STREAM_STDOUT
 STDERR = common_pb2.OUTPUT_STREAM_STDERR
@@ -121,6 +130,48 @@ class StreamLog:
             yield start, b"".join(parts)
 
 
+class StdinResult(enum.Enum):
+    """What became of one Stdin message."""
+
+    QUEUED = "queued"
+    # Entirely below what was received before: a resend after a reconnect.
+    REPEAT = "repeat"
+    # The pipe is closed or was never asked for: acknowledged, not written.
+    DISCARDED = "discarded"
+    # Starts beyond what was received: bytes in between are missing, so the
+    # data cannot be written (an end of file in it still counts).
+    GAP = "gap"
+    # Data beyond an end of file already received.
+    AFTER_EOF = "after eof"
+    UNKNOWN = "unknown attempt"
+
+
+@dataclass
+class StdinLog:
+    """Standard input of an attempt, in offsets from the attempt's start.
+
+    [0, written) is in the pipe (or was discarded once it closed), [written,
+    taken) is with the pipe writer, [taken, received) waits in chunks.
+    """
+
+    received: int = 0
+    taken: int = 0
+    written: int = 0
+    # Offset in the last StdinAck sent.
+    acked: int = 0
+    eof: bool = False
+    # No pipe (any more): what arrives is discarded and acknowledged.
+    closed: bool = False
+    # A StdinAck is owed even if written did not move (answer to a repeat).
+    ack_owed: bool = False
+    chunks: deque[bytes] = field(default_factory=deque)
+
+    def discard_rest(self) -> None:
+        self.closed = True
+        self.chunks.clear()
+        self.taken = self.written = self.received
+
+
 @dataclass
 class Attempt:
     job_id: int
@@ -132,6 +183,8 @@ class Attempt:
     stderr: StreamLog = field(default_factory=StreamLog)
     finished: wpb.Finished | None = None
     kill_requested: bool = False
+    stdin_pipe: bool = False
+    stdin: StdinLog = field(default_factory=StdinLog)
 
     @property
     def key(self) -> Key:
@@ -190,7 +243,13 @@ class Attempts:
     # -- stimuli from the server -----------------------------------------
 
     def assign(
-        self, job_id: int, attempt: int, resources: common_pb2.Resources, cwd: str, cwd_check: CwdCheck
+        self,
+        job_id: int,
+        attempt: int,
+        resources: common_pb2.Resources,
+        cwd: str,
+        cwd_check: CwdCheck,
+        stdin_pipe: bool = False,
     ) -> AssignDecision:
         key = (job_id, attempt)
 
@@ -215,7 +274,10 @@ class Attempts:
         if used + reservation.slots > self.max_slots:
             reason = f"no free job slot on {self.worker_name} ({used} of {self.max_slots} in use)"
             return AssignDecision(reply(False, reason, True), False)
-        self._attempts[key] = Attempt(job_id, attempt, reservation)
+        a = Attempt(job_id, attempt, reservation, stdin_pipe=stdin_pipe)
+        # Without a pipe the process reads /dev/null; stray Stdin is acknowledged and dropped.
+        a.stdin.closed = not stdin_pipe
+        self._attempts[key] = a
         return AssignDecision(reply(True), start=True)
 
     def kill(self, job_id: int, attempt: int) -> bool:
@@ -225,6 +287,82 @@ class Attempts:
             return False
         a.kill_requested = True
         return True
+
+    def stdin(self, job_id: int, attempt: int, offset: int, data: bytes, eof: bool) -> StdinResult:
+        """A Stdin message: queue what is new; see StdinResult for the rest."""
+        a = self._attempts.get((job_id, attempt))
+        if a is None:
+            return StdinResult.UNKNOWN
+        s = a.stdin
+        end = offset + len(data)
+        if s.closed:
+            # Nothing is written any more, so a gap does not matter: acknowledge it all.
+            s.received = max(s.received, end)
+            s.taken = s.written = s.received
+            s.eof = s.eof or eof
+            s.ack_owed = True
+            return StdinResult.DISCARDED
+        if offset > s.received:
+            # The end of file still holds: the job must not wait for input forever.
+            s.eof = s.eof or eof
+            s.ack_owed = True
+            return StdinResult.GAP
+        if end <= s.received:
+            if eof and not s.eof:
+                # An end of file at or below what was received (the server's "nobody is
+                # attached any more" comes at offset 0) closes the pipe after all of it.
+                s.eof = True
+                return StdinResult.QUEUED
+            s.ack_owed = True
+            return StdinResult.REPEAT
+        if s.eof:
+            return StdinResult.AFTER_EOF
+        s.chunks.append(data[s.received - offset :] if offset < s.received else data)
+        s.received = end
+        s.eof = eof
+        return StdinResult.QUEUED
+
+    def stdin_take(self, job_id: int, attempt: int, limit: int = STDIN_TAKE_BYTES) -> bytes | None:
+        """For the pipe writer: bytes to write next; b"" when the pipe should be
+        closed (end of file with everything written, or the attempt is gone); None
+        while there is nothing to do."""
+        a = self._attempts.get((job_id, attempt))
+        if a is None or a.stdin.closed:
+            return b""
+        s = a.stdin
+        if not s.chunks:
+            return b"" if s.eof else None
+        parts = [s.chunks.popleft()]
+        size = len(parts[0])
+        while s.chunks and size + len(s.chunks[0]) <= limit:
+            parts.append(s.chunks.popleft())
+            size += len(parts[-1])
+        s.taken += size
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def stdin_written(self, job_id: int, attempt: int, count: int) -> None:
+        """count more bytes of what was taken went into the pipe."""
+        a = self._attempts.get((job_id, attempt))
+        if a is not None and not a.stdin.closed:
+            a.stdin.written = min(a.stdin.written + count, a.stdin.taken)
+
+    def stdin_closed(self, job_id: int, attempt: int) -> None:
+        """The pipe is closed: what was taken or queued but not written is discarded."""
+        a = self._attempts.get((job_id, attempt))
+        if a is not None:
+            a.stdin.discard_rest()
+
+    def stdin_ack(self, job_id: int, attempt: int) -> wpb.StdinAck | None:
+        """The StdinAck to send now, if the position moved or one is owed."""
+        a = self._attempts.get((job_id, attempt))
+        if a is None:
+            return None
+        s = a.stdin
+        if s.written == s.acked and not s.ack_owed:
+            return None
+        s.acked = s.written
+        s.ack_owed = False
+        return wpb.StdinAck(job_id=job_id, attempt=attempt, offset=s.written)
 
     def output_ack(self, job_id: int, attempt: int, stream: int, offset: int) -> None:
         a = self._attempts.get((job_id, attempt))
@@ -269,6 +407,7 @@ class Attempts:
         finished.attempt = attempt
         finished.stdout_bytes = a.stdout.produced
         finished.stderr_bytes = a.stderr.produced
+        a.stdin.discard_rest()
         a.phase = Phase.FINISHED
         a.finished = finished
         return finished
@@ -303,4 +442,14 @@ class Attempts:
                     )
             if a.finished is not None:
                 out.append(a.finished)
+        return out
+
+    def stdin_positions(self) -> list[wpb.StdinAck]:
+        """A StdinAck per attempt with a stdin pipe: acks sent on a broken stream may be lost."""
+        out = []
+        for a in self._attempts.values():
+            if a.stdin_pipe:
+                a.stdin.acked = a.stdin.written
+                a.stdin.ack_owed = False
+                out.append(wpb.StdinAck(job_id=a.job_id, attempt=a.attempt, offset=a.stdin.written))
         return out

@@ -7,6 +7,10 @@ setsid is still found when the job is killed.
 Captured output goes through pipes we create ourselves rather than asyncio's:
 asyncio's Process.wait() waits for its pipes to close, which a background
 grandchild holding stdout open would delay forever.
+
+With JobSpec.stdin_pipe the job's stdin is a pipe too, fed from a StdinSource
+by non-blocking writes, so a job that never reads its input only stalls its
+own feeder. Without it, stdin is /dev/null.
 """
 
 from __future__ import annotations
@@ -47,6 +51,22 @@ STDERR = common_pb2.OUTPUT_STREAM_STDERR
 
 OnStarted = Callable[[int], None]
 OnOutput = Callable[[int, bytes], None]
+
+
+class StdinSource(Protocol):
+    """Where the job's stdin comes from (JobSpec.stdin_pipe)."""
+
+    async def take(self) -> bytes:
+        """The next bytes to write; b"" to close the pipe (end of file)."""
+        ...
+
+    def written(self, count: int) -> None:
+        """count more bytes went into the pipe."""
+        ...
+
+    def closed(self) -> None:
+        """The pipe is closed (end of file, the job closed its end, or it ended); nothing more is taken."""
+        ...
 
 
 class Backpressure(Protocol):
@@ -100,13 +120,23 @@ def environment(spec: common_pb2.JobSpec, job_id: int, attempt: int, worker_name
 
 
 class _Stdio:
-    """The child's stdout/stderr: pipes we read, /dev/null, or files on the worker."""
+    """The child's stdio: stdin from /dev/null or a pipe we write; stdout/stderr
+    to pipes we read, /dev/null, or files on the worker."""
 
     def __init__(self, spec: common_pb2.JobSpec) -> None:
         self.child: dict[int, int] = {}
         self.readers: dict[int, int] = {}
+        self.child_stdin = subprocess.DEVNULL
+        self.stdin_writer: int | None = None
         self._parent_owned: list[int] = []
         try:
+            if spec.stdin_pipe:
+                # O_CLOEXEC: another job inheriting the write end would keep this
+                # one from ever seeing end of file.
+                read_end, write_end = os.pipe2(os.O_CLOEXEC)
+                self._parent_owned.append(read_end)
+                self.child_stdin = read_end
+                self.stdin_writer = write_end
             opened: dict[str, int] = {}
             for stream, path in ((STDOUT, spec.stdout_path), (STDERR, spec.stderr_path)):
                 self.child[stream] = self._target(stream, path, spec.cwd, opened)
@@ -148,12 +178,59 @@ class _Stdio:
         """Hand a pipe's read end over to whoever closes it from now on."""
         return self.readers.pop(stream)
 
+    def take_stdin_writer(self) -> int | None:
+        fd, self.stdin_writer = self.stdin_writer, None
+        return fd
+
     def close_all(self) -> None:
         self.close_child_ends()
+        if self.stdin_writer is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.stdin_writer)
+            self.stdin_writer = None
         for fd in self.readers.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.readers.clear()
+
+
+class _PipeWriter:
+    """Writes into a pipe without blocking the event loop, reporting each
+    write's progress (the bytes really in the pipe, for StdinAck)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self.closed = False
+        os.set_blocking(fd, False)
+
+    async def write(self, data: bytes, progress: Callable[[int], None]) -> None:
+        """Raises BrokenPipeError (or ConnectionResetError) once nobody can read the pipe."""
+        view = memoryview(data)
+        while view:
+            try:
+                count = os.write(self._fd, view)
+            except BlockingIOError:
+                await self._writable()
+                continue
+            progress(count)
+            view = view[count:]
+
+    async def _writable(self) -> None:
+        loop = asyncio.get_running_loop()
+        ready = loop.create_future()
+        # Also fires when the last reader goes away; the next write then fails with EPIPE.
+        loop.add_writer(self._fd, lambda: ready.done() or ready.set_result(None))
+        try:
+            await ready
+        finally:
+            loop.remove_writer(self._fd)
+
+    def close(self) -> None:
+        # Once only: the number may belong to another file after the first close.
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
 
 
 class JobProcess:
@@ -170,6 +247,7 @@ class JobProcess:
         on_started: OnStarted | None = None,
         on_output: OnOutput | None = None,
         backpressure: Backpressure | None = None,
+        stdin: StdinSource | None = None,
     ) -> None:
         self.spec = spec
         self.job_id = job_id
@@ -179,6 +257,7 @@ class JobProcess:
         self._on_started = on_started
         self._on_output = on_output
         self._backpressure = backpressure
+        self._stdin = stdin
         self.pid: int | None = None
         # Latest RSS sum of the tree, for the heartbeat's estimate of others' memory use.
         self.rss_bytes = 0
@@ -188,6 +267,8 @@ class JobProcess:
         self._exited = asyncio.Event()
         self._kill_deadline: float | None = None
         self._pending_signal = 0
+        # SignalJob before the spawn, delivered right after it.
+        self._early_signals: list[int] = []
         self._killer: asyncio.Task[None] | None = None
 
     @property
@@ -215,7 +296,7 @@ class JobProcess:
                 *argv,
                 cwd=self.spec.cwd or None,
                 env=env,
-                stdin=subprocess.DEVNULL,
+                stdin=stdio.child_stdin,
                 stdout=stdio.child[STDOUT],
                 stderr=stdio.child[STDERR],
                 start_new_session=True,
@@ -231,33 +312,48 @@ class JobProcess:
         self._sample()
         if self._on_started is not None:
             self._on_started(proc.pid)
+        for signum in self._early_signals:
+            self.send_signal(signum)
+        self._early_signals.clear()
         if self._kill_deadline is not None:
             self._signal_tree(self._pending_signal)
             self._start_killer()
+        stdin_fd = stdio.take_stdin_writer()
+        stdin_pipe = _PipeWriter(stdin_fd) if stdin_fd is not None else None
+        feeder = asyncio.create_task(self._feed_stdin(stdin_pipe)) if stdin_pipe is not None else None
         pumps = [
             asyncio.create_task(self._pump(stream, stdio.take_reader(stream)))
             for stream in list(stdio.readers)
         ]
         sampler = asyncio.create_task(self._sample_memory())
         try:
-            returncode = await proc.wait()
-            run_time = time.monotonic() - started
-            self._exited.set()
+            try:
+                returncode = await proc.wait()
+                run_time = time.monotonic() - started
+                self._exited.set()
+            finally:
+                sampler.cancel()
+            self.rss_bytes = 0
+            if self._killer is not None:
+                await self._killer
+            if pumps:
+                _, lingering = await asyncio.wait(pumps, timeout=PIPE_LINGER_SECONDS)
+                for task in lingering:
+                    task.cancel()
+                if lingering:
+                    log.info(
+                        "job %d: a background process still holds its output open; not waiting for it",
+                        self.job_id,
+                    )
+                await asyncio.gather(*pumps, return_exceptions=True)
         finally:
-            sampler.cancel()
-        self.rss_bytes = 0
-        if self._killer is not None:
-            await self._killer
-        if pumps:
-            _, lingering = await asyncio.wait(pumps, timeout=PIPE_LINGER_SECONDS)
-            for task in lingering:
-                task.cancel()
-            if lingering:
-                log.info(
-                    "job %d: a background process still holds its output open; not waiting for it",
-                    self.job_id,
-                )
-            await asyncio.gather(*pumps, return_exceptions=True)
+            # Input nobody took (the job ended, or a background process keeps
+            # the pipe open without reading) is dropped with the attempt.
+            if feeder is not None and stdin_pipe is not None:
+                feeder.cancel()
+                await asyncio.gather(feeder, return_exceptions=True)
+                # A feeder cancelled before its first step never ran its own cleanup.
+                self._close_stdin(stdin_pipe)
         if returncode >= 0:
             return Outcome(
                 exit_code=returncode, run_time_seconds=run_time, peak_memory_bytes=self.peak_memory_bytes
@@ -299,6 +395,31 @@ class JobProcess:
             log.warning("job %d: reading its output failed: %s", self.job_id, exc)
         finally:
             transport.close()
+
+    # -- input -------------------------------------------------------------
+
+    async def _feed_stdin(self, pipe: _PipeWriter) -> None:
+        source = self._stdin
+        try:
+            if source is None:
+                return  # nothing will ever come: end of file at once
+            while data := await source.take():
+                try:
+                    await pipe.write(data, source.written)
+                except (BrokenPipeError, ConnectionResetError):
+                    log.debug("job %d: closed its stdin; dropping further input", self.job_id)
+                    return
+                except OSError as exc:
+                    log.warning("job %d: writing its stdin failed: %s", self.job_id, exc)
+                    return
+        finally:
+            self._close_stdin(pipe)
+
+    def _close_stdin(self, pipe: _PipeWriter) -> None:
+        if not pipe.closed:
+            pipe.close()
+            if self._stdin is not None:
+                self._stdin.closed()
 
     # -- memory ------------------------------------------------------------
 
@@ -353,7 +474,19 @@ class JobProcess:
         self._known = alive
         return list(alive.values())
 
-    # -- kill ----------------------------------------------------------------
+    # -- signals and kill ------------------------------------------------------
+
+    def send_signal(self, signum: int) -> None:
+        """Deliver a signal to the job's process group and nothing more (SignalJob)."""
+        if self.pid is None:
+            self._early_signals.append(signum)
+            return
+        try:
+            os.killpg(self.pid, signum)
+        except ProcessLookupError:
+            log.debug("job %d: no process left to signal", self.job_id)
+        except (OSError, ValueError) as exc:
+            log.warning("job %d: cannot send signal %d: %s", self.job_id, signum, exc)
 
     def kill(self, signum: int = 0, grace_seconds: float = 0.0) -> None:
         """Signal the whole tree now (SIGTERM if 0), SIGKILL whatever is left after the grace time."""

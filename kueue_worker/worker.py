@@ -4,7 +4,8 @@ processes, and process events into messages for the server.
 It knows nothing of gRPC: the connection attaches an outbox for the length of
 a session. Messages produced while detached are not lost when they matter:
 output and finishes stay in the attempt state until acknowledged and are
-resent on the next attach.
+resent on the next attach, and every attempt's stdin position is reported
+again (a StdinAck sent on a breaking stream may never have arrived).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 from collections.abc import Callable
 
 import kueue
@@ -19,7 +21,7 @@ from kueue.config import WorkerSettings
 from kueue.v1 import common_pb2
 from kueue.v1 import worker_service_pb2 as wpb
 from kueue_worker import sysinfo
-from kueue_worker.attempts import Attempts, CwdCheck, Key
+from kueue_worker.attempts import Attempts, CwdCheck, Key, StdinResult
 from kueue_worker.runner import JobProcess, Outcome
 
 log = logging.getLogger(__name__)
@@ -31,10 +33,22 @@ MAX_UNACKED_BYTES = 256 * 1024 * 1024
 # A stat of a working directory on a hung network file system can block for
 # minutes; the event loop must not.
 CWD_CHECK_TIMEOUT = 30.0
+# How long a StdinAck may wait for more writes to finish, so that a burst of
+# small writes is acknowledged once; short, since the sender's window waits on it.
+STDIN_ACK_DELAY = 0.002
+# Valid numbers for SignalJob (0 only probes, so it is not one).
+VALID_SIGNALS = frozenset(int(s) for s in signal.valid_signals())
 
 Outbox = Callable[[wpb.ConnectRequest], None]
 WorkerMessage = (
-    wpb.Register | wpb.Heartbeat | wpb.AssignmentReply | wpb.Started | wpb.Output | wpb.Finished | wpb.Leaving
+    wpb.Register
+    | wpb.Heartbeat
+    | wpb.AssignmentReply
+    | wpb.Started
+    | wpb.Output
+    | wpb.Finished
+    | wpb.Leaving
+    | wpb.StdinAck
 )
 
 _FIELDS: dict[type, str] = {
@@ -45,6 +59,7 @@ _FIELDS: dict[type, str] = {
     wpb.Output: "output",
     wpb.Finished: "finished",
     wpb.Leaving: "leaving",
+    wpb.StdinAck: "stdin_ack",
 }
 
 
@@ -91,6 +106,32 @@ class OutputBudget:
         self._changed.set()
 
 
+class StdinFeed:
+    """One attempt's stdin as its pipe writer sees it: the queue lives in the
+    attempt state, this wakes the writer and reports its progress."""
+
+    def __init__(self, worker: Worker, key: Key) -> None:
+        self._worker = worker
+        self._key = key
+        self.ready = asyncio.Event()
+
+    async def take(self) -> bytes:
+        while True:
+            data = self._worker.attempts.stdin_take(*self._key)
+            if data is not None:
+                return data
+            self.ready.clear()
+            await self.ready.wait()
+
+    def written(self, count: int) -> None:
+        self._worker.attempts.stdin_written(*self._key, count)
+        self._worker.stdin_ack_soon(self._key)
+
+    def closed(self) -> None:
+        self._worker.attempts.stdin_closed(*self._key)
+        self._worker.stdin_ack_soon(self._key)
+
+
 class Worker:
     def __init__(self, settings: WorkerSettings, name: str, worker_id: str) -> None:
         self.settings = settings
@@ -99,6 +140,9 @@ class Worker:
         self.attempts = Attempts(name, settings.worker_max_parallel_jobs)
         self.processes: dict[Key, JobProcess] = {}
         self._watchers: dict[Key, asyncio.Task[None]] = {}
+        self._feeds: dict[Key, StdinFeed] = {}
+        self._acks_due: set[Key] = set()
+        self._ack_timer: asyncio.TimerHandle | None = None
         self._outbox: Outbox | None = None
         # Set when a heartbeat should go out before the interval is over.
         self.heartbeat_due = asyncio.Event()
@@ -111,6 +155,8 @@ class Worker:
         outbox(request(self.register_message()))
         for msg in self.attempts.resend():
             outbox(request(msg))
+        for ack in self.attempts.stdin_positions():
+            outbox(request(ack))
         self._outbox = outbox
 
     def detach(self, outbox: Outbox) -> None:
@@ -145,6 +191,10 @@ class Worker:
             await self.on_assign(response.assign)
         elif kind == "kill":
             self.on_kill(response.kill)
+        elif kind == "stdin":
+            self.on_stdin(response.stdin)
+        elif kind == "signal_job":
+            self.on_signal_job(response.signal_job)
         elif kind == "output_ack":
             ack = response.output_ack
             self.attempts.output_ack(ack.job_id, ack.attempt, ack.stream, ack.offset)
@@ -166,7 +216,9 @@ class Worker:
             cwd_check = await asyncio.wait_for(asyncio.to_thread(check_cwd, spec.cwd), CWD_CHECK_TIMEOUT)
         except TimeoutError:
             cwd_check = CwdCheck.INACCESSIBLE
-        decision = self.attempts.assign(msg.job_id, msg.attempt, spec.resources, spec.cwd, cwd_check)
+        decision = self.attempts.assign(
+            msg.job_id, msg.attempt, spec.resources, spec.cwd, cwd_check, stdin_pipe=spec.stdin_pipe
+        )
         self._emit(decision.reply)
         if not decision.reply.accepted:
             log.info("job %d attempt %d rejected: %s", msg.job_id, msg.attempt, decision.reply.reason)
@@ -181,6 +233,58 @@ class Worker:
             return
         log.info("job %d attempt %d: killing (signal %d)", msg.job_id, msg.attempt, msg.signal or 15)
         proc.kill(msg.signal, msg.grace_seconds)
+
+    def on_stdin(self, msg: wpb.Stdin) -> None:
+        key = (msg.job_id, msg.attempt)
+        result = self.attempts.stdin(msg.job_id, msg.attempt, msg.offset, msg.data, msg.eof)
+        if result is StdinResult.UNKNOWN:
+            log.debug("stdin for job %d attempt %d: not held here", msg.job_id, msg.attempt)
+            return
+        if result in (StdinResult.GAP, StdinResult.AFTER_EOF):
+            log.warning(
+                "job %d attempt %d: dropping %d bytes of stdin at offset %d (%s)",
+                msg.job_id,
+                msg.attempt,
+                len(msg.data),
+                msg.offset,
+                result.value,
+            )
+        feed = self._feeds.get(key)
+        if feed is not None:
+            feed.ready.set()
+        self.stdin_ack_soon(key)
+
+    def on_signal_job(self, msg: wpb.SignalJob) -> None:
+        key = (msg.job_id, msg.attempt)
+        if msg.signal not in VALID_SIGNALS:
+            log.warning("job %d attempt %d: ignoring invalid signal %d", msg.job_id, msg.attempt, msg.signal)
+            return
+        a = self.attempts.get(key)
+        proc = self.processes.get(key)
+        if a is None or not a.active or proc is None:
+            log.debug("signal for job %d attempt %d: not running here", msg.job_id, msg.attempt)
+            return
+        log.info("job %d attempt %d: sending signal %d", msg.job_id, msg.attempt, msg.signal)
+        proc.send_signal(msg.signal)
+
+    # -- stdin acknowledgements --------------------------------------------------
+
+    def stdin_ack_soon(self, key: Key) -> None:
+        """Acknowledge the attempt's stdin position within STDIN_ACK_DELAY."""
+        self._acks_due.add(key)
+        if self._ack_timer is None:
+            self._ack_timer = asyncio.get_running_loop().call_later(STDIN_ACK_DELAY, self._send_stdin_acks)
+
+    def _send_stdin_acks(self) -> None:
+        self._ack_timer = None
+        due, self._acks_due = self._acks_due, set()
+        for key in due:
+            self._send_stdin_ack(key)
+
+    def _send_stdin_ack(self, key: Key) -> None:
+        msg = self.attempts.stdin_ack(*key)
+        if msg is not None:
+            self._emit(msg)
 
     # -- processes -----------------------------------------------------------------
 
@@ -199,6 +303,9 @@ class Worker:
             if msg is not None:
                 self._emit(msg)
 
+        feed = None
+        if spec.stdin_pipe:
+            feed = self._feeds[key] = StdinFeed(self, key)
         proc = JobProcess(
             spec,
             job_id=job_id,
@@ -208,6 +315,7 @@ class Worker:
             on_started=started,
             on_output=output,
             backpressure=self._budget,
+            stdin=feed,
         )
         self.processes[key] = proc
         self._watchers[key] = asyncio.create_task(self._watch(key, proc), name=f"job {job_id}.{attempt}")
@@ -223,7 +331,12 @@ class Worker:
         finally:
             self.processes.pop(key, None)
             self._watchers.pop(key, None)
+            self._feeds.pop(key, None)
         finished = self.attempts.finish(job_id, attempt, outcome.as_finished())
+        # The final stdin position (input left unwritten counts as discarded)
+        # goes before the Finished, after which the server may not listen.
+        self._acks_due.discard(key)
+        self._send_stdin_ack(key)
         if finished is not None:
             log.info("job %d attempt %d: %s", job_id, attempt, describe(finished))
             self._emit(finished)

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from kueue.v1 import common_pb2
 from kueue.v1 import worker_service_pb2 as wpb
-from kueue_worker.attempts import Attempts, CwdCheck, Phase, Reservation
+from kueue_worker.attempts import STDIN_TAKE_BYTES, Attempts, CwdCheck, Phase, Reservation, StdinResult
 
 OUT = common_pb2.OUTPUT_STREAM_STDOUT
 ERR = common_pb2.OUTPUT_STREAM_STDERR
@@ -249,6 +249,194 @@ def test_resend_splits_large_backlogs() -> None:
     assert b"".join(m.data for m in msgs) == chunk * 10
     offsets = [m.offset for m in msgs]
     assert offsets == [sum(len(m.data) for m in msgs[:i]) for i in range(len(msgs))]
+
+
+# -- stdin -------------------------------------------------------------------------
+
+
+def piped(sm: Attempts, job_id: int, attempt: int = 1) -> None:
+    decision = sm.assign(job_id, attempt, res(), "/work", CwdCheck.OK, stdin_pipe=True)
+    assert decision.start
+
+
+def ack(sm: Attempts, job_id: int, attempt: int = 1) -> int | None:
+    msg = sm.stdin_ack(job_id, attempt)
+    if msg is None:
+        return None
+    assert (msg.job_id, msg.attempt) == (job_id, attempt)
+    return msg.offset
+
+
+def test_stdin_is_queued_before_the_start_and_taken_merged() -> None:
+    sm = Attempts("w", max_slots=4)
+    piped(sm, 1)
+    assert sm.get((1, 1)).phase is Phase.STARTING
+    assert sm.stdin_take(1, 1) is None  # nothing yet
+    assert sm.stdin(1, 1, 0, b"ab", False) is StdinResult.QUEUED
+    assert sm.stdin(1, 1, 2, b"cd", False) is StdinResult.QUEUED
+    assert sm.stdin(1, 1, 4, b"ef", True) is StdinResult.QUEUED
+    assert ack(sm, 1) is None  # nothing written, nothing owed
+    sm.started(1, 1, 10)
+    assert sm.stdin_take(1, 1) == b"abcdef"  # one write for many small messages
+    sm.stdin_written(1, 1, 4)
+    sm.stdin_written(1, 1, 2)
+    assert ack(sm, 1) == 6
+    assert ack(sm, 1) is None  # acks only when the position moves
+    assert sm.stdin_take(1, 1) == b""  # end of file: close the pipe
+    sm.stdin_closed(1, 1)
+    assert ack(sm, 1) is None
+
+
+def test_stdin_take_respects_the_limit_but_never_splits_a_chunk() -> None:
+    sm = Attempts("w", max_slots=4)
+    piped(sm, 1)
+    big = b"x" * (STDIN_TAKE_BYTES + 1)
+    sm.stdin(1, 1, 0, big, False)
+    sm.stdin(1, 1, len(big), b"y" * 10, False)
+    sm.stdin(1, 1, len(big) + 10, b"z" * (STDIN_TAKE_BYTES - 5), False)
+    assert sm.stdin_take(1, 1) == big
+    assert sm.stdin_take(1, 1) == b"y" * 10  # the next one would pass the limit
+    assert sm.stdin_take(1, 1) == b"z" * (STDIN_TAKE_BYTES - 5)
+    assert sm.stdin_take(1, 1) is None
+
+
+def test_stdin_repeats_and_overlaps_are_dropped_and_reacknowledged() -> None:
+    sm = Attempts("w", max_slots=4)
+    piped(sm, 1)
+    sm.stdin(1, 1, 0, b"hello", False)
+    assert sm.stdin_take(1, 1) == b"hello"
+    sm.stdin_written(1, 1, 5)
+    assert ack(sm, 1) == 5
+    # A resend after a reconnect: the sender may have missed the ack.
+    assert sm.stdin(1, 1, 0, b"hello", False) is StdinResult.REPEAT
+    assert ack(sm, 1) == 5
+    assert sm.stdin(1, 1, 3, b"lo world", False) is StdinResult.QUEUED
+    assert sm.stdin_take(1, 1) == b" world"
+    assert sm.get((1, 1)).stdin.received == 11
+
+
+def test_stdin_gap_is_not_written_but_its_eof_holds() -> None:
+    sm = Attempts("w", max_slots=4)
+    piped(sm, 1)
+    sm.stdin(1, 1, 0, b"abc", False)
+    assert sm.stdin(1, 1, 5, b"fgh", True) is StdinResult.GAP
+    assert ack(sm, 1) == 0  # tells the sender where we are
+    assert sm.stdin_take(1, 1) == b"abc"
+    assert sm.stdin_take(1, 1) == b""
+
+
+def test_stdin_eof_at_offset_zero_closes_after_what_was_received() -> None:
+    # The server's "the client is gone" comes as an empty eof at offset 0.
+    sm = Attempts("w", max_slots=4)
+    piped(sm, 1)
+    sm.stdin(1, 1, 0, b"abc", False)
+    assert sm.stdin(1, 1, 0, b"", True) is StdinResult.QUEUED
+    assert sm.stdin_take(1, 1) == b"abc"
+    assert sm.stdin_take(1, 1) == b""
+    assert sm.stdin(1, 1, 3, b"more", False) is StdinResult.AFTER_EOF
+
+
+def test_stdin_after_the_pipe_closed_is_discarded_and_acknowledged() -> None:
+    sm = Attempts("w", max_slots=4)
+    piped(sm, 1)
+    sm.started(1, 1, 10)
+    sm.stdin(1, 1, 0, b"x" * 100, False)
+    assert sm.stdin_take(1, 1) == b"x" * 100
+    sm.stdin_written(1, 1, 40)
+    sm.stdin(1, 1, 100, b"y" * 50, False)
+    sm.stdin_closed(1, 1)  # the job closed its stdin mid-write
+    assert ack(sm, 1) == 150
+    assert sm.stdin_take(1, 1) == b""
+    assert sm.stdin(1, 1, 150, b"z" * 7, False) is StdinResult.DISCARDED
+    assert ack(sm, 1) == 157
+    assert sm.stdin(1, 1, 157, b"", True) is StdinResult.DISCARDED
+    assert ack(sm, 1) == 157  # owed, though nothing moved
+    sm.stdin_written(1, 1, 5)  # a late report changes nothing
+    assert ack(sm, 1) is None
+
+
+def test_finish_discards_unwritten_stdin_and_later_stdin_is_acknowledged() -> None:
+    sm = Attempts("w", max_slots=4)
+    piped(sm, 1)
+    sm.started(1, 1, 10)
+    sm.stdin(1, 1, 0, b"a" * 10, False)
+    sm.finish(1, 1, exited(0))
+    assert ack(sm, 1) == 10
+    assert sm.stdin(1, 1, 10, b"b" * 5, True) is StdinResult.DISCARDED
+    assert ack(sm, 1) == 15
+    sm.finished_ack(1, 1)
+    assert sm.stdin(1, 1, 15, b"c", False) is StdinResult.UNKNOWN
+    assert ack(sm, 1) is None
+
+
+def test_stdin_without_a_pipe_is_discarded_and_unknown_attempts_ignored() -> None:
+    sm = Attempts("w", max_slots=4)
+    accepted(sm, 1)
+    assert sm.stdin(1, 1, 0, b"abc", False) is StdinResult.DISCARDED
+    assert sm.stdin_take(1, 1) == b""
+    assert ack(sm, 1) == 3
+    assert sm.stdin(2, 1, 0, b"abc", False) is StdinResult.UNKNOWN
+    assert sm.stdin_take(2, 1) == b""
+    assert ack(sm, 2) is None
+    assert sm.stdin_positions() == []  # only attempts with a pipe report one
+
+
+def test_stdin_positions_after_a_reconnect() -> None:
+    sm = Attempts("w", max_slots=4)
+    piped(sm, 1)
+    piped(sm, 2)
+    sm.stdin(1, 1, 0, b"abcd", False)
+    sm.stdin_take(1, 1)
+    sm.stdin_written(1, 1, 3)
+    assert sm.stdin_positions() == [
+        wpb.StdinAck(job_id=1, attempt=1, offset=3),
+        wpb.StdinAck(job_id=2, attempt=1, offset=0),
+    ]
+    assert ack(sm, 1) is None  # the position was just reported
+
+
+_stdin_op = st.one_of(
+    st.tuples(st.just("send"), st.integers(0, 60), st.integers(0, 20), st.booleans()),
+    st.tuples(st.just("take"), st.integers(1, 30)),
+    st.tuples(st.just("write"), st.integers(0, 30)),
+    st.tuples(st.just("close")),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=60, max_size=60), st.lists(_stdin_op, max_size=60))
+def test_random_stdin_histories_write_a_prefix_of_the_stream(truth: bytes, ops: list[tuple]) -> None:
+    sm = Attempts("w", max_slots=1)
+    piped(sm, 1)
+    taken = b""  # what the writer was given, in order
+    written = 0
+    last_ack = 0
+    for op in ops:
+        s = sm.get((1, 1)).stdin
+        if op[0] == "send":
+            offset, size = op[1], op[2]
+            sm.stdin(1, 1, offset, truth[offset : offset + size], op[3])
+        elif op[0] == "take":
+            data = sm.stdin_take(1, 1, op[1])
+            if data:
+                taken += data
+        elif op[0] == "write":
+            before = s.written
+            sm.stdin_written(1, 1, op[1])
+            written = s.written
+            assert written - before <= op[1]
+        else:
+            sm.stdin_closed(1, 1)
+        s = sm.get((1, 1)).stdin
+        assert s.written <= s.taken <= s.received <= len(truth)
+        if not s.closed:
+            assert taken == truth[: s.taken]
+            assert b"".join(s.chunks) == truth[s.taken : s.received]
+            assert s.written == written
+        offset = ack(sm, 1)
+        if offset is not None:
+            assert offset >= last_ack
+            last_ack = offset
 
 
 # -- invariants over random histories ------------------------------------------------

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -29,6 +31,7 @@ from kueue import rpc
 from kueue.config import WorkerSettings
 from kueue.v1 import common_pb2, worker_service_pb2_grpc
 from kueue.v1 import worker_service_pb2 as wpb
+from kueue_worker.attempts import Phase
 from kueue_worker.connection import Connection
 from kueue_worker.worker import Worker
 
@@ -364,6 +367,283 @@ def test_worker_process_sigterm_kills_jobs_reports_and_leaves(tmp_path: Path) ->
                     proc.kill()
                 proc.wait()
                 log_file.close()
+
+    asyncio.run(scenario())
+
+
+# -- attached runs: stdin and signals ------------------------------------------------------
+
+# What an attached client keeps unacknowledged in flight, like `kueue run`.
+STDIN_WINDOW = 1024 * 1024
+STDIN_CHUNK = 32 * 1024
+
+
+def piped_spec(cwd: Path, command: list[str], shell: bool = False) -> common_pb2.JobSpec:
+    return common_pb2.JobSpec(
+        command=command,
+        shell=shell,
+        cwd=str(cwd),
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        resources=common_pb2.Resources(slots=1),
+        stdin_pipe=True,
+    )
+
+
+def stdin(job_id: int, offset: int, data: bytes = b"", eof: bool = False, attempt: int = 1) -> wpb.Stdin:
+    return wpb.Stdin(job_id=job_id, attempt=attempt, offset=offset, data=data, eof=eof)
+
+
+async def connected(
+    server: ScriptedServer, port: int, worker: Worker
+) -> tuple[Connection, Any, ScriptedStream]:
+    conn = Connection(worker, f"127.0.0.1:{port}", SECRET, None, 60.0)
+    task = asyncio.create_task(conn.run())
+    s = await server.next_stream()
+    await s.next("register")
+    await s.send(registered=wpb.Registered(heartbeat_interval_seconds=60))
+    return conn, task, s
+
+
+async def leave(conn: Connection, task: Any) -> None:
+    conn.announce_leaving("done")
+    await conn.leave()
+    await asyncio.wait_for(task, DEADLINE)
+
+
+async def next_of_each(s: ScriptedStream, *kinds: str) -> dict[str, Any]:
+    """The next message of each kind, in whatever order they come."""
+    got: dict[str, Any] = {}
+    end = time.monotonic() + DEADLINE
+    while len(got) < len(kinds):
+        msg = await asyncio.wait_for(s.received.get(), max(0.01, end - time.monotonic()))
+        s.log.append(msg)
+        kind = msg.WhichOneof("msg")
+        if kind in kinds and kind not in got:
+            got[kind] = getattr(msg, kind)
+    return got
+
+
+async def feed_until_finished(
+    s: ScriptedStream, job_id: int, data: bytes
+) -> tuple[wpb.Finished, bytes, list[int], int]:
+    """Play an attached client: send data then eof with a bounded window, gather
+    the output; the Finished, the output, the ack offsets, the Stdin messages sent."""
+    sent = acked = messages = 0
+    eof_sent = False
+    out = bytearray()
+    acks: list[int] = []
+    end = time.monotonic() + DEADLINE
+    while True:
+        while not eof_sent and sent - acked < STDIN_WINDOW:
+            if sent < len(data):
+                chunk = data[sent : sent + STDIN_CHUNK]
+                await s.send(stdin=stdin(job_id, sent, chunk))
+                sent += len(chunk)
+            else:
+                await s.send(stdin=stdin(job_id, sent, eof=True))
+                eof_sent = True
+            messages += 1
+        msg = await asyncio.wait_for(s.received.get(), max(0.01, end - time.monotonic()))
+        s.log.append(msg)
+        kind = msg.WhichOneof("msg")
+        if kind == "stdin_ack" and msg.stdin_ack.job_id == job_id:
+            assert msg.stdin_ack.offset >= acked
+            acked = msg.stdin_ack.offset
+            acks.append(acked)
+        elif kind == "output" and msg.output.job_id == job_id:
+            assert msg.output.offset == len(out)
+            out += msg.output.data
+        elif kind == "finished" and msg.finished.job_id == job_id:
+            return msg.finished, bytes(out), acks, messages
+
+
+def test_stdin_round_trip_through_cat(tmp_path: Path) -> None:
+    data = random.Random(5).randbytes(5 * 1024 * 1024)
+
+    async def scenario() -> None:
+        async with scripted_server() as (server, port):
+            conn, task, s = await connected(server, port, make_worker())
+            await s.send(assign=wpb.Assign(job_id=1, attempt=1, spec=piped_spec(tmp_path, ["cat"])))
+            fin, out, acks, _ = await feed_until_finished(s, 1, data)
+            assert fin.exit_code == 0 and fin.HasField("exit_code")  # the eof reached cat
+            assert fin.stdout_bytes == len(data)
+            assert hashlib.sha256(out).digest() == hashlib.sha256(data).digest()
+            assert acks[-1] == len(data)  # every byte acknowledged before the Finished
+            await leave(conn, task)
+
+    asyncio.run(scenario())
+
+
+def test_a_job_that_never_reads_stdin_does_not_block_the_worker(tmp_path: Path) -> None:
+    total = STDIN_WINDOW
+
+    async def scenario() -> None:
+        async with scripted_server() as (server, port):
+            worker = make_worker(kill_grace_seconds=5)
+            conn = Connection(worker, f"127.0.0.1:{port}", SECRET, None, 60.0)
+            task = asyncio.create_task(conn.run())
+            s = await server.next_stream()
+            await s.next("register")
+            await s.send(registered=wpb.Registered(heartbeat_interval_seconds=0.2))
+            code = "import time; print('up', flush=True); time.sleep(600)"
+            await s.send(
+                assign=wpb.Assign(
+                    job_id=1, attempt=1, spec=piped_spec(tmp_path, [sys.executable, "-c", code])
+                )
+            )
+            await s.next("output")
+            for offset in range(0, total, STDIN_CHUNK):
+                await s.send(stdin=stdin(1, offset, b"z" * STDIN_CHUNK))
+            first = await s.next("stdin_ack")
+            assert 0 < first.offset < total  # a pipe's worth
+
+            # The worker goes on: heartbeats, and another job from start to end.
+            await s.next("heartbeat")
+            await s.send(assign=wpb.Assign(job_id=2, attempt=1, spec=job_spec(tmp_path, "print('hi')")))
+            fin2 = await s.next("finished")
+            assert (fin2.job_id, fin2.exit_code) == (2, 0)
+            await s.next("heartbeat")
+            stdin_state = worker.attempts.get((1, 1)).stdin
+            assert stdin_state.received == total and stdin_state.written < total
+            acks = [m.stdin_ack.offset for m in s.log if m.WhichOneof("msg") == "stdin_ack"]
+            assert acks and max(acks) == stdin_state.written  # stopped advancing, nothing more pending
+
+            # Once the job is gone, what it never read is acknowledged as dropped, before the Finished.
+            await s.send(kill=wpb.Kill(job_id=1, attempt=1))
+            last = await s.next("stdin_ack")
+            assert last.offset == total
+            fin1 = await s.next("finished")
+            assert (fin1.job_id, fin1.signal) == (1, signal.SIGTERM)
+            # Data after the process exited: acknowledged (offset + len) and ignored.
+            await s.send(stdin=stdin(1, total, b"late"))
+            assert (await s.next("stdin_ack")).offset == total + 4
+            await s.send(stdin=stdin(1, total + 4, eof=True))
+            assert (await s.next("stdin_ack")).offset == total + 4
+            await leave(conn, task)
+
+    asyncio.run(scenario())
+
+
+def test_stdin_after_a_job_exited_by_itself_is_acknowledged_and_ignored(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with scripted_server() as (server, port):
+            conn, task, s = await connected(server, port, make_worker())
+            await s.send(assign=wpb.Assign(job_id=3, attempt=1, spec=piped_spec(tmp_path, ["true"])))
+            fin = await s.next("finished")
+            assert fin.exit_code == 0
+            await s.send(stdin=stdin(3, 0, b"abc"))
+            assert (await s.next("stdin_ack")).offset == 3
+            await s.send(stdin=stdin(3, 0, b"abc"))  # a repeat is acknowledged again
+            assert (await s.next("stdin_ack")).offset == 3
+            await s.send(stdin=stdin(9, 0, b"abc"))  # unknown attempt: ignored
+            await s.send(finished_ack=wpb.FinishedAck(job_id=3, attempt=1))
+            await until(lambda: len(conn.worker.attempts) == 0, "the attempt to be forgotten")
+            await s.send(stdin=stdin(3, 3, b"def"))  # forgotten now: ignored
+            # A barrier: the worker handles messages in order.
+            await s.send(assign=wpb.Assign(job_id=4, attempt=1, spec=job_spec(tmp_path / "nope", "pass")))
+            assert not (await s.next("assignment_reply")).accepted
+            assert [m.stdin_ack.offset for m in s.log if m.WhichOneof("msg") == "stdin_ack"] == [3, 3]
+            await leave(conn, task)
+
+    asyncio.run(scenario())
+
+
+TRAP = 'trap "echo got INT; exit 7" INT; echo ready; while :; do sleep 0.1; done'
+
+
+def test_signal_job_delivers_the_signal_and_ignores_unknown_attempts(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with scripted_server() as (server, port):
+            conn, task, s = await connected(server, port, make_worker(kill_grace_seconds=5))
+            await s.send(
+                assign=wpb.Assign(job_id=1, attempt=1, spec=piped_spec(tmp_path, [TRAP], shell=True))
+            )
+            pid = (await s.next("started")).pid
+            ready = await s.next("output")
+            assert ready.data == b"ready\n"  # the trap is set
+
+            for job_id, attempt, signum in [
+                (99, 1, signal.SIGINT),  # unknown job
+                (1, 2, signal.SIGINT),  # not the attempt held
+                (1, 1, 0),  # not valid signals: logged and ignored
+                (1, 1, 999),
+                (1, 1, -2),
+            ]:
+                await s.send(signal_job=wpb.SignalJob(job_id=job_id, attempt=attempt, signal=signum))
+            # A barrier: the worker handles messages in order.
+            await s.send(assign=wpb.Assign(job_id=2, attempt=1, spec=job_spec(tmp_path, "pass")))
+            assert (await s.next("finished")).job_id == 2
+            assert psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+            assert not [m for m in s.log if m.WhichOneof("msg") == "finished" and m.finished.job_id == 1]
+
+            await s.send(signal_job=wpb.SignalJob(job_id=1, attempt=1, signal=signal.SIGINT))
+            got = await s.next("output")
+            assert (got.job_id, got.data) == (1, b"got INT\n")
+            fin = await s.next("finished")
+            assert (fin.job_id, fin.exit_code, fin.signal) == (1, 7, 0)
+            await leave(conn, task)
+
+    asyncio.run(scenario())
+
+
+def test_stdin_before_the_spawn_is_delivered_and_acknowledged_once(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        worker = make_worker()
+        sent: list[wpb.ConnectRequest] = []
+        worker.attach(sent.append)
+        key = (1, 1)
+        await worker.handle(
+            wpb.ConnectResponse(assign=wpb.Assign(job_id=1, attempt=1, spec=piped_spec(tmp_path, ["cat"])))
+        )
+        # Accepted, not spawned yet: nothing ran since the Assign was handled.
+        assert worker.processes[key].pid is None
+        assert worker.attempts.get(key).phase is Phase.STARTING
+        lines = [b"line %d\n" % i for i in range(100)]
+        offset = 0
+        for line in lines:
+            await worker.handle(wpb.ConnectResponse(stdin=stdin(1, offset, line)))
+            offset += len(line)
+        await worker.handle(wpb.ConnectResponse(stdin=stdin(1, offset, eof=True)))
+        assert worker.processes[key].pid is None
+
+        await until(lambda: any(m.WhichOneof("msg") == "finished" for m in sent), "the job to finish")
+        kinds = [m.WhichOneof("msg") for m in sent]
+        fin = sent[kinds.index("finished")].finished
+        assert fin.exit_code == 0
+        out = b"".join(m.output.data for m in sent if m.WhichOneof("msg") == "output")
+        assert out == b"".join(lines)
+        # All queued before the start: one write, so one acknowledgement.
+        assert [m.stdin_ack.offset for m in sent if m.WhichOneof("msg") == "stdin_ack"] == [offset]
+        assert kinds.index("stdin_ack") < kinds.index("finished")
+
+    asyncio.run(scenario())
+
+
+def test_stdin_across_a_reconnect(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with scripted_server() as (server, port):
+            worker = make_worker()
+            conn, task, s1 = await connected(server, port, worker)
+            await s1.send(assign=wpb.Assign(job_id=1, attempt=1, spec=piped_spec(tmp_path, ["cat"])))
+            await s1.send(stdin=stdin(1, 0, b"first\n"))
+            # Either may come first: cat echoes within the ack's few milliseconds.
+            got = await next_of_each(s1, "stdin_ack", "output")
+            assert (got["stdin_ack"].offset, got["output"].data) == (6, b"first\n")
+
+            # The stream breaks; the job and its stdin pipe stay.
+            s1.close(grpc.StatusCode.UNAVAILABLE)
+            s2 = await server.next_stream()
+            await s2.next("register")
+            # The position is reported again: the last ack may not have arrived.
+            assert (await s2.next("stdin_ack")).offset == 6
+            await s2.send(registered=wpb.Registered(heartbeat_interval_seconds=60))
+            # A client unsure of what arrived resends from its last ack it saw; repeats are dropped.
+            await s2.send(stdin=stdin(1, 0, b"first\nsecond\n", eof=True))
+            fin = await s2.next("finished")
+            assert fin.exit_code == 0 and fin.stdout_bytes == len(b"first\nsecond\n")
+            acks = [m.stdin_ack.offset for m in s2.log if m.WhichOneof("msg") == "stdin_ack"]
+            assert acks[-1] == 13
+            await leave(conn, task)
 
     asyncio.run(scenario())
 

@@ -1,8 +1,9 @@
-"""The process runner with real processes: exit, signals, output, env, cwd, kill."""
+"""The process runner with real processes: exit, signals, output, env, cwd, kill, stdin."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import random
@@ -369,3 +370,155 @@ def test_backpressure_pauses_reading_while_the_job_runs(tmp_path: Path) -> None:
     outcome = asyncio.run(go())
     assert outcome.exit_code == 0
     assert cap.data(OUT) == b"y" * (50 * 65536)
+
+
+# -- stdin and signals -----------------------------------------------------------------
+
+
+class QueueStdin:
+    """A StdinSource from a queue: b"" closes the pipe."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+        for chunk in chunks:
+            self.queue.put_nowait(chunk)
+        self.written_bytes = 0
+        self.closed_count = 0
+
+    async def take(self) -> bytes:
+        return await self.queue.get()
+
+    def written(self, count: int) -> None:
+        self.written_bytes += count
+
+    def closed(self) -> None:
+        self.closed_count += 1
+
+
+def piped_job(
+    s: common_pb2.JobSpec, cap: Captured, source: QueueStdin | None, grace: float = 5.0
+) -> JobProcess:
+    s.stdin_pipe = True
+    return JobProcess(
+        s,
+        job_id=42,
+        attempt=3,
+        worker_name="testworker",
+        kill_grace_seconds=grace,
+        on_started=cap.pids.append,
+        on_output=cap.on_output,
+        stdin=source,
+    )
+
+
+def test_stdin_round_trip_through_cat_queued_before_the_spawn(tmp_path: Path) -> None:
+    data = random.Random(11).randbytes(5 * 1024 * 1024)
+    source = QueueStdin(*(data[i : i + 100_000] for i in range(0, len(data), 100_000)), b"")
+    cap = Captured()
+
+    async def go() -> Outcome:
+        return await asyncio.wait_for(piped_job(spec(["cat"], tmp_path), cap, source).run(), DEADLINE)
+
+    outcome = asyncio.run(go())
+    assert outcome.exit_code == 0  # the end of file reached cat
+    assert hashlib.sha256(cap.data(OUT)).digest() == hashlib.sha256(data).digest()
+    assert source.written_bytes == len(data)
+    assert source.closed_count == 1
+
+
+def test_stdin_is_dev_null_without_a_pipe_and_eof_without_a_source(tmp_path: Path) -> None:
+    outcome, cap = run(spec(["cat"], tmp_path))
+    assert (outcome.exit_code, cap.data(OUT)) == (0, b"")
+    cap = Captured()
+
+    async def go() -> Outcome:
+        return await asyncio.wait_for(piped_job(spec(["cat"], tmp_path), cap, None).run(), DEADLINE)
+
+    outcome = asyncio.run(go())
+    assert (outcome.exit_code, cap.data(OUT)) == (0, b"")
+
+
+def test_stdin_written_as_it_arrives(tmp_path: Path) -> None:
+    source = QueueStdin()
+    cap = Captured()
+    p = piped_job(spec(["cat"], tmp_path), cap, source)
+
+    async def go() -> Outcome:
+        task = asyncio.create_task(p.run())
+        source.queue.put_nowait(b"one\n")
+        await until(lambda: cap.data(OUT) == b"one\n", "the first line back")
+        source.queue.put_nowait(b"two\n")
+        await until(lambda: cap.data(OUT) == b"one\ntwo\n", "the second line back")
+        assert source.closed_count == 0 and alive(cap.pids[0])
+        source.queue.put_nowait(b"")
+        return await asyncio.wait_for(task, DEADLINE)
+
+    outcome = asyncio.run(go())
+    assert outcome.exit_code == 0 and source.written_bytes == 8
+
+
+def test_a_job_closing_its_stdin_stops_the_feeder_not_the_job(tmp_path: Path) -> None:
+    source = QueueStdin(b"x" * (1024 * 1024))
+    cap = Captured()
+    s = spec(["exec 0<&-; echo closed; while :; do sleep 0.1; done"], tmp_path, shell=True)
+    p = piped_job(s, cap, source, grace=1.0)
+
+    async def go() -> Outcome:
+        task = asyncio.create_task(p.run())
+        await until(lambda: source.closed_count == 1, "the feeder to see the closed pipe")
+        assert alive(cap.pids[0])
+        assert source.written_bytes < 1024 * 1024
+        p.kill()
+        return await asyncio.wait_for(task, DEADLINE)
+
+    outcome = asyncio.run(go())
+    assert outcome.signal == signal.SIGTERM
+    assert source.closed_count == 1
+
+
+def test_a_job_that_never_reads_ends_and_its_input_is_dropped(tmp_path: Path) -> None:
+    source = QueueStdin(b"x" * (1024 * 1024))
+    cap = Captured()
+    code = "import time; print('up', flush=True); time.sleep(600)"
+    p = piped_job(python(code, tmp_path), cap, source, grace=1.0)
+
+    async def go() -> Outcome:
+        task = asyncio.create_task(p.run())
+        await until(lambda: source.written_bytes > 0 and cap.data(OUT) == b"up\n", "the pipe to fill")
+        p.kill()
+        return await asyncio.wait_for(task, DEADLINE)
+
+    outcome = asyncio.run(go())
+    assert outcome.signal == signal.SIGTERM
+    assert 0 < source.written_bytes < 1024 * 1024  # a pipe's worth, the rest was never taken
+    assert source.closed_count == 1
+
+
+TRAP = 'trap "echo got INT; exit 7" INT; echo ready; while :; do sleep 0.1; done'
+
+
+def test_send_signal_reaches_the_process_group(tmp_path: Path) -> None:
+    cap = Captured()
+    p = job(spec([TRAP], tmp_path, shell=True), cap)
+
+    async def go() -> Outcome:
+        task = asyncio.create_task(p.run())
+        await until(lambda: cap.data(OUT) == b"ready\n", "the trap to be set")
+        p.send_signal(signal.SIGINT)
+        return await asyncio.wait_for(task, DEADLINE)
+
+    outcome = asyncio.run(go())
+    assert (outcome.exit_code, cap.data(OUT)) == (7, b"ready\ngot INT\n")
+    assert not p.kill_requested  # a signal, not a kill: nothing escalates
+
+
+def test_send_signal_before_the_spawn_is_delivered_after_it(tmp_path: Path) -> None:
+    cap = Captured()
+    p = job(python("import time; time.sleep(600)", tmp_path), cap)
+
+    async def go() -> Outcome:
+        p.send_signal(signal.SIGUSR1)
+        return await asyncio.wait_for(p.run(), DEADLINE)
+
+    outcome = asyncio.run(go())
+    assert outcome.signal == signal.SIGUSR1
