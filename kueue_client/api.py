@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -31,6 +31,9 @@ from kueue.v1 import (
 from kueue_client.errors import EXIT_USAGE, KueueError, from_rpc_error
 from kueue_client.spec import job_spec
 from kueue_client.status import FINAL_STATES, parse_states
+
+if TYPE_CHECKING:
+    from kueue_client.attach import AttachResult
 
 __all__ = ["DEFAULT_TAIL_BYTES", "DEFAULT_TIMEOUT", "Client", "KueueError", "job_spec"]
 
@@ -79,6 +82,8 @@ class Client:
         if secret is None:
             assert config is not None
             secret = config.common_settings.shared_secret
+        self._secret = secret
+        self._channel_options = list(channel_options)
         # A dict so that channel_options replace defaults instead of repeating keys.
         options = dict([*kueue.rpc.CHANNEL_OPTIONS, *RECONNECT_OPTIONS, *channel_options])
         self._channel = grpc.insecure_channel(self.address, options=list(options.items()))
@@ -221,6 +226,54 @@ class Client:
         wanted = [_STREAMS[s] if isinstance(s, str) else s for s in streams]
         request = job_service_pb2.ReadOutputRequest(id=id, streams=wanted, offset=offset, follow=follow)
         return self._stream(self._jobs.ReadOutput(request))
+
+    def attach(
+        self,
+        spec: common_pb2.JobSpec,
+        *,
+        stdin: int | None = None,
+        stdout: int = 1,
+        stderr: int = 2,
+        kill_on_detach: bool = False,
+        status_line: bool = False,
+        forward_signals: bool = False,
+    ) -> AttachResult:
+        """Runs `spec` on a worker as if it ran here (`kueue run`): blocks until it ends.
+
+        The job's stdout and stderr are written to the file descriptors
+        `stdout` and `stderr` as they are produced; `stdin` (a file descriptor,
+        None: empty) is streamed to it. Returns the job's last state and the
+        exit status a shell would give (128+N for signal N). `status_line`
+        shows a waiting line on `stderr` (a terminal); `forward_signals`
+        (main thread only) forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT to the
+        job, and a second SIGINT within 2 s kills it.
+
+        Reading `stdin` is done by a thread that stays blocked in its read
+        after the call returns if no data comes, so pass a descriptor that is
+        not read by anything else afterwards. Not for use inside a running
+        asyncio loop: await kueue_client.attach.attach() there.
+
+        Attach runs on an event loop kept for the calling thread (see
+        attach.run_sync), so one thread should not share it with asyncio.run
+        calls of its own that use grpc.aio.
+        """
+        from kueue_client.attach import attach, run_sync
+
+        return run_sync(
+            attach(
+                self.address,
+                self._secret,
+                spec,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                kill_on_detach=kill_on_detach,
+                status_line=status_line,
+                forward_signals=forward_signals,
+                channel_options=self._channel_options,
+                config_path=self.config_path,
+            )
+        )
 
     # ------------------------------------------------------------ cluster
 

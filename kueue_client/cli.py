@@ -3,7 +3,8 @@
 The verbs themselves live in kueue_client.verbs (loaded after parsing, so
 `--help` and shell completion stay fast). Every expected failure ends as one
 line `kueue: <message>` on stderr: exit status 2 for bad input, 1 otherwise,
-130 after Ctrl-C.
+130 after Ctrl-C. `kueue run` exits with its job's status instead (255 when
+the server cannot be reached).
 """
 
 from __future__ import annotations
@@ -66,6 +67,28 @@ def count(text: str) -> int:
     return value
 
 
+def add_resource_flags(p: argparse.ArgumentParser) -> None:
+    """What a job asks for: shared by `cmd` and `run`."""
+    p.add_argument("-j", "--slots", type=count, default=1, metavar="SLOTS", help="job slots (default 1)")
+    p.add_argument(
+        "-c", "--cpus", type=count, metavar="CPUS", help="cpus (default: client_settings.job_default_cpus)"
+    )
+    p.add_argument(
+        "-r",
+        "--ram",
+        type=count,
+        metavar="RAM_MB",
+        help="RAM in MiB (default: client_settings.job_default_ram_mb)",
+    )
+    p.add_argument(
+        "--resource",
+        action="append",
+        default=[],
+        metavar="NAME[=N]",
+        help="global resource (license) the job needs, N default 1; repeatable",
+    )
+
+
 def build_parser() -> ArgumentParser:
     # --config is accepted before and after the verb; SUPPRESS keeps the
     # verb's copy from overwriting one given before it.
@@ -122,24 +145,7 @@ def build_parser() -> ArgumentParser:
         notes="The job runs in this directory, with this environment (less host-local\n"
         "variables such as DISPLAY or SSH_*), on a worker where the directory exists.",
     )
-    p.add_argument("-j", "--slots", type=count, default=1, metavar="SLOTS", help="job slots (default 1)")
-    p.add_argument(
-        "-c", "--cpus", type=count, metavar="CPUS", help="cpus (default: client_settings.job_default_cpus)"
-    )
-    p.add_argument(
-        "-r",
-        "--ram",
-        type=count,
-        metavar="RAM_MB",
-        help="RAM in MiB (default: client_settings.job_default_ram_mb)",
-    )
-    p.add_argument(
-        "--resource",
-        action="append",
-        default=[],
-        metavar="NAME[=N]",
-        help="global resource (license) the job needs, N default 1; repeatable",
-    )
+    add_resource_flags(p)
     p.add_argument(
         "-o",
         "--stdout",
@@ -169,6 +175,34 @@ def build_parser() -> ArgumentParser:
         "--each-line",
         metavar="FILE",
         help="one job per non-empty line of FILE (-: stdin), given to the job as $KUEUE_ENTRY",
+    )
+    p.add_argument(
+        "command", nargs=argparse.REMAINDER, metavar="CMD...", help="the command and its arguments"
+    )
+
+    # ---- run
+    p = verb(
+        "run",
+        [],
+        "run a command on a free worker as if it ran here: stdin, stdout, stderr, signals and exit code",
+        "kueue run -c 4 make -j4 test\n"
+        "gunzip < big.gz | kueue run ./filter > out.txt\n"
+        "seq 200 | xargs -P 8 -I{} kueue run ./sim.sh {}    8 at a time, on free workers",
+        notes="Waits for a worker (on a terminal a status line says so), runs CMD in this\n"
+        "directory with this environment, streams stdin to it and its output back, and\n"
+        "exits with its exit code (128+N if killed by signal N). Ctrl-C, SIGTERM,\n"
+        "SIGHUP and SIGQUIT go to the job; a second Ctrl-C within 2 s kills it. If the\n"
+        "worker is lost, the job starts again elsewhere (stdin is replayed). If this\n"
+        "command dies, the job goes on (kueue log -f ID) unless --kill-on-detach.\n"
+        "Exit 126/127 when CMD cannot be executed/found, 255 when the server is lost.",
+    )
+    add_resource_flags(p)
+    p.add_argument("--no-env", action="store_true", help="use the worker's environment instead of this one")
+    p.add_argument("-q", "--quiet", action="store_true", help="no status line while waiting for a worker")
+    p.add_argument(
+        "--kill-on-detach",
+        action="store_true",
+        help="kill the job if this command dies or loses the server (default: it goes on)",
     )
     p.add_argument(
         "command", nargs=argparse.REMAINDER, metavar="CMD...", help="the command and its arguments"
@@ -224,13 +258,21 @@ def build_parser() -> ArgumentParser:
         "log",
         ["output"],
         "print the captured output of a job",
-        "kueue log -f 42        follow it like tail -f\nkueue log --stderr 42",
+        "kueue log -f 42              follow it like tail -f\n"
+        "kueue log --both --tail 20 42  the last 20 lines of stdout and of stderr",
         ids="jobs",
     )
     p.add_argument("id", type=job_id, metavar="ID")
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing until the job has ended")
-    p.add_argument("--stderr", action="store_true", help="stderr instead of stdout")
-    p.add_argument("--tail", type=count, metavar="BYTES", help="only the last BYTES")
+    p.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="keep printing until the job has ended (waits for a pending one), exit with its exit code",
+    )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--stderr", action="store_true", help="stderr instead of stdout")
+    which.add_argument("--both", action="store_true", help="stdout to stdout and stderr to stderr")
+    p.add_argument("-n", "--tail", type=count, metavar="N", help="only the last N lines")
 
     # ---- wait-job
     p = verb(

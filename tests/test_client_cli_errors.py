@@ -77,6 +77,51 @@ def test_server_unreachable_names_the_address(capsys: pytest.CaptureFixture[str]
         assert str(config) in line
 
 
+def test_run_without_a_command(capsys: pytest.CaptureFixture[str], config: Path) -> None:
+    for argv in (["run"], ["run", "-c", "2", "--quiet", "--"]):
+        code, out, err = run(capsys, "--config", str(config), *argv)
+        assert code == 2 and out == ""
+        assert "no command given (usage: kueue run" in one_error_line(err)
+
+
+def test_run_options_stop_at_the_command() -> None:
+    options = [
+        "-j",
+        "2",
+        "-c",
+        "3",
+        "-r",
+        "100",
+        "--resource",
+        "genus=2",
+        "--no-env",
+        "-q",
+        "--kill-on-detach",
+    ]
+    args = build_parser().parse_args(["run", *options, "python", "-c", "x", "-q"])
+    assert (args.slots, args.cpus, args.ram, args.resource) == (2, 3, 100, ["genus=2"])
+    assert args.no_env and args.quiet and args.kill_on_detach
+    assert args.command == ["python", "-c", "x", "-q"]
+
+
+def test_run_with_the_server_unreachable_exits_255(config: Path, tmp_path: Path) -> None:
+    # 255 like ssh: kueue could not run the job, which no job exit code says.
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("KUEUE_CONFIG", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "kueue_client", "--config", str(config), "run", "echo", "hi"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert result.returncode == 255
+    assert result.stdout == ""
+    assert f"cannot reach the kueue server at 127.0.0.1:{port_of(config)}" in one_error_line(result.stderr)
+
+
 def test_server_unreachable_as_a_process(config: Path, tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("KUEUE_CONFIG", None)
@@ -152,6 +197,7 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 VERBS = [
     "cmd",
+    "run",
     "list-jobs",
     "ls",
     "show-job",

@@ -91,10 +91,16 @@ class FakeClient:
         return [common_pb2.GlobalResource(name="genus", total=2, used=1)]
 
     def read_output(self, id: int, streams: Any = (), offset: int = 0, follow: bool = False) -> Iterator[Any]:
-        yield job_service_pb2.ReadOutputResponse(data=b"line 1\n")
+        yield job_service_pb2.ReadOutputResponse(stream=1, offset=0, data=b"line 1\n")
         yield job_service_pb2.ReadOutputResponse(
-            data=b"line 2\n", finished_job=job(id, State.JOB_STATE_FAILED, exit_code=4)
+            stream=1, offset=7, data=b"line 2\n", finished_job=job(id, State.JOB_STATE_FAILED, exit_code=4)
         )
+
+    def attach(self, spec: common_pb2.JobSpec, **options: Any) -> Any:
+        from kueue_client.attach import AttachResult
+
+        FakeClient.attached = (spec, options)
+        return AttachResult(7, job(7, State.JOB_STATE_FAILED, signal=2), exit_status=130)
 
     def close(self) -> None:
         pass
@@ -165,6 +171,26 @@ def test_cmd_wait_prints_and_returns_the_exit_code(capsys: pytest.CaptureFixture
     code, out, _ = run(capsys, config, "cmd", "-w", "--array", "1-3", "./sim.sh")
     assert out.split() == ["110", "111", "112", "0", "143", "0"]
     assert code == 143
+
+
+def test_run_builds_the_spec_like_cmd_and_exits_with_the_jobs_status(
+    capsys: pytest.CaptureFixture[str], config: Path
+) -> None:
+    code, out, err = run(
+        capsys, config, "run", "-r", "64", "--resource", "genus", "--no-env", "-q", "./sim.sh", "-q"
+    )
+    assert code == 130 and out == "" and err == ""
+    spec, options = FakeClient.attached
+    assert list(spec.command) == ["./sim.sh", "-q"] and not spec.shell
+    assert spec.resources.cpus == 3 and spec.resources.ram_mb == 64
+    assert dict(spec.resources.global_resources) == {"genus": 1}
+    assert spec.use_worker_env and not spec.env
+    assert not spec.stdout_path and not spec.stderr_path
+    assert options["forward_signals"] and not options["status_line"] and not options["kill_on_detach"]
+    run(capsys, config, "run", "--kill-on-detach", "echo $HOME")
+    spec, options = FakeClient.attached
+    assert spec.shell and options["kill_on_detach"]
+    assert spec.env["PWD"] == spec.cwd  # the environment goes as with cmd
 
 
 def test_wait_exits_with_the_first_failing_code(capsys: pytest.CaptureFixture[str], config: Path) -> None:
@@ -247,8 +273,6 @@ def test_workers_resources_and_output(capsys: pytest.CaptureFixture[str], config
     assert code == 0 and "name:" in out and "w1" in out
     code, out, _ = run(capsys, config, "resources")
     assert code == 0 and out.splitlines()[1].split() == ["genus", "1/2"]
-    code, out, _ = run(capsys, config, "output", "-f", "8")
-    assert out == "line 1\nline 2\n" and code == 4
 
 
 def test_down_with_nothing_running(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
