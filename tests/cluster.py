@@ -154,10 +154,13 @@ class Cluster:
 
     # ------------------------------------------------------------------ workers
 
-    def start_worker(self, name: str, **worker_settings: Any) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, name: str, *, port: int | None = None, **worker_settings: Any
+    ) -> subprocess.Popen[bytes]:
+        """Start a worker; `port` sends it through something else (a Relay) to the server."""
         config = self.write_config(
             self.root / f"worker-{name}.toml",
-            port=self.port,
+            port=port or self.port,
             worker_settings={
                 "system_update_interval_seconds": 1,
                 "dynamic_check_free_resources": False,
@@ -270,3 +273,75 @@ class Cluster:
                 proc.wait(timeout=10)
         self.workers.clear()
         self.server = None
+
+
+class Relay:
+    """A TCP relay between a worker and the server that a test can cut (every
+    connection dropped, new ones refused) and heal: a network partition."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+        import threading
+
+        self.target_port = target_port
+        self._open = True
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if not self._open:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets |= {client, upstream}
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: Any, dst: Any) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def cut(self) -> None:
+        import socket
+
+        self._open = False
+        with self._lock:
+            sockets, self._sockets = self._sockets, set()
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            except OSError:
+                pass
+
+    def heal(self) -> None:
+        self._open = True
+
+    def close(self) -> None:
+        self._closed = True
+        self.cut()
+        self._listener.close()

@@ -1,0 +1,68 @@
+"""A worker cut off from the server longer than the timeout: its job runs
+elsewhere; when it comes back, its stale attempt is killed and its late
+result ignored (fencing by attempt number)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psutil
+
+from tests.cluster import Cluster, Relay, wait_for
+
+
+def show(cluster: Cluster, job_id: str) -> dict:
+    return json.loads(cluster.kueue("show", job_id, "--json").stdout)["job"]
+
+
+def test_partitioned_worker_is_fenced_off(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path / "c", worker_timeout_seconds=3)
+    marks = tmp_path / "marks"
+    relay = None
+    try:
+        cluster.start_server()
+        relay = Relay(cluster.port)
+        cluster.start_worker("far", port=relay.port)
+        cluster.wait_workers("far")
+        script = (
+            f'echo "$KUEUE_WORKER $KUEUE_ATTEMPT $$" >> {marks}; '
+            'if [ "$KUEUE_WORKER" = far ]; then while :; do sleep 0.1; done; fi; echo finished'
+        )
+        (job_id,) = cluster.kueue("cmd", script, cwd=tmp_path).stdout.split()
+        wait_for(lambda: marks.exists() and "far 1" in marks.read_text(), 30, "the job to start on 'far'")
+        stale_pid = int(marks.read_text().split()[2])
+
+        relay.cut()
+        cluster.start_worker("near")
+        job = wait_for(
+            lambda: (j := show(cluster, job_id))["state"] == "JOB_STATE_SUCCEEDED" and j,
+            60,
+            "the job to be requeued after the timeout and finish on 'near'",
+        )
+        assert job["worker_name"] == "near" and job["attempt"] == 2
+        # The cut-off attempt is still running: nobody could tell it to stop.
+        assert psutil.pid_exists(stale_pid)
+
+        relay.heal()
+
+        def stale_gone() -> bool:
+            try:
+                return psutil.Process(stale_pid).status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+
+        wait_for(stale_gone, 60, "the stale attempt to be killed when 'far' reconnects")
+        cluster.wait_workers("far", "near")
+        job = show(cluster, job_id)
+        assert job["state"] == "JOB_STATE_SUCCEEDED"
+        assert job["worker_name"] == "near" and job["attempt"] == 2 and job.get("exit_code", 0) == 0
+        assert cluster.kueue("log", job_id).stdout == "finished\n"
+        # Each attempt started once: the stale one on 'far', the current one on 'near'.
+        lines = marks.read_text().splitlines()
+        assert len(lines) == 2 and lines[0] == f"far 1 {stale_pid}" and lines[1].startswith("near 2 ")
+    finally:
+        if relay is not None:
+            relay.close()
+        cluster.close()
+        print(cluster.logs())
