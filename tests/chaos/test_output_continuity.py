@@ -1,5 +1,5 @@
-"""Output produced while the server is away reaches it after it restarts,
-without gaps or repeats."""
+"""Output produced while the server is away (killed, or stopped cleanly)
+reaches it after it restarts, without gaps or repeats."""
 
 from __future__ import annotations
 
