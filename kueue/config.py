@@ -28,6 +28,12 @@ class CommonSettings:
     server_name: str = "localhost"
     server_port: int = 11236
     log_level: str = "info"
+    # Ours: TLS. With tls_ca set, clients and workers connect with TLS and
+    # trust server certificates signed by this CA (PEM file).
+    tls_ca: str = ""
+    # Ours: a client certificate and key for servers that require them (mutual TLS).
+    tls_client_cert: str = ""
+    tls_client_key: str = ""
 
 
 @dataclass
@@ -42,6 +48,11 @@ class ServerSettings:
     data_dir: str = ""
     # Ours: captured output kept per job and stream; beyond it only the tail is kept.
     job_output_cap_mb: int = 16
+    # Ours: serve TLS with this certificate chain and key (PEM files).
+    tls_cert: str = ""
+    tls_key: str = ""
+    # Ours: with TLS, refuse peers without a client certificate signed by tls_ca.
+    tls_require_client_cert: bool = False
 
 
 @dataclass
@@ -142,6 +153,12 @@ server_name = "localhost"
 server_port = 11236
 # error, warn, info, debug or trace
 log_level = "info"
+# TLS (optional): the CA that signed the server's certificate (PEM). When set,
+# clients and workers connect with TLS.
+tls_ca = ""
+# A client certificate and key, for a server that requires them (mutual TLS).
+tls_client_cert = ""
+tls_client_key = ""
 
 [server_settings]
 # Space separated; the server runs as long as one of them binds.
@@ -159,6 +176,11 @@ global_max_parallel_jobs = 100
 data_dir = ""
 # Captured output kept per job and stream (MiB); beyond it only the tail is kept.
 job_output_cap_mb = 16
+# TLS (optional): serve with this certificate chain and key (PEM files).
+tls_cert = ""
+tls_key = ""
+# With TLS, refuse clients and workers without a certificate signed by tls_ca.
+tls_require_client_cert = false
 
 [worker_settings]
 # Heartbeat with system information and free resources.
@@ -249,7 +271,15 @@ def _validate(config: Config, path: Path) -> None:
     if not 0 <= c.server_port < 65536:
         # 0 lets the server pick a free port (tests); clients need the real one.
         raise ConfigError(f"{path}: common_settings.server_port must be between 0 and 65535")
+    if bool(c.tls_client_cert) != bool(c.tls_client_key):
+        raise ConfigError(f"{path}: set both common_settings.tls_client_cert and tls_client_key, or neither")
     s = config.server_settings
+    if bool(s.tls_cert) != bool(s.tls_key):
+        raise ConfigError(f"{path}: set both server_settings.tls_cert and tls_key, or neither")
+    if s.tls_require_client_cert and not (s.tls_cert and c.tls_ca):
+        raise ConfigError(
+            f"{path}: server_settings.tls_require_client_cert needs tls_cert, tls_key and common_settings.tls_ca"
+        )
     for key in ("worker_timeout_seconds", "job_offer_timeout_seconds", "maintenance_interval_seconds"):
         if getattr(s, key) <= 0:
             raise ConfigError(f"{path}: server_settings.{key} must be positive")

@@ -6,12 +6,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from kueue import auth
+from kueue.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,60 @@ SERVER_OPTIONS = [
     ("grpc.http2.max_ping_strikes", 0),
     ("grpc.so_reuseport", 0),
 ]
+
+
+def _read_pem(config: Config, key: str, value: str) -> bytes:
+    try:
+        return Path(value).expanduser().read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{config.path}: {key} = {value!r}: cannot read it: {exc.strerror}") from exc
+
+
+def channel_credentials(config: Config) -> grpc.ChannelCredentials | None:
+    """TLS credentials for clients and workers, or None for plaintext."""
+    c = config.common_settings
+    if not c.tls_ca:
+        return None
+    cert = _read_pem(config, "common_settings.tls_client_cert", c.tls_client_cert) if c.tls_client_cert else None
+    key = _read_pem(config, "common_settings.tls_client_key", c.tls_client_key) if c.tls_client_key else None
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read_pem(config, "common_settings.tls_ca", c.tls_ca),
+        private_key=key,
+        certificate_chain=cert,
+    )
+
+
+def server_credentials(config: Config) -> grpc.ServerCredentials | None:
+    """TLS credentials for the server, or None for plaintext."""
+    s = config.server_settings
+    if not s.tls_cert:
+        return None
+    pair = (
+        _read_pem(config, "server_settings.tls_key", s.tls_key),
+        _read_pem(config, "server_settings.tls_cert", s.tls_cert),
+    )
+    ca = config.common_settings.tls_ca
+    return grpc.ssl_server_credentials(
+        [pair],
+        root_certificates=_read_pem(config, "common_settings.tls_ca", ca) if ca else None,
+        require_client_auth=s.tls_require_client_cert,
+    )
+
+
+def sync_channel(
+    address: str, options: list[tuple[str, Any]], credentials: grpc.ChannelCredentials | None
+) -> grpc.Channel:
+    if credentials is None:
+        return grpc.insecure_channel(address, options=options)
+    return grpc.secure_channel(address, credentials, options=options)
+
+
+def aio_channel(
+    address: str, options: list[tuple[str, Any]], credentials: grpc.ChannelCredentials | None
+) -> grpc.aio.Channel:
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, options=options)
+    return grpc.aio.secure_channel(address, credentials, options=options)
 
 
 class AuthedStub:

@@ -86,7 +86,11 @@ class Client:
         self._channel_options = list(channel_options)
         # A dict so that channel_options replace defaults instead of repeating keys.
         options = dict([*kueue.rpc.CHANNEL_OPTIONS, *RECONNECT_OPTIONS, *channel_options])
-        self._channel = grpc.insecure_channel(self.address, options=list(options.items()))
+        try:
+            self._credentials = kueue.rpc.channel_credentials(config) if config else None
+        except kueue.config.ConfigError as exc:
+            raise KueueError(str(exc)) from None
+        self._channel = kueue.rpc.sync_channel(self.address, list(options.items()), self._credentials)
         jobs = job_service_pb2_grpc.JobServiceStub(self._channel)
         cluster = cluster_service_pb2_grpc.ClusterServiceStub(self._channel)
         self._jobs = kueue.rpc.AuthedStub(jobs, "kueue.v1.JobService", secret)
@@ -272,6 +276,7 @@ class Client:
                 forward_signals=forward_signals,
                 channel_options=self._channel_options,
                 config_path=self.config_path,
+                credentials=self._credentials,
             )
         )
 

@@ -696,13 +696,14 @@ async def attach(
     forward_signals: bool = False,
     channel_options: Sequence[tuple[str, Any]] = (),
     config_path: Path | str | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> AttachResult:
     """Submits `spec` and stays attached until it ends; see Client.attach."""
     spec_copy = common_pb2.JobSpec()
     spec_copy.CopyFrom(spec)
     spec_copy.stdin_pipe = True
     options = dict([*kueue.rpc.CHANNEL_OPTIONS, *channel_options])
-    channel = grpc.aio.insecure_channel(address, options=list(options.items()))
+    channel = kueue.rpc.aio_channel(address, list(options.items()), credentials)
     try:
         stub = kueue.rpc.AuthedStub(
             job_service_pb2_grpc.JobServiceStub(channel), "kueue.v1.JobService", secret

@@ -50,6 +50,14 @@ def from_rpc_error(exc: Any, address: str, config_path: Path | str | None) -> Ku
     name = getattr(code, "name", "UNKNOWN")
     details = one_line(exc.details() or "") if callable(getattr(exc, "details", None)) else ""
     where = str(config_path) if config_path else "the config file"
+    if name == "UNAVAILABLE" and "socket closed" in details.lower():
+        # The port answers but drops us during set-up: in practice a TLS mismatch.
+        return KueueError(
+            f"the kueue server at {address} closed the connection during set-up: it may use TLS "
+            f"(set common_settings.tls_ca) or require a client certificate (tls_client_cert, "
+            f"tls_client_key) in {where}",
+            code=name,
+        )
     if name == "UNAVAILABLE":
         return KueueError(
             f"cannot reach the kueue server at {address} (is kueue_server running? "

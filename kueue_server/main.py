@@ -14,7 +14,7 @@ import grpc
 import kueue
 from kueue import config as kconfig
 from kueue import logs
-from kueue.rpc import SERVER_OPTIONS, AuthInterceptor
+from kueue.rpc import SERVER_OPTIONS, AuthInterceptor, server_credentials
 from kueue.v1 import cluster_service_pb2_grpc, job_service_pb2_grpc, worker_service_pb2_grpc
 from kueue_server.app import App
 from kueue_server.cluster_service import ClusterService
@@ -51,7 +51,9 @@ def _dual_stack() -> bool:
         return False
 
 
-def bind(server: grpc.aio.Server, addresses: str, port: int) -> list[str]:
+def bind(
+    server: grpc.aio.Server, addresses: str, port: int, credentials: grpc.ServerCredentials | None = None
+) -> list[str]:
     """Bind every address; the server runs as long as one of them binds."""
     wanted = addresses.split()
     # "0.0.0.0 [::]" is the documented default: on a dual-stack host [::]
@@ -62,7 +64,10 @@ def bind(server: grpc.aio.Server, addresses: str, port: int) -> list[str]:
     for address in wanted:
         target = f"{address}:{port}"
         try:
-            chosen = server.add_insecure_port(target)
+            if credentials is None:
+                chosen = server.add_insecure_port(target)
+            else:
+                chosen = server.add_secure_port(target, credentials)
         except RuntimeError as exc:
             log.warning("cannot listen on %s: %s", target, exc)
             continue
@@ -82,7 +87,14 @@ async def serve(config: kconfig.Config, port_file: str | None) -> int:
     job_service_pb2_grpc.add_JobServiceServicer_to_server(JobService(app), server)
     cluster_service_pb2_grpc.add_ClusterServiceServicer_to_server(ClusterService(app), server)
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerService(app), server)
-    bound = bind(server, config.server_settings.bind_addresses, config.common_settings.server_port)
+    try:
+        credentials = server_credentials(config)
+    except kconfig.ConfigError as exc:
+        print(f"kueue_server: {exc}", file=sys.stderr)
+        return 2
+    bound = bind(
+        server, config.server_settings.bind_addresses, config.common_settings.server_port, credentials
+    )
     if not bound:
         print(
             f"kueue_server: could not listen on any of {config.server_settings.bind_addresses!r} "
@@ -94,7 +106,11 @@ async def serve(config: kconfig.Config, port_file: str | None) -> int:
     await app.start()
     await server.start()
     log.info(
-        "kueue_server %s listening on %s (data in %s)", kueue.__version__, ", ".join(bound), config.data_dir
+        "kueue_server %s listening on %s%s (data in %s)",
+        kueue.__version__,
+        ", ".join(bound),
+        " with TLS" if credentials else "",
+        config.data_dir,
     )
     if port_file:
         Path(port_file).write_text(bound[0].rsplit(":", 1)[1] + "\n")

@@ -75,6 +75,8 @@ class Cluster:
             **server_settings,
         }
         self.global_resources: dict[str, int] = {}
+        # Extra [common_settings] keys for every config written (e.g. TLS).
+        self.common_settings: dict[str, Any] = {}
         self.server: subprocess.Popen[bytes] | None = None
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         root.mkdir(parents=True, exist_ok=True)
@@ -90,6 +92,7 @@ class Cluster:
                 "server_name": "127.0.0.1",
                 "server_port": port,
                 "log_level": "info",
+                **self.common_settings,
             },
             "server_settings": dict(self.server_settings),
             "worker_settings": {
