@@ -12,7 +12,7 @@ import sys
 
 from kueue import config as kconfig
 from kueue import logs
-from kueue_worker import identity
+from kueue_worker import identity, orphans
 from kueue_worker.connection import Connection
 from kueue_worker.worker import Worker
 
@@ -55,7 +55,9 @@ async def shutdown(
 
 async def serve(cfg: kconfig.Config, name: str, worker_id: str) -> int:
     """Run until SIGTERM/SIGINT; the exit status."""
-    worker = Worker(cfg.worker_settings, name, worker_id)
+    worker = Worker(
+        cfg.worker_settings, name, worker_id, orphans.Ledger(orphans.ledger_path(cfg.data_dir, name))
+    )
     connection = Connection(
         worker,
         cfg.server_address,
@@ -109,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     except identity.IdentityError as exc:
         print(f"kueue_worker: {exc}", file=sys.stderr)
         return 2
+    # Before registering: the server queues these jobs again as soon as we
+    # report no attempts, and they must not run here at the same time.
+    orphans.reap(orphans.ledger_path(cfg.data_dir, name), cfg.worker_settings.kill_grace_seconds)
     status = asyncio.run(serve(cfg, name, worker_id))
     log.info("stopped")
     return status

@@ -22,6 +22,7 @@ from kueue.v1 import common_pb2
 from kueue.v1 import worker_service_pb2 as wpb
 from kueue_worker import sysinfo
 from kueue_worker.attempts import Attempts, CwdCheck, Key, StdinResult
+from kueue_worker.orphans import Ledger
 from kueue_worker.runner import JobProcess, Outcome
 
 log = logging.getLogger(__name__)
@@ -133,10 +134,14 @@ class StdinFeed:
 
 
 class Worker:
-    def __init__(self, settings: WorkerSettings, name: str, worker_id: str) -> None:
+    def __init__(
+        self, settings: WorkerSettings, name: str, worker_id: str, ledger: Ledger | None = None
+    ) -> None:
         self.settings = settings
         self.name = name
         self.worker_id = worker_id
+        # Where running attempts are recorded, so a restart after a crash can kill them.
+        self.ledger = ledger
         self.attempts = Attempts(name, settings.worker_max_parallel_jobs)
         self.processes: dict[Key, JobProcess] = {}
         self._watchers: dict[Key, asyncio.Task[None]] = {}
@@ -292,6 +297,10 @@ class Worker:
         key = (job_id, attempt)
 
         def started(pid: int) -> None:
+            # First, before anything else can go wrong: a job not recorded
+            # would outlive a crash of this worker unnoticed.
+            if self.ledger is not None:
+                self.ledger.record(job_id, attempt, pid)
             msg = self.attempts.started(job_id, attempt, pid)
             if msg is not None:
                 log.info("job %d attempt %d: started, pid %d", job_id, attempt, pid)
@@ -332,6 +341,8 @@ class Worker:
             self.processes.pop(key, None)
             self._watchers.pop(key, None)
             self._feeds.pop(key, None)
+            if self.ledger is not None:
+                self.ledger.forget(job_id, attempt)
         finished = self.attempts.finish(job_id, attempt, outcome.as_finished())
         # The final stdin position (input left unwritten counts as discarded)
         # goes before the Finished, after which the server may not listen.

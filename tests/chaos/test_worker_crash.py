@@ -1,0 +1,115 @@
+"""Chaos: worker processes are killed with SIGKILL, leaving their jobs
+running, and restarted while jobs run.
+
+A restarted worker kills the attempts its previous run left behind before it
+registers, and the server queues those jobs again. So a job may run more than
+once (a lost attempt is run again: at least once), but never twice at the
+same time, never twice as the same attempt, and every job ends with the output
+of its last attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from kueue.v1 import common_pb2
+from tests.cluster import Cluster, wait_for
+
+JOBS = 60
+CRASHES = 4
+WORKERS = ("w1", "w2")
+
+
+def test_worker_killed_repeatedly_never_runs_a_job_twice_at_once(tmp_path: Path) -> None:
+    rng = random.Random(20261122)
+    cluster = Cluster(tmp_path / "c", worker_timeout_seconds=5)
+    work = tmp_path / "work"
+    work.mkdir()
+    ran = work / "ran.txt"
+    try:
+        cluster.start_server()
+        for name in WORKERS:
+            # Few slots, so the jobs take long enough for crashes to hit them running.
+            cluster.start_worker(name, worker_max_parallel_jobs=2)
+        cluster.wait_workers(*WORKERS)
+        # A line when an attempt starts and one when it ends; every sixth job
+        # runs long enough to be still running when its worker comes back.
+        script = (
+            'echo "$KUEUE_JOB_ID $KUEUE_ATTEMPT" >> ran.txt; '
+            "d=0.$((KUEUE_ARRAY_ID % 5)); [ $((KUEUE_ARRAY_ID % 6)) = 0 ] && d=3; sleep $d; "
+            'echo "$KUEUE_JOB_ID $KUEUE_ATTEMPT end" >> ran.txt; echo out-$KUEUE_ARRAY_ID'
+        )
+        ids = [int(x) for x in cluster.kueue("cmd", "--array", f"1-{JOBS}", script, cwd=work).stdout.split()]
+        assert len(ids) == JOBS
+
+        def lines() -> int:
+            return sum(1 for line in ran.read_text().splitlines() if "end" not in line) if ran.exists() else 0
+
+        for _ in range(CRASHES):
+            target = min(lines() + rng.randint(3, 10), JOBS)
+            wait_for(lambda target=target: lines() >= target, 60, "more jobs to start")
+            time.sleep(rng.uniform(0, 0.3))  # jitter the crash point, not a synchronisation
+            victim = rng.choice(WORKERS)
+            # The worker only: its jobs live on in their own sessions, as after a crash.
+            cluster.workers[victim].kill()
+            cluster.workers[victim].wait(timeout=10)
+            cluster.start_worker(victim, worker_max_parallel_jobs=2)
+            cluster.wait_workers(*WORKERS, timeout=30)
+
+        client = cluster.client()
+
+        def all_final() -> bool:
+            out = cluster.kueue("ls", "--json", "-n", "0", check=False)
+            if out.returncode != 0:
+                return False
+            summary = json.loads(out.stdout)["summary"]
+            return int(summary.get("succeeded", 0)) + int(summary.get("failed", 0)) == JOBS
+
+        wait_for(all_final, 90, "every job to finish")
+
+        attempts: dict[int, list[int]] = defaultdict(list)
+        events: dict[int, list[str]] = defaultdict(list)
+        for line in ran.read_text().splitlines():
+            job_id, attempt, *end = line.split()
+            events[int(job_id)].append(line)
+            if not end:
+                attempts[int(job_id)].append(int(attempt))
+        assert set(attempts) == set(ids)
+        reran = {}
+        for index, job_id in enumerate(ids, start=1):
+            seen = attempts[job_id]
+            # Each attempt at most once, in order.
+            assert seen == sorted(set(seen)), f"job {job_id} ran as attempts {seen}"
+            # Never two at once: nothing of an attempt after the next one
+            # started (an attempt killed at the restart has no end line).
+            for before, after in zip(events[job_id], events[job_id][1:], strict=False):
+                assert int(before.split()[1]) <= int(after.split()[1]), f"job {job_id}: {events[job_id]}"
+            assert events[job_id][-1] == f"{job_id} {seen[-1]} end", f"job {job_id}: {events[job_id]}"
+            got = client.get_job(job_id)
+            assert got.job.state == common_pb2.JOB_STATE_SUCCEEDED, (job_id, got.job.state)
+            assert got.stdout_tail.decode() == f"out-{index}\n", (job_id, got.stdout_tail)
+            assert got.job.attempt == seen[-1], (job_id, got.job.attempt, seen)
+            if len(seen) > 1:
+                reran[job_id] = seen
+        client.close()
+        jobs = json.loads(cluster.kueue("ls", "--json", "-n", "0").stdout)["jobs"]
+        assert len(jobs) == JOBS
+        assert all(job["state"] == "JOB_STATE_SUCCEEDED" for job in jobs), [
+            (job["id"], job["state"]) for job in jobs if job["state"] != "JOB_STATE_SUCCEEDED"
+        ]
+        # The history shows every rerun: the job's final attempt number.
+        for job_id, seen in reran.items():
+            shown = json.loads(cluster.kueue("show", str(job_id), "--json").stdout)
+            attempt = int(shown.get("job", shown)["attempt"])
+            assert attempt == seen[-1] > 1, (job_id, attempt, seen)
+        killed = sum(
+            cluster.worker_log(name).count("from a previous run of this worker killed") for name in WORKERS
+        )
+        print(f"{len(reran)} job(s) ran again; {killed} attempt(s) of crashed workers killed at restart")
+    finally:
+        cluster.close()
+        print(cluster.logs())

@@ -1,0 +1,225 @@
+"""Recording running attempts and killing them after a crash, with real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from kueue.config import WorkerSettings
+from kueue.v1 import common_pb2
+from kueue.v1 import worker_service_pb2 as wpb
+from kueue_worker import orphans
+from kueue_worker.worker import Worker
+
+DEADLINE = 20.0
+
+
+def wait_until(predicate: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.fixture
+def spawned() -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, 9)
+            except OSError:
+                proc.kill()
+        proc.wait(timeout=10)
+
+
+def job_tree(
+    spawned: list[subprocess.Popen[bytes]], job_id: int = 7, attempt: int = 1, script: str | None = None
+) -> tuple[subprocess.Popen[bytes], list[int]]:
+    """A job like the runner starts one: a shell in its own session with a
+    child sleeping in the foreground and one in the background; their pids."""
+    env = dict(os.environ, KUEUE_JOB_ID=str(job_id), KUEUE_ATTEMPT=str(attempt))
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", script or "sleep 1000 & sleep 1001; wait"],
+        env=env,
+        start_new_session=True,
+    )
+    spawned.append(proc)
+
+    def children() -> list[psutil.Process]:
+        return psutil.Process(proc.pid).children(recursive=True)
+
+    wait_until(lambda: len(children()) >= 2, "the job's children to start")
+    return proc, [proc.pid, *(c.pid for c in children())]
+
+
+def test_ledger_records_and_forgets_atomically(
+    tmp_path: Path, spawned: list[subprocess.Popen[bytes]]
+) -> None:
+    path = orphans.ledger_path(tmp_path, "w1", "host.example.org")
+    assert path.name == "host.example.org-w1.attempts.json"
+    ledger = orphans.Ledger(path)
+    proc, _ = job_tree(spawned)
+    ledger.record(7, 1, proc.pid)
+    ledger.record(8, 2, proc.pid)
+    on_disk = orphans.read(path)
+    assert {(r.job_id, r.attempt) for r in on_disk} == {(7, 1), (8, 2)}
+    rec = on_disk[0]
+    assert rec.pid == proc.pid and rec.pgid == proc.pid
+    assert rec.create_time == psutil.Process(proc.pid).create_time()
+    ledger.forget(8, 2)
+    ledger.forget(8, 2)  # a second end of the same attempt is harmless
+    assert [(r.job_id, r.attempt) for r in orphans.read(path)] == [(7, 1)]
+    # No temporary file is left beside it.
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_restart_kills_the_recorded_tree(tmp_path: Path, spawned: list[subprocess.Popen[bytes]]) -> None:
+    path = orphans.ledger_path(tmp_path, "w1")
+    ledger = orphans.Ledger(path)
+    proc, pids = job_tree(spawned, 12, 1)
+    ledger.record(12, 1, proc.pid)
+    del ledger  # the worker dies; its job runs on
+    killed = orphans.reap(path, grace_seconds=2.0)
+    assert [(r.job_id, r.attempt) for r in killed] == [(12, 1)]
+    proc.wait(timeout=DEADLINE)
+    wait_until(lambda: all(gone(pid) for pid in pids), "every process of the job to end")
+    assert not path.exists()
+    # Nothing is killed twice: the record is gone.
+    assert orphans.reap(path, grace_seconds=2.0) == []
+
+
+def test_restart_kills_a_tree_that_ignores_sigterm(
+    tmp_path: Path, spawned: list[subprocess.Popen[bytes]]
+) -> None:
+    path = orphans.ledger_path(tmp_path, "w1")
+    proc, pids = job_tree(spawned, script="trap '' TERM; sleep 1000 & sleep 1001; wait")
+    orphans.Ledger(path).record(3, 2, proc.pid)
+    started = time.monotonic()
+    killed = orphans.reap(path, grace_seconds=0.5)
+    assert [(r.job_id, r.attempt) for r in killed] == [(3, 2)]
+    assert time.monotonic() - started < 0.5 + orphans.SIGKILL_WAIT_SECONDS
+    wait_until(lambda: all(gone(pid) for pid in pids), "every process of the job to end")
+
+
+def test_background_leftovers_of_an_ended_main_process_are_killed(
+    tmp_path: Path, spawned: list[subprocess.Popen[bytes]]
+) -> None:
+    path = orphans.ledger_path(tmp_path, "w1")
+    proc, pids = job_tree(spawned, 5, 4)
+    orphans.Ledger(path).record(5, 4, proc.pid)
+    # The shell goes away, its children stay in its group with the job's environment.
+    os.kill(proc.pid, 9)
+    proc.wait(timeout=DEADLINE)
+    killed = orphans.reap(path, grace_seconds=2.0)
+    assert [(r.job_id, r.attempt) for r in killed] == [(5, 4)]
+    wait_until(lambda: all(gone(pid) for pid in pids[1:]), "the job's leftover children to end")
+
+
+def test_a_reused_pid_is_not_killed(tmp_path: Path, spawned: list[subprocess.Popen[bytes]]) -> None:
+    path = orphans.ledger_path(tmp_path, "w1")
+    # A stranger now holds the recorded pid (and leads a group and session of
+    # that id) but was created at another time: not ours.
+    stranger, pids = job_tree(spawned, 99, 9)
+    wall, since_boot = orphans.start_times(psutil.Process(stranger.pid))
+    path.parent.mkdir(parents=True)
+    for recorded_wall, recorded_since_boot in (
+        (wall - 100.0, since_boot - 100.0),  # an earlier process of that pid
+        (wall - 100.0, -1.0),  # recorded without the time since boot
+        (wall - 3600.0, since_boot),  # a process of the same pid and age before a reboot
+    ):
+        record = {
+            "job_id": 12,
+            "attempt": 1,
+            "pid": stranger.pid,
+            "create_time": recorded_wall,
+            "pgid": stranger.pid,
+            "started_since_boot": recorded_since_boot,
+        }
+        path.write_text(json.dumps({"attempts": [record]}))
+        assert orphans.reap(path, grace_seconds=0.5) == []
+    assert all(not gone(pid) for pid in pids)
+    assert stranger.poll() is None
+
+
+def test_an_unreadable_ledger_is_ignored(tmp_path: Path) -> None:
+    path = orphans.ledger_path(tmp_path, "w1")
+    path.parent.mkdir(parents=True)
+    path.write_text("{half")
+    assert orphans.reap(path, grace_seconds=0.5) == []
+    assert orphans.reap(tmp_path / "missing.json", grace_seconds=0.5) == []
+
+
+def test_jobs_of_a_live_worker_of_the_same_name_are_left_alone(
+    tmp_path: Path, spawned: list[subprocess.Popen[bytes]]
+) -> None:
+    path = orphans.ledger_path(tmp_path, "w1")
+    proc, pids = job_tree(spawned, 12, 1)
+    me = psutil.Process()
+    other = psutil.Process(proc.pid)  # stands for the other worker, alive
+    record = {
+        "job_id": 12,
+        "attempt": 1,
+        "pid": proc.pid,
+        "create_time": other.create_time(),
+        "pgid": proc.pid,
+    }
+    owner = {"pid": other.pid, "create_time": other.create_time()}
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"worker": owner, "attempts": [record]}))
+    assert orphans.reap(path, grace_seconds=0.5) == []
+    assert proc.poll() is None and all(not gone(pid) for pid in pids)
+    assert path.exists()
+    # Written by this very process (a ledger of our own): no obstacle.
+    path.write_text(
+        json.dumps({"worker": {"pid": me.pid, "create_time": me.create_time()}, "attempts": [record]})
+    )
+    assert [(r.job_id, r.attempt) for r in orphans.reap(path, grace_seconds=2.0)] == [(12, 1)]
+
+
+def test_the_worker_records_an_attempt_while_its_process_runs(tmp_path: Path) -> None:
+    path = orphans.ledger_path(tmp_path, "w1")
+    go = tmp_path / "go"
+    spec = common_pb2.JobSpec(
+        command=["/bin/sh", "-c", f"while [ ! -e {go} ]; do sleep 0.01; done"],
+        cwd=str(tmp_path),
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        resources=common_pb2.Resources(slots=1, cpus=1, ram_mb=10),
+    )
+
+    async def scenario() -> None:
+        worker = Worker(
+            WorkerSettings(system_update_interval_seconds=60), "w1", "ab" * 16, orphans.Ledger(path)
+        )
+        await worker.on_assign(wpb.Assign(job_id=4, attempt=2, spec=spec))
+        deadline = time.monotonic() + DEADLINE
+        while not worker.processes or worker.processes[(4, 2)].pid is None:
+            assert time.monotonic() < deadline, "the job did not start"
+            await asyncio.sleep(0.01)
+        pid = worker.processes[(4, 2)].pid
+        [rec] = orphans.read(path)
+        assert (rec.job_id, rec.attempt, rec.pid, rec.pgid) == (4, 2, pid, pid)
+        go.touch()
+        while worker.processes:
+            assert time.monotonic() < deadline, "the job did not end"
+            await asyncio.sleep(0.01)
+        assert orphans.read(path) == []
+
+    asyncio.run(scenario())
