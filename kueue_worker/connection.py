@@ -62,7 +62,9 @@ class Connection:
         shared_secret: str,
         config_path: Path | None,
         interval: float,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
+        self._credentials = credentials
         self.worker = worker
         self.server_address = server_address
         self._secret = shared_secret
@@ -81,7 +83,7 @@ class Connection:
     async def run(self) -> None:
         """Keep a session open until leave() is done; reconnect with backoff."""
         backoff = BACKOFF_INITIAL
-        async with grpc.aio.insecure_channel(self.server_address, options=rpc.CHANNEL_OPTIONS) as channel:
+        async with rpc.aio_channel(self.server_address, rpc.CHANNEL_OPTIONS, self._credentials) as channel:
             stub = rpc.AuthedStub(
                 worker_service_pb2_grpc.WorkerServiceStub(channel), "kueue.v1.WorkerService", self._secret
             )

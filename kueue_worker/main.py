@@ -10,8 +10,10 @@ import signal
 import socket
 import sys
 
+import grpc
+
 from kueue import config as kconfig
-from kueue import logs
+from kueue import logs, rpc
 from kueue_worker import identity, orphans
 from kueue_worker.connection import Connection
 from kueue_worker.worker import Worker
@@ -53,7 +55,9 @@ async def shutdown(
         await asyncio.wait_for(connection_task, CLOSE_TIMEOUT)
 
 
-async def serve(cfg: kconfig.Config, name: str, worker_id: str) -> int:
+async def serve(
+    cfg: kconfig.Config, name: str, worker_id: str, credentials: grpc.ChannelCredentials | None = None
+) -> int:
     """Run until SIGTERM/SIGINT; the exit status."""
     worker = Worker(
         cfg.worker_settings, name, worker_id, orphans.Ledger(orphans.ledger_path(cfg.data_dir, name))
@@ -64,6 +68,7 @@ async def serve(cfg: kconfig.Config, name: str, worker_id: str) -> int:
         cfg.common_settings.shared_secret,
         cfg.path,
         float(cfg.worker_settings.system_update_interval_seconds),
+        credentials=credentials,
     )
     loop = asyncio.get_running_loop()
     signals: asyncio.Queue[int] = asyncio.Queue()
@@ -114,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     # Before registering: the server queues these jobs again as soon as we
     # report no attempts, and they must not run here at the same time.
     orphans.reap(orphans.ledger_path(cfg.data_dir, name), cfg.worker_settings.kill_grace_seconds)
-    status = asyncio.run(serve(cfg, name, worker_id))
+    try:
+        credentials = rpc.channel_credentials(cfg)
+    except kconfig.ConfigError as exc:
+        print(f"kueue_worker: {exc}", file=sys.stderr)
+        return 2
+    status = asyncio.run(serve(cfg, name, worker_id, credentials))
     log.info("stopped")
     return status
