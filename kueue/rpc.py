@@ -48,7 +48,9 @@ def channel_credentials(config: Config) -> grpc.ChannelCredentials | None:
     c = config.common_settings
     if not c.tls_ca:
         return None
-    cert = _read_pem(config, "common_settings.tls_client_cert", c.tls_client_cert) if c.tls_client_cert else None
+    cert = (
+        _read_pem(config, "common_settings.tls_client_cert", c.tls_client_cert) if c.tls_client_cert else None
+    )
     key = _read_pem(config, "common_settings.tls_client_key", c.tls_client_key) if c.tls_client_key else None
     return grpc.ssl_channel_credentials(
         root_certificates=_read_pem(config, "common_settings.tls_ca", c.tls_ca),
@@ -126,8 +128,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 break
         verdict = self._verifier.check(details.method, token)
         handler = await continuation(details)
-        if verdict.ok or handler is None:
-            return handler
+        if handler is None:
+            return None
+        if verdict.ok:
+            return _tolerant_handler(handler)
         self._warn(details.method, verdict.reason)
         return _refusing_handler(handler, verdict.reason)
 
@@ -150,10 +154,9 @@ def _refusing_handler(handler: grpc.RpcMethodHandler, reason: str) -> grpc.RpcMe
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
         yield  # pragma: no cover - makes this an async generator
 
-    kwargs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
+    # The request is never decoded: bytes that do not parse are refused as
+    # UNAUTHENTICATED too, without grpcio logging a traceback for each call.
+    kwargs = {"request_deserializer": None, "response_serializer": handler.response_serializer}
     if handler.request_streaming and handler.response_streaming:
         return grpc.stream_stream_rpc_method_handler(refuse_stream, **kwargs)
     if handler.request_streaming:
@@ -161,6 +164,52 @@ def _refusing_handler(handler: grpc.RpcMethodHandler, reason: str) -> grpc.RpcMe
     if handler.response_streaming:
         return grpc.unary_stream_rpc_method_handler(refuse_stream, **kwargs)
     return grpc.unary_unary_rpc_method_handler(refuse, **kwargs)
+
+
+class _Malformed:
+    """Stands for a unary request whose bytes do not parse as its message."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _tolerant_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """A unary request that does not parse gets INVALID_ARGUMENT, instead of
+    grpcio's UNKNOWN and an error-level traceback in the log for every call.
+    (Streamed requests are decoded by context.read(): the servicers handle it.)"""
+    if handler.request_streaming or handler.request_deserializer is None:
+        return handler
+    deserialize = handler.request_deserializer
+
+    def safe_deserialize(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as exc:  # any parse failure is the client's
+            return _Malformed(exc)
+
+    async def refuse(request: _Malformed, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {request.error}"[:500])
+
+    kwargs = {"request_deserializer": safe_deserialize, "response_serializer": handler.response_serializer}
+    if handler.response_streaming:
+        behavior = handler.unary_stream
+
+        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, _Malformed):
+                await refuse(request, context)
+                return
+            async for response in behavior(request, context):
+                yield response
+
+        return grpc.unary_stream_rpc_method_handler(unary_stream, **kwargs)
+    behavior = handler.unary_unary
+
+    async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, _Malformed):
+            await refuse(request, context)
+        return await behavior(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(unary_unary, **kwargs)
 
 
 def timestamp(seconds: float | None) -> Timestamp | None:

@@ -15,6 +15,7 @@ import logging
 import signal as signals
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from kueue.v1 import common_pb2
 from kueue.v1 import job_service_pb2 as jpb
@@ -172,7 +173,12 @@ class AttachSession:
     async def _read_requests(self) -> None:
         app = self.app
         while True:
-            msg = await self.context.read()
+            try:
+                msg = await self.context.read()
+            except DecodeError:
+                # Nothing more from this client can be trusted: read no further.
+                log.info("job %d: malformed AttachRequest; ignoring the rest of the stream", self.job_id)
+                return
             if msg is grpc.aio.EOF:
                 return
             kind = msg.WhichOneof("msg")

@@ -34,7 +34,7 @@ class ClusterService(cluster_service_pb2_grpc.ClusterServiceServicer):
             (w for w in workers.values() if w.name == request.id or w.id.startswith(request.id or "\0")), None
         )
         if worker is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no worker {request.id!r}")
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no worker {request.id[:200]!r}")
         jobs = [convert.job_message(self.app.scheduler.jobs[j]) for j in sorted(worker.jobs)]
         return cpb.GetWorkerResponse(worker=convert.worker_message(worker), jobs=jobs)
 

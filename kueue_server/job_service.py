@@ -7,10 +7,11 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from kueue.v1 import common_pb2, job_service_pb2_grpc
 from kueue.v1 import job_service_pb2 as jpb
-from kueue_server import convert, output_files
+from kueue_server import convert, limits, output_files
 from kueue_server.app import App
 from kueue_server.attach import AttachSession
 from kueue_server.model import FINAL, JobRecord, State
@@ -40,15 +41,18 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         self, request: jpb.SubmitJobsRequest, context: grpc.aio.ServicerContext
     ) -> jpb.SubmitJobsResponse:
         try:
-            jobs, warnings = await self.app.submit(
-                request.spec, [dict(i.env) for i in request.instances] or None
-            )
+            envs = [dict(i.env) for i in request.instances]
+            limits.check_instance_envs(request.spec, envs)
+            jobs, warnings = await self.app.submit(request.spec, envs or None)
         except (SchedulerError, StoreError) as exc:
             await abort_on(context, exc)
         return jpb.SubmitJobsResponse(job_ids=[job.id for job in jobs], warnings=warnings)
 
     async def Attach(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:
-        first = await context.read()
+        try:
+            first = await context.read()
+        except DecodeError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed AttachRequest")
         if first is grpc.aio.EOF or first.WhichOneof("msg") != "start":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first Attach message must be start")
         try:

@@ -10,6 +10,14 @@ MAX_COMMAND_BYTES = 1024 * 1024
 MAX_ENV_BYTES = 4 * 1024 * 1024
 MAX_CPUS = 1_000_000
 MAX_RAM_MB = 1 << 40
+MAX_GLOBAL_AMOUNT = 1_000_000
+# cwd, stdout_path, stderr_path, user, submit_host: each at most this long.
+# (Small enough that an error message quoting one fits gRPC's metadata limit.)
+MAX_FIELD_BYTES = 8 * 1024
+MAX_GLOBAL_NAMES = 64
+MAX_GLOBAL_NAME_BYTES = 256
+# All instance environments of one submission together.
+MAX_ARRAY_ENV_BYTES = 8 * 1024 * 1024
 
 
 def check_sizes(spec: common_pb2.JobSpec, instances: int) -> None:
@@ -22,6 +30,37 @@ def check_sizes(spec: common_pb2.JobSpec, instances: int) -> None:
         raise SchedulerError("RESOURCE_EXHAUSTED", f"command longer than {MAX_COMMAND_BYTES} bytes")
     if sum(len(k) + len(v) for k, v in spec.env.items()) > MAX_ENV_BYTES:
         raise SchedulerError("RESOURCE_EXHAUSTED", f"environment larger than {MAX_ENV_BYTES} bytes")
+    for name in ("cwd", "stdout_path", "stderr_path", "user", "submit_host"):
+        if len(getattr(spec, name)) > MAX_FIELD_BYTES:
+            raise SchedulerError("RESOURCE_EXHAUSTED", f"{name} longer than {MAX_FIELD_BYTES} characters")
     res = spec.resources
     if res.cpus > MAX_CPUS or res.ram_mb > MAX_RAM_MB or res.slots > MAX_CPUS:
         raise SchedulerError("INVALID_ARGUMENT", "absurd resource request (cpus, ram or slots out of range)")
+    if len(res.global_resources) > MAX_GLOBAL_NAMES or any(
+        len(name) > MAX_GLOBAL_NAME_BYTES for name in res.global_resources
+    ):
+        raise SchedulerError(
+            "INVALID_ARGUMENT",
+            f"at most {MAX_GLOBAL_NAMES} global resources of at most {MAX_GLOBAL_NAME_BYTES} characters each",
+        )
+    if any(n > MAX_GLOBAL_AMOUNT for n in res.global_resources.values()):
+        raise SchedulerError(
+            "INVALID_ARGUMENT", f"absurd global resource amount (more than {MAX_GLOBAL_AMOUNT})"
+        )
+
+
+def check_instance_envs(spec: common_pb2.JobSpec, envs: list[dict[str, str]]) -> None:
+    """Each job's environment (spec plus instance) and all instance
+    environments together stay bounded."""
+    base = sum(len(k) + len(v) for k, v in spec.env.items())
+    total = 0
+    for env in envs:
+        size = sum(len(k) + len(v) for k, v in env.items())
+        total += size
+        if base + size > MAX_ENV_BYTES:
+            raise SchedulerError("RESOURCE_EXHAUSTED", f"environment larger than {MAX_ENV_BYTES} bytes")
+        if total > MAX_ARRAY_ENV_BYTES:
+            raise SchedulerError(
+                "RESOURCE_EXHAUSTED",
+                f"instance environments larger than {MAX_ARRAY_ENV_BYTES} bytes in one submission",
+            )

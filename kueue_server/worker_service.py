@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 
 import grpc
+from google.protobuf.message import DecodeError
 
 import kueue
 from kueue.v1 import worker_service_pb2 as wpb
@@ -17,6 +19,18 @@ from kueue_server.store import OutputWrite
 
 log = logging.getLogger("kueue_server")
 
+# Output offsets past this are nonsense (a petabyte); refusing them keeps every
+# counter within protobuf's and SQLite's integer ranges.
+MAX_OUTPUT_OFFSET = 1 << 50
+MAX_SQLITE_INT = (1 << 63) - 1
+# Worker-supplied text that ends up in a job's comment.
+MAX_REASON_CHARS = 4096
+
+
+def _consume(task: asyncio.Future[object]) -> None:
+    if not task.cancelled():
+        task.exception()
+
 
 class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
     def __init__(self, app: App) -> None:
@@ -24,7 +38,10 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
 
     async def Connect(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:
         app = self.app
-        first = await context.read()
+        try:
+            first = await context.read()
+        except DecodeError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed ConnectRequest")
         if first is grpc.aio.EOF or first.WhichOneof("msg") != "register":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be Register")
         reg = first.register
@@ -72,11 +89,17 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         try:
             while True:
                 reader = asyncio.ensure_future(context.read())
+                # A read left behind when the call ends must not log "never retrieved".
+                reader.add_done_callback(_consume)
                 done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
                 if reader not in done:
                     reader.cancel()
                     break  # replaced by a newer stream, or the worker was dropped
-                msg = reader.result()
+                try:
+                    msg = reader.result()
+                except DecodeError:
+                    log.warning("worker %s sent a malformed message; dropping its stream", worker.name)
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed ConnectRequest")
                 if msg is grpc.aio.EOF:
                     break
                 self._handle(conn, msg)
@@ -121,9 +144,10 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             app.kick()
         elif kind == "assignment_reply":
             r = msg.assignment_reply
-            sched.assignment_reply(wid, r.job_id, r.attempt, r.accepted, r.reason, r.transient, now)
+            reason = r.reason[:MAX_REASON_CHARS]
+            sched.assignment_reply(wid, r.job_id, r.attempt, r.accepted, reason, r.transient, now)
             if not r.accepted:
-                log.info("job %d attempt %d rejected by %s: %s", r.job_id, r.attempt, wid[:8], r.reason)
+                log.info("job %d attempt %d rejected by %s: %s", r.job_id, r.attempt, wid[:8], reason[:200])
             app.kick()
         elif kind == "stdin_ack":
             a = msg.stdin_ack
@@ -138,6 +162,15 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
 
     def _output(self, conn: WorkerConn, out: wpb.Output) -> None:
         app = self.app
+        if out.stream not in (1, 2) or out.offset + len(out.data) > MAX_OUTPUT_OFFSET:
+            # Nonsense: dropped without an acknowledgement, the job unchanged.
+            log.debug(
+                "worker %s sent output with stream %d offset %d: ignored",
+                conn.worker_id[:8],
+                out.stream,
+                out.offset,
+            )
+            return
         verdict = app.scheduler.output(
             conn.worker_id, out.job_id, out.attempt, out.stream, out.offset, len(out.data)
         )
@@ -161,9 +194,9 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             fin.attempt,
             fin.exit_code if fin.HasField("exit_code") else None,
             fin.signal,
-            fin.run_time_seconds,
-            fin.peak_memory_bytes,
-            fin.error,
+            run_time if math.isfinite(run_time := fin.run_time_seconds) and run_time >= 0 else 0.0,
+            min(fin.peak_memory_bytes, MAX_SQLITE_INT),
+            fin.error[:MAX_REASON_CHARS],
             app.clock(),
         )
         if recorded:
