@@ -192,6 +192,9 @@ shared_secret = "SECRET-0123456789"
 server_name = "kueue.example.org"
 server_port = 4242
 log_level = "debug"
+tls_ca = "/etc/kueue/ca.pem"
+tls_client_cert = "/etc/kueue/client.pem"
+tls_client_key = "/etc/kueue/client.key"
 
 [server_settings]
 bind_addresses = "127.0.0.1"
@@ -202,6 +205,9 @@ job_cleanup_after_minutes = 99
 global_max_parallel_jobs = 12
 data_dir = "/srv/kueue"
 job_output_cap_mb = 3
+tls_cert = "/etc/kueue/server.pem"
+tls_key = "/etc/kueue/server.key"
+tls_require_client_cert = true
 
 [worker_settings]
 system_update_interval_seconds = 2
@@ -233,6 +239,9 @@ def test_every_section_and_key_is_parsed() -> None:
         server_name="kueue.example.org",
         server_port=4242,
         log_level="debug",
+        tls_ca="/etc/kueue/ca.pem",
+        tls_client_cert="/etc/kueue/client.pem",
+        tls_client_key="/etc/kueue/client.key",
     )
     assert cfg.server_settings == config.ServerSettings(
         bind_addresses="127.0.0.1",
@@ -243,6 +252,9 @@ def test_every_section_and_key_is_parsed() -> None:
         global_max_parallel_jobs=12,
         data_dir="/srv/kueue",
         job_output_cap_mb=3,
+        tls_cert="/etc/kueue/server.pem",
+        tls_key="/etc/kueue/server.key",
+        tls_require_client_cert=True,
     )
     assert cfg.worker_settings == config.WorkerSettings(
         system_update_interval_seconds=2,

@@ -24,9 +24,19 @@ def test_full_disk_fails_writes_clearly_and_loses_nothing(tmp_path: Path) -> Non
         big_script = "import sys\nfor i in range(30000): sys.stdout.write(f'{i:07d}' + 'y' * 92 + '\\n')\n"
         (big,) = cluster.kueue("cmd", sys.executable, "-c", big_script, cwd=work).stdout.split()
 
+        accepted: list[str] = []  # submissions made before the store filled up
+        tries = iter(range(1000))
+
         def refused() -> str | None:
-            result = cluster.kueue("cmd", "echo", "rejected", cwd=work, check=False)
-            return result.stderr if result.returncode != 0 else None
+            marker = f"try-{next(tries)}"
+            result = cluster.kueue("cmd", "echo", marker, cwd=work, check=False)
+            if result.returncode == 0:
+                accepted.append(marker)
+                return None
+            refused_markers.append(marker)
+            return result.stderr
+
+        refused_markers: list[str] = []
 
         error = wait_for(refused, 60, "a submission to fail on the full store")
         assert "could not store" in error and len(error.strip().splitlines()) == 1
