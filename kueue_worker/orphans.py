@@ -43,6 +43,7 @@ from pathlib import Path
 import psutil
 
 from kueue_worker import identity
+from kueue_worker.process_tree import living_tree
 
 log = logging.getLogger(__name__)
 
@@ -221,32 +222,8 @@ def tree(rec: Record) -> list[psutil.Process]:
     leader_alive = False
     with contextlib.suppress(psutil.Error):
         leader_alive = _same_process(psutil.Process(rec.pid), rec.create_time, rec.started_since_boot)
-    children: dict[int, list[psutil.Process]] = {}
-    found: dict[int, psutil.Process] = {}
-    for proc in psutil.process_iter(["ppid"]):
-        ppid = proc.info["ppid"]
-        if ppid is not None:
-            children.setdefault(ppid, []).append(proc)
-        try:
-            member = rec.pgid in (os.getpgid(proc.pid), os.getsid(proc.pid))
-        except OSError:
-            continue
-        # Without the live leader the group id may have been reused by strangers.
-        if member and (leader_alive or _names_attempt(proc, rec)):
-            found[proc.pid] = proc
-    stack = list(found)
-    while stack:
-        for child in children.get(stack.pop(), ()):
-            if child.pid not in found:
-                found[child.pid] = child
-                stack.append(child.pid)
-    found.pop(os.getpid(), None)
-    alive = []
-    for proc in found.values():
-        with contextlib.suppress(psutil.Error):
-            if proc.status() != psutil.STATUS_ZOMBIE:
-                alive.append(proc)
-    return alive
+    # Without the live leader the group id may have been reused by strangers.
+    return living_tree(rec.pgid, admit=lambda proc: leader_alive or _names_attempt(proc, rec))
 
 
 def _signal(procs: list[psutil.Process], signum: int) -> None:

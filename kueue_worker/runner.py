@@ -30,6 +30,7 @@ import psutil
 
 from kueue.v1 import common_pb2
 from kueue.v1 import worker_service_pb2 as wpb
+from kueue_worker.process_tree import living_tree
 
 log = logging.getLogger(__name__)
 
@@ -444,35 +445,9 @@ class JobProcess:
         roots = list(self._known.values())
         if self._main is not None:
             roots.append(self._main)
-        children: dict[int, list[psutil.Process]] = {}
-        found: dict[int, psutil.Process] = {}
-        for proc in psutil.process_iter(["ppid"]):
-            ppid = proc.info["ppid"]
-            if ppid is not None:
-                children.setdefault(ppid, []).append(proc)
-            try:
-                if self.pid in (os.getpgid(proc.pid), os.getsid(proc.pid)):
-                    found[proc.pid] = proc
-            except OSError:
-                continue
-        for proc in roots:
-            # is_running() also tells a reused pid from the process we saw.
-            if proc.is_running():
-                found[proc.pid] = proc
-        stack = list(found)
-        while stack:
-            for child in children.get(stack.pop(), ()):
-                if child.pid not in found:
-                    found[child.pid] = child
-                    stack.append(child.pid)
-        alive = {}
-        for pid, proc in found.items():
-            with contextlib.suppress(psutil.Error):
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    alive[pid] = proc
-        alive.pop(os.getpid(), None)
-        self._known = alive
-        return list(alive.values())
+        alive = living_tree(self.pid, roots=roots)
+        self._known = {proc.pid: proc for proc in alive}
+        return alive
 
     # -- signals and kill ------------------------------------------------------
 
