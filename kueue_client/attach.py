@@ -175,7 +175,17 @@ class StdinFeed:
         self._wake()
 
     def ack(self, attempt: int, offset: int) -> None:
-        if attempt != self.attempt or offset <= self.acked:
+        if attempt != self.attempt:
+            return
+        if offset == self.acked < self.sent and offset >= self.base:
+            # The worker repeats a position it already gave while more was
+            # sent: it lost messages (its connection to the server broke, or
+            # it saw a gap). Send again from there; repeats are dropped there.
+            self.sent = offset
+            self.eof_sent = False
+            self._wake()
+            return
+        if offset <= self.acked:
             return
         self.acked = min(offset, self.sent)
         if not self.keep_all and self.acked > self.base:

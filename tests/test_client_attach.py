@@ -482,3 +482,26 @@ def test_server_without_attach_is_a_clear_error() -> None:
             await server.stop(None)
 
     assert "does not support" in str(asyncio.run(main()))
+
+
+def test_stdin_lost_in_a_worker_reconnect_is_sent_again() -> None:
+    feed = attach_module.StdinFeed(None, lambda: None, lambda text: None, window=1000, chunk=100)
+    feed.eof = False
+    feed._received(b"a" * 250)
+    feed._received(b"")
+    feed.new_attempt(1)
+    feed.start(1)
+    sent = [feed.next_message() for _ in range(3)]
+    assert [(m.offset, len(m.data), m.eof) for m in sent] == [
+        (0, 100, False),
+        (100, 100, False),
+        (200, 50, True),
+    ]
+    feed.ack(1, 100)
+    assert feed.next_message() is None
+    # The worker reconnected and says again it holds 100 bytes: the rest was lost.
+    feed.ack(1, 100)
+    again = [feed.next_message() for _ in range(2)]
+    assert [(m.offset, len(m.data), m.eof) for m in again] == [(100, 100, False), (200, 50, True)]
+    feed.ack(1, 250)
+    assert feed.next_message() is None
