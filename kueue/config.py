@@ -63,6 +63,9 @@ class WorkerSettings:
     dynamic_cpu_load_scale_factor: float = 1.0
     # Ours: time between SIGTERM and SIGKILL when a job is killed.
     kill_grace_seconds: float = 10.0
+    # Ours: on SIGTERM, "drain" (finish running jobs, take no new ones) or
+    # "requeue" (stop them now and hand them back to the queue).
+    on_sigterm: str = "drain"
 
 
 @dataclass
@@ -191,6 +194,9 @@ dynamic_check_free_resources = true
 dynamic_cpu_load_scale_factor = 1.0
 # Seconds between SIGTERM and SIGKILL when a job is killed.
 kill_grace_seconds = 10.0
+# On SIGTERM: "drain" finishes the running jobs and takes no new ones (a second
+# SIGTERM stops them); "requeue" stops them at once and hands them back.
+on_sigterm = "drain"
 
 [client_settings]
 # Resources a job asks for unless given on the command line.
@@ -288,6 +294,10 @@ def _validate(config: Config, path: Path) -> None:
     w = config.worker_settings
     if w.system_update_interval_seconds <= 0:
         raise ConfigError(f"{path}: worker_settings.system_update_interval_seconds must be positive")
+    if w.on_sigterm not in ("drain", "requeue"):
+        raise ConfigError(
+            f'{path}: worker_settings.on_sigterm must be "drain" or "requeue", not {w.on_sigterm!r}'
+        )
     if w.worker_max_parallel_jobs < 0:
         raise ConfigError(f"{path}: worker_settings.worker_max_parallel_jobs must not be negative")
 

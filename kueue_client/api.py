@@ -290,6 +290,11 @@ class Client:
         """A worker (by id or name) and the jobs offered to or running on it."""
         return self._unary(self._cluster, "GetWorker", cluster_service_pb2.GetWorkerRequest(id=id))
 
+    def drain_worker(self, id: str, drain: bool = True) -> common_pb2.Worker:
+        """Stop (or resume) offering new jobs to a worker (by id or name)."""
+        request = cluster_service_pb2.DrainWorkerRequest(id=id, drain=drain)
+        return self._unary(self._cluster, "DrainWorker", request).worker
+
     def list_resources(self) -> list[common_pb2.GlobalResource]:
         return list(
             self._unary(self._cluster, "ListResources", cluster_service_pb2.ListResourcesRequest()).resources

@@ -228,6 +228,9 @@ def _up(ctx: Context, client: Client) -> int:
     return 0
 
 
+WORKER_DRAIN_PATIENCE = 1.0
+
+
 def _stop(role: str, started: Started, grace: float) -> str:
     """SIGTERM, then SIGKILL after `grace` seconds; returns what happened."""
     proc = _process(started, role)
@@ -236,6 +239,12 @@ def _stop(role: str, started: Started, grace: float) -> str:
         return f"{name} was not running"
     try:
         proc.send_signal(signal.SIGTERM)
+        if role == "worker":
+            # A worker with running jobs drains on the first SIGTERM; `down`
+            # means now, so a second one stops the jobs and hands them back.
+            _, alive = psutil.wait_procs([proc], timeout=WORKER_DRAIN_PATIENCE)
+            if alive:
+                proc.send_signal(signal.SIGTERM)
         _, alive = psutil.wait_procs([proc], timeout=grace)
         if alive:
             proc.kill()

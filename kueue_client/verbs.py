@@ -243,6 +243,19 @@ def list_workers(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def drain(args: argparse.Namespace, ctx: Context) -> int:
+    worker = ctx.client.drain_worker(args.id, True)
+    print(f"worker {worker.name} is drained: no new jobs; its {worker.running_jobs} running job(s) go on")
+    return 0
+
+
+def undrain(args: argparse.Namespace, ctx: Context) -> int:
+    worker = ctx.client.drain_worker(args.id, False)
+    state = "takes new jobs again" if not worker.draining else "is still stopping by itself"
+    print(f"worker {worker.name} {state}")
+    return 0
+
+
 def show_worker(args: argparse.Namespace, ctx: Context) -> int:
     from kueue_client import views
 

@@ -462,7 +462,7 @@ def workers_grid(workers: Sequence[common_pb2.Worker], now: float | None = None)
                 f"{sysinfo.load_1:.1f} {sysinfo.load_5:.1f} {sysinfo.load_15:.1f}",
                 _fraction_style(sysinfo.load_1 / cores) if cores else "",
             )
-            name_cell = Cell(w.name)
+            name_cell = Cell(f"{w.name} (draining)", "yellow") if w.draining else Cell(w.name)
             uptime = Cell(format_duration(sysinfo.uptime_seconds) if sysinfo.uptime_seconds else "-")
         else:
             busy_cell = Cell("-", "dim")
@@ -509,6 +509,8 @@ def worker_fields(worker: common_pb2.Worker, now: float | None = None) -> list[F
     if worker.connected:
         since = f"since {format_datetime(connected_at)}" if connected_at else ""
         connection = Field("connected", f"yes {since}".strip(), "green")
+        if worker.draining:
+            connection = Field("connected", f"yes {since}, draining: takes no new jobs".strip(), "yellow")
     else:
         connection = Field("connected", f"no, last seen {format_datetime(last_seen)}", "red")
     busy = busy_fraction(worker)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 
 import kueue
@@ -9,6 +11,9 @@ from kueue.v1 import cluster_service_pb2 as cpb
 from kueue.v1 import cluster_service_pb2_grpc, common_pb2
 from kueue_server import convert
 from kueue_server.app import App
+from kueue_server.model import WorkerRecord
+
+log = logging.getLogger("kueue_server")
 
 
 class ClusterService(cluster_service_pb2_grpc.ClusterServiceServicer):
@@ -26,15 +31,28 @@ class ClusterService(cluster_service_pb2_grpc.ClusterServiceServicer):
         workers.sort(key=lambda w: w.name)
         return cpb.ListWorkersResponse(workers=[convert.worker_message(w) for w in workers])
 
+    async def _find(self, id_or_name: str, context: grpc.aio.ServicerContext) -> WorkerRecord:
+        workers = self.app.scheduler.workers
+        worker = workers.get(id_or_name) or next(
+            (w for w in workers.values() if w.name == id_or_name or w.id.startswith(id_or_name or "\0")), None
+        )
+        if worker is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no worker {id_or_name[:200]!r}")
+        return worker
+
+    async def DrainWorker(
+        self, request: cpb.DrainWorkerRequest, context: grpc.aio.ServicerContext
+    ) -> cpb.DrainWorkerResponse:
+        worker = await self._find(request.id, context)
+        self.app.scheduler.drain(worker.id, request.drain)
+        log.info("worker %s %s by an operator", worker.name, "drained" if request.drain else "undrained")
+        self.app.kick()
+        return cpb.DrainWorkerResponse(worker=convert.worker_message(worker))
+
     async def GetWorker(
         self, request: cpb.GetWorkerRequest, context: grpc.aio.ServicerContext
     ) -> cpb.GetWorkerResponse:
-        workers = self.app.scheduler.workers
-        worker = workers.get(request.id) or next(
-            (w for w in workers.values() if w.name == request.id or w.id.startswith(request.id or "\0")), None
-        )
-        if worker is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no worker {request.id[:200]!r}")
+        worker = await self._find(request.id, context)
         jobs = [convert.job_message(self.app.scheduler.jobs[j]) for j in sorted(worker.jobs)]
         return cpb.GetWorkerResponse(worker=convert.worker_message(worker), jobs=jobs)
 

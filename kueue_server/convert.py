@@ -64,6 +64,7 @@ def worker_message(worker: WorkerRecord) -> common_pb2.Worker:
         connected_at=timestamp(worker.connected_at),
         last_seen_at=timestamp(worker.last_seen),
         address=worker.address,
+        draining=worker.draining,
     )
 
 

@@ -105,6 +105,14 @@ class WorkerRecord:
     jobs: set[int] = field(default_factory=set)
     # Incremented on each (re)connection so effects aimed at an old stream can be told apart.
     session: int = 0
+    # No new jobs: asked by an operator (kueue drain), or by the worker itself
+    # while it finishes its jobs before stopping.
+    drained_by_operator: bool = False
+    draining_itself: bool = False
+
+    @property
+    def draining(self) -> bool:
+        return self.drained_by_operator or self.draining_itself
 
     def free(self) -> Amount:
         return Amount(

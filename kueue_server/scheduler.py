@@ -198,9 +198,9 @@ class Scheduler:
                 warnings.append(
                     f"the job asks for {n} {name} but the cluster has only {total}; it will not run"
                 )
-        connected = [w for w in self.workers.values() if w.connected]
+        connected = [w for w in self.workers.values() if w.connected and not w.draining]
         if not connected:
-            warnings.append("no worker is connected; the job waits until one connects")
+            warnings.append("no worker is connected and taking jobs; the job waits until one is")
         elif not any(w.capacity.fits(shape) for w in connected):
             biggest = max(connected, key=lambda w: (w.capacity.cpus, w.capacity.ram_mb))
             warnings.append(
@@ -245,6 +245,7 @@ class Scheduler:
         running: Iterable[tuple[int, int]],
         now: float,
         finished: Iterable[tuple[int, int]] = (),
+        draining: bool = False,
     ) -> WorkerRecord:
         """A worker (re)registered, reporting the attempts it still runs and
         those it finished without an acknowledgement (recorded by finished()
@@ -258,6 +259,7 @@ class Scheduler:
             worker = self.workers[worker_id] = WorkerRecord(id=worker_id, name=name)
         worker.name, worker.capacity, worker.system, worker.address = name, capacity, system, address
         worker.connected, worker.connected_at, worker.last_seen = True, now, now
+        worker.draining_itself = draining
         worker.external = Amount()
         worker.session += 1
         running = set(running)
@@ -275,13 +277,25 @@ class Scheduler:
         self._effects.workers.add(worker_id)
         return worker
 
-    def heartbeat(self, worker_id: str, system: common_pb2.SystemInfo, external: Amount, now: float) -> None:
+    def heartbeat(
+        self,
+        worker_id: str,
+        system: common_pb2.SystemInfo,
+        external: Amount,
+        now: float,
+        draining: bool = False,
+    ) -> None:
         worker = self.workers.get(worker_id)
         if worker is None or not worker.connected:
             return
         worker.system = system
         worker.external = external
         worker.last_seen = now
+        worker.draining_itself = draining
+
+    def drain(self, worker_id: str, drain: bool) -> None:
+        """An operator stops (or resumes) new offers to a worker."""
+        self.workers[worker_id].drained_by_operator = drain
 
     def disconnect_worker(self, worker_id: str, session: int, now: float) -> None:
         """The stream closed. Its jobs stay: it may come back within the timeout."""
@@ -522,7 +536,11 @@ class Scheduler:
         if self.counts[State.PENDING] == 0:
             return
         active = self.counts[State.OFFERED] + self.counts[State.RUNNING]
-        heap = [(w.busy(), w.id) for w in self.workers.values() if w.connected and w.free().slots > 0]
+        heap = [
+            (w.busy(), w.id)
+            for w in self.workers.values()
+            if w.connected and not w.draining and w.free().slots > 0
+        ]
         heapq.heapify(heap)
         while heap and active < self.limits.global_max_parallel_jobs:
             _, worker_id = heapq.heappop(heap)

@@ -56,6 +56,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             [(a.job_id, a.attempt) for a in reg.attempts if not a.HasField("finished")],
             app.clock(),
             finished=[(a.job_id, a.attempt) for a in reg.attempts if a.HasField("finished")],
+            draining=reg.draining,
         )
         old = app.conns.get(worker.id)
         if old is not None:
@@ -132,7 +133,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         if kind == "heartbeat":
             hb = msg.heartbeat
             ext = hb.external_use
-            sched.heartbeat(wid, hb.system, Amount(0, ext.cpus, ext.ram_mb), now)
+            sched.heartbeat(wid, hb.system, Amount(0, ext.cpus, ext.ram_mb), now, draining=hb.draining)
             app.kick()
         elif kind == "output":
             self._output(conn, msg.output)

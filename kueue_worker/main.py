@@ -55,6 +55,26 @@ async def shutdown(
         await asyncio.wait_for(connection_task, CLOSE_TIMEOUT)
 
 
+async def drain(worker: Worker, signals: asyncio.Queue[int], signame: str) -> None:
+    """Finish the running jobs and take no new ones, until they end or another signal comes."""
+    log.info(
+        "%s received: draining: %d running job(s) finish, no new ones are taken "
+        "(send it again to stop them and have them queued again)",
+        signame,
+        len(worker.processes),
+    )
+    worker.start_draining()
+    idle = asyncio.create_task(worker.wait_idle())
+    again = asyncio.create_task(signals.get())
+    await asyncio.wait({idle, again}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (idle, again):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if worker.processes:
+        log.info("signal received while draining: stopping the remaining jobs")
+
+
 async def serve(
     cfg: kconfig.Config, name: str, worker_id: str, credentials: grpc.ChannelCredentials | None = None
 ) -> int:
@@ -86,8 +106,11 @@ async def serve(
         await worker.stop_jobs()
         return 1
     signame = signal.Signals(first_signal.result()).name
+    if cfg.worker_settings.on_sigterm == "drain" and worker.processes:
+        await drain(worker, signals, signame)
     log.info(
-        "%s received: killing the running jobs, then leaving (send it again to kill them at once)", signame
+        "%s received: stopping the running jobs (if any), then leaving (send it again to kill them at once)",
+        signame,
     )
 
     async def kill_on_second_signal() -> None:

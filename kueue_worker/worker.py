@@ -144,6 +144,8 @@ class Worker:
         self.ledger = ledger
         self.attempts = Attempts(name, settings.worker_max_parallel_jobs)
         self.processes: dict[Key, JobProcess] = {}
+        # Finishing the running jobs before stopping: the server offers nothing new.
+        self.draining = False
         self._watchers: dict[Key, asyncio.Task[None]] = {}
         self._feeds: dict[Key, StdinFeed] = {}
         self._acks_due: set[Key] = set()
@@ -177,13 +179,14 @@ class Worker:
             capacity=sysinfo.capacity(self.settings, system),
             attempts=self.attempts.reports(),
             version=kueue.__version__,
+            draining=self.draining,
         )
 
     def heartbeat_message(self) -> wpb.Heartbeat:
         system = sysinfo.probe()
         jobs_rss = sum(p.rss_bytes for p in self.processes.values())
         external = sysinfo.external_use(self.settings, system, self.attempts.reserved().cpus, jobs_rss)
-        return wpb.Heartbeat(system=system, external_use=external)
+        return wpb.Heartbeat(system=system, external_use=external, draining=self.draining)
 
     def _emit(self, msg: WorkerMessage) -> None:
         if self._outbox is not None:
@@ -352,6 +355,17 @@ class Worker:
             log.info("job %d attempt %d: %s", job_id, attempt, describe(finished))
             self._emit(finished)
         self.heartbeat_due.set()
+
+    def start_draining(self) -> None:
+        """Take no new jobs; the next heartbeat tells the server at once."""
+        self.draining = True
+        self.attempts.closing = True
+        self.heartbeat_due.set()
+
+    async def wait_idle(self) -> None:
+        """Until no attempt runs here any more."""
+        while self._watchers:
+            await asyncio.gather(*list(self._watchers.values()), return_exceptions=True)
 
     async def stop_jobs(self, signum: int = 0, grace_seconds: float = 0.0) -> int:
         """Turn new work away, kill every attempt and wait until each has finished; how many there were."""

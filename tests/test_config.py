@@ -215,6 +215,7 @@ worker_max_parallel_jobs = 4
 dynamic_check_free_resources = false
 dynamic_cpu_load_scale_factor = 0.5
 kill_grace_seconds = 1.5
+on_sigterm = "requeue"
 
 [client_settings]
 job_default_cpus = 8
@@ -262,6 +263,7 @@ def test_every_section_and_key_is_parsed() -> None:
         dynamic_check_free_resources=False,
         dynamic_cpu_load_scale_factor=0.5,
         kill_grace_seconds=1.5,
+        on_sigterm="requeue",
     )
     assert cfg.client_settings == config.ClientSettings(job_default_cpus=8, job_default_ram_mb=8192)
     assert cfg.global_resources == {"genus": 3, "matlab": 0}
@@ -505,3 +507,8 @@ def test_loading_never_touches_the_real_home(tmp_path: Path, monkeypatch: pytest
     cfg = config.load()
     assert cfg.path is not None
     assert tmp_path in cfg.path.parents
+
+
+def test_on_sigterm_must_be_drain_or_requeue() -> None:
+    with pytest.raises(config.ConfigError, match="on_sigterm"):
+        parse(FULL.replace('on_sigterm = "requeue"', 'on_sigterm = "panic"'))

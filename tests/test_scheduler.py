@@ -213,6 +213,19 @@ def test_retract_undoes_a_submission_even_when_dispatched() -> None:
     assert s.counts[State.OFFERED] == 0 and s.counts[State.PENDING] == 0
 
 
+def test_draining_worker_gets_no_new_jobs() -> None:
+    s = make()
+    connect(s, "w1")
+    s.drain("w1", True)
+    submit(s, 2)
+    assert assigned(s) == []
+    s.drain("w1", False)
+    s.heartbeat("w1", common_pb2.SystemInfo(), Amount(), 1.0, draining=True)  # stopping by itself
+    assert assigned(s, now=1.0) == []
+    s.heartbeat("w1", common_pb2.SystemInfo(), Amount(), 2.0, draining=False)
+    assert len(assigned(s, now=2.0)) == 2
+
+
 def test_offer_timeout() -> None:
     s = make(Limits(offer_timeout=5.0))
     connect(s, "w1")

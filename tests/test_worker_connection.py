@@ -330,6 +330,7 @@ def test_worker_process_sigterm_kills_jobs_reports_and_leaves(tmp_path: Path) ->
                     data_dir = "{data}"
                     [worker_settings]
                     kill_grace_seconds = 5.0
+                    on_sigterm = "requeue"
                 """)
             )
             log_file = (tmp_path / "worker.log").open("wb")

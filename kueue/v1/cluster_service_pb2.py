@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from kueue.v1 import common_pb2 as kueue_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ekueue/v1/cluster_service.proto\x12\x08kueue.v1\x1a\x15kueue/v1/common.proto\"2\n\x12ListWorkersRequest\x12\x1c\n\x14include_disconnected\x18\x01 \x01(\x08\"8\n\x13ListWorkersResponse\x12!\n\x07workers\x18\x01 \x03(\x0b\x32\x10.kueue.v1.Worker\"\x1e\n\x10GetWorkerRequest\x12\n\n\x02id\x18\x01 \x01(\t\"R\n\x11GetWorkerResponse\x12 \n\x06worker\x18\x01 \x01(\x0b\x32\x10.kueue.v1.Worker\x12\x1b\n\x04jobs\x18\x02 \x03(\x0b\x32\r.kueue.v1.Job\"\x16\n\x14ListResourcesRequest\"D\n\x15ListResourcesResponse\x12+\n\tresources\x18\x01 \x03(\x0b\x32\x18.kueue.v1.GlobalResource\"\x16\n\x14GetServerInfoRequest\"U\n\x15GetServerInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x13\n\x0bserver_name\x18\x02 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x03 \x01(\x01\x32\xc6\x02\n\x0e\x43lusterService\x12J\n\x0bListWorkers\x12\x1c.kueue.v1.ListWorkersRequest\x1a\x1d.kueue.v1.ListWorkersResponse\x12\x44\n\tGetWorker\x12\x1a.kueue.v1.GetWorkerRequest\x1a\x1b.kueue.v1.GetWorkerResponse\x12P\n\rListResources\x12\x1e.kueue.v1.ListResourcesRequest\x1a\x1f.kueue.v1.ListResourcesResponse\x12P\n\rGetServerInfo\x12\x1e.kueue.v1.GetServerInfoRequest\x1a\x1f.kueue.v1.GetServerInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ekueue/v1/cluster_service.proto\x12\x08kueue.v1\x1a\x15kueue/v1/common.proto\"2\n\x12ListWorkersRequest\x12\x1c\n\x14include_disconnected\x18\x01 \x01(\x08\"8\n\x13ListWorkersResponse\x12!\n\x07workers\x18\x01 \x03(\x0b\x32\x10.kueue.v1.Worker\"\x1e\n\x10GetWorkerRequest\x12\n\n\x02id\x18\x01 \x01(\t\"R\n\x11GetWorkerResponse\x12 \n\x06worker\x18\x01 \x01(\x0b\x32\x10.kueue.v1.Worker\x12\x1b\n\x04jobs\x18\x02 \x03(\x0b\x32\r.kueue.v1.Job\"\x16\n\x14ListResourcesRequest\"D\n\x15ListResourcesResponse\x12+\n\tresources\x18\x01 \x03(\x0b\x32\x18.kueue.v1.GlobalResource\"\x16\n\x14GetServerInfoRequest\"U\n\x15GetServerInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x13\n\x0bserver_name\x18\x02 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x03 \x01(\x01\"/\n\x12\x44rainWorkerRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x64rain\x18\x02 \x01(\x08\"7\n\x13\x44rainWorkerResponse\x12 \n\x06worker\x18\x01 \x01(\x0b\x32\x10.kueue.v1.Worker2\x92\x03\n\x0e\x43lusterService\x12J\n\x0bListWorkers\x12\x1c.kueue.v1.ListWorkersRequest\x1a\x1d.kueue.v1.ListWorkersResponse\x12\x44\n\tGetWorker\x12\x1a.kueue.v1.GetWorkerRequest\x1a\x1b.kueue.v1.GetWorkerResponse\x12P\n\rListResources\x12\x1e.kueue.v1.ListResourcesRequest\x1a\x1f.kueue.v1.ListResourcesResponse\x12J\n\x0b\x44rainWorker\x12\x1c.kueue.v1.DrainWorkerRequest\x1a\x1d.kueue.v1.DrainWorkerResponse\x12P\n\rGetServerInfo\x12\x1e.kueue.v1.GetServerInfoRequest\x1a\x1f.kueue.v1.GetServerInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,6 +48,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSERVERINFOREQUEST']._serialized_end=409
   _globals['_GETSERVERINFORESPONSE']._serialized_start=411
   _globals['_GETSERVERINFORESPONSE']._serialized_end=496
-  _globals['_CLUSTERSERVICE']._serialized_start=499
-  _globals['_CLUSTERSERVICE']._serialized_end=825
+  _globals['_DRAINWORKERREQUEST']._serialized_start=498
+  _globals['_DRAINWORKERREQUEST']._serialized_end=545
+  _globals['_DRAINWORKERRESPONSE']._serialized_start=547
+  _globals['_DRAINWORKERRESPONSE']._serialized_end=602
+  _globals['_CLUSTERSERVICE']._serialized_start=605
+  _globals['_CLUSTERSERVICE']._serialized_end=1007
 # @@protoc_insertion_point(module_scope)

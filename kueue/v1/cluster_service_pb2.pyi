@@ -56,3 +56,17 @@ class GetServerInfoResponse(_message.Message):
     server_name: str
     uptime_seconds: float
     def __init__(self, version: _Optional[str] = ..., server_name: _Optional[str] = ..., uptime_seconds: _Optional[float] = ...) -> None: ...
+
+class DrainWorkerRequest(_message.Message):
+    __slots__ = ("id", "drain")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    drain: bool
+    def __init__(self, id: _Optional[str] = ..., drain: _Optional[bool] = ...) -> None: ...
+
+class DrainWorkerResponse(_message.Message):
+    __slots__ = ("worker",)
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    worker: _common_pb2.Worker
+    def __init__(self, worker: _Optional[_Union[_common_pb2.Worker, _Mapping]] = ...) -> None: ...

@@ -50,6 +50,11 @@ class ClusterServiceStub:
                 request_serializer=kueue_dot_v1_dot_cluster__service__pb2.ListResourcesRequest.SerializeToString,
                 response_deserializer=kueue_dot_v1_dot_cluster__service__pb2.ListResourcesResponse.FromString,
                 _registered_method=True)
+        self.DrainWorker = channel.unary_unary(
+                '/kueue.v1.ClusterService/DrainWorker',
+                request_serializer=kueue_dot_v1_dot_cluster__service__pb2.DrainWorkerRequest.SerializeToString,
+                response_deserializer=kueue_dot_v1_dot_cluster__service__pb2.DrainWorkerResponse.FromString,
+                _registered_method=True)
         self.GetServerInfo = channel.unary_unary(
                 '/kueue.v1.ClusterService/GetServerInfo',
                 request_serializer=kueue_dot_v1_dot_cluster__service__pb2.GetServerInfoRequest.SerializeToString,
@@ -79,6 +84,14 @@ class ClusterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DrainWorker(self, request, context):
+        """Stop (drain = true) or resume offering new jobs to a worker; its running
+        jobs are not disturbed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetServerInfo(self, request, context):
         """Cheap call to check reachability and authentication.
         """
@@ -103,6 +116,11 @@ def add_ClusterServiceServicer_to_server(servicer, server):
                     servicer.ListResources,
                     request_deserializer=kueue_dot_v1_dot_cluster__service__pb2.ListResourcesRequest.FromString,
                     response_serializer=kueue_dot_v1_dot_cluster__service__pb2.ListResourcesResponse.SerializeToString,
+            ),
+            'DrainWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainWorker,
+                    request_deserializer=kueue_dot_v1_dot_cluster__service__pb2.DrainWorkerRequest.FromString,
+                    response_serializer=kueue_dot_v1_dot_cluster__service__pb2.DrainWorkerResponse.SerializeToString,
             ),
             'GetServerInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetServerInfo,
@@ -192,6 +210,33 @@ class ClusterService:
             '/kueue.v1.ClusterService/ListResources',
             kueue_dot_v1_dot_cluster__service__pb2.ListResourcesRequest.SerializeToString,
             kueue_dot_v1_dot_cluster__service__pb2.ListResourcesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kueue.v1.ClusterService/DrainWorker',
+            kueue_dot_v1_dot_cluster__service__pb2.DrainWorkerRequest.SerializeToString,
+            kueue_dot_v1_dot_cluster__service__pb2.DrainWorkerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,20 +46,22 @@ class ConnectResponse(_message.Message):
     def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., assign: _Optional[_Union[Assign, _Mapping]] = ..., kill: _Optional[_Union[Kill, _Mapping]] = ..., output_ack: _Optional[_Union[OutputAck, _Mapping]] = ..., finished_ack: _Optional[_Union[FinishedAck, _Mapping]] = ..., stdin: _Optional[_Union[Stdin, _Mapping]] = ..., signal_job: _Optional[_Union[SignalJob, _Mapping]] = ...) -> None: ...
 
 class Register(_message.Message):
-    __slots__ = ("worker_id", "name", "system", "capacity", "attempts", "version")
+    __slots__ = ("worker_id", "name", "system", "capacity", "attempts", "version", "draining")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     name: str
     system: _common_pb2.SystemInfo
     capacity: _common_pb2.Resources
     attempts: _containers.RepeatedCompositeFieldContainer[AttemptReport]
     version: str
-    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., system: _Optional[_Union[_common_pb2.SystemInfo, _Mapping]] = ..., capacity: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[AttemptReport, _Mapping]]] = ..., version: _Optional[str] = ...) -> None: ...
+    draining: bool
+    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., system: _Optional[_Union[_common_pb2.SystemInfo, _Mapping]] = ..., capacity: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[AttemptReport, _Mapping]]] = ..., version: _Optional[str] = ..., draining: _Optional[bool] = ...) -> None: ...
 
 class AttemptReport(_message.Message):
     __slots__ = ("job_id", "attempt", "finished", "stdout_offset", "stderr_offset")
@@ -76,12 +78,14 @@ class AttemptReport(_message.Message):
     def __init__(self, job_id: _Optional[int] = ..., attempt: _Optional[int] = ..., finished: _Optional[_Union[Finished, _Mapping]] = ..., stdout_offset: _Optional[int] = ..., stderr_offset: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("system", "external_use")
+    __slots__ = ("system", "external_use", "draining")
     SYSTEM_FIELD_NUMBER: _ClassVar[int]
     EXTERNAL_USE_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     system: _common_pb2.SystemInfo
     external_use: _common_pb2.Resources
-    def __init__(self, system: _Optional[_Union[_common_pb2.SystemInfo, _Mapping]] = ..., external_use: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ...) -> None: ...
+    draining: bool
+    def __init__(self, system: _Optional[_Union[_common_pb2.SystemInfo, _Mapping]] = ..., external_use: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., draining: _Optional[bool] = ...) -> None: ...
 
 class AssignmentReply(_message.Message):
     __slots__ = ("job_id", "attempt", "accepted", "reason", "transient")
