@@ -47,7 +47,7 @@ for _module in (jpb, cpb, wpb):
                 _method.client_streaming,
                 _method.server_streaming,
             )
-assert len(METHODS) == 13, sorted(METHODS)
+assert len(METHODS) == 14, sorted(METHODS)
 assert all(cls is not None for cls, _, _ in METHODS.values())
 
 SUBMIT = "/kueue.v1.JobService/SubmitJobs"
@@ -101,6 +101,7 @@ PAYLOADS: dict[str, list[Message]] = {
     "/kueue.v1.JobService/Attach": [jpb.AttachRequest(start=jpb.AttachStart(spec=good_spec()))],
     "/kueue.v1.ClusterService/ListWorkers": [cpb.ListWorkersRequest(include_disconnected=True)],
     "/kueue.v1.ClusterService/GetWorker": [cpb.GetWorkerRequest(id="fake")],
+    "/kueue.v1.ClusterService/DrainWorker": [cpb.DrainWorkerRequest(id="fake", drain=True)],
     "/kueue.v1.ClusterService/ListResources": [cpb.ListResourcesRequest()],
     INFO: [cpb.GetServerInfoRequest()],
     CONNECT: [register()],
