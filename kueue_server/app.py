@@ -84,7 +84,6 @@ class App:
         self._after_commit: list[AfterCommit] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._closing = False
         log.info(
             "store %s: %d jobs loaded (%s)",
             self.store.path,
@@ -100,7 +99,6 @@ class App:
         self.kick()
 
     async def stop(self) -> None:
-        self._closing = True
         for conn in self.conns.values():
             conn.close()
         # Let the last changes reach the store before closing it.
@@ -233,10 +231,6 @@ class App:
             conn = self.conns.pop(worker_id, None)
             if conn is not None:
                 conn.close()
-        for job_id in effects.dirty:
-            job = self.scheduler.jobs.get(job_id)
-            if job is not None and job.state not in (State.PENDING, State.OFFERED):
-                log.debug("job %d %s", job_id, job.state.name.lower())
         self.watchers.notify(effects.dirty | effects.removed)
         if effects.removed:
             self.request_spec_gc()

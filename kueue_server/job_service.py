@@ -64,7 +64,14 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         self, request: jpb.ListJobsRequest, context: grpc.aio.ServicerContext
     ) -> jpb.ListJobsResponse:
         sched = self.app.scheduler
-        states = frozenset(State(s) for s in request.states if s in State._value2member_map_) or None
+        unknown = sorted({s for s in request.states if s not in State._value2member_map_})
+        if unknown:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"unknown job state(s) {unknown}; valid: "
+                + ", ".join(f"{s.value} ({s.name})" for s in State),
+            )
+        states = frozenset(State(s) for s in request.states) or None
         jobs = list(sched.recent(states, request.limit))
         jobs.reverse()
         counts, avg, eta = sched.summary()

@@ -63,6 +63,3 @@ class PendingQueue:
     def _scan(self, heap: list[int], eligible: Callable[[int], bool]) -> int | None:
         found = [j for j in heap[:REJECT_SCAN] if self._is_pending(j) and eligible(j)]
         return min(found) if found else None
-
-    def shapes(self) -> list[Shape]:
-        return list(self._groups)
