@@ -82,6 +82,10 @@ class App:
         self.watchers = Watchers()
         self._batch = Batch()
         self._after_commit: list[AfterCommit] = []
+        # Acknowledgements to workers: sent after the next commit that succeeds
+        # (kept across failed ones, or the worker would hold its data until it
+        # next reconnects).
+        self._acks: list[Callable[[], None]] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         log.info(
@@ -126,8 +130,8 @@ class App:
         self.kick()
         await future
 
-    def after_commit(self, callback: AfterCommit) -> None:
-        self._after_commit.append(callback)
+    def ack_after_commit(self, send: Callable[[], None]) -> None:
+        self._acks.append(send)
         self.kick()
 
     def add_output(self, write: OutputWrite) -> None:
@@ -163,6 +167,7 @@ class App:
         effects = self.scheduler.take_effects()
         batch, self._batch = self._batch, Batch()
         callbacks, self._after_commit = self._after_commit, []
+        acks, self._acks = self._acks, []
         self._fill_batch(batch, effects)
         error: Exception | None = None
         if batch:
@@ -174,7 +179,10 @@ class App:
                 self._mark_truncated(truncated)
         if error is None:
             self._carry_out(effects)
+            for send in acks:
+                send()
         else:
+            self._acks[:0] = acks
             # Nothing of this batch is durable, so nobody is told; it is tried
             # again with the next one (output appends are idempotent by offset).
             self._batch = _merge(batch, self._batch)

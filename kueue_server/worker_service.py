@@ -185,7 +185,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         ack = wpb.ConnectResponse(
             output_ack=wpb.OutputAck(job_id=out.job_id, attempt=out.attempt, stream=out.stream, offset=end)
         )
-        app.after_commit(lambda error: error is None and conn.send(ack))
+        app.ack_after_commit(lambda: conn.send(ack))
 
     def _finished(self, conn: WorkerConn, fin: wpb.Finished) -> None:
         app = self.app
@@ -212,4 +212,4 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             )
         # Stale or not, the worker may forget it once our state is durable.
         ack = wpb.ConnectResponse(finished_ack=wpb.FinishedAck(job_id=fin.job_id, attempt=fin.attempt))
-        app.after_commit(lambda error: error is None and conn.send(ack))
+        app.ack_after_commit(lambda: conn.send(ack))
