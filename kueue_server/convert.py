@@ -49,6 +49,19 @@ def job_message(job: JobRecord, *, include_env: bool = False) -> common_pb2.Job:
     return msg
 
 
+def summary_message(counts: dict[State, int], avg: float, eta: float) -> common_pb2.JobSummary:
+    return common_pb2.JobSummary(
+        pending=counts[State.PENDING],
+        offered=counts[State.OFFERED],
+        running=counts[State.RUNNING],
+        succeeded=counts[State.SUCCEEDED],
+        failed=counts[State.FAILED],
+        canceled=counts[State.CANCELED],
+        average_run_time_seconds=avg,
+        eta_seconds=eta,
+    )
+
+
 def worker_message(worker: WorkerRecord) -> common_pb2.Worker:
     free = worker.free()
     return common_pb2.Worker(

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from kueue.v1 import common_pb2, job_service_pb2_grpc
 from kueue.v1 import job_service_pb2 as jpb
-from kueue_server import convert, limits, output_files
+from kueue.v1 import job_service_pb2_grpc
+from kueue_server import convert, limits, list_watch, output_files
 from kueue_server.app import App
 from kueue_server.attach import AttachSession
+from kueue_server.convert import summary_message
 from kueue_server.model import FINAL, JobRecord, State
 from kueue_server.scheduler import Scheduler, SchedulerError
 from kueue_server.store import StoreError
@@ -64,22 +65,13 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         self, request: jpb.ListJobsRequest, context: grpc.aio.ServicerContext
     ) -> jpb.ListJobsResponse:
         sched = self.app.scheduler
-        unknown = sorted({s for s in request.states if s not in State._value2member_map_})
-        if unknown:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"unknown job state(s) {unknown}; valid: "
-                + ", ".join(f"{s.value} ({s.name})" for s in State),
-            )
-        states = frozenset(State(s) for s in request.states) or None
-        jobs = list(sched.recent(states, request.limit))
+        states = await _states(request.states, context)
+        jobs = sched.recent(states, request.limit)
         jobs.reverse()
-        counts, avg, eta = sched.summary()
-        matching = sum(counts[s] for s in states) if states else len(sched.jobs)
         return jpb.ListJobsResponse(
             jobs=[convert.job_message(j, include_env=request.include_env) for j in jobs],
-            summary=summary_message(counts, avg, eta),
-            matching=matching,
+            summary=summary_message(*sched.summary()),
+            matching=sched.matching(states),
         )
 
     async def GetJob(
@@ -156,6 +148,13 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         finally:
             self.app.watchers.remove(watch)
 
+    async def WatchList(
+        self, request: jpb.WatchListRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[jpb.WatchListResponse]:
+        states = await _states(request.states, context)
+        async for msg in list_watch.stream(self.app, list_watch.Params.of(request, states)):
+            yield msg
+
     async def ReadOutput(
         self, request: jpb.ReadOutputRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[jpb.ReadOutputResponse]:
@@ -208,6 +207,17 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                 app.watchers.remove(watch)
 
 
+async def _states(values: Iterable[int], context: grpc.aio.ServicerContext) -> frozenset[State] | None:
+    """A state filter (None: all states); unknown values are refused."""
+    unknown = sorted({s for s in values if s not in State._value2member_map_})
+    if unknown:
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"unknown job state(s) {unknown}; valid: " + ", ".join(f"{s.value} ({s.name})" for s in State),
+        )
+    return frozenset(State(s) for s in values) or None
+
+
 def _size(job: JobRecord, stream: int) -> int:
     return job.stdout_bytes if stream == 1 else job.stderr_bytes
 
@@ -221,16 +231,3 @@ def _watch_message(sched: Scheduler, job_id: int) -> jpb.WatchJobsResponse:
     if job is None:
         return jpb.WatchJobsResponse(removed=True, removed_id=job_id)
     return jpb.WatchJobsResponse(job=convert.job_message(job))
-
-
-def summary_message(counts: dict[State, int], avg: float, eta: float) -> common_pb2.JobSummary:
-    return common_pb2.JobSummary(
-        pending=counts[State.PENDING],
-        offered=counts[State.OFFERED],
-        running=counts[State.RUNNING],
-        succeeded=counts[State.SUCCEEDED],
-        failed=counts[State.FAILED],
-        canceled=counts[State.CANCELED],
-        average_run_time_seconds=avg,
-        eta_seconds=eta,
-    )

@@ -11,8 +11,9 @@ event loop, so it needs no locks.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kueue.v1 import common_pb2
@@ -23,6 +24,11 @@ from kueue_server.pending_queue import PendingQueue
 # again for this long; a transient reject (busy right now) for much less.
 REJECT_COOLDOWN = 600.0
 TRANSIENT_REJECT_COOLDOWN = 5.0
+
+# recent() with a state filter first walks this many jobs per row wanted,
+# newest first (cheap when matches are dense there, as pending jobs are),
+# then falls back to the per-state index (cheap when matches are few).
+RECENT_SCAN_FACTOR = 8
 
 
 class SchedulerError(Exception):
@@ -83,6 +89,8 @@ class Scheduler:
         self.queue = PendingQueue(self._is_pending)
         self.global_used: Counter[str] = Counter()
         self.counts: Counter[State] = Counter()
+        # Ids per state: a filtered listing looks at the matching jobs only.
+        self.by_state: dict[State, dict[int, None]] = {state: {} for state in State}
         self._run_time_sum = 0.0
         self._run_time_n = 0
         # Offered jobs awaiting the worker's reply: (deadline, job id, attempt).
@@ -114,6 +122,8 @@ class Scheduler:
     def _set_state(self, job: JobRecord, state: State) -> None:
         self.counts[job.state] -= 1
         self.counts[state] += 1
+        del self.by_state[job.state][job.id]
+        self.by_state[state][job.id] = None
         job.state = state
         self._effects.dirty.add(job.id)
 
@@ -155,6 +165,7 @@ class Scheduler:
         for job in sorted(jobs, key=lambda j: j.id):
             self.jobs[job.id] = job
             self.counts[job.state] += 1
+            self.by_state[job.state][job.id] = None
             self.next_job_id = max(self.next_job_id, job.id + 1)
             if job.state is State.PENDING:
                 self.queue.push(job.shape, job.id)
@@ -228,6 +239,7 @@ class Scheduler:
             self.next_job_id += 1
             self.jobs[job.id] = job
             self.counts[State.PENDING] += 1
+            self.by_state[State.PENDING][job.id] = None
             self.queue.push(shape, job.id)
             self._effects.dirty.add(job.id)
             created.append(job)
@@ -504,6 +516,7 @@ class Scheduler:
     def _remove(self, job_id: int) -> None:
         job = self.jobs.pop(job_id)
         self.counts[job.state] -= 1
+        del self.by_state[job.state][job_id]
         self._forget_final(job)
         self._effects.removed.add(job_id)
         self._effects.dirty.discard(job_id)
@@ -587,13 +600,26 @@ class Scheduler:
         eta = avg * remaining / max(1, running) if avg and remaining else 0.0
         return {s: self.counts[s] for s in State}, avg, eta
 
-    def recent(self, states: frozenset[State] | None, limit: int) -> Iterator[JobRecord]:
-        """Most recent matching jobs, newest first."""
-        n = 0
-        for job_id in reversed(self.jobs):
-            job = self.jobs[job_id]
-            if states is None or job.state in states:
-                yield job
-                n += 1
-                if limit and n >= limit:
-                    return
+    def matching(self, states: frozenset[State] | None) -> int:
+        """Number of jobs in `states` (None: all)."""
+        return sum(self.counts[s] for s in states) if states else len(self.jobs)
+
+    def recent(self, states: frozenset[State] | None, limit: int) -> list[JobRecord]:
+        """The `limit` (0: all) most recent jobs in `states` (None: all),
+        newest first. Costs about `limit` steps, never a walk over every job
+        when few of them match."""
+        jobs = self.jobs
+        if not states or len(states) == len(State):
+            # Ids are given in increasing order, so the dict is in id order.
+            return [jobs[i] for i in itertools.islice(reversed(jobs), limit or None)]
+        index = [self.by_state[s] for s in states]
+        if not limit or limit >= self.matching(states):
+            return [jobs[i] for i in sorted(itertools.chain.from_iterable(index), reverse=True)]
+        found = []
+        for job_id in itertools.islice(reversed(jobs), RECENT_SCAN_FACTOR * limit):
+            job = jobs[job_id]
+            if job.state in states:
+                found.append(job)
+                if len(found) == limit:
+                    return found
+        return [jobs[i] for i in heapq.nlargest(limit, itertools.chain.from_iterable(index))]

@@ -8,14 +8,27 @@ holds the server back or makes it buffer without bound.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 
 class Watch:
-    def __init__(self, ids: frozenset[int] | None) -> None:
+    def __init__(self, ids: frozenset[int] | None, cap: int | None = None) -> None:
         self.ids = ids
         self.changed: dict[int, None] = {}
         self.event = asyncio.Event()
+        # With a cap, more changes than `cap` between two looks collapse into
+        # `overflow` ("anything may have changed"): memory stays constant
+        # however many jobs change while the reader is slow.
+        self.cap = cap
+        self.overflow = False
+
+    def note(self, job_ids: Collection[int]) -> None:
+        if not self.overflow:
+            self.changed.update(dict.fromkeys(job_ids))
+            if self.cap is not None and len(self.changed) > self.cap:
+                self.overflow = True
+                self.changed.clear()
+        self.event.set()
 
     def take(self) -> list[int]:
         changed = list(self.changed)
@@ -23,14 +36,19 @@ class Watch:
         self.event.clear()
         return changed
 
+    def take_all(self) -> tuple[list[int], bool]:
+        """(changed ids, overflow), and start afresh."""
+        overflow, self.overflow = self.overflow, False
+        return self.take(), overflow
+
 
 class Watchers:
     def __init__(self) -> None:
         self._all: set[Watch] = set()
         self._by_job: dict[int, set[Watch]] = {}
 
-    def add(self, ids: Iterable[int] | None) -> Watch:
-        watch = Watch(frozenset(ids) if ids is not None else None)
+    def add(self, ids: Iterable[int] | None, cap: int | None = None) -> Watch:
+        watch = Watch(frozenset(ids) if ids is not None else None, cap)
         if watch.ids is None:
             self._all.add(watch)
         else:
@@ -47,11 +65,14 @@ class Watchers:
                 if not watchers:
                     del self._by_job[job_id]
 
-    def notify(self, job_ids: Iterable[int]) -> None:
+    def notify(self, job_ids: Collection[int]) -> None:
+        if not job_ids:
+            return
+        for watch in self._all:
+            watch.note(job_ids)
+        if not self._by_job:
+            return
         for job_id in job_ids:
-            for watch in self._all:
-                watch.changed[job_id] = None
-                watch.event.set()
             for watch in self._by_job.get(job_id, ()):
                 watch.changed[job_id] = None
                 watch.event.set()

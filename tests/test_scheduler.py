@@ -382,3 +382,29 @@ def test_never_overcommitted_and_each_job_ends_once(evts: list[tuple[str, int, i
         assert len(active) <= 5
         for state in State:
             assert s.counts[state] == sum(1 for j in s.jobs.values() if j.state is state)
+            assert set(s.by_state[state]) == {j.id for j in s.jobs.values() if j.state is state}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from(list(State)), max_size=300),
+    st.sets(st.sampled_from(list(State))),
+    st.integers(0, 40),
+    st.integers(0, 20),
+)
+def test_recent_is_the_newest_matching_jobs(
+    states: list[State], wanted: set[State], limit: int, cleaned: int
+) -> None:
+    """Whichever way recent() finds them (walk or per-state index), it gives
+    exactly the newest `limit` matching jobs, newest first."""
+    s = make()
+    ids = submit(s, len(states))
+    for job_id, state in zip(ids, states, strict=True):
+        if state is not State.PENDING:
+            s._set_state(s.jobs[job_id], state)
+    for job_id in ids[:cleaned]:
+        s._remove(job_id)
+    filt = frozenset(wanted) or None
+    expected = [j for j in sorted(s.jobs.values(), key=lambda j: -j.id) if filt is None or j.state in filt]
+    assert [j.id for j in s.recent(filt, limit)] == [j.id for j in expected[: limit or None]]
+    assert s.matching(filt) == len(expected)

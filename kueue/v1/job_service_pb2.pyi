@@ -116,6 +116,38 @@ class WatchJobsResponse(_message.Message):
     removed_id: int
     def __init__(self, job: _Optional[_Union[_common_pb2.Job, _Mapping]] = ..., removed: _Optional[bool] = ..., removed_id: _Optional[int] = ...) -> None: ...
 
+class WatchListRequest(_message.Message):
+    __slots__ = ("states", "limit", "include_workers", "min_interval_ms")
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_WORKERS_FIELD_NUMBER: _ClassVar[int]
+    MIN_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    states: _containers.RepeatedScalarFieldContainer[_common_pb2.JobState]
+    limit: int
+    include_workers: bool
+    min_interval_ms: int
+    def __init__(self, states: _Optional[_Iterable[_Union[_common_pb2.JobState, str]]] = ..., limit: _Optional[int] = ..., include_workers: _Optional[bool] = ..., min_interval_ms: _Optional[int] = ...) -> None: ...
+
+class WatchListResponse(_message.Message):
+    __slots__ = ("jobs", "window_ids", "summary", "matching", "workers")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_IDS_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    MATCHING_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[_common_pb2.Job]
+    window_ids: _containers.RepeatedScalarFieldContainer[int]
+    summary: _common_pb2.JobSummary
+    matching: int
+    workers: WorkerList
+    def __init__(self, jobs: _Optional[_Iterable[_Union[_common_pb2.Job, _Mapping]]] = ..., window_ids: _Optional[_Iterable[int]] = ..., summary: _Optional[_Union[_common_pb2.JobSummary, _Mapping]] = ..., matching: _Optional[int] = ..., workers: _Optional[_Union[WorkerList, _Mapping]] = ...) -> None: ...
+
+class WorkerList(_message.Message):
+    __slots__ = ("workers",)
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    workers: _containers.RepeatedCompositeFieldContainer[_common_pb2.Worker]
+    def __init__(self, workers: _Optional[_Iterable[_Union[_common_pb2.Worker, _Mapping]]] = ...) -> None: ...
+
 class ReadOutputRequest(_message.Message):
     __slots__ = ("id", "streams", "offset", "follow")
     ID_FIELD_NUMBER: _ClassVar[int]

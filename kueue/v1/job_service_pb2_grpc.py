@@ -67,6 +67,11 @@ class JobServiceStub:
                 request_serializer=kueue_dot_v1_dot_job__service__pb2.WatchJobsRequest.SerializeToString,
                 response_deserializer=kueue_dot_v1_dot_job__service__pb2.WatchJobsResponse.FromString,
                 _registered_method=True)
+        self.WatchList = channel.unary_stream(
+                '/kueue.v1.JobService/WatchList',
+                request_serializer=kueue_dot_v1_dot_job__service__pb2.WatchListRequest.SerializeToString,
+                response_deserializer=kueue_dot_v1_dot_job__service__pb2.WatchListResponse.FromString,
+                _registered_method=True)
         self.ReadOutput = channel.unary_stream(
                 '/kueue.v1.JobService/ReadOutput',
                 request_serializer=kueue_dot_v1_dot_job__service__pb2.ReadOutputRequest.SerializeToString,
@@ -128,6 +133,17 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchList(self, request, context):
+        """A live view of the most recent jobs (`kueue ls --watch`, `kueue top`):
+        the first message holds the whole window, later ones only the jobs that
+        changed or entered it, the ids in the window and the counters. At most
+        one message per `min_interval_ms`; a slow reader gets the latest state,
+        never a backlog.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReadOutput(self, request, context):
         """Captured output of a job from an offset; with `follow`, keeps streaming
         until the job has finished.
@@ -179,6 +195,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.WatchJobs,
                     request_deserializer=kueue_dot_v1_dot_job__service__pb2.WatchJobsRequest.FromString,
                     response_serializer=kueue_dot_v1_dot_job__service__pb2.WatchJobsResponse.SerializeToString,
+            ),
+            'WatchList': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchList,
+                    request_deserializer=kueue_dot_v1_dot_job__service__pb2.WatchListRequest.FromString,
+                    response_serializer=kueue_dot_v1_dot_job__service__pb2.WatchListResponse.SerializeToString,
             ),
             'ReadOutput': grpc.unary_stream_rpc_method_handler(
                     servicer.ReadOutput,
@@ -356,6 +377,33 @@ class JobService:
             '/kueue.v1.JobService/WatchJobs',
             kueue_dot_v1_dot_job__service__pb2.WatchJobsRequest.SerializeToString,
             kueue_dot_v1_dot_job__service__pb2.WatchJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/kueue.v1.JobService/WatchList',
+            kueue_dot_v1_dot_job__service__pb2.WatchListRequest.SerializeToString,
+            kueue_dot_v1_dot_job__service__pb2.WatchListResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,13 +47,14 @@ for _module in (jpb, cpb, wpb):
                 _method.client_streaming,
                 _method.server_streaming,
             )
-assert len(METHODS) == 14, sorted(METHODS)
+assert len(METHODS) == 15, sorted(METHODS)
 assert all(cls is not None for cls, _, _ in METHODS.values())
 
 SUBMIT = "/kueue.v1.JobService/SubmitJobs"
 LIST_JOBS = "/kueue.v1.JobService/ListJobs"
 CONNECT = "/kueue.v1.WorkerService/Connect"
 INFO = "/kueue.v1.ClusterService/GetServerInfo"
+WATCH_LIST = "/kueue.v1.JobService/WatchList"
 
 
 def good_spec(**overrides: Any) -> common.JobSpec:
@@ -97,6 +98,7 @@ PAYLOADS: dict[str, list[Message]] = {
     "/kueue.v1.JobService/CancelJob": [jpb.CancelJobRequest(id=1, kill=True)],
     "/kueue.v1.JobService/CleanJobs": [jpb.CleanJobsRequest(all=True)],
     "/kueue.v1.JobService/WatchJobs": [jpb.WatchJobsRequest(ids=[1])],
+    WATCH_LIST: [jpb.WatchListRequest(limit=10, include_workers=True)],
     "/kueue.v1.JobService/ReadOutput": [jpb.ReadOutputRequest(id=1, follow=True)],
     "/kueue.v1.JobService/Attach": [jpb.AttachRequest(start=jpb.AttachStart(spec=good_spec()))],
     "/kueue.v1.ClusterService/ListWorkers": [cpb.ListWorkersRequest(include_disconnected=True)],
@@ -446,6 +448,34 @@ def test_unknown_ids_and_absurd_numbers(raw: Raw) -> None:
         if want != grpc.StatusCode.OK:
             assert "unknown job state" in details
     assert raw.jobs() == before
+
+
+def test_watch_list_refuses_unknown_states_and_clamps_numbers(raw: Raw) -> None:
+    for states in ([99], [0], [-3, 1], [2**31 - 1]):
+        request = jpb.WatchListRequest(states=states, limit=10)
+        code, details, out = raw.call(WATCH_LIST, [request.SerializeToString()], raw.token(WATCH_LIST))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (states, code, details)
+        assert "unknown job state" in details and out == []
+    # Absurd numbers are clamped: the first message comes at once, with at
+    # most 1000 jobs, and the stream goes on.
+    submitted = jpb.SubmitJobsRequest(
+        spec=good_spec(resources=res(cpus=10_000)), instances=[jpb.JobInstance()] * 1100
+    )
+    jpb.SubmitJobsResponse.FromString(raw.ok_call(SUBMIT, submitted))
+    try:
+        for limit, interval in ((2**32 - 1, 2**32 - 1), (2**32 - 1, 1), (0, 0)):
+            request = jpb.WatchListRequest(
+                states=[1, 2, 3, 4, 5, 6] * 1000, limit=limit, include_workers=True, min_interval_ms=interval
+            )
+            code, details, out = raw.call(
+                WATCH_LIST, [request.SerializeToString()], raw.token(WATCH_LIST), max_responses=1
+            )
+            assert code == grpc.StatusCode.CANCELLED, (limit, interval, code, details)
+            first = jpb.WatchListResponse.FromString(out[0])
+            assert len(first.jobs) == len(first.window_ids) == min(limit, 1000)
+            assert first.matching >= 1100 and first.HasField("workers")
+    finally:
+        cancel_all(raw)
 
 
 def test_attach_must_start_with_start(raw: Raw) -> None:
