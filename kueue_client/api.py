@@ -170,6 +170,26 @@ class Client:
         call = self._jobs.WatchJobs(job_service_pb2.WatchJobsRequest(ids=list(ids)))
         return self._stream(call)
 
+    def watch_list(
+        self,
+        states: Iterable[int | str] = (),
+        limit: int = 50,
+        include_workers: bool = False,
+        min_interval: float = 0.0,
+    ) -> ListWatch:
+        """A live view of the `limit` most recent jobs in `states`: the whole
+        window first, then only what changed, with the counters (and the
+        workers), at most once per `min_interval` seconds (0: the server's
+        default, 250 ms). Iterate it for WatchListResponse messages; cancel()
+        ends it from any thread."""
+        request = job_service_pb2.WatchListRequest(
+            states=parse_states(states),
+            limit=limit,
+            include_workers=include_workers,
+            min_interval_ms=round(min_interval * 1000),
+        )
+        return ListWatch(self._jobs.WatchList(request), self._error)
+
     def wait(
         self, ids: Iterable[int], on_change: Callable[[common_pb2.Job], None] | None = None
     ) -> list[common_pb2.Job]:
@@ -308,6 +328,23 @@ class Client:
             )
         except grpc.RpcError as exc:
             raise self._error(exc) from None
+
+
+class ListWatch:
+    """The stream of Client.watch_list."""
+
+    def __init__(self, call: Any, error: Callable[[grpc.RpcError], KueueError]) -> None:
+        self._call = call
+        self._error = error
+
+    def __iter__(self) -> Iterator[job_service_pb2.WatchListResponse]:
+        try:
+            yield from self._call
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+
+    def cancel(self) -> None:
+        self._call.cancel()
 
 
 def _removed_error(job_id: int, seen: bool) -> KueueError:

@@ -213,7 +213,8 @@ def build_parser() -> ArgumentParser:
         "list-jobs",
         ["ls"],
         "list the most recent jobs with counts per state and an ETA",
-        "kueue ls -r -p        running and pending jobs\nkueue ls -n 0 --json  all jobs as JSON",
+        "kueue ls -r -p        running and pending jobs\nkueue ls -n 0 --json  all jobs as JSON\n"
+        "kueue ls -w           the table kept current until q or Ctrl-C",
         notes="JSON is the protobuf JSON mapping with the field names of\n"
         "protos/kueue/v1/common.proto (Job, JobSummary); 64-bit numbers such as\n"
         "ids are strings, fields at their default value are left out.",
@@ -234,6 +235,12 @@ def build_parser() -> ArgumentParser:
     ):
         p.add_argument(short, f"--{long}", action="store_true", help=f"{long} jobs (filters combine)")
     p.add_argument("--json", action="store_true", help='print {"jobs": [...], "summary": {...}} as JSON')
+    p.add_argument(
+        "-w",
+        "--watch",
+        action="store_true",
+        help="keep the table current on the terminal (q or Ctrl-C leaves)",
+    )
 
     # ---- show-job
     p = verb(
@@ -309,10 +316,26 @@ def build_parser() -> ArgumentParser:
         "list-workers",
         ["workers"],
         "list the workers with their load",
-        "kueue workers -a",
+        "kueue workers -a\nkueue workers -w     the table kept current until q or Ctrl-C",
     )
     p.add_argument("-a", "--all", action="store_true", help="include disconnected workers")
     p.add_argument("--json", action="store_true", help='print {"workers": [...]} as JSON')
+    p.add_argument(
+        "-w",
+        "--watch",
+        action="store_true",
+        help="keep the table current on the terminal, with each worker's state (q or Ctrl-C leaves)",
+    )
+
+    p = verb(
+        "top",
+        [],
+        "workers, the newest jobs and the counts with an ETA on one screen, kept current",
+        "kueue top",
+        notes="q or Ctrl-C leaves. Lists the connected workers and those lost while they\n"
+        "still hold jobs (-a: every remembered worker).",
+    )
+    p.add_argument("-a", "--all", action="store_true", help="also list disconnected workers")
 
     p = verb(
         "show-worker",

@@ -132,6 +132,10 @@ def list_jobs(args: argparse.Namespace, ctx: Context) -> int:
     from kueue_client import views
 
     states = [name for name in STATE_NAMES.values() if getattr(args, name)]
+    if args.watch:
+        from kueue_client import live
+
+        return live.ls_watch(args, ctx, states)
     if args.n is not None:
         limit = args.n
     elif args.json or not terminal.is_terminal():
@@ -233,6 +237,11 @@ def clean_jobs(args: argparse.Namespace, ctx: Context) -> int:
 def list_workers(args: argparse.Namespace, ctx: Context) -> int:
     from kueue_client import views
 
+    if args.watch:
+        from kueue_client import live
+
+        return live.workers_watch(args, ctx)
+
     workers = ctx.client.list_workers(include_disconnected=args.all)
     _render(
         args,
@@ -241,6 +250,12 @@ def list_workers(args: argparse.Namespace, ctx: Context) -> int:
         lambda width: views.workers_text(workers, width=width),
     )
     return 0
+
+
+def top(args: argparse.Namespace, ctx: Context) -> int:
+    from kueue_client import live
+
+    return live.top(args, ctx)
 
 
 def drain(args: argparse.Namespace, ctx: Context) -> int:

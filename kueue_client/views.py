@@ -435,8 +435,12 @@ def _os_text(system: common_pb2.SystemInfo) -> str:
     return system.distribution or system.kernel or "-"
 
 
-def workers_grid(workers: Sequence[common_pb2.Worker], now: float | None = None) -> Grid:
-    """The `kueue workers` table."""
+def workers_grid(
+    workers: Sequence[common_pb2.Worker], now: float | None = None, *, state: bool = False
+) -> Grid:
+    """The `kueue workers` table; with `state`, a last column says connected,
+    draining or lost since when (the live views)."""
+    now = time.time() if now is None else now
     columns = [
         # On a narrow terminal the id goes first (the name identifies a worker
         # too), then the OS.
@@ -444,13 +448,15 @@ def workers_grid(workers: Sequence[common_pb2.Worker], now: float | None = None)
         Column("name", cut="back", weight=2),
         Column("OS", cut="back", drop=2),
         Column("cpus", justify="right"),
-        Column("freq", justify="right"),
+        Column("freq", justify="right", drop=3),
         Column("memory", justify="right"),
         Column("jobs", justify="right"),
         Column("busy", justify="right"),
         Column("load 1/5/15"),
         Column("uptime", justify="right"),
     ]
+    if state:
+        columns.append(Column("state"))
     rows = []
     for w in workers:
         sysinfo = w.system
@@ -469,7 +475,9 @@ def workers_grid(workers: Sequence[common_pb2.Worker], now: float | None = None)
             load_cell = Cell("-", "dim")
             name_cell = Cell(w.name, "dim")
             # When it was last seen is in `show-worker`; the column stays narrow.
-            uptime = Cell("offline", "dim")
+            uptime = Cell("-" if state else "offline", "dim")
+        if state:
+            name_cell = Cell(w.name, name_cell.style if w.connected else "dim")
         # Total only: what is in use shows in `busy`; `show-worker` has the rest.
         memory = format_mb(sysinfo.memory_total_mb) if sysinfo.memory_total_mb else "-"
         rows.append(
@@ -486,7 +494,17 @@ def workers_grid(workers: Sequence[common_pb2.Worker], now: float | None = None)
                 uptime,
             ]
         )
+        if state:
+            rows[-1].append(_worker_state(w, now))
     return Grid(columns, rows, empty_message="no workers")
+
+
+def _worker_state(worker: common_pb2.Worker, now: float) -> Cell:
+    if not worker.connected:
+        return Cell(f"lost since {format_date(seconds(worker.last_seen_at), now)}", "red")
+    if worker.draining:
+        return Cell("draining", "yellow")
+    return Cell("connected", "green")
 
 
 def workers_text(
