@@ -1,0 +1,242 @@
+"""The live views end to end: `kueue ls --watch` and `kueue top` run in a real
+pseudo-terminal against a real cluster; what they draw is fed through a
+terminal emulator (pyte) and the screen is read like a user would."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import threading
+from pathlib import Path
+
+import pyte
+import pytest
+
+from tests.cluster import Cluster, _env, wait_for
+
+SHOW_CURSOR = b"\x1b[?25h"
+HIDE_CURSOR = b"\x1b[?25l"
+ENTER_ALT_SCREEN = b"\x1b[?1049h"
+LEAVE_ALT_SCREEN = b"\x1b[?1049l"
+# A job that waits (at most 60 s) for a file to appear in its directory.
+WAIT_FOR = "i=0; while [ ! -e {0} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; [ -e {0} ]"
+
+
+def _controlling_tty() -> None:
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class Terminal:
+    """`kueue ARGS...` on a pseudo-terminal of cols x rows, its output kept
+    both raw and as the screen a terminal would show."""
+
+    def __init__(self, cluster: Cluster, *args: str, cols: int = 120, rows: int = 30) -> None:
+        self.master, self.slave = os.openpty()
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        self.cooked = termios.tcgetattr(self.slave)
+        env = _env()
+        env["TERM"] = "xterm-256color"
+        for name in ("COLUMNS", "LINES", "NO_COLOR"):
+            env.pop(name, None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kueue_client", "--config", str(cluster.client_config), *args],
+            stdin=self.slave,
+            stdout=self.slave,
+            stderr=self.slave,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_controlling_tty,
+        )
+        self.screen = pyte.Screen(cols, rows)
+        self._stream = pyte.ByteStream(self.screen)
+        self.raw = bytearray()
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:  # EIO: the last process on the slave side is gone
+                return
+            if not data:
+                return
+            with self._lock:
+                self.raw += data
+                self._stream.feed(data)
+
+    def lines(self) -> list[str]:
+        with self._lock:
+            return list(self.screen.display)
+
+    def text(self) -> str:
+        return "\n".join(self.lines())
+
+    def row(self, job_id: int) -> str:
+        """The table row of a job ('' when not on the screen)."""
+        for line in self.lines():
+            parts = line.split()
+            if parts[:1] == [str(job_id)] and len(parts) > 1 and parts[1].startswith(("/", "...")):
+                return line
+        return ""
+
+    def wait(self, predicate: object, what: str, timeout: float = 60.0) -> None:
+        def check() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"kueue exited with {self.proc.returncode}:\n{self.text()}")
+            return bool(predicate())  # type: ignore[operator]
+
+        try:
+            wait_for(check, timeout, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- screen ---\n{self.text()}") from None
+
+    def press(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def exit_status(self, timeout: float = 30.0) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(10)
+        return code
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        os.close(self.slave)
+        self._reader.join(10)
+        os.close(self.master)
+
+    def assert_restored(self) -> None:
+        """After the program left: the main screen is back, the cursor shown,
+        and the tty in the mode it was in before (cooked, echoing)."""
+        raw = bytes(self.raw)
+        last_draw = raw.rfind(HIDE_CURSOR)
+        assert raw.count(ENTER_ALT_SCREEN) == 1 and last_draw >= 0, raw[-500:]
+        tail = raw[last_draw:]
+        assert SHOW_CURSOR in tail and LEAVE_ALT_SCREEN in tail, tail[-300:]
+        assert raw.rfind(LEAVE_ALT_SCREEN) > raw.rfind(ENTER_ALT_SCREEN)
+        now = termios.tcgetattr(self.slave)
+        assert now == self.cooked
+        assert now[3] & termios.ICANON and now[3] & termios.ECHO
+
+
+def submit_waiting(cluster: Cluster, cwd: Path, name: str) -> int:
+    out = cluster.kueue("cmd", WAIT_FOR.format(name), cwd=cwd)
+    return int(out.stdout.split()[0])
+
+
+@pytest.fixture
+def small_cluster(cluster: Cluster) -> Cluster:
+    # One slot: the second job waits while the first runs.
+    cluster.start_server()
+    cluster.start_worker("w1", worker_max_parallel_jobs=1)
+    cluster.wait_workers("w1")
+    return cluster
+
+
+@pytest.mark.parametrize("verb", [("ls", "--watch"), ("top",)], ids=["ls-watch", "top"])
+def test_live_view_follows_jobs_from_pending_to_finished(
+    small_cluster: Cluster, tmp_path: Path, verb: tuple[str, ...]
+) -> None:
+    cluster = small_cluster
+    term = Terminal(cluster, *verb)
+    try:
+        term.wait(lambda: "no jobs" in term.text(), "the empty table")
+        if verb == ("top",):
+            term.wait(
+                lambda: any("w1" in line.split()[:2] and "connected" in line for line in term.lines()),
+                "the worker's row",
+            )
+        first = submit_waiting(cluster, tmp_path, "go-first")
+        second = submit_waiting(cluster, tmp_path, "go-second")
+        term.wait(
+            lambda: "running for" in term.row(first) and "pending since" in term.row(second),
+            "the first job running and the second pending",
+        )
+        assert "w1" in term.row(first)
+        assert "1 pending, 0 offered, 1 running, 0 succeeded" in term.text()
+        if verb == ("top",):
+            term.wait(lambda: any("1/1" in line and "connected" in line for line in term.lines()), "w1 busy")
+
+        (tmp_path / "go-first").touch()
+        term.wait(
+            lambda: "finished after" in term.row(first) and "running for" in term.row(second),
+            "the first job finished and the second running",
+        )
+        (tmp_path / "go-second").touch()
+        term.wait(lambda: "finished after" in term.row(second), "the second job finished")
+        term.wait(lambda: "2/2 done (100%)" in term.text(), "the progress bar full")
+        assert "0 pending, 0 offered, 0 running, 2 succeeded" in term.text()
+
+        term.press(b"q")
+        assert term.exit_status() == 0
+        term.assert_restored()
+    finally:
+        term.close()
+
+
+def test_ctrl_c_leaves_cleanly_and_a_lost_server_is_waited_for(
+    small_cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster = small_cluster
+    job = submit_waiting(cluster, tmp_path, "go")
+    term = Terminal(cluster, "ls", "-w", cols=80, rows=24)
+    try:
+        term.wait(lambda: "running for" in term.row(job), "the job running")
+        cluster.stop_server()
+        term.wait(lambda: "lost the kueue server" in term.text(), "the lost-server line")
+        assert "running for" in term.row(job), "what was known stays on the screen"
+        cluster.start_server()
+        (tmp_path / "go").touch()
+        term.wait(
+            lambda: "lost the kueue server" not in term.text() and "finished after" in term.row(job),
+            "the view back with the job finished",
+        )
+        term.press(b"\x03")  # Ctrl-C, through the tty's line discipline: SIGINT
+        assert term.exit_status() == 0
+        term.assert_restored()
+    finally:
+        term.close()
+
+
+def test_sigterm_restores_the_terminal(small_cluster: Cluster) -> None:
+    term = Terminal(small_cluster, "workers", "--watch", cols=80, rows=24)
+    try:
+        term.wait(lambda: any("connected" in line for line in term.lines()), "the worker table")
+        assert "state" in term.text()
+        term.proc.send_signal(signal.SIGTERM)
+        assert term.exit_status() == 128 + signal.SIGTERM
+        term.assert_restored()
+    finally:
+        term.close()
+
+
+def test_watch_needs_a_terminal(cluster: Cluster) -> None:
+    cluster.start_server()
+    for args in (("ls", "--watch"), ("workers", "-w"), ("top",)):
+        out = cluster.kueue(*args, check=False)
+        assert out.returncode == 2, out
+        assert out.stdout == ""
+        assert len(out.stderr.splitlines()) == 1 and "needs a terminal" in out.stderr, out.stderr
+    out = cluster.kueue("ls", "--watch", "--json", check=False)
+    assert out.returncode == 2 and "--json" in out.stderr
+
+
+def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path / "c")
+    cluster.write_config(cluster.client_config, port=1)  # nothing listens there
+    term = Terminal(cluster, "top", cols=80, rows=24)
+    try:
+        assert term.exit_status() == 1
+        term.assert_restored()
+        assert "cannot reach the kueue server" in term.text()
+        assert "Traceback" not in term.raw.decode(errors="replace")
+    finally:
+        term.close()
