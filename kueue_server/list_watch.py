@@ -3,17 +3,20 @@
 One coroutine per watcher, on the server's loop. The flusher only marks job
 ids as changed in the watcher's Watch (a capped set: constant memory however
 slow the reader); everything else happens here, at most once per interval:
-finding the window (the newest `limit` matching jobs), comparing it with what
-the client holds, and sending only the jobs that changed or entered it, with
-the counters. While the client does not read, this coroutine waits in its
-write and changes pile up as ids, not as messages: when it reads again it
-gets the latest state, not a backlog.
+finding the window (the newest `limit` matching jobs; from the previous one
+and the changed ids when it can), comparing it with what the client holds,
+and sending only the jobs that changed or entered it, with the counters.
+While the client does not read, this coroutine waits in its write and
+changes pile up as ids, not as messages: when it reads again it gets the
+latest state, not a backlog.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -69,8 +72,10 @@ async def stream(app: App, params: Params) -> AsyncIterator[jpb.WatchListRespons
             changed_ids, overflow = watch.take_all()
             changed = set(changed_ids)
             held = set(window)
-            if first or overflow or _window_may_change(sched, params, window, held, changed):
-                window = [job.id for job in sched.recent(params.states, params.limit)] if params.limit else []
+            moved = None if first or overflow else next_window(sched, params, window, held, changed)
+            if moved is None:
+                moved = [job.id for job in sched.recent(params.states, params.limit)] if params.limit else []
+            window = moved
             send = window if first or overflow else [i for i in window if i not in held or i in changed]
             msg = jpb.WatchListResponse(
                 jobs=[convert.job_message(sched.jobs[i]) for i in reversed(send)],
@@ -102,26 +107,33 @@ async def stream(app: App, params: Params) -> AsyncIterator[jpb.WatchListRespons
         app.watchers.remove(watch)
 
 
-def _window_may_change(
+def next_window(
     sched: Scheduler, params: Params, window: list[int], held: set[int], changed: set[int]
-) -> bool:
-    """Whether a changed job could alter which jobs are in the window: one in
-    it left the filter (or was removed), or one outside now matches and is
-    newer than the oldest in a full window. O(changed), not O(jobs)."""
+) -> list[int] | None:
+    """The window (newest first) after `changed`, from the old one: O(changed +
+    limit), not O(jobs). None when it must be found afresh: a job in it left
+    the filter or was removed, and which older job takes its place is not known.
+
+    The old window holds the newest matching jobs, so a matching job outside
+    it that did not change is older than all of it; only changed jobs can
+    enter, and only by being newer than its oldest (or when it is not full)."""
     if not params.limit:
-        return False
+        return []
     states = params.states
     full = len(window) >= params.limit
     oldest = window[-1] if window else 0
+    entering = []
     for job_id in changed:
         job = sched.jobs.get(job_id)
         matches = job is not None and (states is None or job.state in states)
         if job_id in held:
             if not matches:
-                return True
+                return None
         elif matches and (not full or job_id > oldest):
-            return True
-    return False
+            entering.append(job_id)
+    if not entering:
+        return window
+    return heapq.nlargest(params.limit, itertools.chain(window, entering))
 
 
 def _workers(sched: Scheduler) -> jpb.WorkerList:
