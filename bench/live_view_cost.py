@@ -18,6 +18,10 @@ job are measured in alternating phases:
 Each watcher phase is compared with the mean of the baseline phases around
 it: a ratio of 1.00 means the watchers cost nothing measurable.
 
+Also timed, in this process: drawing one screen of `kueue top` (20 workers,
+a window of 1000 jobs of which the screen shows what fits) and of
+`kueue ls --watch`, on a 200x60 terminal.
+
 Prints a table and writes JSON (default bench/results/live_view_cost.json).
 
     python bench/live_view_cost.py           # full run (about 3 minutes on 2 cores)
@@ -340,6 +344,51 @@ def ratios(phases: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def render_cost(runs: int) -> dict[str, Any]:
+    """Milliseconds to draw one screen, median of `runs` (rich, to a string)."""
+    import io
+
+    from rich.console import Console
+
+    from kueue.rpc import timestamp
+    from kueue_client import live_views
+    from kueue_client.live_state import Snapshot
+
+    now = time.time()
+    spec = common_pb2.JobSpec(command=["python", "sim.py", "--seed", "7"], cwd="/home/user/project/runs")
+    jobs = [
+        common_pb2.Job(id=i, state=common_pb2.JOB_STATE_RUNNING, spec=spec, worker_name=f"node{i % 20:02}",
+                       started_at=timestamp(now - i))
+        for i in range(1, 1001)
+    ]  # fmt: skip
+    workers = [
+        common_pb2.Worker(
+            id=f"w{i}",
+            name=f"node{i:02}",
+            connected=True,
+            system=common_pb2.SystemInfo(cpu_cores=16, load_1=4, uptime_seconds=99999),
+            capacity=common_pb2.Resources(slots=8, cpus=16, ram_mb=64000),
+            running_jobs=8,
+        )
+        for i in range(20)
+    ]
+    summary = common_pb2.JobSummary(pending=9000, running=160, succeeded=840, average_run_time_seconds=60)
+    snap = Snapshot(jobs, summary, 10_000, workers, True, "")
+    out: dict[str, Any] = {"terminal": "200x60", "workers": len(workers), "window": len(jobs)}
+    for name, screen in (("top", live_views.top_screen), ("ls --watch", live_views.ls_screen)):
+        frame = live_views.Frame(f"kueue {name}", "server:11236")
+        samples = []
+        for _ in range(runs):
+            console = Console(
+                width=200, height=60, file=io.StringIO(), color_system="truecolor", force_terminal=True
+            )
+            started = time.perf_counter()
+            console.print(screen(snap, frame, 200, 60, now))
+            samples.append(time.perf_counter() - started)
+        out[name] = {"median_ms": 1000 * statistics.median(samples), "max_ms": 1000 * max(samples)}
+    return out
+
+
 def render(results: dict[str, Any]) -> str:
     lines = [
         f"live view cost: {results['queued']} jobs queued, {FAKE_WORKERS} fake workers x "
@@ -359,6 +408,11 @@ def render(results: dict[str, Any]) -> str:
         cpu = results["cpu_per_job_ratio"].get(name)
         cpu_text = f", server CPU per job x{cpu:.2f}" if cpu else ""
         lines.append(f"dispatch rate with {name} watchers / without: {ratio:.2f}{cpu_text}")
+    r = results["render"]
+    lines.append(
+        f"drawing one screen ({r['terminal']}, {r['workers']} workers, {r['window']} jobs in the window): "
+        f"top {r['top']['median_ms']:.0f} ms, ls --watch {r['ls --watch']['median_ms']:.0f} ms (median)"
+    )
     return "\n".join(lines)
 
 
@@ -392,6 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             **measure(
                 Path(tmp), queued=queued, seconds=seconds, warmup=0.5 if args.quick else 2.0, rounds=rounds
             ),
+            "render": render_cost(5 if args.quick else 50),
         }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")

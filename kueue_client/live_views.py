@@ -231,7 +231,7 @@ def _jobs_table(
     grid = views.jobs_grid(jobs, now=now)
     if frame.states:
         grid.empty_message = "no " + " or ".join(STATE_NAMES[s] for s in sorted(frame.states)) + " jobs"
-    return views.grid_rich(grid, width), TABLE_HEADER_LINES + len(jobs) if jobs else 1
+    return _table(grid, width), TABLE_HEADER_LINES + len(jobs) if jobs else 1
 
 
 def _workers_table(
@@ -243,11 +243,35 @@ def _workers_table(
     if not workers:
         return Text("no workers connected", style="dim"), 1
     shown = workers if len(workers) <= rows else workers[: max(0, rows - 1)]
-    table = views.grid_rich(views.workers_grid(shown, now, state=True), width)
+    table = _table(views.workers_grid(shown, now, state=True), width)
     if len(shown) == len(workers):
         return table, TABLE_HEADER_LINES + len(shown)
     more = Text(f"... and {len(workers) - len(shown)} more", style="dim")
     return Group(table, more), TABLE_HEADER_LINES + len(shown) + 1
+
+
+def _table(grid: views.Grid, width: int) -> RenderableType:
+    """The grid as views.grid_rich draws it (same widths, cuts and styles),
+    but line by line: several times cheaper than rich's table layout, which
+    matters at four frames a second."""
+    if not grid.rows and grid.empty_message:
+        return Text(grid.empty_message, style="dim")
+    columns, widths, rows = views._laid_out(grid, width)
+    lines = [_row([views.Cell(c.header) for c in columns], columns, widths, "bold")]
+    lines += [_row(row, columns, widths) for row in rows]
+    return Group(*lines)
+
+
+def _row(
+    cells: Sequence[views.Cell], columns: Sequence[views.Column], widths: Sequence[int], style: str = ""
+) -> Text:
+    text = Text(style=style, no_wrap=True, overflow="crop")
+    for i, (cell, column, width) in enumerate(zip(cells, columns, widths, strict=True)):
+        if i:
+            text.append(" " * views.GAP)
+        padded = cell.text.rjust(width) if column.justify == "right" else cell.text.ljust(width)
+        text.append(padded, style=cell.style or None)
+    return text
 
 
 def _line(cells: Sequence[views.Cell], width: int) -> Text:

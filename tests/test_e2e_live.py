@@ -97,6 +97,12 @@ class Terminal:
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n--- screen ---\n{self.text()}") from None
 
+    def resize(self, cols: int, rows: int) -> None:
+        """As a terminal window does: the kernel signals SIGWINCH to the program."""
+        with self._lock:
+            self.screen.resize(rows, cols)
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
     def press(self, keys: bytes) -> None:
         os.write(self.master, keys)
 
@@ -200,6 +206,25 @@ def test_ctrl_c_leaves_cleanly_and_a_lost_server_is_waited_for(
             "the view back with the job finished",
         )
         term.press(b"\x03")  # Ctrl-C, through the tty's line discipline: SIGINT
+        assert term.exit_status() == 0
+        term.assert_restored()
+    finally:
+        term.close()
+
+
+def test_a_taller_terminal_shows_more_rows(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.start_server()  # no worker: the jobs stay pending
+    cluster.kueue("cmd", "--array", "1-30", "true", cwd=tmp_path)
+    term = Terminal(cluster, "ls", "--watch", cols=80, rows=24)
+    try:
+        fit = 24 - 1 - 1 - 3  # title, table header, footer
+        term.wait(lambda: f"showing the newest {fit} of 30" in term.text(), "the newest rows that fit")
+        assert term.row(30) and term.row(31 - fit) and not term.row(30 - fit)
+        term.resize(100, 40)
+        term.wait(lambda: term.row(1) and "showing the newest" not in term.text(), "all 30 rows")
+        assert all(term.row(i) for i in range(1, 31))
+        assert "0/30 done (0%)" in term.lines()[-1]
+        term.press(b"q")
         assert term.exit_status() == 0
         term.assert_restored()
     finally:
