@@ -1,11 +1,11 @@
 """The live views' loop: `kueue ls --watch`, `kueue workers --watch`, `kueue top`.
 
-A thread reads the server's WatchList stream into a LiveState (reconnecting
-when the server goes away); the main thread owns the terminal: it draws with
-rich's Live on the alternate screen, at most REDRAWS_PER_SECOND times a
-second and at least once a second (running times advance), and reads keys
-in cbreak mode. `q`, Ctrl-C, SIGTERM and SIGHUP leave it; the terminal is
-restored on every way out (cooked mode, cursor shown, main screen back).
+A Feed thread reads the server's stream; the main thread owns the terminal:
+it draws with rich's Live on the alternate screen, at most
+REDRAWS_PER_SECOND times a second and at least once a second (running times
+advance), and reads keys in cbreak mode. `q`, Ctrl-C, SIGTERM and SIGHUP
+leave it, Ctrl-Z suspends it; on every way out the terminal is as before
+(line editing and echo on, cursor shown, the main screen back).
 """
 
 from __future__ import annotations
@@ -17,124 +17,31 @@ import select
 import signal
 import sys
 import termios
-import threading
 import time
 import tty
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from kueue_client import terminal
 from kueue_client.context import Context
-from kueue_client.errors import KueueError, UsageError
-from kueue_client.live_state import LiveState, Snapshot
+from kueue_client.errors import UsageError
+from kueue_client.live_feed import Feed, Request
+from kueue_client.live_state import Snapshot
 from kueue_client.status import parse_states
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
     from rich.live import Live
 
-    from kueue_client.api import Client, ListWatch
+    from kueue_client.api import Client
     from kueue_client.live_views import Frame
 
 REDRAWS_PER_SECOND = 4
 TICK_SECONDS = 1.0
-RETRY_FIRST_SECONDS = 0.5
-RETRY_MAX_SECONDS = 5.0
-# Errors after which trying again cannot help: say so and leave.
-FATAL_CODES = frozenset({"UNAUTHENTICATED", "INVALID_ARGUMENT", "UNIMPLEMENTED", "PERMISSION_DENIED"})
-QUIT_KEYS = frozenset(b"qQ\x03\x04")  # q, Ctrl-C and Ctrl-D (should the tty not signal)
+QUIT_KEYS = frozenset(b"qQ\x03\x04")  # q, and Ctrl-C / Ctrl-D should the tty not signal them
 
 Screen = Callable[[Snapshot, int, int], "RenderableType"]
-
-
-@dataclass(frozen=True)
-class Request:
-    states: tuple[int, ...]
-    include_workers: bool
-
-
-class Feed:
-    """Reads WatchList in a thread; keeps the latest state and any problem."""
-
-    def __init__(self, client: Client, request: Request, limit: int, wake: Callable[[], None]) -> None:
-        self._client = client
-        self._request = request
-        self._limit = limit
-        self._wake = wake
-        self._lock = threading.Lock()
-        self._state = LiveState()
-        self._stream: ListWatch | None = None
-        self._stopping = threading.Event()
-        self._restart = False
-        self.fatal: KueueError | None = None
-        self._thread = threading.Thread(target=self._run, name="kueue-live-feed", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        with self._lock:
-            stream = self._stream
-        if stream is not None:
-            stream.cancel()
-        self._thread.join(timeout=5)
-
-    def snapshot(self) -> Snapshot:
-        with self._lock:
-            return self._state.snapshot()
-
-    def want_rows(self, rows: int) -> None:
-        """A taller terminal needs more rows than asked for: ask again."""
-        with self._lock:
-            if rows <= self._limit:
-                return
-            self._limit = rows
-            self._restart = True
-            stream = self._stream
-        if stream is not None:
-            stream.cancel()
-
-    def _run(self) -> None:
-        delay = RETRY_FIRST_SECONDS
-        while not self._stopping.is_set():
-            with self._lock:
-                self._restart = False
-                stream = self._stream = self._client.watch_list(
-                    self._request.states, self._limit, self._request.include_workers
-                )
-            try:
-                for msg in stream:
-                    with self._lock:
-                        self._state.apply(msg)
-                    delay = RETRY_FIRST_SECONDS
-                    self._wake()
-                error: KueueError | None = None
-            except KueueError as exc:
-                error = exc
-            if self._stopping.is_set():
-                return
-            with self._lock:
-                if self._restart:
-                    continue
-                received = self._state.received
-            if error is not None and (error.code in FATAL_CODES or not received):
-                # Never connected (wrong address, server down) or refused: as
-                # any other verb would, say why and leave.
-                self.fatal = error
-                self._wake()
-                return
-            with self._lock:
-                if not self._state.problem:
-                    when = time.strftime("%H:%M:%S")
-                    self._state.problem = (
-                        f"lost the kueue server at {self._client.address} at {when}; reconnecting..."
-                    )
-            self._wake()
-            self._stopping.wait(delay)
-            delay = min(delay * 2, RETRY_MAX_SECONDS)
 
 
 def require_terminal(what: str, instead: str) -> None:
@@ -150,37 +57,51 @@ class _Leave(Exception):
         self.signum = signum
 
 
-@contextlib.contextmanager
-def _keys() -> Iterator[int | None]:
-    """stdin in cbreak mode (keys arrive one by one, unechoed; Ctrl-C still
-    signals), restored on the way out. None when stdin is not a terminal."""
-    fd = sys.stdin.fileno() if sys.stdin is not None else -1
-    if fd < 0 or not os.isatty(fd):
-        yield None
-        return
-    saved = termios.tcgetattr(fd)
-    try:
-        tty.setcbreak(fd)
-        yield fd
-    finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+class _Keys:
+    """stdin in cbreak mode: keys arrive one by one, unechoed; Ctrl-C and
+    Ctrl-Z still signal. `fd` is None when stdin is not a terminal."""
+
+    def __init__(self) -> None:
+        fd = sys.stdin.fileno() if sys.stdin is not None else -1
+        self.fd = fd if fd >= 0 and os.isatty(fd) else None
+        self._saved = termios.tcgetattr(fd) if self.fd is not None else None
+
+    def cbreak(self) -> None:
+        if self.fd is not None:
+            tty.setcbreak(self.fd)
+
+    def restore(self) -> None:
+        if self.fd is not None:
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
 
 
-@contextlib.contextmanager
-def _signals(wake: Callable[[], None]) -> Iterator[None]:
-    def leave(signum: int, frame: FrameType | None) -> None:
-        raise _Leave(signum)
+class _Signals:
+    """SIGTERM and SIGHUP raise _Leave; SIGWINCH wakes the loop to redraw;
+    SIGTSTP (Ctrl-Z) asks the loop to suspend."""
 
-    def resized(signum: int, frame: FrameType | None) -> None:
-        wake()
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
+        self.suspend = False
 
-    wanted = {signal.SIGTERM: leave, signal.SIGHUP: leave, signal.SIGWINCH: resized}
-    saved = {sig: signal.signal(sig, handler) for sig, handler in wanted.items()}
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        def leave(signum: int, frame: FrameType | None) -> None:
+            raise _Leave(signum)
+
+        def resized(signum: int, frame: FrameType | None) -> None:
+            self._wake()
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            self.suspend = True
+            self._wake()
+
+        wanted = {signal.SIGTERM: leave, signal.SIGHUP: leave, signal.SIGWINCH: resized, signal.SIGTSTP: stop}
+        saved = {sig: signal.signal(sig, handler) for sig, handler in wanted.items()}
+        try:
+            yield
+        finally:
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
 
 
 def run(client: Client, request: Request, screen: Screen, rows: Callable[[int], int]) -> int:
@@ -195,25 +116,26 @@ def run(client: Client, request: Request, screen: Screen, rows: Callable[[int], 
     os.set_blocking(wake_w, False)
 
     def wake() -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
+        with contextlib.suppress(OSError):
             os.write(wake_w, b".")
 
     feed = Feed(client, request, rows(console.size.height), wake)
+    signals = _Signals(wake)
+    keys = _Keys()
+    live = Live(
+        console=console, screen=True, auto_refresh=False, redirect_stdout=False, redirect_stderr=False
+    )
     status = 0
     try:
-        with (
-            _signals(wake),
-            _keys() as keys,
-            Live(
-                console=console,
-                screen=True,
-                auto_refresh=False,
-                redirect_stdout=False,
-                redirect_stderr=False,
-            ) as live,
-        ):
-            feed.start()
-            _loop(live, console, feed, screen, rows, keys, wake_r)
+        with signals.installed():
+            try:
+                keys.cbreak()
+                live.start()
+                feed.start()
+                _loop(live, console, feed, screen, rows, keys, signals, wake_r)
+            finally:
+                live.stop()
+                keys.restore()
     except KeyboardInterrupt:
         pass
     except _Leave as leave:
@@ -233,14 +155,19 @@ def _loop(
     feed: Feed,
     screen: Screen,
     rows: Callable[[int], int],
-    keys: int | None,
+    keys: _Keys,
+    signals: _Signals,
     wake_r: int,
 ) -> None:
     interval = 1.0 / REDRAWS_PER_SECOND
     last_draw = -TICK_SECONDS
     dirty = True
-    watched = [wake_r] + ([keys] if keys is not None else [])
+    watched = [wake_r] + ([keys.fd] if keys.fd is not None else [])
     while feed.fatal is None:
+        if signals.suspend:
+            signals.suspend = False
+            _suspend(live, keys)
+            last_draw, dirty = -TICK_SECONDS, True
         now = time.monotonic()
         due = last_draw + (interval if dirty else TICK_SECONDS)
         if now >= due:
@@ -254,10 +181,20 @@ def _loop(
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_r, 4096)
             dirty = True
-        if keys is not None and keys in ready:
-            data = os.read(keys, 64)
+        if keys.fd is not None and keys.fd in ready:
+            data = os.read(keys.fd, 64)
             if not data or QUIT_KEYS.intersection(data):
                 return
+
+
+def _suspend(live: Live, keys: _Keys) -> None:
+    """Ctrl-Z: give the terminal back as it was, stop until continued (`fg`),
+    then take it again. The stream goes on meanwhile."""
+    live.stop()
+    keys.restore()
+    os.kill(os.getpid(), signal.SIGSTOP)
+    keys.cbreak()
+    live.start()
 
 
 # ---------------------------------------------------------------- verbs
@@ -321,4 +258,4 @@ def top(args: argparse.Namespace, ctx: Context) -> int:
     return run(ctx.client, Request((), True), screen, rows)
 
 
-__all__ = ["Feed", "Request", "ls_watch", "require_terminal", "run", "top", "workers_watch"]
+__all__ = ["ls_watch", "require_terminal", "run", "top", "workers_watch"]
