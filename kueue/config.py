@@ -66,6 +66,11 @@ class WorkerSettings:
     # Ours: on SIGTERM, "drain" (finish running jobs, take no new ones) or
     # "requeue" (stop them now and hand them back to the queue).
     on_sigterm: str = "drain"
+    # Ours: output the server has not acknowledged (it is away) is kept in
+    # memory up to output_memory_mb, then in spool files up to output_spill_mb
+    # (0: memory only); past that the jobs block on writing.
+    output_memory_mb: int = 64
+    output_spill_mb: int = 2048
 
 
 @dataclass
@@ -197,6 +202,11 @@ kill_grace_seconds = 10.0
 # On SIGTERM: "drain" finishes the running jobs and takes no new ones (a second
 # SIGTERM stops them); "requeue" stops them at once and hands them back.
 on_sigterm = "drain"
+# While the server is away, job output waits on the worker: this many MB in
+# memory, then up to output_spill_mb in spool files under the data directory
+# (0: memory only); past that the jobs block on writing until it is back.
+output_memory_mb = 64
+output_spill_mb = 2048
 
 [client_settings]
 # Resources a job asks for unless given on the command line.
@@ -298,6 +308,10 @@ def _validate(config: Config, path: Path) -> None:
         raise ConfigError(
             f'{path}: worker_settings.on_sigterm must be "drain" or "requeue", not {w.on_sigterm!r}'
         )
+    if w.output_memory_mb < 1:
+        raise ConfigError(f"{path}: worker_settings.output_memory_mb must be at least 1")
+    if w.output_spill_mb < 0:
+        raise ConfigError(f"{path}: worker_settings.output_spill_mb must not be negative (0 turns spilling off)")
     if w.worker_max_parallel_jobs < 0:
         raise ConfigError(f"{path}: worker_settings.worker_max_parallel_jobs must not be negative")
 

@@ -13,6 +13,8 @@ import contextlib
 import logging
 import random
 import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -37,21 +39,39 @@ LEAVE_TIMEOUT = 10.0
 class _Session:
     def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
         self.call = call
-        # None asks the writer to half-close the stream.
-        self.queue: asyncio.Queue[wpb.ConnectRequest | None] = asyncio.Queue()
+        # Small messages, sent before any output. None asks the writer to
+        # half-close the stream once all output has gone.
+        self.control: deque[wpb.ConnectRequest | None] = deque()
+        self.wake = asyncio.Event()
         self.registered = asyncio.Event()
         self.heartbeat_interval = 0.0
 
     def send(self, msg: wpb.ConnectRequest | None) -> None:
-        self.queue.put_nowait(msg)
+        self.control.append(msg)
+        self.wake.set()
 
-    async def write_all(self) -> None:
+    async def write_all(self, pull: Callable[[], wpb.ConnectRequest | None]) -> None:
+        """Write control messages first, then output pulled one message at a
+        time: what the stream cannot take yet stays with the attempts (and
+        their spool files), not in a queue here."""
+        closing = False
         while True:
-            msg = await self.queue.get()
-            if msg is None:
+            if self.control:
+                msg = self.control.popleft()
+                if msg is None:
+                    closing = True
+                else:
+                    await self.call.write(msg)
+                continue
+            out = pull()
+            if out is not None:
+                await self.call.write(out)
+                continue
+            if closing:
                 await self.call.done_writing()
                 return
-            await self.call.write(msg)
+            self.wake.clear()
+            await self.wake.wait()
 
 
 class Connection:
@@ -174,11 +194,11 @@ class Connection:
         session = _Session(stub.Connect())
         self._session = session
         self._session_ended.clear()
-        # attach() queues Register and the resends before any live message can.
-        self.worker.attach(session.send)
+        # attach() queues Register before any other message can.
+        self.worker.attach(session.send, session.wake.set)
         tasks = [
             asyncio.create_task(self._read_all(session), name="read"),
-            asyncio.create_task(session.write_all(), name="write"),
+            asyncio.create_task(session.write_all(self.worker.next_request), name="write"),
             asyncio.create_task(self._heartbeats(session), name="heartbeat"),
         ]
         reader = tasks[0]

@@ -14,7 +14,7 @@ import grpc
 
 from kueue import config as kconfig
 from kueue import logs, rpc
-from kueue_worker import identity, orphans
+from kueue_worker import identity, orphans, output_spool
 from kueue_worker.connection import Connection
 from kueue_worker.worker import Worker
 
@@ -80,7 +80,11 @@ async def serve(
 ) -> int:
     """Run until SIGTERM/SIGINT; the exit status."""
     worker = Worker(
-        cfg.worker_settings, name, worker_id, orphans.Ledger(orphans.ledger_path(cfg.data_dir, name))
+        cfg.worker_settings,
+        name,
+        worker_id,
+        orphans.Ledger(orphans.ledger_path(cfg.data_dir, name)),
+        output_spool.SpoolDir(output_spool.spool_path(cfg.data_dir, name)),
     )
     connection = Connection(
         worker,

@@ -2,10 +2,12 @@
 processes, and process events into messages for the server.
 
 It knows nothing of gRPC: the connection attaches an outbox for the length of
-a session. Messages produced while detached are not lost when they matter:
-output and finishes stay in the attempt state until acknowledged and are
-resent on the next attach, and every attempt's stdin position is reported
-again (a StdinAck sent on a breaking stream may never have arrived).
+a session, and its writer pulls output and finishes (next_request) as fast as
+the stream takes them. Messages produced while detached are not lost when
+they matter: output and finishes stay in the attempt state (in memory, then
+in spool files) until acknowledged and are sent again on the next attach, and
+every attempt's stdin position is reported again (a StdinAck sent on a
+breaking stream may never have arrived).
 """
 
 from __future__ import annotations
@@ -23,14 +25,12 @@ from kueue.v1 import worker_service_pb2 as wpb
 from kueue_worker import sysinfo
 from kueue_worker.attempts import Attempts, CwdCheck, Key, StdinResult
 from kueue_worker.orphans import Ledger
+from kueue_worker.output_spool import SpoolDir
 from kueue_worker.runner import JobProcess, Outcome
 
 log = logging.getLogger(__name__)
 
-# Unacknowledged output held in memory, over all jobs, before reading from
-# the jobs' pipes pauses (the jobs then block on write instead of the worker
-# running out of memory while the server is away).
-MAX_UNACKED_BYTES = 256 * 1024 * 1024
+MB = 1024 * 1024
 # A stat of a working directory on a hung network file system can block for
 # minutes; the event loop must not.
 CWD_CHECK_TIMEOUT = 30.0
@@ -89,14 +89,18 @@ def describe(finished: wpb.Finished) -> str:
 class OutputBudget:
     """Pauses reading job output while too much of it awaits acknowledgement."""
 
-    def __init__(self, attempts: Attempts, limit: int) -> None:
+    def __init__(self, attempts: Attempts, total_limit: int, memory_ceiling: int) -> None:
         self._attempts = attempts
-        self._limit = limit
+        self._total_limit = total_limit
+        self._memory_ceiling = memory_ceiling
         self._changed = asyncio.Event()
 
     def paused(self) -> bool:
+        a = self._attempts
         # A stopping worker must let its jobs' output drain so they can end.
-        return self._attempts.unacked_bytes > self._limit and not self._attempts.closing
+        if a.closing:
+            return False
+        return a.unacked_bytes > self._total_limit or a.memory_bytes > self._memory_ceiling
 
     async def resumed(self) -> None:
         while self.paused():
@@ -135,14 +139,28 @@ class StdinFeed:
 
 class Worker:
     def __init__(
-        self, settings: WorkerSettings, name: str, worker_id: str, ledger: Ledger | None = None
+        self,
+        settings: WorkerSettings,
+        name: str,
+        worker_id: str,
+        ledger: Ledger | None = None,
+        spool: SpoolDir | None = None,
     ) -> None:
         self.settings = settings
         self.name = name
         self.worker_id = worker_id
         # Where running attempts are recorded, so a restart after a crash can kill them.
         self.ledger = ledger
-        self.attempts = Attempts(name, settings.worker_max_parallel_jobs)
+        # Unacknowledged output is held in memory up to output_memory_mb, then
+        # in spool files (if any) up to output_spill_mb more.
+        memory_bytes = settings.output_memory_mb * MB
+        spill_bytes = settings.output_spill_mb * MB if spool is not None else 0
+        self.attempts = Attempts(
+            name,
+            settings.worker_max_parallel_jobs,
+            memory_limit=memory_bytes,
+            spool=spool.open if spill_bytes else None,
+        )
         self.processes: dict[Key, JobProcess] = {}
         # Finishing the running jobs before stopping: the server offers nothing new.
         self.draining = False
@@ -151,24 +169,42 @@ class Worker:
         self._acks_due: set[Key] = set()
         self._ack_timer: asyncio.TimerHandle | None = None
         self._outbox: Outbox | None = None
+        self._wake_writer: Callable[[], None] | None = None
         # Set when a heartbeat should go out before the interval is over.
         self.heartbeat_due = asyncio.Event()
-        self._budget = OutputBudget(self.attempts, MAX_UNACKED_BYTES)
+        # Past the limits reading from the jobs' pipes pauses: the jobs block on
+        # write instead of the worker running out of memory or disk while the
+        # server is away. A disk that fails to take spool files leaves the
+        # memory ceiling (limit + 25%) to do it.
+        self._budget = OutputBudget(self.attempts, memory_bytes + spill_bytes, memory_bytes * 5 // 4)
 
     # -- the session's view ----------------------------------------------------
 
-    def attach(self, outbox: Outbox) -> None:
-        """A new stream: Register, then everything unacknowledged, then live messages."""
+    def attach(self, outbox: Outbox, wake_writer: Callable[[], None]) -> None:
+        """A new stream: Register first; output (everything unacknowledged,
+        then live) is pulled by its writer through next_request, which
+        wake_writer prompts."""
         outbox(request(self.register_message()))
-        for msg in self.attempts.resend():
-            outbox(request(msg))
         for ack in self.attempts.stdin_positions():
             outbox(request(ack))
+        self.attempts.rewind()
         self._outbox = outbox
+        self._wake_writer = wake_writer
+        wake_writer()
 
     def detach(self, outbox: Outbox) -> None:
         if self._outbox is outbox:
             self._outbox = None
+            self._wake_writer = None
+
+    def next_request(self) -> wpb.ConnectRequest | None:
+        """The next Output or Finished for the stream's writer, if any."""
+        msg = self.attempts.next_message()
+        return None if msg is None else request(msg)
+
+    def _output_ready(self) -> None:
+        if self._wake_writer is not None:
+            self._wake_writer()
 
     def register_message(self) -> wpb.Register:
         system = sysinfo.probe()
@@ -311,9 +347,8 @@ class Worker:
                 self.heartbeat_due.set()
 
         def output(stream: int, data: bytes) -> None:
-            msg = self.attempts.output(job_id, attempt, stream, data)
-            if msg is not None:
-                self._emit(msg)
+            if self.attempts.output(job_id, attempt, stream, data):
+                self._output_ready()
 
         feed = None
         if spec.stdin_pipe:
@@ -353,7 +388,7 @@ class Worker:
         self._send_stdin_ack(key)
         if finished is not None:
             log.info("job %d attempt %d: %s", job_id, attempt, describe(finished))
-            self._emit(finished)
+            self._output_ready()
         self.heartbeat_due.set()
 
     def start_draining(self) -> None:

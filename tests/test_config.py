@@ -216,6 +216,8 @@ dynamic_check_free_resources = false
 dynamic_cpu_load_scale_factor = 0.5
 kill_grace_seconds = 1.5
 on_sigterm = "requeue"
+output_memory_mb = 8
+output_spill_mb = 100
 
 [client_settings]
 job_default_cpus = 8
@@ -264,6 +266,8 @@ def test_every_section_and_key_is_parsed() -> None:
         dynamic_cpu_load_scale_factor=0.5,
         kill_grace_seconds=1.5,
         on_sigterm="requeue",
+        output_memory_mb=8,
+        output_spill_mb=100,
     )
     assert cfg.client_settings == config.ClientSettings(job_default_cpus=8, job_default_ram_mb=8192)
     assert cfg.global_resources == {"genus": 3, "matlab": 0}
@@ -507,6 +511,14 @@ def test_loading_never_touches_the_real_home(tmp_path: Path, monkeypatch: pytest
     cfg = config.load()
     assert cfg.path is not None
     assert tmp_path in cfg.path.parents
+
+
+@pytest.mark.parametrize(
+    ("line", "key"), [("output_memory_mb = 0", "output_memory_mb"), ("output_spill_mb = -1", "output_spill_mb")]
+)
+def test_output_limits_must_be_sane(line: str, key: str) -> None:
+    with pytest.raises(config.ConfigError, match=key):
+        parse(FULL.replace(f"{key} = {8 if key == 'output_memory_mb' else 100}", line))
 
 
 def test_on_sigterm_must_be_drain_or_requeue() -> None:
