@@ -264,33 +264,6 @@ def test_jobs_json_uses_proto_field_names() -> None:
     assert data["summary"]["failed"] == "3"  # uint64 in proto3 JSON
 
 
-# ------------------------------------------------------------------ job details
-
-
-def test_job_details_show_every_field() -> None:
-    job = make_job(
-        4,
-        State.JOB_STATE_FAILED,
-        comment="failed to start: No such file or directory: './x'",
-        worker_name="node02",
-        worker_id="w-2",
-        attempt=2,
-    )
-    text = views.job_details_text(job, NOW)
-    assert "status:" in text and "failed to start" in text
-    assert "comment:" in text and "No such file or directory" in text
-    assert "worker:" in text and "node02 (w-2)" in text
-    assert "alice@desk" in text
-    assert "1 slot, 2 cpus, 1.0 GiB RAM" in text
-    assert "\x1b" not in text
-
-
-def test_output_tail_header() -> None:
-    assert views.output_tail_header("stdout", b"abc", 3, False) == "--- stdout ---"
-    assert views.output_tail_header("stdout", b"abc", 5000, False) == "--- stdout: last 3 B of 4.9 KiB ---"
-    assert views.output_tail_header("stderr", b"", 0, False) == "--- stderr: empty ---"
-
-
 # ------------------------------------------------------------------ workers
 
 
