@@ -465,22 +465,24 @@ def worker_fields(worker: common_pb2.Worker, now: float | None = None) -> list[F
     return fields
 
 
-def worker_details_text(resp: cluster_service_pb2.GetWorkerResponse, *, width: int | None = None) -> str:
-    text = fields_text(worker_fields(resp.worker))
+def worker_details_text(
+    resp: cluster_service_pb2.GetWorkerResponse, *, width: int | None = None, now: float | None = None
+) -> str:
+    text = fields_text(worker_fields(resp.worker, now))
     if resp.jobs:
-        text += "\n" + jobs_text(resp.jobs, width=width)
+        text += "\n" + jobs_text(resp.jobs, width=width, now=now)
     return text
 
 
 def worker_details_rich(
-    resp: cluster_service_pb2.GetWorkerResponse, *, width: int | None = None
+    resp: cluster_service_pb2.GetWorkerResponse, *, width: int | None = None, now: float | None = None
 ) -> RenderableType:
     from rich.console import Group
     from rich.text import Text
 
-    parts: list[RenderableType] = [fields_rich(worker_fields(resp.worker))]
+    parts: list[RenderableType] = [fields_rich(worker_fields(resp.worker, now))]
     if resp.jobs:
-        parts += [Text(""), jobs_rich(resp.jobs, width=width)]
+        parts += [Text(""), jobs_rich(resp.jobs, width=width, now=now)]
     return Group(*parts)
 
 

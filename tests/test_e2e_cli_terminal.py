@@ -153,10 +153,11 @@ def test_cmd_array_wait_shows_progress_and_no_colour_with_no_color(cluster: Clus
 
 
 def test_tables_are_coloured_on_a_terminal_only(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.global_resources = {"genus": 2}
     start(cluster)
     (failed,) = submit(cluster, "exit 3", cwd=tmp_path)
     wait_for(lambda: job_json(cluster, failed).get("state") == "JOB_STATE_FAILED", what="the job to fail")
-    for verb in (["ls"], ["workers"], ["show", str(failed)], ["show-worker", "w1"]):
+    for verb in (["ls"], ["workers"], ["show", str(failed)], ["show-worker", "w1"], ["resources"]):
         with on_terminal(cluster, *verb) as screen:
             assert screen.wait_exit() == 0
             assert SGR.search(screen.raw), verb
