@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -128,6 +129,17 @@ def test_wait_shows_progress_on_a_terminal_and_nothing_extra_when_piped(
         f"{ids[1]}: finished",
         f"{ids[2]}: failed with code 4",
     ]
+
+
+def test_ctrl_c_during_wait_erases_the_bar_and_shows_the_cursor(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.start_server()  # no worker: the job waits
+    (job_id,) = submit(cluster, "true", cwd=tmp_path)
+    with on_terminal(cluster, "wait", str(job_id)) as screen:
+        screen.wait_text("0/1 done, 1 waiting")
+        screen.proc.send_signal(signal.SIGINT)
+        assert screen.wait_exit() == 130
+        assert screen.text().strip() == ""
+        assert screen.raw.endswith(b"\x1b[2K") and b"\x1b[?25h" in screen.raw  # erased, cursor back
 
 
 def test_cmd_array_wait_shows_progress_and_no_colour_with_no_color(cluster: Cluster, tmp_path: Path) -> None:
