@@ -16,7 +16,18 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from kueue.v1 import common_pb2
-from kueue_server.model import ACTIVE, FINAL, Amount, JobRecord, Shape, State, WorkerRecord
+from kueue_server.model import (
+    ACTIVE,
+    FINAL,
+    MAX_PAST_ATTEMPTS,
+    Amount,
+    JobRecord,
+    Outcome,
+    PastAttempt,
+    Shape,
+    State,
+    WorkerRecord,
+)
 from kueue_server.pending_queue import PendingQueue
 
 # A worker that rejected a job for good (directory missing) is not offered it
@@ -270,7 +281,9 @@ class Scheduler:
                 if job.state is State.OFFERED:
                     self._mark_started(job, now)
             elif (job_id, job.attempt) not in known:
-                self._requeue(job, f"worker {name} restarted without attempt {job.attempt}", now)
+                self._requeue(
+                    job, f"worker {name} restarted without attempt {job.attempt}", now, Outcome.WORKER_LOST
+                )
         for job_id, attempt in running:
             if not self.is_current(worker_id, job_id, attempt):
                 self._effects.kill.append(KillOrder(worker_id, job_id, attempt))
@@ -311,14 +324,15 @@ class Scheduler:
         if worker is None:
             return
         for job_id in list(worker.jobs):
-            self._requeue(self.jobs[job_id], f"worker {worker.name} shut down", now)
+            self._requeue(self.jobs[job_id], f"worker {worker.name} shut down", now, Outcome.WORKER_STOPPED)
         worker.connected = False
         self._effects.workers.add(worker_id)
 
     def _lose_worker(self, worker: WorkerRecord, now: float) -> None:
         silent = now - worker.last_seen
         for job_id in list(worker.jobs):
-            self._requeue(self.jobs[job_id], f"worker {worker.name} lost (silent for {silent:.0f} s)", now)
+            why = f"worker {worker.name} lost (silent for {silent:.0f} s)"
+            self._requeue(self.jobs[job_id], why, now, Outcome.WORKER_LOST)
         if worker.connected:
             self._effects.drop_workers.add(worker.id)
         worker.connected = False
@@ -354,7 +368,7 @@ class Scheduler:
         if job.rejected_by is None:
             job.rejected_by = {}
         job.rejected_by[worker_id] = now + cooldown
-        self._requeue(job, "", now)
+        self._requeue(job, "", now, Outcome.REJECTED, reason)
         job.comment = self._rejection_comment(job, worker, reason, now)
 
     def _rejection_comment(self, job: JobRecord, worker: WorkerRecord, reason: str, now: float) -> str:
@@ -436,7 +450,12 @@ class Scheduler:
         self._account_final(job)
         return True
 
-    def _requeue(self, job: JobRecord, why: str, now: float) -> None:
+    def _requeue(
+        self, job: JobRecord, why: str, now: float, outcome: Outcome, reason: str | None = None
+    ) -> None:
+        """The current attempt ends without ending the job: queue it again
+        (`why` goes into the comment, `reason` (default `why`) into the
+        attempt's history), or cancel it if a kill was asked for."""
         if job.state not in ACTIVE:
             return
         self._release(job)
@@ -446,6 +465,21 @@ class Scheduler:
             self._set_state(job, State.CANCELED)
             self._account_final(job)
             return
+        past = PastAttempt(
+            job.attempt,
+            job.worker_id,
+            job.worker_name,
+            job.offered_at,
+            job.started_at,
+            now,
+            outcome,
+            why if reason is None else reason,
+        )
+        if job.past_attempts is None:
+            job.past_attempts = [past]
+        else:
+            job.past_attempts.append(past)
+            del job.past_attempts[:-MAX_PAST_ATTEMPTS]
         if why:
             job.comment = f"{why}; queued again"
         job.offered_at = job.started_at = None
@@ -521,7 +555,7 @@ class Scheduler:
             job = self.jobs.get(job_id)
             if job is not None and job.attempt == attempt and job.state is State.OFFERED:
                 self._effects.kill.append(KillOrder(job.worker_id, job.id, job.attempt))
-                self._requeue(job, f"offer to {job.worker_name} not answered", now)
+                self._requeue(job, f"offer to {job.worker_name} not answered", now, Outcome.UNANSWERED)
         horizon = now - self.limits.cleanup_after
         while self._finished_order and self._finished_order[0][0] < horizon:
             _, job_id = self._finished_order.popleft()

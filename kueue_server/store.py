@@ -22,7 +22,7 @@ from typing import Any
 
 from kueue.v1 import common_pb2
 from kueue_server import output_files
-from kueue_server.convert import JOB_COLUMNS, job_from_row
+from kueue_server.convert import ADDED_JOB_COLUMNS, JOB_COLUMNS, job_from_row
 from kueue_server.model import JobRecord, WorkerRecord
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     issued_at REAL, offered_at REAL, started_at REAL, finished_at REAL, attempt INTEGER,
     worker_id TEXT, worker_name TEXT, exit_code INTEGER, signal INTEGER, run_time REAL,
     peak_memory INTEGER, comment TEXT, stdout_bytes INTEGER, stderr_bytes INTEGER,
-    output_truncated INTEGER, kill_requested INTEGER);
+    output_truncated INTEGER, kill_requested INTEGER, past_attempts TEXT);
 CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, name TEXT NOT NULL, system BLOB);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
@@ -97,6 +97,12 @@ class Store:
             self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         elif version[0] != SCHEMA_VERSION:
             raise StoreError(f"{self.path}: schema version {version[0]} is not supported by this server")
+        # New columns are optional (NULL in old rows), so an older server can
+        # still open the file: no new schema version for them.
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, kind in ADDED_JOB_COLUMNS:
+            if name not in have:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
         self.outputs = output_files.OutputFiles(self.output_root, output_cap_bytes)
         self._queue: queue.SimpleQueue[tuple[Batch, asyncio.Future[list[int]]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -177,7 +183,7 @@ class Store:
                         db.executemany("INSERT OR REPLACE INTO specs VALUES (?, ?)", batch.specs)
                     if batch.jobs:
                         db.executemany(
-                            f"INSERT OR REPLACE INTO jobs ({JOB_COLUMNS}) VALUES ({_marks(20)})", batch.jobs
+                            f"INSERT OR REPLACE INTO jobs ({JOB_COLUMNS}) VALUES ({_marks(21)})", batch.jobs
                         )
                     if batch.deleted_jobs:
                         db.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in batch.deleted_jobs])

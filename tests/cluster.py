@@ -248,6 +248,15 @@ class Cluster:
             )
         return result
 
+    def kueue_argv(self, *args: str, config: Path | None = None) -> list[str]:
+        """The `kueue` command line that `kueue()` runs, for running it elsewhere (a pty)."""
+        return [sys.executable, "-m", "kueue_client", "--config", str(config or self.client_config), *args]
+
+    @staticmethod
+    def env() -> dict[str, str]:
+        """The environment programs of this checkout run with."""
+        return _env()
+
     def client(self) -> Any:
         from kueue_client.api import Client
 
