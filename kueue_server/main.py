@@ -19,6 +19,7 @@ from kueue.v1 import cluster_service_pb2_grpc, job_service_pb2_grpc, worker_serv
 from kueue_server.app import App
 from kueue_server.cluster_service import ClusterService
 from kueue_server.job_service import JobService
+from kueue_server.standard_services import PUBLIC_SERVICES, add_standard_services
 from kueue_server.store import StoreError
 from kueue_server.worker_service import WorkerService
 
@@ -82,11 +83,13 @@ def bind(
 async def serve(config: kconfig.Config, port_file: str | None) -> int:
     app = App(config)
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(config.common_settings.shared_secret)], options=SERVER_OPTIONS
+        interceptors=[AuthInterceptor(config.common_settings.shared_secret, public_services=PUBLIC_SERVICES)],
+        options=SERVER_OPTIONS,
     )
     job_service_pb2_grpc.add_JobServiceServicer_to_server(JobService(app), server)
     cluster_service_pb2_grpc.add_ClusterServiceServicer_to_server(ClusterService(app), server)
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerService(app), server)
+    health = add_standard_services(server)
     try:
         credentials = server_credentials(config)
     except kconfig.ConfigError as exc:
@@ -104,6 +107,8 @@ async def serve(config: kconfig.Config, port_file: str | None) -> int:
         )
         return 1
     await app.start()
+    # The store is open and the app runs: health says SERVING from the first call.
+    await health.serving()
     await server.start()
     log.info(
         "kueue_server %s listening on %s%s (data in %s)",
@@ -121,6 +126,8 @@ async def serve(config: kconfig.Config, port_file: str | None) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
+    # Health checkers (load balancers) see NOT_SERVING before calls are refused.
+    await health.enter_graceful_shutdown()
     await server.stop(grace=2.0)
     await app.stop()
     log.info("stopped")
