@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kueue/v1/common.proto.
  */
 export const file_kueue_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChVrdWV1ZS92MS9jb21tb24ucHJvdG8SCGt1ZXVlLnYxIrQBCglSZXNvdXJjZXMSDQoFc2xvdHMYASABKA0SDAoEY3B1cxgCIAEoDRIOCgZyYW1fbWIYAyABKAQSQgoQZ2xvYmFsX3Jlc291cmNlcxgEIAMoCzIoLmt1ZXVlLnYxLlJlc291cmNlcy5HbG9iYWxSZXNvdXJjZXNFbnRyeRo2ChRHbG9iYWxSZXNvdXJjZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKA06AjgBIqwCCgdKb2JTcGVjEg8KB2NvbW1hbmQYASADKAkSDQoFc2hlbGwYAiABKAgSCwoDY3dkGAMgASgJEicKA2VudhgEIAMoCzIaLmt1ZXVlLnYxLkpvYlNwZWMuRW52RW50cnkSJgoJcmVzb3VyY2VzGAUgASgLMhMua3VldWUudjEuUmVzb3VyY2VzEhMKC3N0ZG91dF9wYXRoGAYgASgJEhMKC3N0ZGVycl9wYXRoGAcgASgJEgwKBHVzZXIYCCABKAkSEwoLc3VibWl0X2hvc3QYCSABKAkSFgoOdXNlX3dvcmtlcl9lbnYYCiABKAgSEgoKc3RkaW5fcGlwZRgLIAEoCBoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIqgECgNKb2ISCgoCaWQYASABKAQSIQoFc3RhdGUYAiABKA4yEi5rdWV1ZS52MS5Kb2JTdGF0ZRIfCgRzcGVjGAMgASgLMhEua3VldWUudjEuSm9iU3BlYxItCglpc3N1ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCm9mZmVyZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdhdHRlbXB0GAggASgNEhEKCXdvcmtlcl9pZBgJIAEoCRITCgt3b3JrZXJfbmFtZRgKIAEoCRIWCglleGl0X2NvZGUYCyABKAVIAIgBARIOCgZzaWduYWwYDCABKAUSGAoQcnVuX3RpbWVfc2Vjb25kcxgNIAEoARIZChFwZWFrX21lbW9yeV9ieXRlcxgOIAEoBBIPCgdjb21tZW50GA8gASgJEhQKDHN0ZG91dF9ieXRlcxgQIAEoBBIUCgxzdGRlcnJfYnl0ZXMYESABKAQSGAoQb3V0cHV0X3RydW5jYXRlZBgSIAEoCBIWCg5raWxsX3JlcXVlc3RlZBgTIAEoCEIMCgpfZXhpdF9jb2RlIqsBCgpKb2JTdW1tYXJ5Eg8KB3BlbmRpbmcYASABKAQSDwoHb2ZmZXJlZBgCIAEoBBIPCgdydW5uaW5nGAMgASgEEhEKCXN1Y2NlZWRlZBgEIAEoBBIOCgZmYWlsZWQYBSABKAQSEAoIY2FuY2VsZWQYBiABKAQSIAoYYXZlcmFnZV9ydW5fdGltZV9zZWNvbmRzGAcgASgBEhMKC2V0YV9zZWNvbmRzGAggASgBIvEBCgpTeXN0ZW1JbmZvEhAKCGhvc3RuYW1lGAEgASgJEg4KBmtlcm5lbBgCIAEoCRIUCgxkaXN0cmlidXRpb24YAyABKAkSEQoJY3B1X2NvcmVzGAQgASgNEhkKEWNwdV9mcmVxdWVuY3lfbWh6GAUgASgBEhcKD21lbW9yeV90b3RhbF9tYhgGIAEoBBIbChNtZW1vcnlfYXZhaWxhYmxlX21iGAcgASgEEg4KBmxvYWRfMRgIIAEoARIOCgZsb2FkXzUYCSABKAESDwoHbG9hZF8xNRgKIAEoARIWCg51cHRpbWVfc2Vjb25kcxgLIAEoASLCAgoGV29ya2VyEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSJAoGc3lzdGVtGAMgASgLMhQua3VldWUudjEuU3lzdGVtSW5mbxIlCghjYXBhY2l0eRgEIAEoCzITLmt1ZXVlLnYxLlJlc291cmNlcxIhCgRmcmVlGAUgASgLMhMua3VldWUudjEuUmVzb3VyY2VzEhQKDHJ1bm5pbmdfam9icxgGIAEoDRIRCgljb25uZWN0ZWQYByABKAgSMAoMY29ubmVjdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxsYXN0X3NlZW5fYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB2FkZHJlc3MYCiABKAkSEAoIZHJhaW5pbmcYCyABKAgiOwoOR2xvYmFsUmVzb3VyY2USDAoEbmFtZRgBIAEoCRINCgV0b3RhbBgCIAEoDRIMCgR1c2VkGAMgASgNKrEBCghKb2JTdGF0ZRIZChVKT0JfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFKT0JfU1RBVEVfUEVORElORxABEhUKEUpPQl9TVEFURV9PRkZFUkVEEAISFQoRSk9CX1NUQVRFX1JVTk5JTkcQAxIXChNKT0JfU1RBVEVfU1VDQ0VFREVEEAQSFAoQSk9CX1NUQVRFX0ZBSUxFRBAFEhYKEkpPQl9TVEFURV9DQU5DRUxFRBAGKmEKDE91dHB1dFN0cmVhbRIdChlPVVRQVVRfU1RSRUFNX1VOU1BFQ0lGSUVEEAASGAoUT1VUUFVUX1NUUkVBTV9TVERPVVQQARIYChRPVVRQVVRfU1RSRUFNX1NUREVSUhACYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChVrdWV1ZS92MS9jb21tb24ucHJvdG8SCGt1ZXVlLnYxIrQBCglSZXNvdXJjZXMSDQoFc2xvdHMYASABKA0SDAoEY3B1cxgCIAEoDRIOCgZyYW1fbWIYAyABKAQSQgoQZ2xvYmFsX3Jlc291cmNlcxgEIAMoCzIoLmt1ZXVlLnYxLlJlc291cmNlcy5HbG9iYWxSZXNvdXJjZXNFbnRyeRo2ChRHbG9iYWxSZXNvdXJjZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKA06AjgBIqwCCgdKb2JTcGVjEg8KB2NvbW1hbmQYASADKAkSDQoFc2hlbGwYAiABKAgSCwoDY3dkGAMgASgJEicKA2VudhgEIAMoCzIaLmt1ZXVlLnYxLkpvYlNwZWMuRW52RW50cnkSJgoJcmVzb3VyY2VzGAUgASgLMhMua3VldWUudjEuUmVzb3VyY2VzEhMKC3N0ZG91dF9wYXRoGAYgASgJEhMKC3N0ZGVycl9wYXRoGAcgASgJEgwKBHVzZXIYCCABKAkSEwoLc3VibWl0X2hvc3QYCSABKAkSFgoOdXNlX3dvcmtlcl9lbnYYCiABKAgSEgoKc3RkaW5fcGlwZRgLIAEoCBoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIs0ECgNKb2ISCgoCaWQYASABKAQSIQoFc3RhdGUYAiABKA4yEi5rdWV1ZS52MS5Kb2JTdGF0ZRIfCgRzcGVjGAMgASgLMhEua3VldWUudjEuSm9iU3BlYxItCglpc3N1ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCm9mZmVyZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdhdHRlbXB0GAggASgNEhEKCXdvcmtlcl9pZBgJIAEoCRITCgt3b3JrZXJfbmFtZRgKIAEoCRIWCglleGl0X2NvZGUYCyABKAVIAIgBARIOCgZzaWduYWwYDCABKAUSGAoQcnVuX3RpbWVfc2Vjb25kcxgNIAEoARIZChFwZWFrX21lbW9yeV9ieXRlcxgOIAEoBBIPCgdjb21tZW50GA8gASgJEhQKDHN0ZG91dF9ieXRlcxgQIAEoBBIUCgxzdGRlcnJfYnl0ZXMYESABKAQSGAoQb3V0cHV0X3RydW5jYXRlZBgSIAEoCBIWCg5raWxsX3JlcXVlc3RlZBgTIAEoCBIjCghhdHRlbXB0cxgUIAMoCzIRLmt1ZXVlLnYxLkF0dGVtcHRCDAoKX2V4aXRfY29kZSKKAgoHQXR0ZW1wdBIOCgZudW1iZXIYASABKA0SEQoJd29ya2VyX2lkGAIgASgJEhMKC3dvcmtlcl9uYW1lGAMgASgJEi4KCm9mZmVyZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgdvdXRjb21lGAcgASgOMhgua3VldWUudjEuQXR0ZW1wdE91dGNvbWUSDgoGcmVhc29uGAggASgJIqsBCgpKb2JTdW1tYXJ5Eg8KB3BlbmRpbmcYASABKAQSDwoHb2ZmZXJlZBgCIAEoBBIPCgdydW5uaW5nGAMgASgEEhEKCXN1Y2NlZWRlZBgEIAEoBBIOCgZmYWlsZWQYBSABKAQSEAoIY2FuY2VsZWQYBiABKAQSIAoYYXZlcmFnZV9ydW5fdGltZV9zZWNvbmRzGAcgASgBEhMKC2V0YV9zZWNvbmRzGAggASgBIvEBCgpTeXN0ZW1JbmZvEhAKCGhvc3RuYW1lGAEgASgJEg4KBmtlcm5lbBgCIAEoCRIUCgxkaXN0cmlidXRpb24YAyABKAkSEQoJY3B1X2NvcmVzGAQgASgNEhkKEWNwdV9mcmVxdWVuY3lfbWh6GAUgASgBEhcKD21lbW9yeV90b3RhbF9tYhgGIAEoBBIbChNtZW1vcnlfYXZhaWxhYmxlX21iGAcgASgEEg4KBmxvYWRfMRgIIAEoARIOCgZsb2FkXzUYCSABKAESDwoHbG9hZF8xNRgKIAEoARIWCg51cHRpbWVfc2Vjb25kcxgLIAEoASLCAgoGV29ya2VyEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSJAoGc3lzdGVtGAMgASgLMhQua3VldWUudjEuU3lzdGVtSW5mbxIlCghjYXBhY2l0eRgEIAEoCzITLmt1ZXVlLnYxLlJlc291cmNlcxIhCgRmcmVlGAUgASgLMhMua3VldWUudjEuUmVzb3VyY2VzEhQKDHJ1bm5pbmdfam9icxgGIAEoDRIRCgljb25uZWN0ZWQYByABKAgSMAoMY29ubmVjdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxsYXN0X3NlZW5fYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB2FkZHJlc3MYCiABKAkSEAoIZHJhaW5pbmcYCyABKAgiOwoOR2xvYmFsUmVzb3VyY2USDAoEbmFtZRgBIAEoCRINCgV0b3RhbBgCIAEoDRIMCgR1c2VkGAMgASgNKrEBCghKb2JTdGF0ZRIZChVKT0JfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFKT0JfU1RBVEVfUEVORElORxABEhUKEUpPQl9TVEFURV9PRkZFUkVEEAISFQoRSk9CX1NUQVRFX1JVTk5JTkcQAxIXChNKT0JfU1RBVEVfU1VDQ0VFREVEEAQSFAoQSk9CX1NUQVRFX0ZBSUxFRBAFEhYKEkpPQl9TVEFURV9DQU5DRUxFRBAGKmEKDE91dHB1dFN0cmVhbRIdChlPVVRQVVRfU1RSRUFNX1VOU1BFQ0lGSUVEEAASGAoUT1VUUFVUX1NUUkVBTV9TVERPVVQQARIYChRPVVRQVVRfU1RSRUFNX1NUREVSUhACKowCCg5BdHRlbXB0T3V0Y29tZRIfChtBVFRFTVBUX09VVENPTUVfVU5TUEVDSUZJRUQQABIaChZBVFRFTVBUX09VVENPTUVfQUNUSVZFEAESHAoYQVRURU1QVF9PVVRDT01FX0ZJTklTSEVEEAISHAoYQVRURU1QVF9PVVRDT01FX1JFSkVDVEVEEAMSHgoaQVRURU1QVF9PVVRDT01FX1VOQU5TV0VSRUQQBBIfChtBVFRFTVBUX09VVENPTUVfV09SS0VSX0xPU1QQBRIiCh5BVFRFTVBUX09VVENPTUVfV09SS0VSX1NUT1BQRUQQBhIcChhBVFRFTVBUX09VVENPTUVfQ0FOQ0VMRUQQB2IGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * An amount of resources: what a job asks for, what a worker has or has free.
@@ -252,6 +252,16 @@ export type Job = Message<"kueue.v1.Job"> & {
    * @generated from field: bool kill_requested = 19;
    */
   killRequested: boolean;
+
+  /**
+   * Every attempt, oldest first: earlier ones that ended without finishing
+   * the job (rejected, worker lost, ...) and the current or last one. Only
+   * the most recent 20 are kept. Filled by GetJob only; ListJobs, WatchJobs
+   * and the other calls leave it empty.
+   *
+   * @generated from field: repeated kueue.v1.Attempt attempts = 20;
+   */
+  attempts: Attempt[];
 };
 
 /**
@@ -260,6 +270,68 @@ export type Job = Message<"kueue.v1.Job"> & {
  */
 export const JobSchema: GenMessage<Job> = /*@__PURE__*/
   messageDesc(file_kueue_v1_common, 2);
+
+/**
+ * One hand-over of a job to a worker.
+ *
+ * @generated from message kueue.v1.Attempt
+ */
+export type Attempt = Message<"kueue.v1.Attempt"> & {
+  /**
+   * 1 for the first offer, as Job.attempt.
+   *
+   * @generated from field: uint32 number = 1;
+   */
+  number: number;
+
+  /**
+   * @generated from field: string worker_id = 2;
+   */
+  workerId: string;
+
+  /**
+   * @generated from field: string worker_name = 3;
+   */
+  workerName: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp offered_at = 4;
+   */
+  offeredAt?: Timestamp | undefined;
+
+  /**
+   * Unset if it never started.
+   *
+   * @generated from field: google.protobuf.Timestamp started_at = 5;
+   */
+  startedAt?: Timestamp | undefined;
+
+  /**
+   * Unset while it is active.
+   *
+   * @generated from field: google.protobuf.Timestamp ended_at = 6;
+   */
+  endedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: kueue.v1.AttemptOutcome outcome = 7;
+   */
+  outcome: AttemptOutcome;
+
+  /**
+   * Why it ended, e.g. "worker lab07 lost (silent for 300 s)"; may be empty.
+   *
+   * @generated from field: string reason = 8;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message kueue.v1.Attempt.
+ * Use `create(AttemptSchema)` to create a new message.
+ */
+export const AttemptSchema: GenMessage<Attempt> = /*@__PURE__*/
+  messageDesc(file_kueue_v1_common, 3);
 
 /**
  * Counters over all jobs the server holds, kept incrementally.
@@ -317,7 +389,7 @@ export type JobSummary = Message<"kueue.v1.JobSummary"> & {
  * Use `create(JobSummarySchema)` to create a new message.
  */
 export const JobSummarySchema: GenMessage<JobSummary> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_common, 3);
+  messageDesc(file_kueue_v1_common, 4);
 
 /**
  * Static and slowly changing facts about a worker's machine.
@@ -386,7 +458,7 @@ export type SystemInfo = Message<"kueue.v1.SystemInfo"> & {
  * Use `create(SystemInfoSchema)` to create a new message.
  */
 export const SystemInfoSchema: GenMessage<SystemInfo> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_common, 4);
+  messageDesc(file_kueue_v1_common, 5);
 
 /**
  * A worker as the server knows it.
@@ -462,7 +534,7 @@ export type Worker = Message<"kueue.v1.Worker"> & {
  * Use `create(WorkerSchema)` to create a new message.
  */
 export const WorkerSchema: GenMessage<Worker> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_common, 5);
+  messageDesc(file_kueue_v1_common, 6);
 
 /**
  * One global resource (license) and its use.
@@ -491,7 +563,7 @@ export type GlobalResource = Message<"kueue.v1.GlobalResource"> & {
  * Use `create(GlobalResourceSchema)` to create a new message.
  */
 export const GlobalResourceSchema: GenMessage<GlobalResource> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_common, 6);
+  messageDesc(file_kueue_v1_common, 7);
 
 /**
  * Lifecycle of a job: PENDING -> OFFERED -> RUNNING -> SUCCEEDED | FAILED,
@@ -579,4 +651,73 @@ export enum OutputStream {
  */
 export const OutputStreamSchema: GenEnum<OutputStream> = /*@__PURE__*/
   enumDesc(file_kueue_v1_common, 1);
+
+/**
+ * How an attempt ended.
+ *
+ * @generated from enum kueue.v1.AttemptOutcome
+ */
+export enum AttemptOutcome {
+  /**
+   * @generated from enum value: ATTEMPT_OUTCOME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Still offered or running: the job's current attempt.
+   *
+   * @generated from enum value: ATTEMPT_OUTCOME_ACTIVE = 1;
+   */
+  ACTIVE = 1,
+
+  /**
+   * The process ended (or could not start); the job's exit_code, signal and
+   * state tell how. Only a job's last attempt ends this way.
+   *
+   * @generated from enum value: ATTEMPT_OUTCOME_FINISHED = 2;
+   */
+  FINISHED = 2,
+
+  /**
+   * The worker declined the offer (e.g. the working directory is missing).
+   *
+   * @generated from enum value: ATTEMPT_OUTCOME_REJECTED = 3;
+   */
+  REJECTED = 3,
+
+  /**
+   * The worker did not answer the offer within job_offer_timeout_seconds.
+   *
+   * @generated from enum value: ATTEMPT_OUTCOME_UNANSWERED = 4;
+   */
+  UNANSWERED = 4,
+
+  /**
+   * The worker was silent for worker_timeout_seconds, or reconnected without
+   * the attempt (crashed, rebooted).
+   *
+   * @generated from enum value: ATTEMPT_OUTCOME_WORKER_LOST = 5;
+   */
+  WORKER_LOST = 5,
+
+  /**
+   * The worker shut down and handed the job back.
+   *
+   * @generated from enum value: ATTEMPT_OUTCOME_WORKER_STOPPED = 6;
+   */
+  WORKER_STOPPED = 6,
+
+  /**
+   * Canceled or killed on request.
+   *
+   * @generated from enum value: ATTEMPT_OUTCOME_CANCELED = 7;
+   */
+  CANCELED = 7,
+}
+
+/**
+ * Describes the enum kueue.v1.AttemptOutcome.
+ */
+export const AttemptOutcomeSchema: GenEnum<AttemptOutcome> = /*@__PURE__*/
+  enumDesc(file_kueue_v1_common, 2);
 
