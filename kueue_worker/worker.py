@@ -415,9 +415,11 @@ class Worker:
         self.heartbeat_due.set()
 
     async def wait_idle(self) -> None:
-        """Until no attempt runs here any more."""
+        """Until no attempt runs here any more. Cancelling this wait leaves
+        the attempts alone (gather() would cancel their watchers, and with them
+        the kill and the report of their end)."""
         while self._watchers:
-            await asyncio.gather(*list(self._watchers.values()), return_exceptions=True)
+            await asyncio.wait(list(self._watchers.values()))
 
     async def stop_jobs(self, signum: int = 0, grace_seconds: float = 0.0) -> int:
         """Turn new work away, kill every attempt and wait until each has finished; how many there were."""

@@ -168,9 +168,10 @@ class Cluster:
     # ------------------------------------------------------------------ workers
 
     def start_worker(
-        self, name: str, *, port: int | None = None, **worker_settings: Any
+        self, name: str, *args: str, port: int | None = None, **worker_settings: Any
     ) -> subprocess.Popen[bytes]:
-        """Start a worker; `port` sends it through something else (a Relay) to the server."""
+        """Start a worker with extra command-line `args`; `port` sends it
+        through something else (a Relay) to the server."""
         config = self.write_config(
             self.root / f"worker-{name}.toml",
             port=port or self.port,
@@ -185,7 +186,7 @@ class Cluster:
         )
         log = open(self.root / f"worker-{name}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
-            [sys.executable, "-m", "kueue_worker", "--config", str(config), "--name", name],
+            [sys.executable, "-m", "kueue_worker", "--config", str(config), "--name", name, *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=_env(),
