@@ -216,6 +216,7 @@ VERBS = [
     "output",
     "up",
     "down",
+    "install-units",
     "complete",
 ]
 
