@@ -14,7 +14,7 @@ from collections.abc import Callable
 import kueue
 from kueue.logs import event
 from kueue_server.metrics import Counter, Gauge, Histogram, Metric, exposition
-from kueue_server.model import FINAL, JobRecord, State, WorkerRecord
+from kueue_server.model import ACTIVE, FINAL, JobRecord, State, WorkerRecord
 from kueue_server.scheduler import Effects, JobChange, Scheduler, WorkerChange
 
 log = logging.getLogger("kueue_server")
@@ -206,22 +206,25 @@ class Observer:
                 change.attempt,
                 change.worker_name,
                 reason,
-                reason=reason,
                 **fields,
+                reason=reason,
             )
         elif new in FINAL:
             self._requeued_at.pop(job.id, None)
             outcome = new.name.lower()
             m.finished.inc(1, (outcome,))
             if new is State.CANCELED:
+                placed = change.old in ACTIVE
+                if not placed:  # canceled while queued: no attempt of it ran
+                    fields.update(attempt=None, worker=None)
                 event(
                     log,
                     "job_canceled",
                     "job %d canceled%s",
                     job.id,
-                    f" (attempt {change.attempt} on {change.worker_name})" if change.worker_name else "",
-                    reason=job.comment,
+                    f" (attempt {change.attempt} on {change.worker_name})" if placed else " while queued",
                     **fields,
+                    reason=job.comment or None,
                 )
                 return
             m.run_time.observe(job.run_time)
@@ -241,10 +244,10 @@ class Observer:
                 how,
                 job.run_time,
                 outcome,
+                **fields,
                 exit_code=job.exit_code,
                 signal=job.signal or None,
                 run_time=round(job.run_time, 3),
-                **fields,
             )
 
     # ----------------------------------------------------------- worker changes

@@ -191,6 +191,8 @@ def test_json_logs_have_one_event_per_state_change_in_order(cluster: Cluster, tm
     wait_for(lambda: state(cluster, moved) == "JOB_STATE_RUNNING", what="the job to run again")
     cluster.kueue("rm", "-k", str(moved))
     wait_for(lambda: state(cluster, moved) == "JOB_STATE_CANCELED", what="the job to be canceled")
+    never = submit(cluster, tmp_path, "-c", "64", "true")  # fits no worker: stays queued
+    cluster.kueue("rm", str(never))
     cluster.kill_worker("w2", signal.SIGTERM)
     assert cluster.stop_server() == 0
 
@@ -213,6 +215,7 @@ def test_json_logs_have_one_event_per_state_change_in_order(cluster: Cluster, tm
         ("job_started", 2, "w2"),
         ("job_canceled", 2, "w2"),
     ]
+    assert job_events(server, never) == [("job_submitted", None, None), ("job_canceled", None, None)]
     (requeue,) = [r for r in server if r.get("event") == "job_requeued"]
     assert (requeue["state"], requeue["reason"]) == ("pending", "worker w1 shut down")
     workers = [(r["event"], r["worker"]) for r in server if r.get("event", "").startswith("worker_")]
