@@ -89,6 +89,12 @@ def setup(level: str, program: str, fmt: str = "text") -> None:
         sys.excepthook = _log_uncaught
     else:
         handler.setFormatter(logging.Formatter(f"%(asctime)s {program} %(levelname)s %(name)s: %(message)s"))
+    # A state change is a log line, so a line must be cheap: neither format
+    # shows the caller's file, thread or process, so do not look them up.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

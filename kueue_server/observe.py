@@ -20,6 +20,7 @@ from kueue_server.scheduler import Effects, JobChange, Scheduler, WorkerChange
 log = logging.getLogger("kueue_server")
 
 OUTCOMES = ("succeeded", "failed", "canceled")
+STATE_NAMES = {s: s.name.lower() for s in State}
 # Seconds; queue waits and run times span milliseconds to days.
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 86400)
 RUN_BUCKETS = (0.1, 1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 86400)
@@ -109,6 +110,7 @@ class Observer:
 
     def committed(self, effects: Effects) -> None:
         """Effects whose commit succeeded."""
+        logging_on = log.isEnabledFor(logging.INFO)
         submitted: list[JobRecord] = []
         for change in effects.job_changes:
             if change.attempt == 0 and change.new is State.PENDING:
@@ -122,7 +124,7 @@ class Observer:
             if submitted:
                 self._submitted(submitted)
                 submitted = []
-            self._job_change(change)
+            self._job_change(change, logging_on)
         if submitted:
             self._submitted(submitted)
         for wchange in effects.worker_changes:
@@ -159,30 +161,42 @@ class Observer:
                 command=command,
             )
 
-    def _job_change(self, change: JobChange) -> None:
+    def _job_change(self, change: JobChange, logging_on: bool) -> None:
         job, new = change.job, change.new
-        if self.scheduler.jobs.get(job.id) is not job and new not in FINAL:
+        if new not in FINAL and self.scheduler.jobs.get(job.id) is not job:
             return  # retracted after a failed commit: it never happened
         m = self.metrics
-        fields = {
-            "job": job.id,
-            "attempt": change.attempt,
-            "worker": change.worker_name,
-            "state": new.name.lower(),
-        }
         if new is State.OFFERED:
             m.dispatched.inc()
             queued_at = self._requeued_at.pop(job.id, job.issued_at)
             if job.offered_at is not None:
                 m.queue_wait.observe(max(0.0, job.offered_at - queued_at))
+        elif new is State.PENDING:
+            m.requeued.inc()
+            self._requeued_at[job.id] = self.clock()
+        elif new in FINAL:
+            self._requeued_at.pop(job.id, None)
+            m.finished.inc(1, (STATE_NAMES[new],))
+            if new is not State.CANCELED:
+                m.run_time.observe(job.run_time)
+        if logging_on:
+            self._log_job_change(change)
+
+    def _log_job_change(self, change: JobChange) -> None:
+        job, new, attempt, worker = change.job, change.new, change.attempt, change.worker_name
+        state = STATE_NAMES[new]
+        if new is State.OFFERED:
             event(
                 log,
                 "job_offered",
                 "job %d attempt %d offered to %s",
                 job.id,
-                change.attempt,
-                change.worker_name,
-                **fields,
+                attempt,
+                worker,
+                job=job.id,
+                attempt=attempt,
+                worker=worker,
+                state=state,
             )
         elif new is State.RUNNING:
             event(
@@ -190,44 +204,55 @@ class Observer:
                 "job_started",
                 "job %d attempt %d started on %s",
                 job.id,
-                change.attempt,
-                change.worker_name,
-                **fields,
+                attempt,
+                worker,
+                job=job.id,
+                attempt=attempt,
+                worker=worker,
+                state=state,
             )
         elif new is State.PENDING:
-            m.requeued.inc()
-            self._requeued_at[job.id] = self.clock()
             reason = job.comment.removesuffix("; queued again")
             event(
                 log,
                 "job_requeued",
                 "job %d attempt %d on %s back in the queue: %s",
                 job.id,
-                change.attempt,
-                change.worker_name,
+                attempt,
+                worker,
                 reason,
-                **fields,
+                job=job.id,
+                attempt=attempt,
+                worker=worker,
+                state=state,
                 reason=reason,
             )
-        elif new in FINAL:
-            self._requeued_at.pop(job.id, None)
-            outcome = new.name.lower()
-            m.finished.inc(1, (outcome,))
-            if new is State.CANCELED:
-                placed = change.old in ACTIVE
-                if not placed:  # canceled while queued: no attempt of it ran
-                    fields.update(attempt=None, worker=None)
+        elif new is State.CANCELED:
+            if change.old in ACTIVE:
                 event(
                     log,
                     "job_canceled",
-                    "job %d canceled%s",
+                    "job %d canceled (attempt %d on %s)",
                     job.id,
-                    f" (attempt {change.attempt} on {change.worker_name})" if placed else " while queued",
-                    **fields,
+                    attempt,
+                    worker,
+                    job=job.id,
+                    attempt=attempt,
+                    worker=worker,
+                    state=state,
                     reason=job.comment or None,
                 )
-                return
-            m.run_time.observe(job.run_time)
+            else:  # canceled while queued: no attempt of it ran
+                event(
+                    log,
+                    "job_canceled",
+                    "job %d canceled while queued",
+                    job.id,
+                    job=job.id,
+                    state=state,
+                    reason=job.comment or None,
+                )
+        else:
             if job.comment.startswith("failed to start"):
                 how = job.comment
             elif job.exit_code is not None:
@@ -239,12 +264,15 @@ class Observer:
                 "job_finished",
                 "job %d attempt %d finished on %s: %s after %.1f s (%s)",
                 job.id,
-                change.attempt,
-                change.worker_name,
+                attempt,
+                worker,
                 how,
                 job.run_time,
-                outcome,
-                **fields,
+                state,
+                job=job.id,
+                attempt=attempt,
+                worker=worker,
+                state=state,
                 exit_code=job.exit_code,
                 signal=job.signal or None,
                 run_time=round(job.run_time, 3),
@@ -337,7 +365,7 @@ class Observer:
         """The current metrics in Prometheus' text format (called on the event loop)."""
         m = self.metrics
         sched = self.scheduler
-        m.jobs.set_all({(s.name.lower(),): float(sched.counts[s]) for s in State})
+        m.jobs.set_all({(name,): float(sched.counts[s]) for s, name in STATE_NAMES.items()})
         connected = [w for w in sched.workers.values() if w.connected]
         m.workers_connected.set(len(connected))
         m.workers_draining.set(sum(1 for w in connected if w.draining))
