@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import re
 import socket
 import uuid
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 class IdentityError(Exception):
@@ -27,10 +30,11 @@ def id_path(data_dir: Path, name: str, hostname: str | None = None) -> Path:
     return data_dir / "workers" / f"{safe}.id"
 
 
-def lock(data_dir: Path, name: str, hostname: str | None = None) -> int:
+def lock(data_dir: Path, name: str, hostname: str | None = None) -> int | None:
     """Hold the lock on this host's worker `name` for the life of the process
-    (returns its descriptor). Two workers with one identity would reap each
-    other's jobs and fight over one stream; the second one must not start."""
+    (returns its descriptor; None where the file system has no locks). Two
+    workers with one identity would reap each other's jobs and fight over one
+    stream; the second one must not start."""
     path = id_path(data_dir, name, hostname).with_suffix(".lock")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,7 +43,7 @@ def lock(data_dir: Path, name: str, hostname: str | None = None) -> int:
         raise IdentityError(f"{path}: cannot open the worker's lock file: {exc.strerror}") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
         os.close(fd)
         raise IdentityError(
@@ -47,6 +51,11 @@ def lock(data_dir: Path, name: str, hostname: str | None = None) -> int:
             f"{f' (pid {holder})' if holder.isdigit() else ''} with data in {data_dir}; "
             "stop it first, or give this one another --name"
         ) from None
+    except OSError as exc:
+        # A file system without locks (some NFS set-ups): run unguarded rather than not at all.
+        os.close(fd)
+        log.warning("%s: cannot lock (%s); not guarding against a second worker named %r", path, exc, name)
+        return None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
