@@ -8,6 +8,8 @@ import logging
 import math
 import sys
 
+import pytest
+
 from kueue import logs
 from kueue_server.metrics import Counter, Gauge, Histogram, exposition
 
@@ -65,3 +67,21 @@ def test_json_log_lines_carry_event_fields_and_stay_one_line() -> None:
         failed = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
     out = json.loads(formatter.format(failed))
     assert out["level"] == "error" and "ValueError: boom" in out["exception"]
+
+
+def test_log_level_from_config_filters_events(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, sys.excepthook)
+    try:
+        for level, shown in (("warn", False), ("info", True), ("off", False), ("TRACE", True)):
+            logs.setup(level, "kueue_server", "json")
+            logs.event(logging.getLogger("kueue_server"), "job_started", "job %d started", 1, job=1)
+            err = capsys.readouterr().err
+            assert bool(err) is shown, level
+            if shown:
+                assert json.loads(err)["event"] == "job_started"
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        sys.excepthook = saved[2]
+        logging.captureWarnings(False)
