@@ -313,6 +313,25 @@ def down(args: argparse.Namespace, ctx: Context) -> int:
     return local_cluster.down(ctx)
 
 
+def install_units(args: argparse.Namespace, ctx: Context) -> int:
+    from kueue_client import systemd_units
+
+    config = ctx.config
+    if config.path is None:
+        raise KueueError("no config file for the units to use")
+    both = not (args.server or args.worker)
+    for line in systemd_units.install(
+        config.path,
+        config.worker_settings.kill_grace_seconds,
+        server=both or args.server,
+        worker=both or args.worker,
+        force=args.force,
+        drain_timeout=args.drain_timeout,
+    ):
+        print(line)
+    return 0
+
+
 def complete(args: argparse.Namespace, ctx: Context) -> int:
     from kueue_client import completion
 

@@ -67,6 +67,27 @@ class KillOrder:
     attempt: int
 
 
+@dataclass(slots=True)
+class JobChange:
+    """A job changed state; worker_name is where the attempt was (or is) placed."""
+
+    job: JobRecord
+    old: State
+    new: State
+    attempt: int
+    worker_name: str
+
+
+@dataclass(slots=True)
+class WorkerChange:
+    """Something happened to a worker that the core noticed ("lost", "draining")."""
+
+    worker_id: str
+    name: str
+    what: str
+    detail: str = ""
+
+
 @dataclass
 class Effects:
     assign: list[Assignment] = field(default_factory=list)
@@ -78,10 +99,20 @@ class Effects:
     workers: set[str] = field(default_factory=set)
     # Workers to disconnect (timed out while their stream still looks open).
     drop_workers: set[str] = field(default_factory=set)
+    # What happened, in order: logged and counted once committed.
+    job_changes: list[JobChange] = field(default_factory=list)
+    worker_changes: list[WorkerChange] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(
-            self.assign or self.kill or self.dirty or self.removed or self.workers or self.drop_workers
+            self.assign
+            or self.kill
+            or self.dirty
+            or self.removed
+            or self.workers
+            or self.drop_workers
+            or self.job_changes
+            or self.worker_changes
         )
 
 
@@ -121,12 +152,20 @@ class Scheduler:
         mine.removed |= effects.removed
         mine.workers |= effects.workers
         mine.drop_workers |= effects.drop_workers
+        mine.job_changes[:0] = effects.job_changes
+        mine.worker_changes[:0] = effects.worker_changes
 
     def _set_state(self, job: JobRecord, state: State) -> None:
         self.counts[job.state] -= 1
         self.counts[state] += 1
+        self._effects.job_changes.append(JobChange(job, job.state, state, job.attempt, job.worker_name))
         job.state = state
         self._effects.dirty.add(job.id)
+
+    def _note_draining(self, worker: WorkerRecord, draining: bool) -> None:
+        if draining and not worker.draining_itself:
+            self._effects.worker_changes.append(WorkerChange(worker.id, worker.name, "draining"))
+        worker.draining_itself = draining
 
     def _account_final(self, job: JobRecord) -> None:
         if job.state in (State.SUCCEEDED, State.FAILED) and job.run_time > 0:
@@ -241,6 +280,8 @@ class Scheduler:
             self.counts[State.PENDING] += 1
             self.queue.push(shape, job.id)
             self._effects.dirty.add(job.id)
+            # From PENDING to PENDING at attempt 0: submitted.
+            self._effects.job_changes.append(JobChange(job, State.PENDING, State.PENDING, 0, ""))
             created.append(job)
         return created
 
@@ -270,7 +311,8 @@ class Scheduler:
             worker = self.workers[worker_id] = WorkerRecord(id=worker_id, name=name)
         worker.name, worker.capacity, worker.system, worker.address = name, capacity, system, address
         worker.connected, worker.connected_at, worker.last_seen = True, now, now
-        worker.draining_itself = draining
+        worker.draining_itself = False
+        self._note_draining(worker, draining)
         worker.external = Amount()
         worker.session += 1
         running = set(running)
@@ -304,7 +346,7 @@ class Scheduler:
         worker.system = system
         worker.external = external
         worker.last_seen = now
-        worker.draining_itself = draining
+        self._note_draining(worker, draining)
 
     def drain(self, worker_id: str, drain: bool) -> None:
         """An operator stops (or resumes) new offers to a worker."""
@@ -330,6 +372,9 @@ class Scheduler:
 
     def _lose_worker(self, worker: WorkerRecord, now: float) -> None:
         silent = now - worker.last_seen
+        self._effects.worker_changes.append(
+            WorkerChange(worker.id, worker.name, "lost", f"silent for {silent:.0f} s")
+        )
         for job_id in list(worker.jobs):
             why = f"worker {worker.name} lost (silent for {silent:.0f} s)"
             self._requeue(self.jobs[job_id], why, now, Outcome.WORKER_LOST)

@@ -16,6 +16,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,8 @@ class Store:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_failure_log = -1e9
+        # Told (from the writer thread) how long each commit took and whether it succeeded.
+        self.on_commit: Callable[[float, bool], None] | None = None
 
     def load(self) -> Loaded:
         specs = {}
@@ -167,6 +170,7 @@ class Store:
                 return
 
     def _commit_group(self, group: list[tuple[Batch, asyncio.Future[list[int]]]]) -> None:
+        began = time.perf_counter()
         truncated: list[int] = []
         error: Exception | None = None
         try:
@@ -210,6 +214,8 @@ class Store:
                 f"the server could not store the change ({exc}); nothing was changed, try again later",
                 out_of_space=space,
             )
+        if self.on_commit is not None:
+            self.on_commit(time.perf_counter() - began, error is None)
         assert self._loop is not None
         for _, future in group:
             self._loop.call_soon_threadsafe(_settle, future, error, truncated)

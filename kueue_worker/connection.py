@@ -20,6 +20,7 @@ from pathlib import Path
 import grpc
 
 from kueue import rpc
+from kueue.logs import event
 from kueue.v1 import worker_service_pb2 as wpb
 from kueue.v1 import worker_service_pb2_grpc
 from kueue_worker.worker import Worker, request
@@ -156,11 +157,18 @@ class Connection:
             self._outage_since = time.monotonic()
             if reason != self._outage_reason:
                 running = len(self.worker.processes)
-                log.warning(
+                event(
+                    log,
+                    "server_unreachable",
                     "no connection to the server at %s (%s); %d job(s) keep running, retrying",
                     self.server_address,
                     reason,
                     running,
+                    level=logging.WARNING,
+                    worker=self.worker.name,
+                    server=self.server_address,
+                    reason=reason,
+                    running=running,
                 )
             self._outage_reason = reason
 
@@ -171,19 +179,32 @@ class Connection:
             min(interval, self._default_interval) if interval > 0 else self._default_interval
         )
         self.registrations += 1
+        name, wid = self.worker.name, self.worker.worker_id
         if self._outage_since is not None:
-            log.info(
+            outage = time.monotonic() - self._outage_since
+            event(
+                log,
+                "worker_reconnected",
                 "reconnected to the server at %s after %.1f s",
                 self.server_address,
-                time.monotonic() - self._outage_since,
+                outage,
+                worker=name,
+                worker_id=wid,
+                server=self.server_address,
+                outage=round(outage, 3),
             )
         else:
-            log.info(
+            event(
+                log,
+                "worker_registered",
                 "registered with the server at %s (server %s) as %s, id %s",
                 self.server_address,
                 msg.server_version or "?",
-                self.worker.name,
-                self.worker.worker_id,
+                name,
+                wid,
+                worker=name,
+                worker_id=wid,
+                server=self.server_address,
             )
         self._outage_since = None
         self._outage_reason = self._auth_failure = ""

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import kueue
 from kueue.config import WorkerSettings
+from kueue.logs import event
 from kueue.v1 import common_pb2
 from kueue.v1 import worker_service_pb2 as wpb
 from kueue_worker import sysinfo
@@ -265,7 +266,19 @@ class Worker:
         )
         self._emit(decision.reply)
         if not decision.reply.accepted:
-            log.info("job %d attempt %d rejected: %s", msg.job_id, msg.attempt, decision.reply.reason)
+            reason = decision.reply.reason
+            event(
+                log,
+                "attempt_rejected",
+                "job %d attempt %d rejected: %s",
+                msg.job_id,
+                msg.attempt,
+                reason,
+                job=msg.job_id,
+                attempt=msg.attempt,
+                worker=self.name,
+                reason=reason,
+            )
         if decision.start:
             self._start(msg.job_id, msg.attempt, spec)
 
@@ -275,7 +288,19 @@ class Worker:
         if not self.attempts.kill(msg.job_id, msg.attempt) or proc is None:
             log.debug("kill of job %d attempt %d: not running here", msg.job_id, msg.attempt)
             return
-        log.info("job %d attempt %d: killing (signal %d)", msg.job_id, msg.attempt, msg.signal or 15)
+        signum = msg.signal or 15
+        event(
+            log,
+            "attempt_killing",
+            "job %d attempt %d: killing (signal %d)",
+            msg.job_id,
+            msg.attempt,
+            signum,
+            job=msg.job_id,
+            attempt=msg.attempt,
+            worker=self.name,
+            signal=signum,
+        )
         proc.kill(msg.signal, msg.grace_seconds)
 
     def on_stdin(self, msg: wpb.Stdin) -> None:
@@ -342,7 +367,19 @@ class Worker:
                 self.ledger.record(job_id, attempt, pid)
             msg = self.attempts.started(job_id, attempt, pid)
             if msg is not None:
-                log.info("job %d attempt %d: started, pid %d", job_id, attempt, pid)
+                event(
+                    log,
+                    "attempt_started",
+                    "job %d attempt %d: started, pid %d",
+                    job_id,
+                    attempt,
+                    pid,
+                    job=job_id,
+                    attempt=attempt,
+                    worker=self.name,
+                    pid=pid,
+                    state="running",
+                )
                 self._emit(msg)
                 self.heartbeat_due.set()
 
@@ -387,7 +424,22 @@ class Worker:
         self._acks_due.discard(key)
         self._send_stdin_ack(key)
         if finished is not None:
-            log.info("job %d attempt %d: %s", job_id, attempt, describe(finished))
+            event(
+                log,
+                "attempt_finished",
+                "job %d attempt %d: %s",
+                job_id,
+                attempt,
+                describe(finished),
+                job=job_id,
+                attempt=attempt,
+                worker=self.name,
+                state="finished",
+                exit_code=finished.exit_code if finished.HasField("exit_code") else None,
+                signal=finished.signal or None,
+                error=finished.error or None,
+                run_time=round(finished.run_time_seconds, 3),
+            )
             self._output_ready()
         self.heartbeat_due.set()
 
@@ -398,9 +450,11 @@ class Worker:
         self.heartbeat_due.set()
 
     async def wait_idle(self) -> None:
-        """Until no attempt runs here any more."""
+        """Until no attempt runs here any more. Cancelling this wait leaves
+        the attempts alone (gather() would cancel their watchers, and with them
+        the kill and the report of their end)."""
         while self._watchers:
-            await asyncio.gather(*list(self._watchers.values()), return_exceptions=True)
+            await asyncio.wait(list(self._watchers.values()))
 
     async def stop_jobs(self, signum: int = 0, grace_seconds: float = 0.0) -> int:
         """Turn new work away, kill every attempt and wait until each has finished; how many there were."""

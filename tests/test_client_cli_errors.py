@@ -209,7 +209,7 @@ def test_every_verb_of_the_reference_is_there() -> None:
     reference = ["cmd", "list-jobs", "show-job", "wait-job", "remove-job", "clean-jobs", "list-workers",
                  "show-worker", "list-resources", "complete"]  # fmt: skip
     ours = ["run", "ls", "show", "log", "output", "wait", "rm", "clean", "workers", "resources", "drain",
-            "undrain", "up", "down"]  # fmt: skip
+            "undrain", "up", "down", "install-units"]  # fmt: skip
     assert set(reference + ours) <= set(VERBS)
 
 
