@@ -28,6 +28,9 @@ class CommonSettings:
     server_name: str = "localhost"
     server_port: int = 11236
     log_level: str = "info"
+    # Ours: "text" (one line per record) or "json" (one JSON object per line)
+    # for kueue_server and kueue_worker; --log-format overrides it.
+    log_format: str = "text"
     # Ours: TLS. With tls_ca set, clients and workers connect with TLS and
     # trust server certificates signed by this CA (PEM file).
     tls_ca: str = ""
@@ -53,6 +56,9 @@ class ServerSettings:
     tls_key: str = ""
     # Ours: with TLS, refuse peers without a client certificate signed by tls_ca.
     tls_require_client_cert: bool = False
+    # Ours: serve Prometheus metrics over HTTP on this port (0: off), on the
+    # bind_addresses.
+    metrics_port: int = 0
 
 
 @dataclass
@@ -66,6 +72,11 @@ class WorkerSettings:
     # Ours: on SIGTERM, "drain" (finish running jobs, take no new ones) or
     # "requeue" (stop them now and hand them back to the queue).
     on_sigterm: str = "drain"
+    # Ours: output the server has not acknowledged (it is away) is kept in
+    # memory up to output_memory_mb, then in spool files up to output_spill_mb
+    # (0: memory only); past that the jobs block on writing.
+    output_memory_mb: int = 64
+    output_spill_mb: int = 2048
 
 
 @dataclass
@@ -80,6 +91,12 @@ class RestartWorkers:
     ssh_user: str = ""
     hostnames: str = ""
     sleep_minutes_before_recheck: int = 60
+    # Ours: how kueue_restart_workers reaches the hosts: ssh's port (0: ssh's
+    # default), extra ssh arguments (shell-quoted), and the command that runs a
+    # worker there.
+    ssh_port: int = 0
+    ssh_options: str = ""
+    worker_command: str = "kueue_worker"
 
 
 @dataclass
@@ -156,6 +173,8 @@ server_name = "localhost"
 server_port = 11236
 # error, warn, info, debug or trace
 log_level = "info"
+# Log format of kueue_server and kueue_worker: "text", or "json" (one object per line).
+log_format = "text"
 # TLS (optional): the CA that signed the server's certificate (PEM). When set,
 # clients and workers connect with TLS.
 tls_ca = ""
@@ -184,6 +203,8 @@ tls_cert = ""
 tls_key = ""
 # With TLS, refuse clients and workers without a certificate signed by tls_ca.
 tls_require_client_cert = false
+# Serve Prometheus metrics at http://<bind address>:<port>/metrics (0: off).
+metrics_port = 0
 
 [worker_settings]
 # Heartbeat with system information and free resources.
@@ -197,6 +218,11 @@ kill_grace_seconds = 10.0
 # On SIGTERM: "drain" finishes the running jobs and takes no new ones (a second
 # SIGTERM stops them); "requeue" stops them at once and hands them back.
 on_sigterm = "drain"
+# While the server is away, job output waits on the worker: this many MB in
+# memory, then up to output_spill_mb in spool files under the data directory
+# (0: memory only); past that the jobs block on writing until it is back.
+output_memory_mb = 64
+output_spill_mb = 2048
 
 [client_settings]
 # Resources a job asks for unless given on the command line.
@@ -208,10 +234,17 @@ job_default_ram_mb = 512
 # genus = 3
 
 [restart_workers]
+# kueue_restart_workers starts a worker over ssh on each of these hosts that
+# has none connected. Empty ssh_user: your own user name.
 ssh_user = ""
 # Whitespace separated host names that should always run a worker.
 hostnames = ""
 sleep_minutes_before_recheck = 60
+# ssh port (0: ssh's default) and extra ssh arguments, e.g. "-i ~/.ssh/kueue".
+ssh_port = 0
+ssh_options = ""
+# Run on the host (through its login shell) when it has no kueue-worker unit.
+worker_command = "kueue_worker"
 """
 
 
@@ -270,8 +303,22 @@ def parse(text: str, path: Path) -> Config:
     return config
 
 
+# Accepted values of common_settings.log_level.
+LOG_LEVELS = ("off", "error", "warn", "warning", "info", "debug", "trace")
+
+
 def _validate(config: Config, path: Path) -> None:
     c = config.common_settings
+    if c.log_level.strip().lower() not in LOG_LEVELS:
+        # A warning, not an error: Kueue's own configs must keep working.
+        config.warnings.append(
+            f"{path}: common_settings.log_level {c.log_level!r} is not one of error, warn, info, debug, "
+            "trace; using info"
+        )
+    if c.log_format not in ("text", "json"):
+        raise ConfigError(
+            f'{path}: common_settings.log_format must be "text" or "json", not {c.log_format!r}'
+        )
     if not c.shared_secret:
         raise ConfigError(f"{path}: common_settings.shared_secret is empty; set the cluster's shared secret")
     if not 0 <= c.server_port < 65536:
@@ -289,6 +336,8 @@ def _validate(config: Config, path: Path) -> None:
     for key in ("worker_timeout_seconds", "job_offer_timeout_seconds", "maintenance_interval_seconds"):
         if getattr(s, key) <= 0:
             raise ConfigError(f"{path}: server_settings.{key} must be positive")
+    if not 0 <= s.metrics_port < 65536:
+        raise ConfigError(f"{path}: server_settings.metrics_port must be between 0 (off) and 65535")
     if s.job_output_cap_mb <= 0:
         raise ConfigError(f"{path}: server_settings.job_output_cap_mb must be positive")
     w = config.worker_settings
@@ -298,8 +347,14 @@ def _validate(config: Config, path: Path) -> None:
         raise ConfigError(
             f'{path}: worker_settings.on_sigterm must be "drain" or "requeue", not {w.on_sigterm!r}'
         )
+    if w.output_memory_mb < 1:
+        raise ConfigError(f"{path}: worker_settings.output_memory_mb must be at least 1")
+    if w.output_spill_mb < 0:
+        raise ConfigError(f"{path}: worker_settings.output_spill_mb must not be negative (0 turns spilling off)")
     if w.worker_max_parallel_jobs < 0:
         raise ConfigError(f"{path}: worker_settings.worker_max_parallel_jobs must not be negative")
+    if not 0 <= config.restart_workers.ssh_port < 65536:
+        raise ConfigError(f"{path}: restart_workers.ssh_port must be between 0 (ssh's default) and 65535")
 
 
 def load(explicit: str | os.PathLike[str] | None = None, *, create: bool = True) -> Config:

@@ -3,6 +3,7 @@ server-side authentication interceptor and protobuf time helpers."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -113,14 +114,26 @@ class AuthedStub:
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses every call whose token does not verify, before any handler runs."""
+    """Refuses every call whose token does not verify, before any handler runs,
+    but calls to `public_services` (full names, e.g. "grpc.health.v1.Health"),
+    which need no token."""
 
-    def __init__(self, secret: str, window: float = auth.CLOCK_WINDOW) -> None:
+    def __init__(
+        self, secret: str, window: float = auth.CLOCK_WINDOW, public_services: frozenset[str] = frozenset()
+    ) -> None:
         self._verifier = auth.Verifier(secret, window)
+        self._public = public_services
         self._last_warning = 0.0
         self._suppressed = 0
 
     async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        if _service_of(details.method) in self._public:
+            handler = await continuation(details)
+            if handler is None:
+                return None
+            if handler.request_streaming:
+                return _tolerant_iterating_handler(handler)
+            return _tolerant_handler(handler)
         token = None
         for key, value in details.invocation_metadata or ():
             if key == auth.METADATA_KEY:
@@ -144,6 +157,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         extra = f" ({self._suppressed} more refused since the last warning)" if self._suppressed else ""
         log.warning("refused %s: %s%s", method, reason, extra)
         self._last_warning, self._suppressed = now, 0
+
+
+def _service_of(method: str) -> str:
+    """ "pkg.Service" of "/pkg.Service/Method"; "" for anything else."""
+    parts = method.split("/")
+    return parts[1] if len(parts) == 3 and not parts[0] else ""
 
 
 def _refusing_handler(handler: grpc.RpcMethodHandler, reason: str) -> grpc.RpcMethodHandler:
@@ -173,6 +192,39 @@ class _Malformed:
         self.error = error
 
 
+def _tolerant_iterating_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """For a library servicer that takes a request iterator (reflection): a
+    streamed message that does not parse ends the call with INVALID_ARGUMENT,
+    instead of UNKNOWN and a traceback in the log. (Ours decode with
+    context.read() and handle it themselves.)"""
+    deserialize = handler.request_deserializer
+    behavior = handler.stream_stream
+    if deserialize is None or not inspect.isasyncgenfunction(behavior):
+        return handler
+
+    def safe_deserialize(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as exc:  # any parse failure is the client's
+            return _Malformed(exc)
+
+    async def checked(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        async for request in requests:
+            if isinstance(request, _Malformed):
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {request.error}"[:500]
+                )
+            yield request
+
+    async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        async for response in behavior(checked(requests, context), context):
+            yield response
+
+    return grpc.stream_stream_rpc_method_handler(
+        stream_stream, request_deserializer=safe_deserialize, response_serializer=handler.response_serializer
+    )
+
+
 def _tolerant_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     """A unary request that does not parse gets INVALID_ARGUMENT, instead of
     grpcio's UNKNOWN and an error-level traceback in the log for every call.
@@ -193,6 +245,16 @@ def _tolerant_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     kwargs = {"request_deserializer": safe_deserialize, "response_serializer": handler.response_serializer}
     if handler.response_streaming:
         behavior = handler.unary_stream
+        if not inspect.isasyncgenfunction(behavior):
+            # A handler that sends with context.write() (grpcio's health Watch):
+            # the wrapper must be a coroutine too, as grpcio does not mix the two.
+            async def unary_stream_writer(request: Any, context: grpc.aio.ServicerContext) -> None:
+                if isinstance(request, _Malformed):
+                    await refuse(request, context)
+                    return
+                await behavior(request, context)
+
+            return grpc.unary_stream_rpc_method_handler(unary_stream_writer, **kwargs)
 
         async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if isinstance(request, _Malformed):

@@ -363,6 +363,28 @@ def build_parser() -> ArgumentParser:
         "kueue up && kueue cmd echo hello",
     )
     verb("down", [], "stop what `kueue up` started", "kueue down")
+    p = verb(
+        "install-units",
+        [],
+        "write systemd user units for kueue_server and kueue_worker to ~/.config/systemd/user",
+        "kueue install-units --worker && systemctl --user enable --now kueue-worker",
+        notes="The units run this Python with this config file. Then:\n"
+        "  systemctl --user daemon-reload\n"
+        "  systemctl --user enable --now kueue-server kueue-worker\n"
+        "  loginctl enable-linger $USER   keep them running when you log out",
+    )
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--server", action="store_true", help="only kueue-server.service")
+    only.add_argument("--worker", action="store_true", help="only kueue-worker.service")
+    p.add_argument("--force", action="store_true", help="overwrite units that exist with other content")
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="on stop, how long the worker lets its jobs finish before handing them back "
+        "(default 60; 0: wait for them, however long)",
+    )
 
     # ---- completion
     p = verb(

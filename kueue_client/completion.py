@@ -16,6 +16,9 @@ from kueue_client.errors import UsageError
 
 # Most recent jobs offered for completion; older ids are rarely typed.
 ID_LIMIT = 200
+# A completion waits for this at most, then offers nothing: a slow or
+# unreachable server must not hang the shell.
+ID_TIMEOUT = 2.0
 
 
 @dataclass
@@ -63,12 +66,18 @@ def _words(items: list[str]) -> str:
     return " ".join(items)
 
 
+def _other_valued_case(valued: list[str], index: str) -> str:
+    """A case branch skipping the value of global flags other than --config."""
+    others = [flag for flag in valued if flag != "--config"]
+    return f"\n            {'|'.join(others)}) (( {index}++ ));;" if others else ""
+
+
 def bash(parser: argparse.ArgumentParser) -> str:
     verbs, flags, valued = describe(parser)
     cases = []
     for v in verbs:
         names = "|".join([v.name, *v.aliases])
-        ids = f"kueue complete --ids {v.ids} 2>/dev/null" if v.ids else ""
+        ids = f'kueue ${{config:+--config "$config"}} complete --ids {v.ids} 2>/dev/null' if v.ids else ""
         words = f"$({ids}) " if ids else ""
         cases.append(
             f"        {names})\n"
@@ -80,15 +89,20 @@ def bash(parser: argparse.ArgumentParser) -> str:
 # bash completion for kueue; in ~/.bashrc: eval "$(kueue complete bash)"
 _kueue() {{
     local cur="${{COMP_WORDS[COMP_CWORD]}}" prev="${{COMP_WORDS[COMP_CWORD-1]}}"
-    local verb="" i=1 flags="" valued="" args=""
+    local verb="" i=1 flags="" valued="" args="" config=""
     while (( i < COMP_CWORD )); do
         case "${{COMP_WORDS[i]}}" in
-            {"|".join(valued) or "--config"}) (( i++ ));;
+            --config) config="${{COMP_WORDS[i+1]}}"; (( i++ ));;{_other_valued_case(valued, "i")}
             -*) ;;
             *) verb="${{COMP_WORDS[i]}}"; break;;
         esac
         (( i++ ))
     done
+    local k
+    for (( k = i + 1; k < COMP_CWORD - 1; k++ )); do
+        if [[ "${{COMP_WORDS[k]}}" == --config ]]; then config="${{COMP_WORDS[k+1]}}"; fi
+    done
+    if [[ "$config" == "~/"* ]]; then config="$HOME/${{config#"~/"}}"; fi
     if [[ -z "$verb" ]]; then
         if [[ "$prev" == --config ]]; then return 0; fi
         COMPREPLY=( $(compgen -W "{all_verbs} {_words(flags)}" -- "$cur") )
@@ -137,7 +151,11 @@ def zsh(parser: argparse.ArgumentParser) -> str:
     cases = []
     for v in verbs:
         names = "|".join([v.name, *v.aliases])
-        action = f'compadd -- ${{(f)"$(kueue complete --ids {v.ids} 2>/dev/null)"}}' if v.ids else "_files"
+        action = (
+            f'compadd -- ${{(f)"$(kueue ${{config:+--config}} $config complete --ids {v.ids} 2>/dev/null)"}}'
+            if v.ids
+            else "_files"
+        )
         if v.name == "cmd":
             # The first word of the queued command: a command or a script.
             action = "_command_names -e; _files"
@@ -152,11 +170,11 @@ def zsh(parser: argparse.ArgumentParser) -> str:
 #compdef kueue
 # zsh completion for kueue: kueue complete zsh > ~/.zfunc/_kueue (fpath+=~/.zfunc)
 _kueue() {{
-    local verb i=2
+    local verb config i=2
     local -a flags valued
     while (( i < CURRENT )); do
         case ${{words[i]}} in
-            {"|".join(valued) or "--config"}) (( i++ ));;
+            --config) config=${{words[i+1]}}; (( i++ ));;{_other_valued_case(valued, "i")}
             -*) ;;
             *) verb=${{words[i]}}; break;;
         esac
@@ -229,6 +247,7 @@ def print_ids(kind: str, ctx: Context) -> int:
     from kueue_client.errors import KueueError
 
     try:
+        ctx.client.timeout = ID_TIMEOUT
         if kind == "jobs":
             ids = [str(job.id) for job in reversed(ctx.client.list_jobs(limit=ID_LIMIT).jobs)]
         else:

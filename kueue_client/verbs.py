@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from kueue_client import terminal
 from kueue_client.context import Context
@@ -18,6 +18,9 @@ from kueue_client.errors import KueueError, UsageError
 from kueue_client.formatting import plural
 from kueue_client.spec import array_instances, job_spec, parse_resources, read_line_instances
 from kueue_client.status import FINAL_STATES, STATE_NAMES, exit_status, first_failure, job_status
+
+if TYPE_CHECKING:
+    from kueue.v1 import common_pb2
 
 # Lines of the terminal `kueue ls` leaves for other things than job rows:
 # table header, two footer lines and the next prompt.
@@ -88,7 +91,7 @@ def cmd(args: argparse.Namespace, ctx: Context) -> int:
     sys.stdout.flush()  # a script reading ids must get them before the wait
     if not args.wait:
         return 0
-    jobs = ctx.client.wait(resp.job_ids)
+    jobs = _wait(ctx, resp.job_ids)
     for job in jobs:
         print(exit_status(job))
     return first_failure(jobs)
@@ -154,7 +157,7 @@ def list_jobs(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def show_job(args: argparse.Namespace, ctx: Context) -> int:
-    from kueue_client import views
+    from kueue_client import job_details
 
     resp = ctx.client.get_job(args.id, tail_bytes=args.tail)
     job = resp.job
@@ -168,10 +171,19 @@ def show_job(args: argparse.Namespace, ctx: Context) -> int:
         )
         return 0
     rich = terminal.use_rich()
+
+    def say(line: str) -> None:
+        if rich:
+            from rich.text import Text
+
+            terminal.show(Text(line, style="dim"))
+        else:
+            print(line)
+
     if rich:
-        terminal.show(views.job_details_rich(job))
+        terminal.show(job_details.job_details_rich(job))
     else:
-        sys.stdout.write(views.job_details_text(job))
+        sys.stdout.write(job_details.job_details_text(job))
     tails = (
         ("stdout", job.spec.stdout_path, resp.stdout_tail, job.stdout_bytes),
         ("stderr", job.spec.stderr_path, resp.stderr_tail, job.stderr_bytes),
@@ -179,18 +191,15 @@ def show_job(args: argparse.Namespace, ctx: Context) -> int:
     for name, path, tail, total in tails:
         if path or args.tail == 0:
             continue  # not captured: it is in a file on the worker
-        header = views.output_tail_header(name, tail, total, job.output_truncated)
-        if rich:
-            from rich.text import Text
-
-            terminal.show(Text(header, style="dim"))
-        else:
-            print(header)
+        say(job_details.output_tail_header(name, tail, total, job.output_truncated))
         if tail:
             # Written as is: it is the job's own output, escape codes included.
             sys.stdout.flush()
             sys.stdout.buffer.write(tail if tail.endswith(b"\n") else tail + b"\n")
             sys.stdout.buffer.flush()
+    hint = job_details.log_hint(job)
+    if hint:
+        say(hint)
     return 0
 
 
@@ -204,8 +213,18 @@ def log(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def _wait(ctx: Context, ids: Sequence[int]) -> list[common_pb2.Job]:
+    """Client.wait, with a progress bar on stderr when it is a terminal."""
+    from kueue_client import progress
+
+    if not progress.wanted():
+        return ctx.client.wait(ids)
+    with progress.WaitProgress(ids) as bar:
+        return ctx.client.wait(ids, on_change=bar.on_change)
+
+
 def wait_job(args: argparse.Namespace, ctx: Context) -> int:
-    jobs = ctx.client.wait(args.ids)
+    jobs = _wait(ctx, args.ids)
     for job in jobs:
         print(f"{job.id}: {job_status(job)[0]}")
     return first_failure(jobs)
@@ -307,6 +326,25 @@ def down(args: argparse.Namespace, ctx: Context) -> int:
     from kueue_client import local_cluster
 
     return local_cluster.down(ctx)
+
+
+def install_units(args: argparse.Namespace, ctx: Context) -> int:
+    from kueue_client import systemd_units
+
+    config = ctx.config
+    if config.path is None:
+        raise KueueError("no config file for the units to use")
+    both = not (args.server or args.worker)
+    for line in systemd_units.install(
+        config.path,
+        config.worker_settings.kill_grace_seconds,
+        server=both or args.server,
+        worker=both or args.worker,
+        force=args.force,
+        drain_timeout=args.drain_timeout,
+    ):
+        print(line)
+    return 0
 
 
 def complete(args: argparse.Namespace, ctx: Context) -> int:

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Literal
 from kueue.v1 import common_pb2
 from kueue_client.formatting import (
     command_text,
-    format_bytes,
     format_date,
     format_datetime,
     format_duration,
@@ -29,7 +28,7 @@ from kueue_client.formatting import (
     truncate_back,
     truncate_front,
 )
-from kueue_client.status import STATE_STYLES, job_status, run_time, state_name
+from kueue_client.status import STATE_STYLES, job_status
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -314,7 +313,8 @@ def jobs_rich(
     return grid_rich(jobs_grid(jobs, summary, matching, now), width)
 
 
-def _resources_text(resources: common_pb2.Resources) -> str:
+def resources_summary(resources: common_pb2.Resources) -> str:
+    """`1 slot, 4 cpus, 8.0 GiB RAM, genus=1`."""
     parts = [
         plural(resources.slots, "slot"),
         plural(resources.cpus, "cpu"),
@@ -322,85 +322,6 @@ def _resources_text(resources: common_pb2.Resources) -> str:
     ]
     parts += [f"{name}={amount}" for name, amount in sorted(resources.global_resources.items())]
     return ", ".join(parts)
-
-
-def _output_text(path: str, size: int, truncated: bool) -> str:
-    if path == "null":
-        return "discarded"
-    if path:
-        return f"written to {path} on the worker"
-    text = f"captured, {format_bytes(size)}"
-    return text + " (only the tail is kept)" if truncated else text
-
-
-def job_fields(job: common_pb2.Job, now: float | None = None) -> list[Field]:
-    """Every field of a job for `kueue show`."""
-    now = time.time() if now is None else now
-    spec = job.spec
-    status, style = job_status(job, now)
-    env = f"{plural(len(spec.env), 'variable')} from the client"
-    if spec.use_worker_env:
-        env = "the worker's own"
-    fields = [
-        Field("id", str(job.id)),
-        Field("state", state_name(job.state), style),
-        Field("status", status, style),
-        Field("command", command_text(spec.command, spec.shell)),
-    ]
-    if spec.shell:
-        fields.append(Field("shell", "yes (run with /bin/sh -c)"))
-    fields += [
-        Field("working directory", spec.cwd),
-        Field("submitted by", f"{spec.user or '?'}@{spec.submit_host or '?'}"),
-        Field("resources", _resources_text(spec.resources)),
-        Field("stdout", _output_text(spec.stdout_path, job.stdout_bytes, job.output_truncated)),
-        Field("stderr", _output_text(spec.stderr_path, job.stderr_bytes, job.output_truncated)),
-        Field("environment", env),
-        Field("issued", format_datetime(seconds(job.issued_at))),
-    ]
-    times = (("offered", job.offered_at), ("started", job.started_at), ("finished", job.finished_at))
-    for label, ts in times:
-        if seconds(ts) is not None:
-            fields.append(Field(label, format_datetime(seconds(ts))))
-    if job.attempt:
-        fields.append(Field("attempt", str(job.attempt)))
-    if job.worker_name or job.worker_id:
-        worker = job.worker_name or job.worker_id
-        if job.worker_name and job.worker_id and job.worker_id != job.worker_name:
-            worker += f" ({job.worker_id})"
-        fields.append(Field("worker", worker))
-    if job.HasField("exit_code"):
-        fields.append(Field("exit code", str(job.exit_code), style))
-    if job.signal:
-        from kueue_client.status import signal_name
-
-        fields.append(Field("signal", f"{job.signal} ({signal_name(job.signal)})", style))
-    if job.state in (JobState.JOB_STATE_SUCCEEDED, JobState.JOB_STATE_FAILED) or job.run_time_seconds:
-        fields.append(Field("run time", format_duration(run_time(job))))
-    if job.peak_memory_bytes:
-        fields.append(Field("peak memory", format_bytes(job.peak_memory_bytes)))
-    if job.kill_requested:
-        fields.append(Field("kill requested", "yes", "yellow"))
-    if job.comment:
-        fields.append(Field("comment", job.comment))
-    return fields
-
-
-def job_details_text(job: common_pb2.Job, now: float | None = None) -> str:
-    return fields_text(job_fields(job, now))
-
-
-def job_details_rich(job: common_pb2.Job, now: float | None = None) -> RenderableType:
-    return fields_rich(job_fields(job, now))
-
-
-def output_tail_header(name: str, tail: bytes, total: int, truncated: bool) -> str:
-    """The line above a captured output tail in `kueue show`."""
-    if not total and not tail:
-        return f"--- {name}: empty ---"
-    if len(tail) < total or truncated:
-        return f"--- {name}: last {format_bytes(len(tail))} of {format_bytes(total)} ---"
-    return f"--- {name} ---"
 
 
 # ---------------------------------------------------------------- workers
@@ -552,8 +473,8 @@ def worker_fields(worker: common_pb2.Worker, now: float | None = None) -> list[F
             _fraction_style(s.load_1 / s.cpu_cores) if s.cpu_cores else "",
         ),
         Field("uptime", format_duration(s.uptime_seconds)),
-        Field("capacity", _resources_text(worker.capacity)),
-        Field("free", _resources_text(worker.free)),
+        Field("capacity", resources_summary(worker.capacity)),
+        Field("free", resources_summary(worker.free)),
         Field("busy", f"{busy * 100:.0f}%", _fraction_style(busy)),
         Field("running jobs", str(worker.running_jobs)),
     ]
@@ -562,22 +483,24 @@ def worker_fields(worker: common_pb2.Worker, now: float | None = None) -> list[F
     return fields
 
 
-def worker_details_text(resp: cluster_service_pb2.GetWorkerResponse, *, width: int | None = None) -> str:
-    text = fields_text(worker_fields(resp.worker))
+def worker_details_text(
+    resp: cluster_service_pb2.GetWorkerResponse, *, width: int | None = None, now: float | None = None
+) -> str:
+    text = fields_text(worker_fields(resp.worker, now))
     if resp.jobs:
-        text += "\n" + jobs_text(resp.jobs, width=width)
+        text += "\n" + jobs_text(resp.jobs, width=width, now=now)
     return text
 
 
 def worker_details_rich(
-    resp: cluster_service_pb2.GetWorkerResponse, *, width: int | None = None
+    resp: cluster_service_pb2.GetWorkerResponse, *, width: int | None = None, now: float | None = None
 ) -> RenderableType:
     from rich.console import Group
     from rich.text import Text
 
-    parts: list[RenderableType] = [fields_rich(worker_fields(resp.worker))]
+    parts: list[RenderableType] = [fields_rich(worker_fields(resp.worker, now))]
     if resp.jobs:
-        parts += [Text(""), jobs_rich(resp.jobs, width=width)]
+        parts += [Text(""), jobs_rich(resp.jobs, width=width, now=now)]
     return Group(*parts)
 
 

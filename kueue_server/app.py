@@ -23,6 +23,7 @@ from kueue_server import convert
 from kueue_server.attach_tap import Chunk, StdinAck, Tap
 from kueue_server.limits import check_sizes
 from kueue_server.model import ACTIVE, JobRecord, State
+from kueue_server.observe import Observer
 from kueue_server.scheduler import Effects, Limits, Scheduler
 from kueue_server.store import Batch, OutputWrite, Store
 from kueue_server.watchers import Watchers
@@ -69,6 +70,9 @@ class App:
             )
         )
         self.scheduler.load(loaded.jobs, loaded.workers, self.clock())
+        # Log events and metrics of what each commit made durable.
+        self.observer = Observer(self.scheduler, clock, self.started_at)
+        self.store.on_commit = self.observer.store_committed
         for job in loaded.jobs:
             if job.state in ACTIVE:
                 # Output written to files but not committed before a crash would
@@ -179,6 +183,7 @@ class App:
                 self._mark_truncated(truncated)
         if error is None:
             self._carry_out(effects)
+            self.observer.committed(effects)
             for send in acks:
                 send()
         else:
@@ -230,7 +235,6 @@ class App:
             if job.spec.stdin_pipe and job.id not in self.taps:
                 # Nobody attached (any more): the process reads end of file.
                 self.send_stdin(job, job.attempt, 0, b"", True)
-            log.info("job %d attempt %d offered to %s", job.id, job.attempt, job.worker_name)
         for k in effects.kill:
             conn = self.conns.get(k.worker_id)
             if conn is not None:
@@ -279,8 +283,6 @@ class App:
             self.scheduler.retract(job.id for job in jobs)
             self.kick()
             raise
-        ids = [job.id for job in jobs]
-        log.info("jobs %s submitted: %s", _id_range(ids), " ".join(spec.command)[:200])
         return jobs, warnings
 
     # ------------------------------------------------------------- attached runs
@@ -337,9 +339,3 @@ def _merge(first: Batch, second: Batch) -> Batch:
         outputs=first.outputs + second.outputs,
         gc_specs=first.gc_specs or second.gc_specs,
     )
-
-
-def _id_range(ids: list[int]) -> str:
-    if len(ids) == 1:
-        return str(ids[0])
-    return f"{ids[0]}-{ids[-1]}" if ids else "none"

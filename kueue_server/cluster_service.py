@@ -45,7 +45,7 @@ class ClusterService(cluster_service_pb2_grpc.ClusterServiceServicer):
     ) -> cpb.DrainWorkerResponse:
         worker = await self._find(request.id, context)
         self.app.scheduler.drain(worker.id, request.drain)
-        log.info("worker %s %s by an operator", worker.name, "drained" if request.drain else "undrained")
+        self.app.observer.worker_drained(worker, request.drain)
         self.app.kick()
         return cpb.DrainWorkerResponse(worker=convert.worker_message(worker))
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from kueue.rpc import timestamp
 from kueue.v1 import common_pb2
-from kueue_server.model import JobRecord, Shape, State, WorkerRecord
+from kueue_server.model import ACTIVE, JobRecord, Outcome, PastAttempt, Shape, State, WorkerRecord
 
 
 def full_spec(job: JobRecord, *, include_env: bool = True) -> common_pb2.JobSpec:
@@ -20,7 +20,9 @@ def full_spec(job: JobRecord, *, include_env: bool = True) -> common_pb2.JobSpec
     return spec
 
 
-def job_message(job: JobRecord, *, include_env: bool = False) -> common_pb2.Job:
+def job_message(
+    job: JobRecord, *, include_env: bool = False, include_attempts: bool = False
+) -> common_pb2.Job:
     msg = common_pb2.Job(
         id=job.id,
         state=int(job.state),
@@ -46,6 +48,8 @@ def job_message(job: JobRecord, *, include_env: bool = False) -> common_pb2.Job:
     if not include_env and job.extra_env:
         # Array members differ only by these; show them even without the env.
         msg.spec.env.update(job.extra_env)
+    if include_attempts:
+        msg.attempts.extend(attempt_messages(job))
     return msg
 
 
@@ -60,6 +64,42 @@ def summary_message(counts: dict[State, int], avg: float, eta: float) -> common_
         average_run_time_seconds=avg,
         eta_seconds=eta,
     )
+
+
+def attempt_messages(job: JobRecord) -> list[common_pb2.Attempt]:
+    """The job's attempt history: the ended ones kept, then the current or
+    last one, which is described by the job's own fields."""
+    past = job.past_attempts or []
+    messages = [
+        common_pb2.Attempt(
+            number=a.number,
+            worker_id=a.worker_id,
+            worker_name=a.worker_name,
+            offered_at=timestamp(a.offered_at),
+            started_at=timestamp(a.started_at),
+            ended_at=timestamp(a.ended_at),
+            outcome=int(a.outcome),
+            reason=a.reason,
+        )
+        for a in past
+    ]
+    # A job queued again has no current attempt until its next offer.
+    if job.attempt > (past[-1].number if past else 0) and job.state is not State.PENDING:
+        current = common_pb2.Attempt(
+            number=job.attempt,
+            worker_id=job.worker_id,
+            worker_name=job.worker_name,
+            offered_at=timestamp(job.offered_at),
+            started_at=timestamp(job.started_at),
+        )
+        if job.state in ACTIVE:
+            current.outcome = Outcome.ACTIVE
+        else:
+            current.outcome = Outcome.CANCELED if job.state is State.CANCELED else Outcome.FINISHED
+            current.ended_at.CopyFrom(timestamp(job.finished_at or job.issued_at))
+            current.reason = job.comment
+        messages.append(current)
+    return messages
 
 
 def worker_message(worker: WorkerRecord) -> common_pb2.Worker:
@@ -84,8 +124,10 @@ def worker_message(worker: WorkerRecord) -> common_pb2.Worker:
 JOB_COLUMNS = (
     "id, spec_id, extra_env, state, issued_at, offered_at, started_at, finished_at, attempt, worker_id, "
     "worker_name, exit_code, signal, run_time, peak_memory, comment, stdout_bytes, stderr_bytes, "
-    "output_truncated, kill_requested"
+    "output_truncated, kill_requested, past_attempts"
 )
+# Added after the first release: older stores get the column on open.
+ADDED_JOB_COLUMNS = (("past_attempts", "TEXT"),)
 
 
 def job_row(job: JobRecord) -> tuple[Any, ...]:
@@ -110,12 +152,42 @@ def job_row(job: JobRecord) -> tuple[Any, ...]:
         job.stderr_bytes,
         int(job.output_truncated),
         int(job.kill_requested),
+        _past_attempts_json(job.past_attempts),
     )
+
+
+def _past_attempts_json(past: list[PastAttempt] | None) -> str | None:
+    if not past:
+        return None
+    return json.dumps(
+        [
+            [
+                a.number,
+                a.worker_id,
+                a.worker_name,
+                a.offered_at,
+                a.started_at,
+                a.ended_at,
+                int(a.outcome),
+                a.reason,
+            ]
+            for a in past
+        ]
+    )
+
+
+def _past_attempts(text: str | None) -> list[PastAttempt] | None:
+    if not text:
+        return None
+    return [
+        PastAttempt(number, worker_id, worker_name, offered, started, ended, Outcome(outcome), reason)
+        for number, worker_id, worker_name, offered, started, ended, outcome, reason in json.loads(text)
+    ]
 
 
 def job_from_row(row: tuple[Any, ...], specs: dict[int, common_pb2.JobSpec]) -> JobRecord:
     (id_, spec_id, extra_env, state, issued, offered, started, finished, attempt, worker_id, worker_name,
-     exit_code, signal, run_time, peak, comment, out_b, err_b, truncated, kill) = row  # fmt: skip
+     exit_code, signal, run_time, peak, comment, out_b, err_b, truncated, kill, past) = row  # fmt: skip
     spec = specs[spec_id]
     return JobRecord(
         id=id_,
@@ -140,4 +212,5 @@ def job_from_row(row: tuple[Any, ...], specs: dict[int, common_pb2.JobSpec]) -> 
         stderr_bytes=err_b,
         output_truncated=bool(truncated),
         kill_requested=bool(kill),
+        past_attempts=_past_attempts(past),
     )

@@ -106,7 +106,9 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                 tail,
             )
         return jpb.GetJobResponse(
-            job=convert.job_message(job, include_env=True), stdout_tail=out, stderr_tail=err
+            job=convert.job_message(job, include_env=True, include_attempts=True),
+            stdout_tail=out,
+            stderr_tail=err,
         )
 
     async def CancelJob(

@@ -16,9 +16,11 @@ from kueue import config as kconfig
 from kueue import logs
 from kueue.rpc import SERVER_OPTIONS, AuthInterceptor, server_credentials
 from kueue.v1 import cluster_service_pb2_grpc, job_service_pb2_grpc, worker_service_pb2_grpc
+from kueue_server import metrics_http
 from kueue_server.app import App
 from kueue_server.cluster_service import ClusterService
 from kueue_server.job_service import JobService
+from kueue_server.standard_services import PUBLIC_SERVICES, add_standard_services
 from kueue_server.store import StoreError
 from kueue_server.worker_service import WorkerService
 
@@ -38,6 +40,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--port-file",
         metavar="PATH",
         help="write the bound port to PATH once listening (useful with server_port = 0)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        help="text, or json: one JSON object per line (default: common_settings.log_format)",
     )
     parser.add_argument("--version", action="version", version=f"kueue_server {kueue.__version__}")
     return parser.parse_args(argv)
@@ -82,11 +89,13 @@ def bind(
 async def serve(config: kconfig.Config, port_file: str | None) -> int:
     app = App(config)
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(config.common_settings.shared_secret)], options=SERVER_OPTIONS
+        interceptors=[AuthInterceptor(config.common_settings.shared_secret, public_services=PUBLIC_SERVICES)],
+        options=SERVER_OPTIONS,
     )
     job_service_pb2_grpc.add_JobServiceServicer_to_server(JobService(app), server)
     cluster_service_pb2_grpc.add_ClusterServiceServicer_to_server(ClusterService(app), server)
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerService(app), server)
+    health = add_standard_services(server)
     try:
         credentials = server_credentials(config)
     except kconfig.ConfigError as exc:
@@ -104,6 +113,8 @@ async def serve(config: kconfig.Config, port_file: str | None) -> int:
         )
         return 1
     await app.start()
+    # The store is open and the app runs: health says SERVING from the first call.
+    await health.serving()
     await server.start()
     log.info(
         "kueue_server %s listening on %s%s (data in %s)",
@@ -111,6 +122,9 @@ async def serve(config: kconfig.Config, port_file: str | None) -> int:
         ", ".join(bound),
         " with TLS" if credentials else "",
         config.data_dir,
+    )
+    metrics = await metrics_http.start_if_configured(
+        app.observer.exposition, config.server_settings.bind_addresses, config.server_settings.metrics_port
     )
     if port_file:
         Path(port_file).write_text(bound[0].rsplit(":", 1)[1] + "\n")
@@ -121,7 +135,11 @@ async def serve(config: kconfig.Config, port_file: str | None) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
+    # Health checkers (load balancers) see NOT_SERVING before calls are refused.
+    await health.enter_graceful_shutdown()
     await server.stop(grace=2.0)
+    if metrics is not None:
+        await metrics.stop()
     await app.stop()
     log.info("stopped")
     return 0
@@ -129,7 +147,7 @@ async def serve(config: kconfig.Config, port_file: str | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    config = logs.start_program("kueue_server", args.config)
+    config = logs.start_program("kueue_server", args.config, args.log_format)
     if config is None:
         return 2
     try:

@@ -21,6 +21,22 @@ class State(IntEnum):
 ACTIVE = frozenset({State.OFFERED, State.RUNNING})
 FINAL = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELED})
 
+# Ended attempts kept per job: a job rejected every few seconds for a day
+# must not grow without bound.
+MAX_PAST_ATTEMPTS = 20
+
+
+class Outcome(IntEnum):
+    """How an attempt ended; values equal the kueue.v1.AttemptOutcome numbers."""
+
+    ACTIVE = common_pb2.ATTEMPT_OUTCOME_ACTIVE
+    FINISHED = common_pb2.ATTEMPT_OUTCOME_FINISHED
+    REJECTED = common_pb2.ATTEMPT_OUTCOME_REJECTED
+    UNANSWERED = common_pb2.ATTEMPT_OUTCOME_UNANSWERED
+    WORKER_LOST = common_pb2.ATTEMPT_OUTCOME_WORKER_LOST
+    WORKER_STOPPED = common_pb2.ATTEMPT_OUTCOME_WORKER_STOPPED
+    CANCELED = common_pb2.ATTEMPT_OUTCOME_CANCELED
+
 
 @dataclass(frozen=True, slots=True)
 class Shape:
@@ -60,6 +76,21 @@ class Amount:
         return shape.slots <= self.slots and shape.cpus <= self.cpus and shape.ram_mb <= self.ram_mb
 
 
+@dataclass(frozen=True, slots=True)
+class PastAttempt:
+    """An attempt that ended without ending its job (the job went back to
+    pending). The current or last attempt lives in the JobRecord's fields."""
+
+    number: int
+    worker_id: str
+    worker_name: str
+    offered_at: float | None
+    started_at: float | None
+    ended_at: float
+    outcome: Outcome
+    reason: str
+
+
 @dataclass(slots=True)
 class JobRecord:
     id: int
@@ -87,6 +118,9 @@ class JobRecord:
     kill_requested: bool = False
     # worker id -> time until which it is not offered this job again.
     rejected_by: dict[str, float] | None = None
+    # Attempts that ended with the job queued again, oldest first (at most
+    # MAX_PAST_ATTEMPTS); None for the many jobs that never had one.
+    past_attempts: list[PastAttempt] | None = None
 
 
 @dataclass(slots=True)

@@ -17,7 +17,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kueue.v1 import common_pb2
-from kueue_server.model import ACTIVE, FINAL, Amount, JobRecord, Shape, State, WorkerRecord
+from kueue_server.model import (
+    ACTIVE,
+    FINAL,
+    MAX_PAST_ATTEMPTS,
+    Amount,
+    JobRecord,
+    Outcome,
+    PastAttempt,
+    Shape,
+    State,
+    WorkerRecord,
+)
 from kueue_server.pending_queue import PendingQueue
 
 # A worker that rejected a job for good (directory missing) is not offered it
@@ -62,6 +73,27 @@ class KillOrder:
     attempt: int
 
 
+@dataclass(slots=True)
+class JobChange:
+    """A job changed state; worker_name is where the attempt was (or is) placed."""
+
+    job: JobRecord
+    old: State
+    new: State
+    attempt: int
+    worker_name: str
+
+
+@dataclass(slots=True)
+class WorkerChange:
+    """Something happened to a worker that the core noticed ("lost", "draining")."""
+
+    worker_id: str
+    name: str
+    what: str
+    detail: str = ""
+
+
 @dataclass
 class Effects:
     assign: list[Assignment] = field(default_factory=list)
@@ -73,10 +105,20 @@ class Effects:
     workers: set[str] = field(default_factory=set)
     # Workers to disconnect (timed out while their stream still looks open).
     drop_workers: set[str] = field(default_factory=set)
+    # What happened, in order: logged and counted once committed.
+    job_changes: list[JobChange] = field(default_factory=list)
+    worker_changes: list[WorkerChange] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(
-            self.assign or self.kill or self.dirty or self.removed or self.workers or self.drop_workers
+            self.assign
+            or self.kill
+            or self.dirty
+            or self.removed
+            or self.workers
+            or self.drop_workers
+            or self.job_changes
+            or self.worker_changes
         )
 
 
@@ -118,14 +160,22 @@ class Scheduler:
         mine.removed |= effects.removed
         mine.workers |= effects.workers
         mine.drop_workers |= effects.drop_workers
+        mine.job_changes[:0] = effects.job_changes
+        mine.worker_changes[:0] = effects.worker_changes
 
     def _set_state(self, job: JobRecord, state: State) -> None:
         self.counts[job.state] -= 1
         self.counts[state] += 1
         del self.by_state[job.state][job.id]
         self.by_state[state][job.id] = None
+        self._effects.job_changes.append(JobChange(job, job.state, state, job.attempt, job.worker_name))
         job.state = state
         self._effects.dirty.add(job.id)
+
+    def _note_draining(self, worker: WorkerRecord, draining: bool) -> None:
+        if draining and not worker.draining_itself:
+            self._effects.worker_changes.append(WorkerChange(worker.id, worker.name, "draining"))
+        worker.draining_itself = draining
 
     def _account_final(self, job: JobRecord) -> None:
         if job.state in (State.SUCCEEDED, State.FAILED) and job.run_time > 0:
@@ -242,6 +292,8 @@ class Scheduler:
             self.by_state[State.PENDING][job.id] = None
             self.queue.push(shape, job.id)
             self._effects.dirty.add(job.id)
+            # From PENDING to PENDING at attempt 0: submitted.
+            self._effects.job_changes.append(JobChange(job, State.PENDING, State.PENDING, 0, ""))
             created.append(job)
         return created
 
@@ -271,7 +323,8 @@ class Scheduler:
             worker = self.workers[worker_id] = WorkerRecord(id=worker_id, name=name)
         worker.name, worker.capacity, worker.system, worker.address = name, capacity, system, address
         worker.connected, worker.connected_at, worker.last_seen = True, now, now
-        worker.draining_itself = draining
+        worker.draining_itself = False
+        self._note_draining(worker, draining)
         worker.external = Amount()
         worker.session += 1
         running = set(running)
@@ -282,7 +335,9 @@ class Scheduler:
                 if job.state is State.OFFERED:
                     self._mark_started(job, now)
             elif (job_id, job.attempt) not in known:
-                self._requeue(job, f"worker {name} restarted without attempt {job.attempt}", now)
+                self._requeue(
+                    job, f"worker {name} restarted without attempt {job.attempt}", now, Outcome.WORKER_LOST
+                )
         for job_id, attempt in running:
             if not self.is_current(worker_id, job_id, attempt):
                 self._effects.kill.append(KillOrder(worker_id, job_id, attempt))
@@ -303,7 +358,7 @@ class Scheduler:
         worker.system = system
         worker.external = external
         worker.last_seen = now
-        worker.draining_itself = draining
+        self._note_draining(worker, draining)
 
     def drain(self, worker_id: str, drain: bool) -> None:
         """An operator stops (or resumes) new offers to a worker."""
@@ -323,14 +378,18 @@ class Scheduler:
         if worker is None:
             return
         for job_id in list(worker.jobs):
-            self._requeue(self.jobs[job_id], f"worker {worker.name} shut down", now)
+            self._requeue(self.jobs[job_id], f"worker {worker.name} shut down", now, Outcome.WORKER_STOPPED)
         worker.connected = False
         self._effects.workers.add(worker_id)
 
     def _lose_worker(self, worker: WorkerRecord, now: float) -> None:
         silent = now - worker.last_seen
+        self._effects.worker_changes.append(
+            WorkerChange(worker.id, worker.name, "lost", f"silent for {silent:.0f} s")
+        )
         for job_id in list(worker.jobs):
-            self._requeue(self.jobs[job_id], f"worker {worker.name} lost (silent for {silent:.0f} s)", now)
+            why = f"worker {worker.name} lost (silent for {silent:.0f} s)"
+            self._requeue(self.jobs[job_id], why, now, Outcome.WORKER_LOST)
         if worker.connected:
             self._effects.drop_workers.add(worker.id)
         worker.connected = False
@@ -366,7 +425,7 @@ class Scheduler:
         if job.rejected_by is None:
             job.rejected_by = {}
         job.rejected_by[worker_id] = now + cooldown
-        self._requeue(job, "", now)
+        self._requeue(job, "", now, Outcome.REJECTED, reason)
         job.comment = self._rejection_comment(job, worker, reason, now)
 
     def _rejection_comment(self, job: JobRecord, worker: WorkerRecord, reason: str, now: float) -> str:
@@ -448,7 +507,12 @@ class Scheduler:
         self._account_final(job)
         return True
 
-    def _requeue(self, job: JobRecord, why: str, now: float) -> None:
+    def _requeue(
+        self, job: JobRecord, why: str, now: float, outcome: Outcome, reason: str | None = None
+    ) -> None:
+        """The current attempt ends without ending the job: queue it again
+        (`why` goes into the comment, `reason` (default `why`) into the
+        attempt's history), or cancel it if a kill was asked for."""
         if job.state not in ACTIVE:
             return
         self._release(job)
@@ -458,6 +522,21 @@ class Scheduler:
             self._set_state(job, State.CANCELED)
             self._account_final(job)
             return
+        past = PastAttempt(
+            job.attempt,
+            job.worker_id,
+            job.worker_name,
+            job.offered_at,
+            job.started_at,
+            now,
+            outcome,
+            why if reason is None else reason,
+        )
+        if job.past_attempts is None:
+            job.past_attempts = [past]
+        else:
+            job.past_attempts.append(past)
+            del job.past_attempts[:-MAX_PAST_ATTEMPTS]
         if why:
             job.comment = f"{why}; queued again"
         job.offered_at = job.started_at = None
@@ -534,7 +613,7 @@ class Scheduler:
             job = self.jobs.get(job_id)
             if job is not None and job.attempt == attempt and job.state is State.OFFERED:
                 self._effects.kill.append(KillOrder(job.worker_id, job.id, job.attempt))
-                self._requeue(job, f"offer to {job.worker_name} not answered", now)
+                self._requeue(job, f"offer to {job.worker_name} not answered", now, Outcome.UNANSWERED)
         horizon = now - self.limits.cleanup_after
         while self._finished_order and self._finished_order[0][0] < horizon:
             _, job_id = self._finished_order.popleft()

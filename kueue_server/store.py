@@ -16,13 +16,14 @@ import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kueue.v1 import common_pb2
 from kueue_server import output_files
-from kueue_server.convert import JOB_COLUMNS, job_from_row
+from kueue_server.convert import ADDED_JOB_COLUMNS, JOB_COLUMNS, job_from_row
 from kueue_server.model import JobRecord, WorkerRecord
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     issued_at REAL, offered_at REAL, started_at REAL, finished_at REAL, attempt INTEGER,
     worker_id TEXT, worker_name TEXT, exit_code INTEGER, signal INTEGER, run_time REAL,
     peak_memory INTEGER, comment TEXT, stdout_bytes INTEGER, stderr_bytes INTEGER,
-    output_truncated INTEGER, kill_requested INTEGER);
+    output_truncated INTEGER, kill_requested INTEGER, past_attempts TEXT);
 CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, name TEXT NOT NULL, system BLOB);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
@@ -97,11 +98,19 @@ class Store:
             self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         elif version[0] != SCHEMA_VERSION:
             raise StoreError(f"{self.path}: schema version {version[0]} is not supported by this server")
+        # New columns are optional (NULL in old rows), so an older server can
+        # still open the file: no new schema version for them.
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, kind in ADDED_JOB_COLUMNS:
+            if name not in have:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
         self.outputs = output_files.OutputFiles(self.output_root, output_cap_bytes)
         self._queue: queue.SimpleQueue[tuple[Batch, asyncio.Future[list[int]]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_failure_log = -1e9
+        # Told (from the writer thread) how long each commit took and whether it succeeded.
+        self.on_commit: Callable[[float, bool], None] | None = None
 
     def load(self) -> Loaded:
         specs = {}
@@ -161,6 +170,7 @@ class Store:
                 return
 
     def _commit_group(self, group: list[tuple[Batch, asyncio.Future[list[int]]]]) -> None:
+        began = time.perf_counter()
         truncated: list[int] = []
         error: Exception | None = None
         try:
@@ -177,7 +187,7 @@ class Store:
                         db.executemany("INSERT OR REPLACE INTO specs VALUES (?, ?)", batch.specs)
                     if batch.jobs:
                         db.executemany(
-                            f"INSERT OR REPLACE INTO jobs ({JOB_COLUMNS}) VALUES ({_marks(20)})", batch.jobs
+                            f"INSERT OR REPLACE INTO jobs ({JOB_COLUMNS}) VALUES ({_marks(21)})", batch.jobs
                         )
                     if batch.deleted_jobs:
                         db.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in batch.deleted_jobs])
@@ -204,6 +214,8 @@ class Store:
                 f"the server could not store the change ({exc}); nothing was changed, try again later",
                 out_of_space=space,
             )
+        if self.on_commit is not None:
+            self.on_commit(time.perf_counter() - began, error is None)
         assert self._loop is not None
         for _, future in group:
             self._loop.call_soon_threadsafe(_settle, future, error, truncated)

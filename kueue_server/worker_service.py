@@ -63,16 +63,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             old.close()
         conn = WorkerConn(worker.id, worker.session)
         app.conns[worker.id] = conn
-        log.info(
-            "worker %s (%s) connected from %s: %d slots, %d cpus, %d MB RAM, %d attempts reported",
-            worker.name,
-            worker.id[:8],
-            context.peer(),
-            worker.capacity.slots,
-            worker.capacity.cpus,
-            worker.capacity.ram_mb,
-            len(reg.attempts),
-        )
+        app.observer.worker_connected(worker, context.peer(), len(reg.attempts))
         conn.send(
             wpb.ConnectResponse(
                 registered=wpb.Registered(
@@ -114,7 +105,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                 del app.conns[worker.id]
             app.scheduler.disconnect_worker(worker.id, conn.session, app.clock())
             app.kick()
-            log.info("worker %s disconnected", worker.name)
+            app.observer.worker_disconnected(worker.id, worker.name)
 
     async def _write(self, conn: WorkerConn, context: grpc.aio.ServicerContext) -> None:
         while True:
@@ -148,14 +139,18 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             reason = r.reason[:MAX_REASON_CHARS]
             sched.assignment_reply(wid, r.job_id, r.attempt, r.accepted, reason, r.transient, now)
             if not r.accepted:
-                log.info("job %d attempt %d rejected by %s: %s", r.job_id, r.attempt, wid[:8], reason[:200])
+                # The requeue is logged (with this reason) once committed.
+                log.debug("job %d attempt %d rejected by %s: %s", r.job_id, r.attempt, wid[:8], reason[:200])
             app.kick()
         elif kind == "stdin_ack":
             a = msg.stdin_ack
             if sched.is_current(wid, a.job_id, a.attempt):
                 app.tap_stdin_ack(a.job_id, a.attempt, a.offset)
         elif kind == "leaving":
-            log.info("worker %s leaving: %s", wid[:8], msg.leaving.reason)
+            worker = sched.workers.get(wid)
+            app.observer.worker_leaving(
+                wid, worker.name if worker else wid[:8], msg.leaving.reason[:MAX_REASON_CHARS]
+            )
             sched.worker_leaving(wid, now)
             app.kick()
         elif kind == "register":
@@ -189,7 +184,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
 
     def _finished(self, conn: WorkerConn, fin: wpb.Finished) -> None:
         app = self.app
-        recorded = app.scheduler.finished(
+        app.scheduler.finished(
             conn.worker_id,
             fin.job_id,
             fin.attempt,
@@ -200,16 +195,6 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             fin.error[:MAX_REASON_CHARS],
             app.clock(),
         )
-        if recorded:
-            log.info(
-                "job %d attempt %d finished on %s: %s",
-                fin.job_id,
-                fin.attempt,
-                conn.worker_id[:8],
-                f"exit code {fin.exit_code}"
-                if fin.HasField("exit_code")
-                else f"signal {fin.signal} {fin.error}",
-            )
         # Stale or not, the worker may forget it once our state is durable.
         ack = wpb.ConnectResponse(finished_ack=wpb.FinishedAck(job_id=fin.job_id, attempt=fin.attempt))
         app.ack_after_commit(lambda: conn.send(ack))

@@ -24,17 +24,21 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kueue.v1 import common_pb2
 from kueue.v1 import worker_service_pb2 as wpb
+from kueue_worker.output_log import SpoolFile, StreamLog
 
 Key = tuple[int, int]
 
-# Resent output is merged into messages of at most this size: after a long
-# outage a chatty job leaves thousands of small chunks behind.
-RESEND_CHUNK_BYTES = 1024 * 1024
+# Output goes to the server in messages of at most this size; what waits is
+# merged up to it (after an outage, or when the stream is slower than the job).
+SEND_CHUNK_BYTES = 1024 * 1024
+# Unacknowledged output kept in memory, over all attempts, before more of it
+# goes to spool files (when the worker has them).
+MEMORY_LIMIT_BYTES = 64 * 1024 * 1024
 # Queued stdin is handed to the pipe writer in pieces of at most this size;
 # small chunks are merged so that many tiny Stdin messages cost one write.
 STDIN_TAKE_BYTES = 64 * 1024
@@ -75,59 +79,6 @@ class AssignDecision:
     reply: wpb.AssignmentReply
     # False for a rejection and for a repeated Assign of an attempt already held.
     start: bool
-
-
-@dataclass
-class StreamLog:
-    """One output stream of an attempt: bytes produced, acknowledged, and kept."""
-
-    produced: int = 0
-    acked: int = 0
-    chunks: deque[tuple[int, bytes]] = field(default_factory=deque)
-
-    @property
-    def unacked_bytes(self) -> int:
-        return self.produced - self.acked
-
-    def append(self, data: bytes) -> int:
-        offset = self.produced
-        self.chunks.append((offset, data))
-        self.produced += len(data)
-        return offset
-
-    def ack(self, offset: int) -> int:
-        """Drop everything below offset; returns the bytes freed."""
-        offset = min(offset, self.produced)
-        if offset <= self.acked:
-            return 0
-        freed = offset - self.acked
-        self.acked = offset
-        while self.chunks:
-            start, data = self.chunks[0]
-            end = start + len(data)
-            if end <= offset:
-                self.chunks.popleft()
-            else:
-                if start < offset:
-                    self.chunks[0] = (offset, data[offset - start :])
-                break
-        return freed
-
-    def pending(self, limit: int = RESEND_CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
-        """Unacknowledged output as (offset, data), adjacent chunks merged up to limit."""
-        start = -1
-        parts: list[bytes] = []
-        size = 0
-        for offset, data in self.chunks:
-            if parts and size + len(data) > limit:
-                yield start, b"".join(parts)
-                parts, size = [], 0
-            if not parts:
-                start = offset
-            parts.append(data)
-            size += len(data)
-        if parts:
-            yield start, b"".join(parts)
 
 
 class StdinResult(enum.Enum):
@@ -182,9 +133,13 @@ class Attempt:
     stdout: StreamLog = field(default_factory=StreamLog)
     stderr: StreamLog = field(default_factory=StreamLog)
     finished: wpb.Finished | None = None
+    # The Finished went out on the current stream.
+    finished_sent: bool = False
     kill_requested: bool = False
     stdin_pipe: bool = False
     stdin: StdinLog = field(default_factory=StdinLog)
+    # Which stream the next send looks at first, so neither starves the other.
+    next_stream: int = STDOUT
 
     @property
     def key(self) -> Key:
@@ -203,16 +158,32 @@ class Attempt:
         raise ValueError(f"unknown output stream {stream}")
 
 
+# Opens a spool file for (key, stream, offset of its first byte).
+Spool = Callable[[Key, int, int], SpoolFile]
+
+
 class Attempts:
     """Every attempt the worker holds, and the decisions about them."""
 
-    def __init__(self, worker_name: str, max_slots: int) -> None:
+    def __init__(
+        self,
+        worker_name: str,
+        max_slots: int,
+        *,
+        memory_limit: int = MEMORY_LIMIT_BYTES,
+        spool: Spool | None = None,
+    ) -> None:
         self.worker_name = worker_name
         self.max_slots = max_slots
+        self.memory_limit = memory_limit
+        self._spool = spool
         # Set when the worker stops: new assignments are turned away.
         self.closing = False
         self._attempts: dict[Key, Attempt] = {}
         self._unacked_bytes = 0
+        self._memory_bytes = 0
+        # Attempts that may have something to send, in the order to serve them.
+        self._unsent: dict[Key, None] = {}
 
     # -- queries ---------------------------------------------------------
 
@@ -239,6 +210,11 @@ class Attempts:
     def unacked_bytes(self) -> int:
         """Output held for the server, over all attempts."""
         return self._unacked_bytes
+
+    @property
+    def memory_bytes(self) -> int:
+        """The part of unacked_bytes held in memory (the rest is spooled)."""
+        return self._memory_bytes
 
     # -- stimuli from the server -----------------------------------------
 
@@ -368,7 +344,9 @@ class Attempts:
         a = self._attempts.get((job_id, attempt))
         if a is None or stream not in (STDOUT, STDERR):
             return
-        self._unacked_bytes -= a.log(stream).ack(offset)
+        freed, freed_memory = a.log(stream).ack(offset)
+        self._unacked_bytes -= freed
+        self._memory_bytes -= freed_memory
 
     def finished_ack(self, job_id: int, attempt: int) -> None:
         a = self._attempts.get((job_id, attempt))
@@ -376,7 +354,9 @@ class Attempts:
             return
         # The server acknowledges a finish only after storing all output before it.
         self._unacked_bytes -= a.stdout.unacked_bytes + a.stderr.unacked_bytes
+        self._memory_bytes -= a.stdout.clear() + a.stderr.clear()
         del self._attempts[a.key]
+        self._unsent.pop(a.key, None)
 
     # -- stimuli from the processes --------------------------------------
 
@@ -388,13 +368,23 @@ class Attempts:
         a.pid = pid
         return wpb.Started(job_id=job_id, attempt=attempt, pid=pid)
 
-    def output(self, job_id: int, attempt: int, stream: int, data: bytes) -> wpb.Output | None:
-        a = self._attempts.get((job_id, attempt))
+    def output(self, job_id: int, attempt: int, stream: int, data: bytes) -> bool:
+        """A chunk of the job's output; whether there is now something to send."""
+        key = (job_id, attempt)
+        a = self._attempts.get(key)
         if a is None or not a.active or not data:
-            return None
-        offset = a.log(stream).append(data)
+            return False
+        spool = None
+        if self._spool is not None and self._memory_bytes + len(data) > self.memory_limit:
+            opener = self._spool
+
+            def spool(offset: int) -> SpoolFile:
+                return opener(key, stream, offset)
+
+        self._memory_bytes += a.log(stream).append(data, spool)
         self._unacked_bytes += len(data)
-        return wpb.Output(job_id=job_id, attempt=attempt, stream=stream, offset=offset, data=data)
+        self._unsent[key] = None
+        return True
 
     def finish(self, job_id: int, attempt: int, result: wpb.Finished) -> wpb.Finished | None:
         """The process ended (or never started); result carries what the runner measured."""
@@ -410,6 +400,8 @@ class Attempts:
         a.stdin.discard_rest()
         a.phase = Phase.FINISHED
         a.finished = finished
+        a.finished_sent = False
+        self._unsent[a.key] = None
         return finished
 
     # -- after a reconnect -----------------------------------------------
@@ -429,20 +421,41 @@ class Attempts:
             out.append(report)
         return out
 
-    def resend(self) -> list[wpb.Output | wpb.Finished]:
-        """Every unacknowledged Output, then the attempt's Finished, per attempt."""
-        out: list[wpb.Output | wpb.Finished] = []
+    def rewind(self) -> None:
+        """A new stream: every unacknowledged Output, then each attempt's
+        Finished, are to be sent again (see next_message)."""
         for a in self._attempts.values():
-            for stream in (STDOUT, STDERR):
-                for offset, data in a.log(stream).pending():
-                    out.append(
-                        wpb.Output(
-                            job_id=a.job_id, attempt=a.attempt, stream=stream, offset=offset, data=data
-                        )
+            a.stdout.rewind()
+            a.stderr.rewind()
+            a.finished_sent = False
+            self._unsent[a.key] = None
+
+    def next_message(self, limit: int = SEND_CHUNK_BYTES) -> wpb.Output | wpb.Finished | None:
+        """What to send next: output merged up to limit bytes, taking turns
+        between attempts and streams; an attempt's Finished after all its output."""
+        while self._unsent:
+            key = next(iter(self._unsent))
+            a = self._attempts.get(key)
+            if a is None:
+                del self._unsent[key]
+                continue
+            first = a.next_stream
+            for stream in (first, STDERR if first == STDOUT else STDOUT):
+                chunk = a.log(stream).take(limit)
+                if chunk is not None:
+                    a.next_stream = STDERR if stream == STDOUT else STDOUT
+                    # To the back of the line: others get their turn.
+                    del self._unsent[key]
+                    self._unsent[key] = None
+                    offset, data = chunk
+                    return wpb.Output(
+                        job_id=a.job_id, attempt=a.attempt, stream=stream, offset=offset, data=data
                     )
-            if a.finished is not None:
-                out.append(a.finished)
-        return out
+            del self._unsent[key]
+            if a.finished is not None and not a.finished_sent:
+                a.finished_sent = True
+                return a.finished
+        return None
 
     def stdin_positions(self) -> list[wpb.StdinAck]:
         """A StdinAck per attempt with a stdin pipe: acks sent on a broken stream may be lost."""

@@ -13,11 +13,14 @@ import contextlib
 import logging
 import random
 import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 
 from kueue import rpc
+from kueue.logs import event
 from kueue.v1 import worker_service_pb2 as wpb
 from kueue.v1 import worker_service_pb2_grpc
 from kueue_worker.worker import Worker, request
@@ -37,21 +40,39 @@ LEAVE_TIMEOUT = 10.0
 class _Session:
     def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
         self.call = call
-        # None asks the writer to half-close the stream.
-        self.queue: asyncio.Queue[wpb.ConnectRequest | None] = asyncio.Queue()
+        # Small messages, sent before any output. None asks the writer to
+        # half-close the stream once all output has gone.
+        self.control: deque[wpb.ConnectRequest | None] = deque()
+        self.wake = asyncio.Event()
         self.registered = asyncio.Event()
         self.heartbeat_interval = 0.0
 
     def send(self, msg: wpb.ConnectRequest | None) -> None:
-        self.queue.put_nowait(msg)
+        self.control.append(msg)
+        self.wake.set()
 
-    async def write_all(self) -> None:
+    async def write_all(self, pull: Callable[[], wpb.ConnectRequest | None]) -> None:
+        """Write control messages first, then output pulled one message at a
+        time: what the stream cannot take yet stays with the attempts (and
+        their spool files), not in a queue here."""
+        closing = False
         while True:
-            msg = await self.queue.get()
-            if msg is None:
+            if self.control:
+                msg = self.control.popleft()
+                if msg is None:
+                    closing = True
+                else:
+                    await self.call.write(msg)
+                continue
+            out = pull()
+            if out is not None:
+                await self.call.write(out)
+                continue
+            if closing:
                 await self.call.done_writing()
                 return
-            await self.call.write(msg)
+            self.wake.clear()
+            await self.wake.wait()
 
 
 class Connection:
@@ -136,11 +157,18 @@ class Connection:
             self._outage_since = time.monotonic()
             if reason != self._outage_reason:
                 running = len(self.worker.processes)
-                log.warning(
+                event(
+                    log,
+                    "server_unreachable",
                     "no connection to the server at %s (%s); %d job(s) keep running, retrying",
                     self.server_address,
                     reason,
                     running,
+                    level=logging.WARNING,
+                    worker=self.worker.name,
+                    server=self.server_address,
+                    reason=reason,
+                    running=running,
                 )
             self._outage_reason = reason
 
@@ -151,19 +179,32 @@ class Connection:
             min(interval, self._default_interval) if interval > 0 else self._default_interval
         )
         self.registrations += 1
+        name, wid = self.worker.name, self.worker.worker_id
         if self._outage_since is not None:
-            log.info(
+            outage = time.monotonic() - self._outage_since
+            event(
+                log,
+                "worker_reconnected",
                 "reconnected to the server at %s after %.1f s",
                 self.server_address,
-                time.monotonic() - self._outage_since,
+                outage,
+                worker=name,
+                worker_id=wid,
+                server=self.server_address,
+                outage=round(outage, 3),
             )
         else:
-            log.info(
+            event(
+                log,
+                "worker_registered",
                 "registered with the server at %s (server %s) as %s, id %s",
                 self.server_address,
                 msg.server_version or "?",
-                self.worker.name,
-                self.worker.worker_id,
+                name,
+                wid,
+                worker=name,
+                worker_id=wid,
+                server=self.server_address,
             )
         self._outage_since = None
         self._outage_reason = self._auth_failure = ""
@@ -174,11 +215,11 @@ class Connection:
         session = _Session(stub.Connect())
         self._session = session
         self._session_ended.clear()
-        # attach() queues Register and the resends before any live message can.
-        self.worker.attach(session.send)
+        # attach() queues Register before any other message can.
+        self.worker.attach(session.send, session.wake.set)
         tasks = [
             asyncio.create_task(self._read_all(session), name="read"),
-            asyncio.create_task(session.write_all(), name="write"),
+            asyncio.create_task(session.write_all(self.worker.next_request), name="write"),
             asyncio.create_task(self._heartbeats(session), name="heartbeat"),
         ]
         reader = tasks[0]

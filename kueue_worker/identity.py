@@ -8,11 +8,15 @@ keyed by host and worker name: two machines never share an id.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import logging
 import os
 import re
 import socket
 import uuid
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 class IdentityError(Exception):
@@ -24,6 +28,37 @@ def id_path(data_dir: Path, name: str, hostname: str | None = None) -> Path:
     # A worker name may contain characters a file name must not.
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", f"{host}-{name}")
     return data_dir / "workers" / f"{safe}.id"
+
+
+def lock(data_dir: Path, name: str, hostname: str | None = None) -> int | None:
+    """Hold the lock on this host's worker `name` for the life of the process
+    (returns its descriptor; None where the file system has no locks). Two
+    workers with one identity would reap each other's jobs and fight over one
+    stream; the second one must not start."""
+    path = id_path(data_dir, name, hostname).with_suffix(".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise IdentityError(f"{path}: cannot open the worker's lock file: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise IdentityError(
+            f"a kueue_worker named {name!r} already runs on this host"
+            f"{f' (pid {holder})' if holder.isdigit() else ''} with data in {data_dir}; "
+            "stop it first, or give this one another --name"
+        ) from None
+    except OSError as exc:
+        # A file system without locks (some NFS set-ups): run unguarded rather than not at all.
+        os.close(fd)
+        log.warning("%s: cannot lock (%s); not guarding against a second worker named %r", path, exc, name)
+        return None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def _valid(text: str) -> bool:

@@ -14,7 +14,8 @@ import grpc
 
 from kueue import config as kconfig
 from kueue import logs, rpc
-from kueue_worker import identity, orphans
+from kueue.logs import event
+from kueue_worker import identity, orphans, output_spool
 from kueue_worker.connection import Connection
 from kueue_worker.worker import Worker
 
@@ -32,7 +33,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--config", metavar="PATH", help="config file (default: $KUEUE_CONFIG or ~/.config/kueue/config.toml)"
     )
     parser.add_argument("--name", help="worker name shown by the server (default: the host name)")
+    parser.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        help="text, or json: one JSON object per line (default: common_settings.log_format)",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="when draining on SIGTERM, stop the jobs still running after SECONDS and have them "
+        "queued again (default 0: wait for them; the systemd unit sets it)",
+    )
     return parser.parse_args(argv)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0: {text!r}")
+    return value
 
 
 async def shutdown(
@@ -55,32 +79,50 @@ async def shutdown(
         await asyncio.wait_for(connection_task, CLOSE_TIMEOUT)
 
 
-async def drain(worker: Worker, signals: asyncio.Queue[int], signame: str) -> None:
-    """Finish the running jobs and take no new ones, until they end or another signal comes."""
-    log.info(
+async def drain(worker: Worker, signals: asyncio.Queue[int], signame: str, timeout: float = 0.0) -> None:
+    """Finish the running jobs and take no new ones, until they end, another
+    signal comes, or `timeout` seconds (0: no limit) have passed."""
+    event(
+        log,
+        "worker_draining",
         "%s received: draining: %d running job(s) finish, no new ones are taken "
-        "(send it again to stop them and have them queued again)",
+        "(send it again to stop them and have them queued again)%s",
         signame,
         len(worker.processes),
+        f"; at most {timeout:g} s" if timeout else "",
+        worker=worker.name,
+        running=len(worker.processes),
+        drain_timeout=timeout or None,
     )
     worker.start_draining()
     idle = asyncio.create_task(worker.wait_idle())
     again = asyncio.create_task(signals.get())
-    await asyncio.wait({idle, again}, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait({idle, again}, timeout=timeout or None, return_when=asyncio.FIRST_COMPLETED)
     for task in (idle, again):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
     if worker.processes:
-        log.info("signal received while draining: stopping the remaining jobs")
+        why = (
+            "signal received" if again.done() and not again.cancelled() else f"drain timeout ({timeout:g} s)"
+        )
+        log.info("%s while draining: stopping the remaining %d job(s)", why, len(worker.processes))
 
 
 async def serve(
-    cfg: kconfig.Config, name: str, worker_id: str, credentials: grpc.ChannelCredentials | None = None
+    cfg: kconfig.Config,
+    name: str,
+    worker_id: str,
+    credentials: grpc.ChannelCredentials | None = None,
+    drain_timeout: float = 0.0,
 ) -> int:
     """Run until SIGTERM/SIGINT; the exit status."""
     worker = Worker(
-        cfg.worker_settings, name, worker_id, orphans.Ledger(orphans.ledger_path(cfg.data_dir, name))
+        cfg.worker_settings,
+        name,
+        worker_id,
+        orphans.Ledger(orphans.ledger_path(cfg.data_dir, name)),
+        output_spool.SpoolDir(output_spool.spool_path(cfg.data_dir, name)),
     )
     connection = Connection(
         worker,
@@ -107,10 +149,14 @@ async def serve(
         return 1
     signame = signal.Signals(first_signal.result()).name
     if cfg.worker_settings.on_sigterm == "drain" and worker.processes:
-        await drain(worker, signals, signame)
-    log.info(
+        await drain(worker, signals, signame, drain_timeout)
+    event(
+        log,
+        "worker_stopping",
         "%s received: stopping the running jobs (if any), then leaving (send it again to kill them at once)",
         signame,
+        worker=name,
+        running=len(worker.processes),
     )
 
     async def kill_on_second_signal() -> None:
@@ -130,10 +176,15 @@ async def serve(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = logs.start_program("kueue_worker", args.config)
+    cfg = logs.start_program("kueue_worker", args.config, args.log_format)
     if cfg is None:
         return 2
     name = args.name or socket.gethostname()
+    try:
+        identity.lock(cfg.data_dir, name)  # held until the process ends
+    except identity.IdentityError as exc:
+        log.error("%s", exc)
+        return 1
     try:
         worker_id = identity.worker_id(cfg.data_dir, name)
     except identity.IdentityError as exc:
@@ -147,6 +198,6 @@ def main(argv: list[str] | None = None) -> int:
     except kconfig.ConfigError as exc:
         print(f"kueue_worker: {exc}", file=sys.stderr)
         return 2
-    status = asyncio.run(serve(cfg, name, worker_id, credentials))
-    log.info("stopped")
+    status = asyncio.run(serve(cfg, name, worker_id, credentials, args.drain_timeout))
+    event(log, "worker_stopped", "stopped", worker=name, exit_status=status)
     return status

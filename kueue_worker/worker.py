@@ -2,10 +2,12 @@
 processes, and process events into messages for the server.
 
 It knows nothing of gRPC: the connection attaches an outbox for the length of
-a session. Messages produced while detached are not lost when they matter:
-output and finishes stay in the attempt state until acknowledged and are
-resent on the next attach, and every attempt's stdin position is reported
-again (a StdinAck sent on a breaking stream may never have arrived).
+a session, and its writer pulls output and finishes (next_request) as fast as
+the stream takes them. Messages produced while detached are not lost when
+they matter: output and finishes stay in the attempt state (in memory, then
+in spool files) until acknowledged and are sent again on the next attach, and
+every attempt's stdin position is reported again (a StdinAck sent on a
+breaking stream may never have arrived).
 """
 
 from __future__ import annotations
@@ -18,19 +20,18 @@ from collections.abc import Callable
 
 import kueue
 from kueue.config import WorkerSettings
+from kueue.logs import event
 from kueue.v1 import common_pb2
 from kueue.v1 import worker_service_pb2 as wpb
 from kueue_worker import sysinfo
 from kueue_worker.attempts import Attempts, CwdCheck, Key, StdinResult
 from kueue_worker.orphans import Ledger
+from kueue_worker.output_spool import SpoolDir
 from kueue_worker.runner import JobProcess, Outcome
 
 log = logging.getLogger(__name__)
 
-# Unacknowledged output held in memory, over all jobs, before reading from
-# the jobs' pipes pauses (the jobs then block on write instead of the worker
-# running out of memory while the server is away).
-MAX_UNACKED_BYTES = 256 * 1024 * 1024
+MB = 1024 * 1024
 # A stat of a working directory on a hung network file system can block for
 # minutes; the event loop must not.
 CWD_CHECK_TIMEOUT = 30.0
@@ -89,14 +90,18 @@ def describe(finished: wpb.Finished) -> str:
 class OutputBudget:
     """Pauses reading job output while too much of it awaits acknowledgement."""
 
-    def __init__(self, attempts: Attempts, limit: int) -> None:
+    def __init__(self, attempts: Attempts, total_limit: int, memory_ceiling: int) -> None:
         self._attempts = attempts
-        self._limit = limit
+        self._total_limit = total_limit
+        self._memory_ceiling = memory_ceiling
         self._changed = asyncio.Event()
 
     def paused(self) -> bool:
+        a = self._attempts
         # A stopping worker must let its jobs' output drain so they can end.
-        return self._attempts.unacked_bytes > self._limit and not self._attempts.closing
+        if a.closing:
+            return False
+        return a.unacked_bytes > self._total_limit or a.memory_bytes > self._memory_ceiling
 
     async def resumed(self) -> None:
         while self.paused():
@@ -135,14 +140,28 @@ class StdinFeed:
 
 class Worker:
     def __init__(
-        self, settings: WorkerSettings, name: str, worker_id: str, ledger: Ledger | None = None
+        self,
+        settings: WorkerSettings,
+        name: str,
+        worker_id: str,
+        ledger: Ledger | None = None,
+        spool: SpoolDir | None = None,
     ) -> None:
         self.settings = settings
         self.name = name
         self.worker_id = worker_id
         # Where running attempts are recorded, so a restart after a crash can kill them.
         self.ledger = ledger
-        self.attempts = Attempts(name, settings.worker_max_parallel_jobs)
+        # Unacknowledged output is held in memory up to output_memory_mb, then
+        # in spool files (if any) up to output_spill_mb more.
+        memory_bytes = settings.output_memory_mb * MB
+        spill_bytes = settings.output_spill_mb * MB if spool is not None else 0
+        self.attempts = Attempts(
+            name,
+            settings.worker_max_parallel_jobs,
+            memory_limit=memory_bytes,
+            spool=spool.open if spill_bytes else None,
+        )
         self.processes: dict[Key, JobProcess] = {}
         # Finishing the running jobs before stopping: the server offers nothing new.
         self.draining = False
@@ -151,24 +170,42 @@ class Worker:
         self._acks_due: set[Key] = set()
         self._ack_timer: asyncio.TimerHandle | None = None
         self._outbox: Outbox | None = None
+        self._wake_writer: Callable[[], None] | None = None
         # Set when a heartbeat should go out before the interval is over.
         self.heartbeat_due = asyncio.Event()
-        self._budget = OutputBudget(self.attempts, MAX_UNACKED_BYTES)
+        # Past the limits reading from the jobs' pipes pauses: the jobs block on
+        # write instead of the worker running out of memory or disk while the
+        # server is away. A disk that fails to take spool files leaves the
+        # memory ceiling (limit + 25%) to do it.
+        self._budget = OutputBudget(self.attempts, memory_bytes + spill_bytes, memory_bytes * 5 // 4)
 
     # -- the session's view ----------------------------------------------------
 
-    def attach(self, outbox: Outbox) -> None:
-        """A new stream: Register, then everything unacknowledged, then live messages."""
+    def attach(self, outbox: Outbox, wake_writer: Callable[[], None]) -> None:
+        """A new stream: Register first; output (everything unacknowledged,
+        then live) is pulled by its writer through next_request, which
+        wake_writer prompts."""
         outbox(request(self.register_message()))
-        for msg in self.attempts.resend():
-            outbox(request(msg))
         for ack in self.attempts.stdin_positions():
             outbox(request(ack))
+        self.attempts.rewind()
         self._outbox = outbox
+        self._wake_writer = wake_writer
+        wake_writer()
 
     def detach(self, outbox: Outbox) -> None:
         if self._outbox is outbox:
             self._outbox = None
+            self._wake_writer = None
+
+    def next_request(self) -> wpb.ConnectRequest | None:
+        """The next Output or Finished for the stream's writer, if any."""
+        msg = self.attempts.next_message()
+        return None if msg is None else request(msg)
+
+    def _output_ready(self) -> None:
+        if self._wake_writer is not None:
+            self._wake_writer()
 
     def register_message(self) -> wpb.Register:
         system = sysinfo.probe()
@@ -229,7 +266,19 @@ class Worker:
         )
         self._emit(decision.reply)
         if not decision.reply.accepted:
-            log.info("job %d attempt %d rejected: %s", msg.job_id, msg.attempt, decision.reply.reason)
+            reason = decision.reply.reason
+            event(
+                log,
+                "attempt_rejected",
+                "job %d attempt %d rejected: %s",
+                msg.job_id,
+                msg.attempt,
+                reason,
+                job=msg.job_id,
+                attempt=msg.attempt,
+                worker=self.name,
+                reason=reason,
+            )
         if decision.start:
             self._start(msg.job_id, msg.attempt, spec)
 
@@ -239,7 +288,19 @@ class Worker:
         if not self.attempts.kill(msg.job_id, msg.attempt) or proc is None:
             log.debug("kill of job %d attempt %d: not running here", msg.job_id, msg.attempt)
             return
-        log.info("job %d attempt %d: killing (signal %d)", msg.job_id, msg.attempt, msg.signal or 15)
+        signum = msg.signal or 15
+        event(
+            log,
+            "attempt_killing",
+            "job %d attempt %d: killing (signal %d)",
+            msg.job_id,
+            msg.attempt,
+            signum,
+            job=msg.job_id,
+            attempt=msg.attempt,
+            worker=self.name,
+            signal=signum,
+        )
         proc.kill(msg.signal, msg.grace_seconds)
 
     def on_stdin(self, msg: wpb.Stdin) -> None:
@@ -306,14 +367,25 @@ class Worker:
                 self.ledger.record(job_id, attempt, pid)
             msg = self.attempts.started(job_id, attempt, pid)
             if msg is not None:
-                log.info("job %d attempt %d: started, pid %d", job_id, attempt, pid)
+                event(
+                    log,
+                    "attempt_started",
+                    "job %d attempt %d: started, pid %d",
+                    job_id,
+                    attempt,
+                    pid,
+                    job=job_id,
+                    attempt=attempt,
+                    worker=self.name,
+                    pid=pid,
+                    state="running",
+                )
                 self._emit(msg)
                 self.heartbeat_due.set()
 
         def output(stream: int, data: bytes) -> None:
-            msg = self.attempts.output(job_id, attempt, stream, data)
-            if msg is not None:
-                self._emit(msg)
+            if self.attempts.output(job_id, attempt, stream, data):
+                self._output_ready()
 
         feed = None
         if spec.stdin_pipe:
@@ -352,8 +424,23 @@ class Worker:
         self._acks_due.discard(key)
         self._send_stdin_ack(key)
         if finished is not None:
-            log.info("job %d attempt %d: %s", job_id, attempt, describe(finished))
-            self._emit(finished)
+            event(
+                log,
+                "attempt_finished",
+                "job %d attempt %d: %s",
+                job_id,
+                attempt,
+                describe(finished),
+                job=job_id,
+                attempt=attempt,
+                worker=self.name,
+                state="finished",
+                exit_code=finished.exit_code if finished.HasField("exit_code") else None,
+                signal=finished.signal or None,
+                error=finished.error or None,
+                run_time=round(finished.run_time_seconds, 3),
+            )
+            self._output_ready()
         self.heartbeat_due.set()
 
     def start_draining(self) -> None:
@@ -363,9 +450,11 @@ class Worker:
         self.heartbeat_due.set()
 
     async def wait_idle(self) -> None:
-        """Until no attempt runs here any more."""
+        """Until no attempt runs here any more. Cancelling this wait leaves
+        the attempts alone (gather() would cancel their watchers, and with them
+        the kill and the report of their end)."""
         while self._watchers:
-            await asyncio.gather(*list(self._watchers.values()), return_exceptions=True)
+            await asyncio.wait(list(self._watchers.values()))
 
     async def stop_jobs(self, signum: int = 0, grace_seconds: float = 0.0) -> int:
         """Turn new work away, kill every attempt and wait until each has finished; how many there were."""

@@ -120,14 +120,24 @@ class Cluster:
 
     # ------------------------------------------------------------------ server
 
-    def start_server(self, *, file_size_limit: int | None = None) -> None:
-        """Start the server; file_size_limit (bytes) makes its writes fail like a full disk."""
+    def start_server(self, *args: str, file_size_limit: int | None = None) -> None:
+        """Start the server with extra command-line `args`; file_size_limit
+        (bytes) makes its writes fail like a full disk."""
         port_file = self.root / "server.port"
         port_file.unlink(missing_ok=True)
         config = self.write_config(self.root / "server.toml", port=self.port)
         log = open(self.root / "server.log", "ab")  # noqa: SIM115 - the process owns it
         self.server = subprocess.Popen(
-            [sys.executable, "-m", "kueue_server", "--config", str(config), "--port-file", str(port_file)],
+            [
+                sys.executable,
+                "-m",
+                "kueue_server",
+                "--config",
+                str(config),
+                "--port-file",
+                str(port_file),
+                *args,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=_env(),
@@ -158,9 +168,10 @@ class Cluster:
     # ------------------------------------------------------------------ workers
 
     def start_worker(
-        self, name: str, *, port: int | None = None, **worker_settings: Any
+        self, name: str, *args: str, port: int | None = None, **worker_settings: Any
     ) -> subprocess.Popen[bytes]:
-        """Start a worker; `port` sends it through something else (a Relay) to the server."""
+        """Start a worker with extra command-line `args`; `port` sends it
+        through something else (a Relay) to the server."""
         config = self.write_config(
             self.root / f"worker-{name}.toml",
             port=port or self.port,
@@ -175,7 +186,7 @@ class Cluster:
         )
         log = open(self.root / f"worker-{name}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
-            [sys.executable, "-m", "kueue_worker", "--config", str(config), "--name", name],
+            [sys.executable, "-m", "kueue_worker", "--config", str(config), "--name", name, *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=_env(),
@@ -247,6 +258,15 @@ class Cluster:
                 f"kueue {' '.join(args)} exited {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
             )
         return result
+
+    def kueue_argv(self, *args: str, config: Path | None = None) -> list[str]:
+        """The `kueue` command line that `kueue()` runs, for running it elsewhere (a pty)."""
+        return [sys.executable, "-m", "kueue_client", "--config", str(config or self.client_config), *args]
+
+    @staticmethod
+    def env() -> dict[str, str]:
+        """The environment programs of this checkout run with."""
+        return _env()
 
     def client(self) -> Any:
         from kueue_client.api import Client

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -299,3 +300,50 @@ def test_down_with_stale_pids_signals_nobody(capsys: pytest.CaptureFixture[str],
         f"kueue_server (pid {os.getpid()}) was not running",
     ]
     assert not state.exists()
+
+
+# ------------------------------------------------------------------ every listing
+
+LISTINGS = [["ls"], ["workers"], ["show-worker", "w1"], ["resources"], ["show", "9"]]
+
+
+class Terminal(io.TextIOWrapper):
+    """A stdout that says it is a terminal (with a byte buffer, as `show` writes output tails raw)."""
+
+    def __init__(self) -> None:
+        super().__init__(io.BytesIO(), encoding="utf-8", write_through=True)
+
+    def isatty(self) -> bool:
+        return True
+
+    def text(self) -> str:
+        self.flush()
+        return self.buffer.getvalue().decode()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("argv", LISTINGS)
+def test_every_listing_has_json(capsys: pytest.CaptureFixture[str], config: Path, argv: list[str]) -> None:
+    code, out, err = run(capsys, config, *argv, "--json")
+    assert code == 0 and err == ""
+    assert isinstance(json.loads(out), dict)
+
+
+@pytest.mark.parametrize("argv", LISTINGS)
+def test_colours_on_a_terminal_only(
+    capsys: pytest.CaptureFixture[str], config: Path, argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TERM", "xterm-256color")
+    code, piped, _ = run(capsys, config, *argv)
+    assert code == 0 and piped.strip() and "\x1b" not in piped
+    for no_color in (False, True):
+        if no_color:
+            monkeypatch.setenv("NO_COLOR", "1")
+        terminal = Terminal()
+        monkeypatch.setattr(sys, "stdout", terminal)
+        assert main(["--config", str(config), *argv]) == 0
+        shown = terminal.text()
+        monkeypatch.setattr(sys, "stdout", sys.__stdout__)
+        if no_color:
+            assert "\x1b" not in shown, shown
+        else:
+            assert "\x1b[" in shown, shown

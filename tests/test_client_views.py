@@ -264,33 +264,6 @@ def test_jobs_json_uses_proto_field_names() -> None:
     assert data["summary"]["failed"] == "3"  # uint64 in proto3 JSON
 
 
-# ------------------------------------------------------------------ job details
-
-
-def test_job_details_show_every_field() -> None:
-    job = make_job(
-        4,
-        State.JOB_STATE_FAILED,
-        comment="failed to start: No such file or directory: './x'",
-        worker_name="node02",
-        worker_id="w-2",
-        attempt=2,
-    )
-    text = views.job_details_text(job, NOW)
-    assert "status:" in text and "failed to start" in text
-    assert "comment:" in text and "No such file or directory" in text
-    assert "worker:" in text and "node02 (w-2)" in text
-    assert "alice@desk" in text
-    assert "1 slot, 2 cpus, 1.0 GiB RAM" in text
-    assert "\x1b" not in text
-
-
-def test_output_tail_header() -> None:
-    assert views.output_tail_header("stdout", b"abc", 3, False) == "--- stdout ---"
-    assert views.output_tail_header("stdout", b"abc", 5000, False) == "--- stdout: last 3 B of 4.9 KiB ---"
-    assert views.output_tail_header("stderr", b"", 0, False) == "--- stderr: empty ---"
-
-
 # ------------------------------------------------------------------ workers
 
 
@@ -371,3 +344,60 @@ def test_resources_table() -> None:
     grid = views.resources_grid(resources)
     assert grid.rows[0][1].style == "red" and grid.rows[1][1].style == "green"
     assert "no global resources" in views.resources_text([], width=80)
+
+
+def render_rich(renderable: object, width: int) -> tuple[str, str]:
+    """(raw with escape codes, plain text) of a renderable on a terminal `width` wide."""
+    from rich.console import Console
+
+    out = io.StringIO()
+    Console(file=out, width=width, force_terminal=True, color_system="standard").print(renderable)
+    return out.getvalue(), ANSI.sub("", out.getvalue())
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_rich_workers_table_is_coloured_and_fits(width: int) -> None:
+    raw, plain = render_rich(views.workers_rich(WORKERS, width=width, now=NOW), width)
+    assert all(len(line) <= width for line in plain.splitlines()), plain
+    assert "\x1b[32m" in raw and "\x1b[33m" in raw  # green (idle) and yellow (load 10 on 16 cores)
+    assert [line.rstrip() for line in plain.splitlines()] == rows(
+        views.workers_text(WORKERS, width=width, now=NOW)
+    )
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_resources_table_at_both_widths(width: int) -> None:
+    resources = [
+        common_pb2.GlobalResource(name="genus-" + "x" * 150, total=3, used=3),
+        common_pb2.GlobalResource(name="matlab", total=10, used=1),
+    ]
+    text = views.resources_text(resources, width=width)
+    lines = rows(text)
+    assert all(len(line) <= width for line in lines)
+    assert lines[1].endswith("3/3") and lines[2].split() == ["matlab", "1/10"]
+    name = lines[1].split()[0]
+    if width == 80:
+        assert name.startswith("genus-") and name.endswith("...")  # a name is cut at its back
+    else:
+        assert name == resources[0].name
+    raw, plain = render_rich(views.resources_rich(resources, width=width), width)
+    assert "\x1b[31m" in raw and [line.rstrip() for line in plain.splitlines()] == lines
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_worker_details_with_its_jobs_at_both_widths(width: int) -> None:
+    resp = cluster_service_pb2.GetWorkerResponse(worker=WORKERS[0], jobs=[JOBS[4], JOBS[5]])
+    text = views.worker_details_text(resp, width=width, now=NOW)
+    assert "running for 35s" in text
+    table = text[text.index("\n\n") + 2 :]
+    assert all(len(line) <= width for line in rows(table)), table
+    first = rows(table)[1]
+    if width == 80:
+        _, cwd_cell, command_cell, *_ = re.split(r"\s{2,}", first.strip())
+        assert cwd_cell.startswith("...") and CWD.endswith(cwd_cell[3:])
+        assert command_cell.endswith("...") and " ".join(COMMAND).startswith(command_cell[:-3])
+    else:
+        assert CWD in first and " ".join(COMMAND) in first
+    raw, plain = render_rich(views.worker_details_rich(resp, width=width, now=NOW), width)
+    assert "\x1b[34m" in raw  # the running job in blue
+    assert all(len(line) <= width for line in plain.splitlines())

@@ -192,6 +192,7 @@ shared_secret = "SECRET-0123456789"
 server_name = "kueue.example.org"
 server_port = 4242
 log_level = "debug"
+log_format = "json"
 tls_ca = "/etc/kueue/ca.pem"
 tls_client_cert = "/etc/kueue/client.pem"
 tls_client_key = "/etc/kueue/client.key"
@@ -208,6 +209,7 @@ job_output_cap_mb = 3
 tls_cert = "/etc/kueue/server.pem"
 tls_key = "/etc/kueue/server.key"
 tls_require_client_cert = true
+metrics_port = 9464
 
 [worker_settings]
 system_update_interval_seconds = 2
@@ -216,6 +218,8 @@ dynamic_check_free_resources = false
 dynamic_cpu_load_scale_factor = 0.5
 kill_grace_seconds = 1.5
 on_sigterm = "requeue"
+output_memory_mb = 8
+output_spill_mb = 100
 
 [client_settings]
 job_default_cpus = 8
@@ -229,6 +233,9 @@ matlab = 0
 ssh_user = "kueue"
 hostnames = "node1 node2\\tnode3"
 sleep_minutes_before_recheck = 15
+ssh_port = 2222
+ssh_options = "-i ~/.ssh/kueue"
+worker_command = "~/venv/bin/kueue_worker"
 """
 
 
@@ -240,6 +247,7 @@ def test_every_section_and_key_is_parsed() -> None:
         server_name="kueue.example.org",
         server_port=4242,
         log_level="debug",
+        log_format="json",
         tls_ca="/etc/kueue/ca.pem",
         tls_client_cert="/etc/kueue/client.pem",
         tls_client_key="/etc/kueue/client.key",
@@ -256,6 +264,7 @@ def test_every_section_and_key_is_parsed() -> None:
         tls_cert="/etc/kueue/server.pem",
         tls_key="/etc/kueue/server.key",
         tls_require_client_cert=True,
+        metrics_port=9464,
     )
     assert cfg.worker_settings == config.WorkerSettings(
         system_update_interval_seconds=2,
@@ -264,11 +273,18 @@ def test_every_section_and_key_is_parsed() -> None:
         dynamic_cpu_load_scale_factor=0.5,
         kill_grace_seconds=1.5,
         on_sigterm="requeue",
+        output_memory_mb=8,
+        output_spill_mb=100,
     )
     assert cfg.client_settings == config.ClientSettings(job_default_cpus=8, job_default_ram_mb=8192)
     assert cfg.global_resources == {"genus": 3, "matlab": 0}
     assert cfg.restart_workers == config.RestartWorkers(
-        ssh_user="kueue", hostnames="node1 node2\tnode3", sleep_minutes_before_recheck=15
+        ssh_user="kueue",
+        hostnames="node1 node2\tnode3",
+        sleep_minutes_before_recheck=15,
+        ssh_port=2222,
+        ssh_options="-i ~/.ssh/kueue",
+        worker_command="~/venv/bin/kueue_worker",
     )
     assert cfg.server_address == "kueue.example.org:4242"
     assert cfg.data_dir == Path("/srv/kueue")
@@ -509,6 +525,36 @@ def test_loading_never_touches_the_real_home(tmp_path: Path, monkeypatch: pytest
     assert tmp_path in cfg.path.parents
 
 
+@pytest.mark.parametrize(
+    ("line", "key"), [("output_memory_mb = 0", "output_memory_mb"), ("output_spill_mb = -1", "output_spill_mb")]
+)
+def test_output_limits_must_be_sane(line: str, key: str) -> None:
+    with pytest.raises(config.ConfigError, match=key):
+        parse(FULL.replace(f"{key} = {8 if key == 'output_memory_mb' else 100}", line))
+
+
 def test_on_sigterm_must_be_drain_or_requeue() -> None:
     with pytest.raises(config.ConfigError, match="on_sigterm"):
         parse(FULL.replace('on_sigterm = "requeue"', 'on_sigterm = "panic"'))
+
+
+def test_log_level_unknown_is_a_warning_log_format_unknown_an_error() -> None:
+    cfg = parse(with_secret('log_level = "loud"\n'))
+    assert cfg.common_settings.log_level == "loud"
+    assert any("log_level 'loud'" in w and "using info" in w for w in cfg.warnings)
+    assert parse(with_secret('log_level = "WARN"\n')).warnings == []
+    with pytest.raises(ConfigError, match='log_format must be "text" or "json", not \'xml\''):
+        parse(with_secret('log_format = "xml"\n'))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[server_settings]\nmetrics_port = 70000\n", "server_settings.metrics_port must be between 0 (off)"),
+        ("[server_settings]\nmetrics_port = -1\n", "server_settings.metrics_port must be between 0 (off)"),
+        ("[restart_workers]\nssh_port = 65536\n", "restart_workers.ssh_port must be between 0"),
+    ],
+)
+def test_ports_out_of_range_are_errors(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse(with_secret(text))

@@ -22,6 +22,23 @@ def accepted(sm: Attempts, job_id: int, attempt: int = 1, **kw: int) -> None:
     assert decision.reply.accepted and decision.start
 
 
+def drain(sm: Attempts) -> list[wpb.Output | wpb.Finished]:
+    """Everything the stream's writer would send now."""
+    out = []
+    for _ in range(10_000):
+        msg = sm.next_message()
+        if msg is None:
+            return out
+        out.append(msg)
+    raise AssertionError("next_message never ran dry")
+
+
+def resend(sm: Attempts) -> list[wpb.Output | wpb.Finished]:
+    """What a new stream gets: everything unacknowledged."""
+    sm.rewind()
+    return drain(sm)
+
+
 def exited(code: int) -> wpb.Finished:
     return wpb.Finished(exit_code=code, run_time_seconds=1.5, peak_memory_bytes=4096)
 
@@ -109,19 +126,25 @@ def test_started_output_finish_messages() -> None:
     accepted(sm, 5, attempt=2)
     assert sm.started(5, 2, 4242) == wpb.Started(job_id=5, attempt=2, pid=4242)
     assert sm.started(5, 2, 4242) is None  # only once
-    o1 = sm.output(5, 2, OUT, b"hello ")
-    o2 = sm.output(5, 2, OUT, b"world\n")
-    e1 = sm.output(5, 2, ERR, b"oops\n")
-    assert (o1.offset, o2.offset, e1.offset) == (0, 6, 0)
-    assert (o2.job_id, o2.attempt, o2.stream, o2.data) == (5, 2, OUT, b"world\n")
+    assert sm.output(5, 2, OUT, b"hello ")
+    o1 = sm.next_message()
+    assert (o1.job_id, o1.attempt, o1.stream, o1.offset, o1.data) == (5, 2, OUT, 0, b"hello ")
+    assert sm.next_message() is None
+    assert sm.output(5, 2, OUT, b"world\n")
+    assert sm.output(5, 2, ERR, b"oops\n")
+    # What waits is merged; the streams take turns.
+    assert sm.next_message() == wpb.Output(job_id=5, attempt=2, stream=ERR, offset=0, data=b"oops\n")
+    assert sm.next_message() == wpb.Output(job_id=5, attempt=2, stream=OUT, offset=6, data=b"world\n")
+    assert sm.next_message() is None
     fin = sm.finish(5, 2, exited(3))
     assert fin.job_id == 5 and fin.attempt == 2
     assert fin.exit_code == 3 and fin.HasField("exit_code")
     assert (fin.stdout_bytes, fin.stderr_bytes) == (12, 5)
     assert fin.run_time_seconds == 1.5 and fin.peak_memory_bytes == 4096
     assert sm.get((5, 2)).phase is Phase.FINISHED
+    assert drain(sm) == [fin]
     # Nothing more is accepted for a finished attempt.
-    assert sm.output(5, 2, OUT, b"late") is None
+    assert not sm.output(5, 2, OUT, b"late")
     assert sm.finish(5, 2, exited(0)) is None
 
 
@@ -145,7 +168,7 @@ def test_messages_for_unknown_attempts_are_ignored() -> None:
     sm = Attempts("w", max_slots=4)
     accepted(sm, 1, attempt=2)
     assert sm.started(1, 1, 5) is None
-    assert sm.output(1, 1, OUT, b"x") is None
+    assert not sm.output(1, 1, OUT, b"x")
     assert sm.finish(9, 1, exited(0)) is None
     sm.output_ack(9, 1, OUT, 10)
     sm.finished_ack(1, 1)
@@ -172,15 +195,16 @@ def test_acks_free_buffers_including_partial_chunks() -> None:
     assert sm.unacked_bytes == 14
     sm.output_ack(1, 1, OUT, 6)  # in the middle of the second chunk
     log = sm.get((1, 1)).stdout
-    assert (log.produced, log.acked) == (12, 6)
-    assert list(log.chunks) == [(6, b"bb"), (8, b"cccc")]
-    assert sm.unacked_bytes == 8
+    assert (log.produced, log.acked, log.sent) == (12, 6, 6)
+    assert sm.unacked_bytes == sm.memory_bytes == 8
+    # Acknowledged bytes are not sent again, the rest from where the ack ends.
+    assert resend(sm)[0] == wpb.Output(job_id=1, attempt=1, stream=OUT, offset=6, data=b"bbcccc")
     sm.output_ack(1, 1, OUT, 4)  # an old ack changes nothing
     assert sm.unacked_bytes == 8
     sm.output_ack(1, 1, OUT, 1000)  # beyond what was produced: clamp
-    assert (log.acked, list(log.chunks)) == (12, [])
+    assert (log.acked, log.memory_bytes) == (12, 0)
     sm.output_ack(1, 1, ERR, 2)
-    assert sm.unacked_bytes == 0
+    assert sm.unacked_bytes == sm.memory_bytes == 0
 
 
 def test_finished_ack_forgets_the_attempt() -> None:
@@ -195,7 +219,7 @@ def test_finished_ack_forgets_the_attempt() -> None:
     sm.finished_ack(1, 1)
     assert (1, 1) not in sm
     assert sm.unacked_bytes == 0
-    assert sm.reports() == [] and sm.resend() == []
+    assert sm.reports() == [] and resend(sm) == []
 
 
 # -- after a reconnect -------------------------------------------------------------
@@ -225,15 +249,15 @@ def test_reports_and_resend_after_reconnect() -> None:
     assert r2.finished == fin2
     assert not reports[(3, 1)].HasField("finished")
 
-    resend = sm.resend()
-    assert resend == [
+    again = resend(sm)
+    assert again == [
         # Only from the first unacknowledged offset; small chunks merged.
         wpb.Output(job_id=1, attempt=1, stream=OUT, offset=2, data=b"234567"),
         wpb.Output(job_id=2, attempt=1, stream=ERR, offset=0, data=b"bye"),
         fin2,
     ]
     # Resending changes nothing: it is all still unacknowledged.
-    assert sm.resend() == resend
+    assert resend(sm) == again
 
 
 def test_resend_splits_large_backlogs() -> None:
@@ -243,7 +267,7 @@ def test_resend_splits_large_backlogs() -> None:
     chunk = b"x" * (300 * 1024)
     for _ in range(10):
         sm.output(1, 1, OUT, chunk)
-    msgs = sm.resend()
+    msgs = resend(sm)
     assert len(msgs) > 1
     assert all(len(m.data) <= 1024 * 1024 for m in msgs)
     assert b"".join(m.data for m in msgs) == chunk * 10
@@ -464,7 +488,7 @@ def test_random_histories_keep_the_books(ops: list[tuple]) -> None:
         elif kind == "start":
             sm.started(job, 1, 100 + job)
         elif kind == "out":
-            if sm.output(job, 1, op[2], op[3]) is not None:
+            if sm.output(job, 1, op[2], op[3]):
                 produced[(job, op[2])] = produced.get((job, op[2]), b"") + op[3]
         elif kind == "ack":
             sm.output_ack(job, 1, op[2], op[3])
@@ -485,14 +509,189 @@ def test_random_histories_keep_the_books(ops: list[tuple]) -> None:
             for stream, log in ((OUT, a.stdout), (ERR, a.stderr)):
                 data = produced.get((a.job_id, stream), b"")
                 assert log.produced == len(data)
-                kept = b"".join(d for _, d in log.chunks)
-                assert kept == data[log.acked :]
                 total_unacked += log.unacked_bytes
         assert sm.unacked_bytes == total_unacked
-        for msg in sm.resend():
+        for msg in resend(sm):
             if isinstance(msg, wpb.Output):
                 data = produced[(msg.job_id, msg.stream)]
                 assert data[msg.offset : msg.offset + len(msg.data)] == msg.data
             else:
                 assert msg.stdout_bytes == len(produced.get((msg.job_id, OUT), b""))
                 assert msg.stderr_bytes == len(produced.get((msg.job_id, ERR), b""))
+
+
+# -- spilling past the memory bound ----------------------------------------------------
+
+
+class Disk:
+    """Spool files in memory on a disk of a given capacity (ENOSPC beyond it)."""
+
+    def __init__(self, capacity: int = 1 << 40) -> None:
+        self.capacity = capacity
+        self.files: list[DiskFile] = []
+
+    @property
+    def used(self) -> int:
+        return sum(len(f.data) for f in self.files if not f.removed)
+
+    def open(self, key: tuple[int, int], stream: int, offset: int) -> DiskFile:
+        f = DiskFile(self)
+        self.files.append(f)
+        return f
+
+
+class DiskFile:
+    def __init__(self, disk: Disk) -> None:
+        self.disk = disk
+        self.data = bytearray()
+        self.removed = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.removed
+        if self.disk.used + len(data) > self.disk.capacity:
+            raise OSError(28, "No space left on device")
+        self.data += data
+
+    def read(self, position: int, size: int) -> bytes:
+        assert not self.removed
+        return bytes(self.data[position : position + size])
+
+    def remove(self) -> None:
+        self.removed = True
+
+
+def test_output_beyond_the_memory_limit_goes_to_spool_files() -> None:
+    disk = Disk()
+    sm = Attempts("w", max_slots=2, memory_limit=100, spool=disk.open)
+    accepted(sm, 1)
+    sm.started(1, 1, 5)
+    payload = bytes(range(256)) * 4
+    for i in range(0, len(payload), 30):
+        sm.output(1, 1, OUT, payload[i : i + 30])
+    assert sm.unacked_bytes == len(payload)
+    assert sm.memory_bytes <= 100
+    assert disk.used == len(payload) - sm.memory_bytes
+    # Everything goes out in order, memory and spool alike.
+    msgs = drain(sm)
+    assert b"".join(m.data for m in msgs) == payload
+    # Once the server has the spooled part, its files go.
+    sm.output_ack(1, 1, OUT, len(payload))
+    assert sm.unacked_bytes == sm.memory_bytes == 0
+    assert all(f.removed for f in disk.files)
+    # With memory free again, new output stays in memory.
+    sm.output(1, 1, OUT, b"more")
+    assert sm.memory_bytes == 4 and len(disk.files) == 1
+
+
+def test_spooled_output_is_resent_after_a_reconnect_and_freed_on_finish() -> None:
+    disk = Disk()
+    sm = Attempts("w", max_slots=2, memory_limit=10, spool=disk.open)
+    accepted(sm, 1)
+    sm.started(1, 1, 5)
+    for i in range(20):
+        sm.output(1, 1, ERR, b"%03d\n" % i)
+    first = drain(sm)
+    sm.output_ack(1, 1, ERR, 12)
+    again = resend(sm)
+    expected = b"".join(b"%03d\n" % i for i in range(20))
+    assert b"".join(m.data for m in first) == expected
+    assert again[0].offset == 12 and b"".join(m.data for m in again) == expected[12:]
+    fin = sm.finish(1, 1, exited(0))
+    assert resend(sm)[-1] == fin
+    sm.finished_ack(1, 1)
+    assert all(f.removed for f in disk.files)
+    assert sm.unacked_bytes == sm.memory_bytes == 0
+
+
+def test_a_full_disk_keeps_output_in_memory() -> None:
+    disk = Disk(capacity=25)
+    sm = Attempts("w", max_slots=2, memory_limit=10, spool=disk.open)
+    accepted(sm, 1)
+    sm.started(1, 1, 5)
+    for _ in range(10):
+        sm.output(1, 1, OUT, b"0123456789")
+    # The disk took what fit (whole writes only); the rest is held in memory,
+    # for the worker's memory ceiling to pause the job.
+    assert disk.used == 20
+    assert sm.memory_bytes == 80 and sm.unacked_bytes == 100
+    assert b"".join(m.data for m in drain(sm)) == b"0123456789" * 10
+
+
+def test_attempts_take_turns_and_a_finish_follows_its_output() -> None:
+    sm = Attempts("w", max_slots=2)
+    for job in (1, 2):
+        accepted(sm, job)
+        sm.started(job, 1, job)
+    sm.output(1, 1, OUT, b"a" * 10)
+    sm.output(2, 1, OUT, b"b" * 10)
+    fin = sm.finish(1, 1, exited(0))
+    msgs = [(m.job_id, len(m.data) if isinstance(m, wpb.Output) else "fin") for m in drain_limited(sm, 4)]
+    assert msgs == [(1, 4), (2, 4), (1, 4), (2, 4), (1, 2), (2, 2), (1, "fin")]
+    assert fin is not None
+
+
+def drain_limited(sm: Attempts, limit: int) -> list[wpb.Output | wpb.Finished]:
+    out = []
+    for _ in range(1000):
+        msg = sm.next_message(limit)
+        if msg is None:
+            return out
+        out.append(msg)
+    raise AssertionError("next_message never ran dry")
+
+
+_spill_op = st.one_of(
+    st.tuples(st.just("out"), st.sampled_from([OUT, ERR]), st.binary(min_size=1, max_size=40)),
+    st.tuples(st.just("ack"), st.sampled_from([OUT, ERR]), st.integers(0, 400)),
+    st.tuples(st.just("send"), st.integers(1, 64)),
+    st.tuples(st.just("rewind"), st.just(0)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_spill_op, max_size=80), st.integers(0, 120), st.integers(0, 200))
+def test_random_spilling_histories_deliver_every_byte_once_acked(
+    ops: list[tuple], memory_limit: int, capacity: int
+) -> None:
+    disk = Disk(capacity)
+    sm = Attempts("w", max_slots=1, memory_limit=memory_limit, spool=disk.open)
+    accepted(sm, 1)
+    sm.started(1, 1, 5)
+    produced = {OUT: b"", ERR: b""}
+    # What the server would hold: contiguous prefix per stream.
+    stored = {OUT: b"", ERR: b""}
+    for kind, arg, *rest in ops:
+        if kind == "out":
+            sm.output(1, 1, arg, rest[0])
+            produced[arg] += rest[0]
+        elif kind == "ack":
+            sm.output_ack(1, 1, arg, min(rest[0], len(stored[arg])))
+        elif kind == "send":
+            msg = sm.next_message(arg)
+            if isinstance(msg, wpb.Output):
+                data = produced[msg.stream]
+                assert data[msg.offset : msg.offset + len(msg.data)] == msg.data
+                if msg.offset <= len(stored[msg.stream]):
+                    stored[msg.stream] = data[: max(len(stored[msg.stream]), msg.offset + len(msg.data))]
+        else:
+            sm.rewind()
+        a = sm.get((1, 1))
+        assert sm.unacked_bytes == a.stdout.unacked_bytes + a.stderr.unacked_bytes
+        assert sm.memory_bytes == a.stdout.memory_bytes + a.stderr.memory_bytes
+        assert 0 <= sm.memory_bytes <= sm.unacked_bytes
+        assert disk.used <= capacity
+    # A new stream gets exactly what is not acknowledged.
+    for stream in (OUT, ERR):
+        log = sm.get((1, 1)).log(stream)
+        assert log.produced == len(produced[stream])
+    by_stream = {OUT: b"", ERR: b""}
+    for msg in resend(sm):
+        log = sm.get((1, 1)).log(msg.stream)
+        assert msg.offset == log.acked + len(by_stream[msg.stream])
+        by_stream[msg.stream] += msg.data
+    for stream in (OUT, ERR):
+        log = sm.get((1, 1)).log(stream)
+        assert by_stream[stream] == produced[stream][log.acked :]
+    sm.finish(1, 1, exited(0))
+    sm.finished_ack(1, 1)
+    assert all(f.removed for f in disk.files)

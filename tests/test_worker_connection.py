@@ -591,7 +591,13 @@ def test_stdin_before_the_spawn_is_delivered_and_acknowledged_once(tmp_path: Pat
     async def scenario() -> None:
         worker = make_worker()
         sent: list[wpb.ConnectRequest] = []
-        worker.attach(sent.append)
+
+        def pull_all() -> None:
+            # A writer that is never slowed down by its stream.
+            while (msg := worker.next_request()) is not None:
+                sent.append(msg)
+
+        worker.attach(sent.append, pull_all)
         key = (1, 1)
         await worker.handle(
             wpb.ConnectResponse(assign=wpb.Assign(job_id=1, attempt=1, spec=piped_spec(tmp_path, ["cat"])))

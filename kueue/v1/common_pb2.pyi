@@ -25,6 +25,17 @@ class OutputStream(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTPUT_STREAM_UNSPECIFIED: _ClassVar[OutputStream]
     OUTPUT_STREAM_STDOUT: _ClassVar[OutputStream]
     OUTPUT_STREAM_STDERR: _ClassVar[OutputStream]
+
+class AttemptOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ATTEMPT_OUTCOME_UNSPECIFIED: _ClassVar[AttemptOutcome]
+    ATTEMPT_OUTCOME_ACTIVE: _ClassVar[AttemptOutcome]
+    ATTEMPT_OUTCOME_FINISHED: _ClassVar[AttemptOutcome]
+    ATTEMPT_OUTCOME_REJECTED: _ClassVar[AttemptOutcome]
+    ATTEMPT_OUTCOME_UNANSWERED: _ClassVar[AttemptOutcome]
+    ATTEMPT_OUTCOME_WORKER_LOST: _ClassVar[AttemptOutcome]
+    ATTEMPT_OUTCOME_WORKER_STOPPED: _ClassVar[AttemptOutcome]
+    ATTEMPT_OUTCOME_CANCELED: _ClassVar[AttemptOutcome]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_PENDING: JobState
 JOB_STATE_OFFERED: JobState
@@ -35,6 +46,14 @@ JOB_STATE_CANCELED: JobState
 OUTPUT_STREAM_UNSPECIFIED: OutputStream
 OUTPUT_STREAM_STDOUT: OutputStream
 OUTPUT_STREAM_STDERR: OutputStream
+ATTEMPT_OUTCOME_UNSPECIFIED: AttemptOutcome
+ATTEMPT_OUTCOME_ACTIVE: AttemptOutcome
+ATTEMPT_OUTCOME_FINISHED: AttemptOutcome
+ATTEMPT_OUTCOME_REJECTED: AttemptOutcome
+ATTEMPT_OUTCOME_UNANSWERED: AttemptOutcome
+ATTEMPT_OUTCOME_WORKER_LOST: AttemptOutcome
+ATTEMPT_OUTCOME_WORKER_STOPPED: AttemptOutcome
+ATTEMPT_OUTCOME_CANCELED: AttemptOutcome
 
 class Resources(_message.Message):
     __slots__ = ("slots", "cpus", "ram_mb", "global_resources")
@@ -89,7 +108,7 @@ class JobSpec(_message.Message):
     def __init__(self, command: _Optional[_Iterable[str]] = ..., shell: _Optional[bool] = ..., cwd: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., stdout_path: _Optional[str] = ..., stderr_path: _Optional[str] = ..., user: _Optional[str] = ..., submit_host: _Optional[str] = ..., use_worker_env: _Optional[bool] = ..., stdin_pipe: _Optional[bool] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "state", "spec", "issued_at", "offered_at", "started_at", "finished_at", "attempt", "worker_id", "worker_name", "exit_code", "signal", "run_time_seconds", "peak_memory_bytes", "comment", "stdout_bytes", "stderr_bytes", "output_truncated", "kill_requested")
+    __slots__ = ("id", "state", "spec", "issued_at", "offered_at", "started_at", "finished_at", "attempt", "worker_id", "worker_name", "exit_code", "signal", "run_time_seconds", "peak_memory_bytes", "comment", "stdout_bytes", "stderr_bytes", "output_truncated", "kill_requested", "attempts")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +128,7 @@ class Job(_message.Message):
     STDERR_BYTES_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     KILL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     id: int
     state: JobState
     spec: JobSpec
@@ -128,7 +148,28 @@ class Job(_message.Message):
     stderr_bytes: int
     output_truncated: bool
     kill_requested: bool
-    def __init__(self, id: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., offered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., worker_id: _Optional[str] = ..., worker_name: _Optional[str] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., run_time_seconds: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ..., comment: _Optional[str] = ..., stdout_bytes: _Optional[int] = ..., stderr_bytes: _Optional[int] = ..., output_truncated: _Optional[bool] = ..., kill_requested: _Optional[bool] = ...) -> None: ...
+    attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
+    def __init__(self, id: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., offered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., worker_id: _Optional[str] = ..., worker_name: _Optional[str] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., run_time_seconds: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ..., comment: _Optional[str] = ..., stdout_bytes: _Optional[int] = ..., stderr_bytes: _Optional[int] = ..., output_truncated: _Optional[bool] = ..., kill_requested: _Optional[bool] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ...) -> None: ...
+
+class Attempt(_message.Message):
+    __slots__ = ("number", "worker_id", "worker_name", "offered_at", "started_at", "ended_at", "outcome", "reason")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_NAME_FIELD_NUMBER: _ClassVar[int]
+    OFFERED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    number: int
+    worker_id: str
+    worker_name: str
+    offered_at: _timestamp_pb2.Timestamp
+    started_at: _timestamp_pb2.Timestamp
+    ended_at: _timestamp_pb2.Timestamp
+    outcome: AttemptOutcome
+    reason: str
+    def __init__(self, number: _Optional[int] = ..., worker_id: _Optional[str] = ..., worker_name: _Optional[str] = ..., offered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., outcome: _Optional[_Union[AttemptOutcome, str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class JobSummary(_message.Message):
     __slots__ = ("pending", "offered", "running", "succeeded", "failed", "canceled", "average_run_time_seconds", "eta_seconds")

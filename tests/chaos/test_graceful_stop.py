@@ -6,6 +6,8 @@ import json
 import signal
 from pathlib import Path
 
+import psutil
+
 from tests.cluster import Cluster, wait_for
 
 
@@ -60,11 +62,16 @@ def test_second_sigterm_while_draining_hands_the_jobs_back(cluster: Cluster, tmp
     cluster.start_server()
     worker = cluster.start_worker("w1")
     cluster.wait_workers("w1")
-    (job_id,) = cluster.kueue("cmd", "sleep", "1000", cwd=tmp_path).stdout.split()
+    pid_file = tmp_path / "pid"
+    (job_id,) = cluster.kueue("cmd", f"echo $$ > {pid_file}; exec sleep 1000", cwd=tmp_path).stdout.split()
     wait_for(lambda: state(cluster, job_id) == "JOB_STATE_RUNNING", 30, "the job to run")
+    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 30, "the job's pid")
     worker.send_signal(signal.SIGTERM)
     wait_for(lambda: draining(cluster, "w1"), 30, "the worker to drain")
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=60) == 0
     # Stopped and queued again at once (not failed, not after the timeout).
     wait_for(lambda: state(cluster, job_id) == "JOB_STATE_PENDING", 30, "the job to be queued again")
+    # Its process is gone too, not left behind unrecorded.
+    pid = int(pid_file.read_text())
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

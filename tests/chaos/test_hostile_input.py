@@ -2,9 +2,10 @@
 
 Unauthenticated calls to every method, malformed and out-of-range requests,
 a worker stream that speaks nonsense, random bytes and random nonsense
-messages (hypothesis) to every method, and garbage TCP peers. The server must
-answer with the right status, never crash or wedge, never leave a half-made
-job, and not flood its log.
+messages (hypothesis) to every method (the 14 of kueue.v1 and the 4 public
+ones of the standard health and reflection services), and garbage TCP peers.
+The server must answer with the right status, never crash or wedge, never
+leave a half-made job, and not flood its log.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import grpc
 import pytest
 from google.protobuf import descriptor as gdesc
 from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -49,6 +52,24 @@ for _module in (jpb, cpb, wpb):
             )
 assert len(METHODS) == 15, sorted(METHODS)
 assert all(cls is not None for cls, _, _ in METHODS.values())
+
+# The standard services, which answer without a token (kueue_server/standard_services.py).
+PUBLIC_METHODS: dict[str, tuple[type[Message], bool, bool]] = {}
+for _module in (health_pb2, reflection_pb2):
+    for _service in _module.DESCRIPTOR.services_by_name.values():
+        for _method in _service.methods:
+            PUBLIC_METHODS[f"/{_service.full_name}/{_method.name}"] = (
+                getattr(_module, _method.input_type.name),
+                _method.client_streaming,
+                _method.server_streaming,
+            )
+assert sorted(PUBLIC_METHODS) == [
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/List",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+], sorted(PUBLIC_METHODS)
+KINDS = {**METHODS, **PUBLIC_METHODS}
 
 SUBMIT = "/kueue.v1.JobService/SubmitJobs"
 LIST_JOBS = "/kueue.v1.JobService/ListJobs"
@@ -139,7 +160,7 @@ class Raw:
         """(status, details, responses). A streaming call is cancelled (status
         CANCELLED) once it has given max_responses, or after `timeout` s as
         DEADLINE_EXCEEDED: a watch that waits for ever is not an error."""
-        _, client_streaming, server_streaming = METHODS[method]
+        _, client_streaming, server_streaming = KINDS[method]
         kind = ("stream" if client_streaming else "unary") + "_" + ("stream" if server_streaming else "unary")
         stub = getattr(self.channel, kind)(method, request_serializer=None, response_deserializer=None)
         arg: Any = iter(requests) if client_streaming else requests[0]
@@ -263,6 +284,28 @@ def test_every_method_refuses_bad_authentication(raw: Raw, method: str) -> None:
 
     assert raw.jobs() == before_jobs
     assert [w.id for w in raw.workers()] == [w.id for w in before_workers]
+
+
+PUBLIC_PAYLOADS: dict[str, Message] = {
+    "/grpc.health.v1.Health/Check": health_pb2.HealthCheckRequest(service="kueue.v1.JobService"),
+    "/grpc.health.v1.Health/List": health_pb2.HealthListRequest(),
+    "/grpc.health.v1.Health/Watch": health_pb2.HealthCheckRequest(),
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": reflection_pb2.ServerReflectionRequest(
+        list_services=""
+    ),
+}
+assert set(PUBLIC_PAYLOADS) == set(PUBLIC_METHODS)
+
+
+@pytest.mark.parametrize("method", sorted(PUBLIC_METHODS))
+def test_public_methods_answer_with_or_without_any_token(raw: Raw, method: str) -> None:
+    """Health and reflection need no secret, and a bad token changes nothing."""
+    payload = [PUBLIC_PAYLOADS[method].SerializeToString()]
+    for what, metadata in {**bad_tokens(raw, method), "good": raw.token(method)}.items():
+        code, details, out = raw.call(method, payload, metadata, timeout=5, max_responses=1)
+        # Watch never ends by itself: cancelled after its first answer.
+        assert code in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED), (method, what, code, details)
+        assert len(out) == 1, (method, what, out)
 
 
 def test_unauthenticated_flood_is_refused_and_logged_sparingly(tmp_path: Path) -> None:
@@ -812,11 +855,11 @@ def plausible_first(draw: Any, method: str) -> bytes:
         )
         msg.register.MergeFromString(draw(nonsense(wpb.Register)))
         return msg.SerializeToString()
-    return draw(nonsense(METHODS[method][0]))
+    return draw(nonsense(KINDS[method][0]))
 
 
 def requests_for(method: str) -> st.SearchStrategy[list[bytes]]:
-    cls, client_streaming, _ = METHODS[method]
+    cls, client_streaming, _ = KINDS[method]
     one = st.one_of(st.binary(max_size=200), nonsense(cls))
     first = st.one_of(one, plausible_first(method))
     if client_streaming:
@@ -840,7 +883,7 @@ def undecodable(method: str, code: grpc.StatusCode, details: str) -> bool:
     reaches the interceptor's verdict or a handler (see
     test_undecodable_unary_requests_are_refused_cleanly)."""
     return (
-        not METHODS[method][1]
+        not KINDS[method][1]
         and code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL)
         and "DecodeError" in details
     )
@@ -856,10 +899,10 @@ def error_lines(log: str) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", sorted(KINDS))
 def test_fuzz_every_method(raw: Raw, method: str) -> None:
     log_start = len(raw.cluster.server_log())
-    _, _, server_streaming = METHODS[method]
+    _, _, server_streaming = KINDS[method]
     examples = 40 if server_streaming else 60
     seen: Counter[str] = Counter()
 
@@ -876,7 +919,7 @@ def test_fuzz_every_method(raw: Raw, method: str) -> None:
         seen[code.name] += 1
         if undecodable(method, code, details):
             return
-        if not authed:
+        if not authed and method not in PUBLIC_METHODS:
             assert code == grpc.StatusCode.UNAUTHENTICATED, (code, details)
         else:
             assert code in ALLOWED, (method, code, details)
@@ -901,6 +944,10 @@ def test_undecodable_unary_requests_are_refused_cleanly(raw: Raw) -> None:
         assert code == grpc.StatusCode.UNAUTHENTICATED, (method, code, details)
         code, details, _ = raw.call(method, [b"\x00"], raw.token(method), timeout=2)
         assert code == grpc.StatusCode.INVALID_ARGUMENT, (method, code, details)
+    for method, (_, client_streaming, _) in sorted(PUBLIC_METHODS.items()):
+        if not client_streaming:
+            code, details, _ = raw.call(method, [b"\x00"], None, timeout=2)
+            assert code == grpc.StatusCode.INVALID_ARGUMENT, (method, code, details)
     log = raw.cluster.server_log()[log_start:]
     assert " ERROR " not in log and "Traceback" not in log, log[-5000:]
 

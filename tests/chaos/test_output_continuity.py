@@ -45,3 +45,64 @@ def test_counter_survives_server_restarts(tmp_path: Path) -> None:
     finally:
         cluster.close()
         print(cluster.logs())
+
+
+def _spool_files(pid: int, spool_dir: Path) -> int:
+    """Open spool files of the worker (they are unlinked as soon as created)."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = str(fd.readlink())
+        except OSError:
+            continue
+        if target.startswith(str(spool_dir)) and target.endswith("(deleted)"):
+            count += 1
+    return count
+
+
+def test_output_beyond_the_memory_bound_is_spooled_and_delivered(tmp_path: Path) -> None:
+    """The server is away while a job writes 8 MB: the worker keeps 1 MB in
+    memory and the rest in spool files, and all of it arrives afterwards."""
+    cluster = Cluster(tmp_path / "c")
+    try:
+        cluster.server_settings["job_output_cap_mb"] = 64
+        cluster.start_server()
+        worker = cluster.start_worker("w1", output_memory_mb=1)
+        cluster.wait_workers("w1")
+        go, done = tmp_path / "go", tmp_path / "done"
+        lines = 900_000
+        writer = (
+            "import os, sys, time\n"
+            f"while not os.path.exists({str(go)!r}): time.sleep(0.02)\n"
+            f"sys.stdout.writelines(f'{{i:08d}}\\n' for i in range({lines}))\n"
+            "sys.stdout.flush()\n"
+            f"open({str(done)!r}, 'w').close()\n"
+        )
+        (job_id,) = cluster.kueue("cmd", sys.executable, "-c", writer, cwd=tmp_path).stdout.split()
+        wait_for(
+            lambda: json.loads(cluster.kueue("show", job_id, "--json").stdout)["job"]["state"]
+            == "JOB_STATE_RUNNING",
+            60,
+            "the job to run",
+        )
+        cluster.stop_server(signal.SIGKILL)
+        go.touch()
+        wait_for(done.exists, 120, "the job to write all its output")
+        spool_dir = next((cluster.root / "worker-w1-data" / "workers").glob("*.spool"))
+        assert _spool_files(worker.pid, spool_dir) > 0, "no spool file open while the server is away"
+        cluster.start_server()
+        wait_for(
+            lambda: (
+                json.loads(cluster.kueue("show", job_id, "--json").stdout)["job"]["state"]
+                == "JOB_STATE_SUCCEEDED"
+            ),
+            120,
+            "the job to finish",
+        )
+        out = cluster.kueue("log", job_id).stdout
+        assert out == "".join(f"{i:08d}\n" for i in range(lines))
+        # Acknowledged, the spool files are gone.
+        wait_for(lambda: _spool_files(worker.pid, spool_dir) == 0, 60, "the spool files to be closed")
+    finally:
+        cluster.close()
+        print(cluster.logs())

@@ -93,6 +93,14 @@ def test_worker_killed_repeatedly_never_runs_a_job_twice_at_once(tmp_path: Path)
             assert got.job.state == common_pb2.JOB_STATE_SUCCEEDED, (job_id, got.job.state)
             assert got.stdout_tail.decode() == f"out-{index}\n", (job_id, got.stdout_tail)
             assert got.job.attempt == seen[-1], (job_id, got.job.attempt, seen)
+            # The job's history has every attempt; those that ran before the
+            # last one ended with their worker lost.
+            history = {a.number: a for a in got.job.attempts}
+            assert sorted(history) == list(range(1, seen[-1] + 1)), (job_id, list(got.job.attempts))
+            assert history[seen[-1]].outcome == common_pb2.ATTEMPT_OUTCOME_FINISHED
+            for number in seen[:-1]:
+                assert history[number].outcome == common_pb2.ATTEMPT_OUTCOME_WORKER_LOST, history[number]
+                assert history[number].HasField("started_at"), history[number]
             if len(seen) > 1:
                 reran[job_id] = seen
         client.close()

@@ -1,0 +1,262 @@
+#!/usr/bin/env node
+// kueue-ts: an example CLI on the TypeScript client (submit, list, watch,
+// output). It reads the same config file as `kueue`; flags override it.
+
+import { readFileSync } from "node:fs";
+import { toJson } from "@bufbuild/protobuf";
+import { KueueClient, isFinal, jobSpec } from "./client.js";
+import { type ClientConfig, DEFAULTS, loadConfig, resolveConfigPath, validate } from "./config.js";
+import { EXIT_USAGE, KueueError } from "./errors.js";
+import { type Job, JobState, OutputStream } from "./gen/kueue/v1/common_pb.js";
+import { ListJobsResponseSchema } from "./gen/kueue/v1/job_service_pb.js";
+
+const USAGE = `usage: kueue-ts [GLOBAL OPTIONS] VERB [ARGS]
+
+verbs:
+  submit [-c CPUS] [-r RAM_MB] [--wait] CMD [ARG...]
+        queue CMD to run in this directory with this environment; print its id.
+        --wait: wait for it, print its output, exit with its exit code
+  list [-n LIMIT] [--json]
+        the most recent jobs (all without -n)
+  watch ID...
+        print each state change until every job has ended; exit with the first
+        non-zero exit code (1 for a job that did not run to an exit code)
+  output [--stderr] ID
+        the captured stdout (or stderr) of a job
+
+global options (override the config file):
+  --config PATH        config file (default: $KUEUE_CONFIG or ~/.config/kueue/config.toml)
+  --server HOST:PORT   the server's address
+  --secret-file PATH   a file holding the shared secret (also: $KUEUE_SHARED_SECRET)
+  --tls-ca PEM         connect with TLS, trusting this CA
+  --tls-cert PEM --tls-key PEM   a client certificate for mutual TLS`;
+
+interface Global {
+  config?: string;
+  server?: string;
+  secretFile?: string;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+}
+
+function usage(message: string): KueueError {
+  return new KueueError(`${message} (kueue-ts --help for usage)`, EXIT_USAGE);
+}
+
+/** Options before the verb, and the rest. */
+function parseGlobal(argv: string[]): { global: Global; rest: string[] } {
+  const global: Global = {};
+  const keys: Record<string, keyof Global> = {
+    "--config": "config",
+    "--server": "server",
+    "--secret-file": "secretFile",
+    "--tls-ca": "tlsCa",
+    "--tls-cert": "tlsCert",
+    "--tls-key": "tlsKey",
+  };
+  let i = 0;
+  for (; i < argv.length && argv[i]!.startsWith("-"); i++) {
+    const [flag, inline] = argv[i]!.split(/=(.*)/s, 2) as [string, string | undefined];
+    const key = keys[flag];
+    if (!key) throw usage(`unknown option ${flag}`);
+    const value = inline ?? argv[++i];
+    if (value === undefined) throw usage(`${flag} needs a value`);
+    global[key] = value;
+  }
+  return { global, rest: argv.slice(i) };
+}
+
+function configFrom(global: Global): ClientConfig {
+  const path = resolveConfigPath(global.config);
+  const file = loadConfig(path);
+  if (!file && global.config) throw new KueueError(`${path}: no such config file`, EXIT_USAGE);
+  const config: ClientConfig = file ? { ...file } : { ...DEFAULTS };
+  if (global.server) {
+    const match = /^(.*):(\d+)$/.exec(global.server);
+    if (!match) throw usage(`--server must be HOST:PORT, not ${global.server}`);
+    config.serverName = match[1]!.replace(/^\[(.*)\]$/, "$1");
+    config.serverPort = Number(match[2]);
+  }
+  const secret = global.secretFile
+    ? readSecret(global.secretFile)
+    : (process.env.KUEUE_SHARED_SECRET ?? undefined);
+  if (secret) config.sharedSecret = secret;
+  if (global.tlsCa) config.tlsCa = global.tlsCa;
+  if (global.tlsCert) config.tlsClientCert = global.tlsCert;
+  if (global.tlsKey) config.tlsClientKey = global.tlsKey;
+  if (!file && !(global.server && secret)) {
+    throw new KueueError(
+      `${path}: no such config file; run kueue (or kueue_server) once to create it, ` +
+        `or pass --server HOST:PORT and --secret-file PATH`,
+      EXIT_USAGE,
+    );
+  }
+  validate(config);
+  return config;
+}
+
+function readSecret(path: string): string {
+  try {
+    return readFileSync(path, "utf8").trim();
+  } catch (err) {
+    throw new KueueError(`--secret-file ${path}: cannot read it: ${(err as Error).message}`, EXIT_USAGE);
+  }
+}
+
+function positiveInt(flag: string, value: string | undefined): number {
+  const n = Number(value);
+  if (value === undefined || !Number.isInteger(n) || n < 0) throw usage(`${flag} needs a whole number, not ${value}`);
+  return n;
+}
+
+function jobId(text: string): bigint {
+  if (!/^\d+$/.test(text)) throw usage(`not a job id: ${text}`);
+  return BigInt(text);
+}
+
+function stateName(state: JobState): string {
+  return (JobState[state] ?? String(state)).toLowerCase();
+}
+
+function describe(job: Job): string {
+  const where = job.workerName ? ` on ${job.workerName}` : "";
+  switch (job.state) {
+    case JobState.OFFERED:
+    case JobState.RUNNING:
+      return `${stateName(job.state)}${where} (attempt ${job.attempt})`;
+    case JobState.SUCCEEDED:
+    case JobState.FAILED:
+      return (
+        `${stateName(job.state)}` +
+        (job.exitCode !== undefined ? ` with exit code ${job.exitCode}` : job.signal ? ` by signal ${job.signal}` : "") +
+        (job.comment ? ` (${job.comment})` : "")
+      );
+    default:
+      return stateName(job.state) + (job.comment ? ` (${job.comment})` : "");
+  }
+}
+
+/** The exit status for a finished job: its exit code, else 1. */
+function exitStatus(job: Job | undefined): number {
+  if (!job) return 1;
+  if (job.state === JobState.SUCCEEDED) return 0;
+  return job.exitCode !== undefined && job.exitCode !== 0 ? job.exitCode : 1;
+}
+
+async function watch(client: KueueClient, ids: bigint[]): Promise<number> {
+  const last = await client.waitForJobs(ids, (change) => {
+    if (change.removed) console.log(`job ${change.removedId}: does not exist (never did, or was cleaned)`);
+    else if (change.job) console.log(`job ${change.job.id}: ${describe(change.job)}`);
+  });
+  for (const id of ids) {
+    const status = exitStatus(last.get(id));
+    if (status !== 0) return status;
+  }
+  return 0;
+}
+
+async function submit(client: KueueClient, args: string[]): Promise<number> {
+  let cpus = client.config.jobDefaultCpus;
+  let ramMb = client.config.jobDefaultRamMb;
+  let wait = false;
+  let i = 0;
+  for (; i < args.length && args[i]!.startsWith("-"); i++) {
+    const arg = args[i]!;
+    if (arg === "--") {
+      i++;
+      break;
+    } else if (arg === "-c" || arg === "--cpus") cpus = positiveInt(arg, args[++i]);
+    else if (arg === "-r" || arg === "--ram-mb") ramMb = positiveInt(arg, args[++i]);
+    else if (arg === "--wait") wait = true;
+    else throw usage(`unknown option for submit: ${arg}`);
+  }
+  const command = args.slice(i);
+  if (command.length === 0) throw usage("submit needs a command");
+  const { id, warnings } = await client.submit(jobSpec(command, { cpus, ramMb }));
+  for (const warning of warnings) console.error(`kueue-ts: warning: ${warning}`);
+  if (!wait) {
+    console.log(String(id));
+    return 0;
+  }
+  console.error(`kueue-ts: queued as job ${id}`);
+  const job = (await client.waitForJobs([id])).get(id);
+  if (job && isFinal(job)) {
+    process.stdout.write(await client.readOutput(id, OutputStream.STDOUT));
+    process.stderr.write(await client.readOutput(id, OutputStream.STDERR));
+  }
+  return exitStatus(job);
+}
+
+async function list(client: KueueClient, args: string[]): Promise<number> {
+  let limit = 0;
+  let json = false;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === "-n" || arg === "--limit") limit = positiveInt(arg, args[++i]);
+    else if (arg === "--json") json = true;
+    else throw usage(`unknown argument for list: ${arg}`);
+  }
+  const reply = await client.listJobs(limit);
+  if (json) {
+    console.log(JSON.stringify(toJson(ListJobsResponseSchema, reply, { useProtoFieldName: true }), null, 2));
+    return 0;
+  }
+  console.log(["id", "state", "worker", "exit", "command"].join("\t"));
+  for (const job of reply.jobs) {
+    const exit = job.exitCode !== undefined ? String(job.exitCode) : "";
+    const command = job.spec?.command.join(" ") ?? "";
+    console.log([String(job.id), stateName(job.state), job.workerName, exit, command].join("\t"));
+  }
+  return 0;
+}
+
+async function output(client: KueueClient, args: string[]): Promise<number> {
+  const stderr = args.includes("--stderr");
+  const ids = args.filter((a) => a !== "--stderr");
+  if (ids.length !== 1 || ids[0]!.startsWith("-")) throw usage("output needs one job id");
+  const data = await client.readOutput(jobId(ids[0]!), stderr ? OutputStream.STDERR : OutputStream.STDOUT);
+  process.stdout.write(data);
+  return 0;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  if (argv.length === 0 || argv[0] === "--help" || argv[0] === "-h") {
+    console.log(USAGE);
+    return argv.length === 0 ? EXIT_USAGE : 0;
+  }
+  const { global, rest } = parseGlobal(argv);
+  const [verb, ...args] = rest;
+  const verbs: Record<string, (client: KueueClient, args: string[]) => Promise<number>> = {
+    submit,
+    list,
+    watch: (client, a) => {
+      if (a.length === 0) throw usage("watch needs job ids");
+      return watch(client, a.map(jobId));
+    },
+    output,
+  };
+  const run = verb === undefined ? undefined : verbs[verb];
+  if (!run) throw usage(verb === undefined ? "no verb given" : `unknown verb ${verb}`);
+  const client = new KueueClient(configFrom(global));
+  try {
+    return await run(client, args);
+  } finally {
+    client.close();
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (status) => {
+    process.exitCode = status;
+  },
+  (err: unknown) => {
+    if (err instanceof KueueError) {
+      console.error(`kueue-ts: ${err.message}`);
+      process.exitCode = err.exitStatus;
+    } else {
+      console.error(`kueue-ts: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+      process.exitCode = 1;
+    }
+  },
+);

@@ -1,0 +1,221 @@
+"""The TypeScript client (clients/typescript/) against a real server and
+worker: built with tsc, run with node, speaking gRPC over HTTP/2 to our
+grpcio server, with and without TLS. Needs node and `npm ci` at the root."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kueue.v1 import common_pb2 as common
+from tests.cluster import Cluster, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "clients" / "typescript"
+CLI = PACKAGE / "dist" / "cli.js"
+WORKED_EXAMPLE_MAC = "9256908ec002b8cfd74368a20e375f09d15da991829cbc3bd1dd5a097d964139"
+
+
+@pytest.fixture(scope="module")
+def built() -> Path:
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        pytest.skip("node and npm are needed for the TypeScript client")
+    if not (ROOT / "node_modules" / "@connectrpc" / "connect-node").is_dir():
+        pytest.skip("the TypeScript client's packages are not installed; run `npm ci` at the repository root")
+    result = subprocess.run(
+        [npm, "run", "build", "--workspace", "clients/typescript"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, f"tsc failed:\n{result.stdout}{result.stderr}"
+    return CLI
+
+
+def kueue_ts(
+    cli: Path, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k not in ("KUEUE_CONFIG", "KUEUE_SHARED_SECRET")}
+    full_env.update(env or {})
+    return subprocess.run(
+        ["node", str(cli), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, (
+        f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    )
+    return result.stdout
+
+
+@pytest.fixture
+def running(cluster: Cluster) -> Iterator[Cluster]:
+    cluster.start_server()
+    cluster.start_worker("w1")
+    cluster.wait_workers("w1")
+    yield cluster
+
+
+def test_auth_matches_the_worked_example_of_protos_readme(built: Path) -> None:
+    script = (
+        "import('./dist/auth.js').then(a => console.log(JSON.stringify({"
+        "mac: a.mac('correct horse battery staple', '/kueue.v1.JobService/SubmitJobs', '1700000000',"
+        " '0123456789abcdef0123456789abcdef'),"
+        "token: a.makeToken('s', '/kueue.v1.JobService/ListJobs', 1700000000.9)})))"
+    )
+    out = json.loads(ok(subprocess.run(["node", "-e", script], cwd=PACKAGE, capture_output=True, text=True)))
+    assert out["mac"] == WORKED_EXAMPLE_MAC
+    scheme, stamp, nonce, mac = out["token"].split(" ")
+    assert (scheme, stamp) == ("v1", "1700000000")
+    assert len(nonce) == 32 and int(nonce, 16) >= 0
+    from kueue import auth
+
+    assert mac == auth.mac("s", "/kueue.v1.JobService/ListJobs", stamp, nonce)
+
+
+def test_submit_watch_output_and_list_from_typescript(built: Path, running: Cluster, tmp_path: Path) -> None:
+    cluster = running
+    config = str(cluster.client_config)
+    work = tmp_path / "work"
+    work.mkdir()
+    gate = work / "go"
+    # Runs in the submitting directory with the submitter's environment, and
+    # waits (bounded) for the test to let it finish.
+    script = (
+        "for i in $(seq 1200); do [ -e go ] && break; sleep 0.05; done; "
+        'echo "out from $TS_MARK in $(pwd)"; echo err line >&2; exit 3'
+    )
+    job_id = ok(
+        kueue_ts(built, "--config", config, "submit", script, cwd=work, env={"TS_MARK": "ts"})
+    ).strip()
+    assert job_id.isdigit(), job_id
+
+    with cluster.client() as client:
+        wait_for(
+            lambda: client.get_job(int(job_id)).job.state == common.JOB_STATE_RUNNING, what="the job to run"
+        )
+    watcher = subprocess.Popen(
+        ["node", str(built), "--config", config, "watch", job_id],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = watcher.stdout.readline() if watcher.stdout else ""
+        assert first.strip() == f"job {job_id}: running on w1 (attempt 1)", first
+        assert watcher.poll() is None, "watch ended while the job still runs"
+        gate.touch()
+        out, err = watcher.communicate(timeout=120)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait(timeout=10)
+    assert watcher.returncode == 3, (out, err)
+    assert out.strip().splitlines()[-1] == f"job {job_id}: failed with exit code 3", out
+
+    assert ok(kueue_ts(built, "--config", config, "output", job_id)) == f"out from ts in {work}\n"
+    assert ok(kueue_ts(built, "--config", config, "output", "--stderr", job_id)) == "err line\n"
+
+    listed = json.loads(ok(kueue_ts(built, "--config", config, "list", "--json")))
+    (job,) = [j for j in listed["jobs"] if j["id"] == job_id]
+    assert job["state"] == "JOB_STATE_FAILED" and job["exit_code"] == 3 and job["worker_name"] == "w1"
+    assert job["spec"]["cwd"] == str(work)
+    table = ok(kueue_ts(built, "--config", config, "list"))
+    assert any(line.split("\t")[:2] == [job_id, "failed"] for line in table.splitlines()), table
+
+    waited = kueue_ts(built, "--config", config, "submit", "--wait", "echo", "waited for", cwd=work)
+    assert ok(waited) == "waited for\n"
+    assert "queued as job" in waited.stderr
+    # The Python client sees the TypeScript client's jobs like its own.
+    ids = [line.split()[0] for line in cluster.kueue("ls").stdout.splitlines()[1:] if line.split()]
+    assert job_id in ids
+
+
+def test_wrong_secret_gives_a_clear_authentication_error(
+    built: Path, running: Cluster, tmp_path: Path
+) -> None:
+    bad = running.write_config(tmp_path / "bad.toml", port=running.port, secret="not the cluster's secret")
+    result = kueue_ts(built, "--config", str(bad), "list")
+    assert result.returncode == 1, result
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0] == (
+        "kueue-ts: authentication failed: the shared secret does not match the server's "
+        f"(check common_settings.shared_secret in {bad})"
+    )
+
+
+def test_flags_instead_of_a_config_file(built: Path, running: Cluster, tmp_path: Path) -> None:
+    home = tmp_path / "home"  # no config file anywhere
+    home.mkdir()
+    env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
+    secret = tmp_path / "secret"
+    secret.write_text(running.secret + "\n")
+    server = f"127.0.0.1:{running.port}"
+    out = ok(kueue_ts(built, "--server", server, "--secret-file", str(secret), "list", env=env))
+    assert out.splitlines()[0].split("\t")[:2] == ["id", "state"]
+    ok(kueue_ts(built, "--server", server, "list", env={**env, "KUEUE_SHARED_SECRET": running.secret}))
+
+    missing = kueue_ts(built, "--server", server, "list", env=env)
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1, missing
+    assert "no such config file" in missing.stderr and "--secret-file" in missing.stderr
+    unreachable = kueue_ts(built, "--server", "127.0.0.1:1", "--secret-file", str(secret), "list", env=env)
+    assert unreachable.returncode == 1 and len(unreachable.stderr.strip().splitlines()) == 1, unreachable
+    assert "cannot reach the kueue server at 127.0.0.1:1" in unreachable.stderr
+    bad_id = kueue_ts(built, "--server", server, "--secret-file", str(secret), "output", "99999", env=env)
+    assert bad_id.returncode == 2 and bad_id.stderr.strip() == "kueue-ts: no job 99999", bad_id
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="needs the openssl command to make certificates")
+def test_typescript_client_over_tls_and_mutual_tls(built: Path, tmp_path: Path) -> None:
+    from tests.test_e2e_tls import make_pki
+
+    pki = tmp_path / "pki"
+    make_pki(pki)
+    cluster = Cluster(
+        tmp_path / "c",
+        tls_cert=str(pki / "server.pem"),
+        tls_key=str(pki / "server.key"),
+        tls_require_client_cert=True,
+    )
+    cluster.common_settings = {
+        "tls_ca": str(pki / "ca.pem"),
+        "tls_client_cert": str(pki / "client.pem"),
+        "tls_client_key": str(pki / "client.key"),
+    }
+    try:
+        cluster.start_server()
+        cluster.start_worker("w1")
+        cluster.wait_workers("w1")
+        config = str(cluster.client_config)
+        assert ok(
+            kueue_ts(built, "--config", config, "submit", "--wait", "echo", "over tls", cwd=tmp_path)
+        ) == ("over tls\n")
+        refusals = {
+            # Without the client certificate the server drops the connection.
+            "no client certificate": ({"tls_ca": str(pki / "ca.pem")}, "require a client certificate"),
+            # Plaintext against the TLS port.
+            "plaintext": ({}, "it may use TLS"),
+            # A CA that did not sign the server's certificate.
+            "wrong CA": ({"tls_ca": str(pki / "client.pem")}, "TLS with the kueue server"),
+        }
+        for what, (settings, expected) in refusals.items():
+            cluster.common_settings = settings
+            path = cluster.write_config(tmp_path / f"{what.replace(' ', '-')}.toml", port=cluster.port)
+            refused = kueue_ts(built, "--config", str(path), "list", timeout=60)
+            assert refused.returncode == 1, (what, refused)
+            assert len(refused.stderr.strip().splitlines()) == 1, (what, refused.stderr)
+            assert expected in refused.stderr and str(path) in refused.stderr, (what, refused.stderr)
+    finally:
+        cluster.close()
+        print(cluster.logs())
