@@ -293,8 +293,8 @@ class JobProcess:
     async def _run(self, argv: list[str], stdio: _Stdio) -> Outcome:
         env = environment(self.spec, self.job_id, self.attempt, self.worker_name)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
+            proc = subprocess.Popen(
+                argv,
                 cwd=self.spec.cwd or None,
                 env=env,
                 stdin=stdio.child_stdin,
@@ -310,7 +310,7 @@ class JobProcess:
         self.pid = proc.pid
         with contextlib.suppress(psutil.Error):
             self._main = psutil.Process(proc.pid)
-        self._sample()
+        self._sample_main()
         if self._on_started is not None:
             self._on_started(proc.pid)
         for signum in self._early_signals:
@@ -329,7 +329,7 @@ class JobProcess:
         sampler = asyncio.create_task(self._sample_memory())
         try:
             try:
-                returncode = await proc.wait()
+                returncode = await _exit_status(proc)
                 run_time = time.monotonic() - started
                 self._exited.set()
             finally:
@@ -430,6 +430,15 @@ class JobProcess:
             await asyncio.sleep(next(delays, SAMPLE_INTERVAL))
             self._sample()
 
+    def _sample_main(self) -> None:
+        """The main process alone: at the spawn it has no children yet, and a
+        whole-tree sample scans every process of the machine, which would cost
+        a short job more than its run."""
+        if self._main is not None:
+            with contextlib.suppress(psutil.Error):
+                self.rss_bytes = self._main.memory_info().rss
+                self.peak_memory_bytes = max(self.peak_memory_bytes, self.rss_bytes)
+
     def _sample(self) -> None:
         total = 0
         for proc in self.tree():
@@ -506,6 +515,34 @@ class JobProcess:
         for proc in procs:
             with contextlib.suppress(psutil.Error):
                 proc.send_signal(signum)
+
+
+async def _exit_status(proc: subprocess.Popen[bytes]) -> int:
+    """Wait for the process to end and reap it, without a thread: a pidfd
+    becomes readable when the process exits. (asyncio's subprocesses in
+    Python 3.11 start a thread per child to wait for it, which costs a short
+    job more than its own run.)"""
+    loop = asyncio.get_running_loop()
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3: a thread waits instead
+        return await asyncio.to_thread(proc.wait)
+    try:
+        while (code := proc.poll()) is None:
+            exited = loop.create_future()
+            loop.add_reader(pidfd, _settle, exited)
+            try:
+                await exited
+            finally:
+                loop.remove_reader(pidfd)
+        return code
+    finally:
+        os.close(pidfd)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 async def _first_of(*aws: Awaitable[object]) -> None:
