@@ -120,14 +120,23 @@ class Cluster:
 
     # ------------------------------------------------------------------ server
 
-    def start_server(self, *, file_size_limit: int | None = None) -> None:
+    def start_server(self, *, file_size_limit: int | None = None, args: tuple[str, ...] = ()) -> None:
         """Start the server; file_size_limit (bytes) makes its writes fail like a full disk."""
         port_file = self.root / "server.port"
         port_file.unlink(missing_ok=True)
         config = self.write_config(self.root / "server.toml", port=self.port)
         log = open(self.root / "server.log", "ab")  # noqa: SIM115 - the process owns it
         self.server = subprocess.Popen(
-            [sys.executable, "-m", "kueue_server", "--config", str(config), "--port-file", str(port_file)],
+            [
+                sys.executable,
+                "-m",
+                "kueue_server",
+                "--config",
+                str(config),
+                "--port-file",
+                str(port_file),
+                *args,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=_env(),
