@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -34,7 +35,13 @@ from kueue_worker.process_tree import living_tree
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 64 * 1024
+# Output is read in pieces of up to this size, from pipes made this large
+# (where the system allows): few large messages cost the worker, the server
+# and an attached client far less than many small ones (`kueue run cat` of a
+# big file). A read returns what is there, so small output is not held back.
+CHUNK_BYTES = 1024 * 1024
+PIPE_BYTES = 1024 * 1024
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 # After the job's main process exits, how long a descendant may keep its
 # output pipes open before we stop reading them and report the finish.
 PIPE_LINGER_SECONDS = 2.0
@@ -148,6 +155,7 @@ class _Stdio:
     def _target(self, stream: int, path: str, cwd: str, opened: dict[str, int]) -> int:
         if path == "":
             read_end, write_end = os.pipe2(os.O_CLOEXEC)
+            _enlarge(read_end)
             os.set_blocking(read_end, False)
             self.readers[stream] = read_end
             self._parent_owned.append(write_end)
@@ -376,15 +384,15 @@ class JobProcess:
 
     async def _pump(self, stream: int, fd: int) -> None:
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=CHUNK_BYTES)
-        pipe = os.fdopen(fd, "rb", buffering=0)
         try:
-            transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
-        except BaseException:
-            pipe.close()
-            raise
-        try:
-            while data := await reader.read(CHUNK_BYTES):
+            while True:
+                try:
+                    data = os.read(fd, CHUNK_BYTES)
+                except BlockingIOError:
+                    await _readable(loop, fd)
+                    continue
+                if not data:
+                    return
                 if self._on_output is not None:
                     self._on_output(stream, data)
                 # Only while the job runs: after its exit the rest of the pipe
@@ -395,7 +403,7 @@ class JobProcess:
         except OSError as exc:
             log.warning("job %d: reading its output failed: %s", self.job_id, exc)
         finally:
-            transport.close()
+            os.close(fd)
 
     # -- input -------------------------------------------------------------
 
@@ -538,6 +546,20 @@ async def _exit_status(proc: subprocess.Popen[bytes]) -> int:
         return code
     finally:
         os.close(pidfd)
+
+
+def _enlarge(fd: int) -> None:
+    with contextlib.suppress(OSError):  # not Linux, or over /proc/sys/fs/pipe-max-size
+        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    ready = loop.create_future()
+    loop.add_reader(fd, _settle, ready)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
 
 
 def _settle(future: asyncio.Future[None]) -> None:
