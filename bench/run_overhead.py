@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     calls = args.calls or (8 if args.quick else 200)
     parallel = args.parallel
 
-    with tempfile.TemporaryDirectory(prefix="kueue-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="kueue-bench-", ignore_cleanup_errors=True) as tmp:
         results = measure(Path(tmp), runs=runs, calls=calls, parallel=parallel)
     results["quick"] = args.quick
     args.output.parent.mkdir(parents=True, exist_ok=True)

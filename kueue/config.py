@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import secrets
-import string
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -150,6 +148,10 @@ def resolve_config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 
 def random_secret(length: int = 64) -> str:
+    # Imported here: only a first start writes a secret, and every `kueue` call imports this module.
+    import secrets
+    import string
+
     alphabet = string.ascii_letters + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(length))
 

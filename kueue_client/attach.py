@@ -43,7 +43,8 @@ T = TypeVar("T")
 STDIN_WINDOW = 1 << 20
 # stdin kept for replay when the job restarts; beyond it the new attempt gets EOF.
 STDIN_REPLAY_CAP = 16 << 20
-STDIN_CHUNK = 64 * 1024
+# Large messages: per-message costs, not bytes, limit a big `kueue run cat < file`.
+STDIN_CHUNK = 256 * 1024
 # A second Ctrl-C this soon after the first kills the job for good.
 DOUBLE_INTERRUPT_SECONDS = 2.0
 # After a kill, how long to wait for the server to report the job ended

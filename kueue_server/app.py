@@ -53,12 +53,14 @@ class WorkerConn:
 
 
 class App:
-    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, config: Config, *, clock: Callable[[], float] = time.time, ephemeral_store: bool = False
+    ) -> None:
         self.config = config
         self.clock = clock
         self.started_at = clock()
         s = config.server_settings
-        self.store = Store(config.data_dir, s.job_output_cap_mb * 1024 * 1024)
+        self.store = Store(config.data_dir, s.job_output_cap_mb * 1024 * 1024, in_memory=ephemeral_store)
         loaded = self.store.load()
         self.scheduler = Scheduler(
             Limits(

@@ -46,6 +46,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=logs.FORMATS,
         help="text, or json: one JSON object per line (default: common_settings.log_format)",
     )
+    parser.add_argument(
+        "--ephemeral-store",
+        action="store_true",
+        help="keep the job database in memory: nothing survives a restart (for benchmarks only)",
+    )
     parser.add_argument("--version", action="version", version=f"kueue_server {kueue.__version__}")
     return parser.parse_args(argv)
 
@@ -86,8 +91,10 @@ def bind(
     return bound
 
 
-async def serve(config: kconfig.Config, port_file: str | None) -> int:
-    app = App(config)
+async def serve(config: kconfig.Config, port_file: str | None, ephemeral_store: bool = False) -> int:
+    app = App(config, ephemeral_store=ephemeral_store)
+    if ephemeral_store:
+        log.warning("--ephemeral-store: the job database is kept in memory and lost when the server stops")
     server = grpc.aio.server(
         interceptors=[AuthInterceptor(config.common_settings.shared_secret, public_services=PUBLIC_SERVICES)],
         options=SERVER_OPTIONS,
@@ -151,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if config is None:
         return 2
     try:
-        return asyncio.run(serve(config, args.port_file))
+        return asyncio.run(serve(config, args.port_file, args.ephemeral_store))
     except StoreError as exc:
         print(f"kueue_server: {exc}", file=sys.stderr)
         return 1

@@ -83,15 +83,20 @@ class Loaded:
 
 
 class Store:
-    def __init__(self, data_dir: Path, output_cap_bytes: int) -> None:
+    def __init__(self, data_dir: Path, output_cap_bytes: int, *, in_memory: bool = False) -> None:
+        """in_memory keeps the database in memory (nothing survives a restart):
+        only for measuring what durability costs (kueue_server --ephemeral-store)."""
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / "kueue.sqlite3"
         self.output_root = data_dir / "output"
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode survives a crash of the process (the case we
-        # promise); only a power loss may lose the last commits.
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = sqlite3.connect(
+            ":memory:" if in_memory else self.path, check_same_thread=False, isolation_level=None
+        )
+        if not in_memory:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a crash of the process (the case we
+            # promise); only a power loss may lose the last commits.
+            self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         version = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         if version is None:

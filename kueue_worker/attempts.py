@@ -41,7 +41,7 @@ SEND_CHUNK_BYTES = 1024 * 1024
 MEMORY_LIMIT_BYTES = 64 * 1024 * 1024
 # Queued stdin is handed to the pipe writer in pieces of at most this size;
 # small chunks are merged so that many tiny Stdin messages cost one write.
-STDIN_TAKE_BYTES = 64 * 1024
+STDIN_TAKE_BYTES = 1024 * 1024
 
 STDOUT = common_pb2.OUTPUT_STREAM_STDOUT
 STDERR = common_pb2.OUTPUT_STREAM_STDERR

@@ -35,6 +35,10 @@ AUTH_RETRY_SECONDS = 30.0
 REGISTER_TIMEOUT = 60.0
 # How long a leaving worker waits for the server to take its last messages.
 LEAVE_TIMEOUT = 10.0
+# Heartbeats asked for early (a job started or ended, draining began) come at
+# most this often: at hundreds of short jobs a second, one per start and end
+# would cost more than the jobs, and the server learns the same a moment later.
+MIN_HEARTBEAT_GAP = 0.1
 
 
 class _Session:
@@ -250,11 +254,16 @@ class Connection:
 
     async def _heartbeats(self, session: _Session) -> None:
         await session.registered.wait()
+        loop = asyncio.get_running_loop()
         while True:
             self.worker.heartbeat_due.clear()
             session.send(request(self.worker.heartbeat_message()))
+            sent = loop.time()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.worker.heartbeat_due.wait(), session.heartbeat_interval)
+            gap = MIN_HEARTBEAT_GAP - (loop.time() - sent)
+            if gap > 0:
+                await asyncio.sleep(gap)
 
     def announce_leaving(self, reason: str) -> bool:
         """Tell the server we are going, before the jobs are stopped, so it

@@ -7,8 +7,13 @@ worker times out, or comes back and reports no attempts) and queues those
 jobs again: without more care the same job would then run twice at once.
 
 So the worker keeps a small ledger of its running attempts next to its id
-file (pid, the process's create_time, its process group), rewritten
-atomically whenever an attempt starts or ends. On start-up, before it
+file (pid, the process's create_time, its process group): a line appended
+whenever an attempt starts or ends (JSON lines: the owning worker first, then
+"start" and "end" entries), compacted by an atomic rewrite once it has grown
+well beyond the attempts it holds. An append is one write(2) of a short line,
+so a crash of the worker never leaves half an entry; rewriting the whole file
+at every start and end cost a millisecond each, more than a short job.
+On start-up, before it
 registers, the worker kills every recorded job tree still alive, then
 registers reporting no attempts, and the server queues those jobs again at
 once.
@@ -39,6 +44,7 @@ import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import psutil
 
@@ -61,6 +67,8 @@ SAME_START_SECONDS = 0.001
 # Wall-clock start times may differ by clock steps (NTP) between the runs of
 # a worker, but not by a reboot's worth: this tells a pid after a reboot apart.
 SAME_WALL_START_SECONDS = 60.0
+# Appended lines beyond twice the running attempts before the ledger is rewritten.
+COMPACT_LINES = 200
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,10 @@ class Ledger:
         self.path = path
         self._records: dict[Key, Record] = {}
         self._warned = False
+        self._me: dict[str, float] | None = None
+        # Open for appending once this process has written the file afresh.
+        self._file: BinaryIO | None = None
+        self._lines = 0
 
     def record(self, job_id: int, attempt: int, pid: int) -> None:
         try:
@@ -125,53 +137,105 @@ class Ledger:
             pgid = os.getpgid(pid)
         except OSError:
             pgid = pid
-        self._records[(job_id, attempt)] = Record(job_id, attempt, pid, create_time, pgid, since_boot)
-        self._write()
+        rec = Record(job_id, attempt, pid, create_time, pgid, since_boot)
+        self._records[(job_id, attempt)] = rec
+        self._append({"start": asdict(rec)})
 
     def forget(self, job_id: int, attempt: int) -> None:
         if self._records.pop((job_id, attempt), None) is not None:
-            self._write()
+            self._append({"end": [job_id, attempt]})
 
-    @staticmethod
-    def _owner() -> dict[str, float]:
-        me = psutil.Process()
-        wall, since_boot = start_times(me)
-        return {"pid": me.pid, "create_time": wall, "started_since_boot": since_boot}
+    def _owner(self) -> dict[str, float]:
+        # Read once per process (a fork in a test gets its own).
+        if self._me is None or self._me["pid"] != os.getpid():
+            me = psutil.Process()
+            wall, since_boot = start_times(me)
+            self._me = {"pid": me.pid, "create_time": wall, "started_since_boot": since_boot}
+        return self._me
 
     def records(self) -> list[Record]:
         return list(self._records.values())
 
-    def _write(self) -> None:
-        data = {"worker": self._owner(), "attempts": [asdict(r) for r in self._records.values()]}
+    def close(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        if self._file is None or self._lines > COMPACT_LINES + 2 * len(self._records):
+            self._rewrite()
+            return
+        try:
+            self._file.write(json.dumps(entry).encode() + b"\n")
+        except OSError as exc:
+            self._failed(exc)
+            self.close()  # the next change rewrites the whole file
+        else:
+            self._lines += 1
+
+    def _rewrite(self) -> None:
+        self.close()
+        lines = [json.dumps({"worker": self._owner()})]
+        lines += [json.dumps({"start": asdict(r)}) for r in self._records.values()]
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(data))
+            tmp.write_text("\n".join(lines) + "\n")
             # Renamed in place: a crash mid-write never leaves half a ledger.
             os.replace(tmp, self.path)
+            self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open for appends
         except OSError as exc:
-            # Jobs go on; only the clean-up after a crash of this worker is at stake.
-            if not self._warned:
-                log.warning(
-                    "%s: cannot record the running attempts (%s); jobs of this worker may "
-                    "outlive a crash of it",
-                    self.path,
-                    exc.strerror,
-                )
-                self._warned = True
+            self._failed(exc)
             with contextlib.suppress(OSError):
                 tmp.unlink()
         else:
+            self._lines = len(lines)
             self._warned = False
+
+    def _failed(self, exc: OSError) -> None:
+        # Jobs go on; only the clean-up after a crash of this worker is at stake.
+        if not self._warned:
+            log.warning(
+                "%s: cannot record the running attempts (%s); jobs of this worker may outlive a crash of it",
+                self.path,
+                exc.strerror,
+            )
+            self._warned = True
+
+
+def _parse(text: str) -> tuple[dict[str, Any], dict[Key, dict[str, Any]]]:
+    """The owner and the running attempts in a ledger's text (raises ValueError,
+    KeyError, ...). Also reads the single JSON object older workers wrote."""
+    lines = text.splitlines()
+    if len(lines) == 1 and '"attempts"' in lines[0]:
+        data = json.loads(lines[0])
+        return data["worker"], {(int(r["job_id"]), int(r["attempt"])): r for r in data["attempts"]}
+    owner = json.loads(lines[0])["worker"]
+    running: dict[Key, dict[str, Any]] = {}
+    for number, line in enumerate(lines[1:], 2):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            if number == len(lines):
+                break  # cut short by a full disk: that entry never took effect
+            raise
+        if "start" in entry:
+            r = entry["start"]
+            running[(int(r["job_id"]), int(r["attempt"]))] = r
+        else:
+            job_id, attempt = entry["end"]
+            running.pop((int(job_id), int(attempt)), None)
+    return owner, running
 
 
 def _owner_alive(path: Path) -> int | None:
     """The pid of the worker that wrote the ledger if it still runs (and is not us)."""
     try:
-        owner = json.loads(path.read_text())["worker"]
+        owner, _ = _parse(path.read_text())
         pid, create_time = int(owner["pid"]), float(owner["create_time"])
         since_boot = float(owner.get("started_since_boot", -1.0))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
         return None
     if pid == os.getpid():
         return None
@@ -184,7 +248,7 @@ def _owner_alive(path: Path) -> int | None:
 def read(path: Path) -> list[Record]:
     """The recorded attempts; none if the file is missing or unreadable."""
     try:
-        data = json.loads(path.read_text())
+        _, running = _parse(path.read_text())
         return [
             Record(
                 job_id=int(r["job_id"]),
@@ -194,11 +258,11 @@ def read(path: Path) -> list[Record]:
                 pgid=int(r["pgid"]),
                 started_since_boot=float(r.get("started_since_boot", -1.0)),
             )
-            for r in data["attempts"]
+            for r in running.values()
         ]
     except FileNotFoundError:
         return []
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
         log.warning("%s: ignoring the unreadable record of running attempts: %s", path, exc)
         return []
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -34,7 +35,13 @@ from kueue_worker.process_tree import living_tree
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 64 * 1024
+# Output is read in pieces of up to this size, from pipes made this large
+# (where the system allows): few large messages cost the worker, the server
+# and an attached client far less than many small ones (`kueue run cat` of a
+# big file). A read returns what is there, so small output is not held back.
+CHUNK_BYTES = 1024 * 1024
+PIPE_BYTES = 1024 * 1024
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 # After the job's main process exits, how long a descendant may keep its
 # output pipes open before we stop reading them and report the finish.
 PIPE_LINGER_SECONDS = 2.0
@@ -148,6 +155,7 @@ class _Stdio:
     def _target(self, stream: int, path: str, cwd: str, opened: dict[str, int]) -> int:
         if path == "":
             read_end, write_end = os.pipe2(os.O_CLOEXEC)
+            _enlarge(read_end)
             os.set_blocking(read_end, False)
             self.readers[stream] = read_end
             self._parent_owned.append(write_end)
@@ -293,8 +301,8 @@ class JobProcess:
     async def _run(self, argv: list[str], stdio: _Stdio) -> Outcome:
         env = environment(self.spec, self.job_id, self.attempt, self.worker_name)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
+            proc = subprocess.Popen(
+                argv,
                 cwd=self.spec.cwd or None,
                 env=env,
                 stdin=stdio.child_stdin,
@@ -310,7 +318,7 @@ class JobProcess:
         self.pid = proc.pid
         with contextlib.suppress(psutil.Error):
             self._main = psutil.Process(proc.pid)
-        self._sample()
+        self._sample_main()
         if self._on_started is not None:
             self._on_started(proc.pid)
         for signum in self._early_signals:
@@ -329,7 +337,7 @@ class JobProcess:
         sampler = asyncio.create_task(self._sample_memory())
         try:
             try:
-                returncode = await proc.wait()
+                returncode = await _exit_status(proc)
                 run_time = time.monotonic() - started
                 self._exited.set()
             finally:
@@ -376,15 +384,15 @@ class JobProcess:
 
     async def _pump(self, stream: int, fd: int) -> None:
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=CHUNK_BYTES)
-        pipe = os.fdopen(fd, "rb", buffering=0)
         try:
-            transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
-        except BaseException:
-            pipe.close()
-            raise
-        try:
-            while data := await reader.read(CHUNK_BYTES):
+            while True:
+                try:
+                    data = os.read(fd, CHUNK_BYTES)
+                except BlockingIOError:
+                    await _readable(loop, fd)
+                    continue
+                if not data:
+                    return
                 if self._on_output is not None:
                     self._on_output(stream, data)
                 # Only while the job runs: after its exit the rest of the pipe
@@ -395,7 +403,7 @@ class JobProcess:
         except OSError as exc:
             log.warning("job %d: reading its output failed: %s", self.job_id, exc)
         finally:
-            transport.close()
+            os.close(fd)
 
     # -- input -------------------------------------------------------------
 
@@ -429,6 +437,15 @@ class JobProcess:
         while True:
             await asyncio.sleep(next(delays, SAMPLE_INTERVAL))
             self._sample()
+
+    def _sample_main(self) -> None:
+        """The main process alone: at the spawn it has no children yet, and a
+        whole-tree sample scans every process of the machine, which would cost
+        a short job more than its run."""
+        if self._main is not None:
+            with contextlib.suppress(psutil.Error):
+                self.rss_bytes = self._main.memory_info().rss
+                self.peak_memory_bytes = max(self.peak_memory_bytes, self.rss_bytes)
 
     def _sample(self) -> None:
         total = 0
@@ -506,6 +523,48 @@ class JobProcess:
         for proc in procs:
             with contextlib.suppress(psutil.Error):
                 proc.send_signal(signum)
+
+
+async def _exit_status(proc: subprocess.Popen[bytes]) -> int:
+    """Wait for the process to end and reap it, without a thread: a pidfd
+    becomes readable when the process exits. (asyncio's subprocesses in
+    Python 3.11 start a thread per child to wait for it, which costs a short
+    job more than its own run.)"""
+    loop = asyncio.get_running_loop()
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3: a thread waits instead
+        return await asyncio.to_thread(proc.wait)
+    try:
+        while (code := proc.poll()) is None:
+            exited = loop.create_future()
+            loop.add_reader(pidfd, _settle, exited)
+            try:
+                await exited
+            finally:
+                loop.remove_reader(pidfd)
+        return code
+    finally:
+        os.close(pidfd)
+
+
+def _enlarge(fd: int) -> None:
+    with contextlib.suppress(OSError):  # not Linux, or over /proc/sys/fs/pipe-max-size
+        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    ready = loop.create_future()
+    loop.add_reader(fd, _settle, ready)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 async def _first_of(*aws: Awaitable[object]) -> None:

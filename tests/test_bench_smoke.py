@@ -29,3 +29,41 @@ def test_run_overhead_quick(tmp_path: Path) -> None:
     assert data["xargs"]["calls"] >= 1 and data["xargs"]["kueue_total_s"] > 0
     assert data["output_latency"]["n"] >= 1
     assert "kueue run true" in result.stdout  # the table
+
+
+def test_run_all_quick(tmp_path: Path) -> None:
+    """Every benchmark runs at tiny sizes and reports its rows; peers that are
+    not installed are skipped with a note, not failed."""
+    out = tmp_path / "results"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "run_all.py"),
+            "--quick",
+            "--markdown",
+            "--output-dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    every = json.loads((out / "all.json").read_text())
+    assert every["quick"] is True
+    assert set(every["benchmarks"]) == {
+        "throughput", "submit_latency", "round_trip", "queue_scale", "many_workers", "streaming"
+    }  # fmt: skip
+    items = {row["item"].split()[0] for row in every["rows"]}
+    assert items == {"1", "2", "3", "4", "5", "6", "7"}
+    for row in every["rows"]:
+        assert row["value"] is None or row["value"] >= 0, row
+        if row["value"] is None:
+            assert row["note"], row  # a skipped figure says why
+    for name in every["benchmarks"]:
+        assert json.loads((out / f"{name}.json").read_text())["rows"]
+    kueue = [r for r in every["rows"] if r["measure"] == "kueue, 1 worker, 2 slots"]
+    assert kueue and kueue[0]["value"] > 0 and kueue[0]["ratio"] > 0
+    assert "| item | measure |" in result.stdout  # the Markdown table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -89,6 +90,40 @@ def test_ledger_records_and_forgets_atomically(
     assert [(r.job_id, r.attempt) for r in orphans.read(path)] == [(7, 1)]
     # No temporary file is left beside it.
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_ledger_appends_compacts_and_survives_a_cut_off_last_line(tmp_path: Path) -> None:
+    path = orphans.ledger_path(tmp_path, "w1")
+    ledger = orphans.Ledger(path)
+    me = os.getpid()
+    ledger.record(1, 1, me)
+    # Many short jobs: the file is compacted now and then, never grows without bound.
+    for n in range(2, 2 + 3 * orphans.COMPACT_LINES):
+        ledger.record(n, 1, me)
+        ledger.forget(n, 1)
+    lines = path.read_text().splitlines()
+    assert len(lines) <= orphans.COMPACT_LINES + 4
+    assert [(r.job_id, r.attempt) for r in orphans.read(path)] == [(1, 1)]
+    ledger.record(500, 3, me)
+    # A worker killed in the middle of an append leaves at most a partial last line.
+    with open(path, "ab") as f:
+        f.write(b'{"end": [500')
+    assert sorted((r.job_id, r.attempt) for r in orphans.read(path)) == [(1, 1), (500, 3)]
+    ledger.close()
+
+
+def test_ledger_of_an_older_worker_is_read(tmp_path: Path, spawned: list[subprocess.Popen[bytes]]) -> None:
+    path = orphans.ledger_path(tmp_path, "w1")
+    proc, pids = job_tree(spawned, 21, 2)
+    wall, since_boot = orphans.start_times(psutil.Process(proc.pid))
+    rec = orphans.Record(21, 2, proc.pid, wall, proc.pid, since_boot)
+    # One JSON object, rewritten at every change, as workers before the append-only ledger kept it.
+    old = {"worker": {"pid": 1, "create_time": 0.0}, "attempts": [dataclasses.asdict(rec)]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(old))
+    killed = orphans.reap(path, grace_seconds=2.0)
+    assert [(r.job_id, r.attempt) for r in killed] == [(21, 2)]
+    wait_until(lambda: all(gone(pid) for pid in pids), "every process of the job to end")
 
 
 def test_restart_kills_the_recorded_tree(tmp_path: Path, spawned: list[subprocess.Popen[bytes]]) -> None:

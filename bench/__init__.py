@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): `python bench/run_all.py`; see bench/README.md."""

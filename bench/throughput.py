@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""Items 1 and 7: N trivial jobs (`true`) as one array on 2 job slots, from
+submit to all finished, beside the peers; and the same with the job database
+in memory (kueue_server --ephemeral-store) to show what durability costs.
+
+Subjects, measured in the same run:
+  - plain pool: the same N `true` processes started by a Python pool of 2
+    threads (subprocess.run): the physical limit of the machine;
+  - kueue: a server and one worker with 2 slots on loopback, the array
+    submitted in one call through the Python API;
+  - kueue, in-memory store: the same with --ephemeral-store;
+  - HyperQueue's LocalCluster (server and worker in this process), a worker
+    of 2 cores, one job of N tasks, if `hyperqueue` is importable;
+  - GNU parallel -j2 and Task Spooler (tsp -S 2), if installed.
+
+Pool and both kueue variants take turns for several rounds; the median counts.
+
+    python bench/throughput.py [--quick] [--jobs N] [--rounds R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import RESULTS, Row, local_cluster, log, machine, wait_for, which
+
+SLOTS = 2
+
+
+def pool_rate(n: int) -> float:
+    start = time.perf_counter()
+    with ThreadPoolExecutor(SLOTS) as pool:
+        for result in pool.map(lambda _: subprocess.run(["true"]), range(n)):
+            result.check_returncode()
+    return n / (time.perf_counter() - start)
+
+
+def kueue_rate(work: Path, n: int, *, ephemeral: bool = False, workers: int = 1, slots: int = SLOTS) -> float:
+    """Jobs per second for an array of n `true` on a fresh local cluster."""
+
+    root = Path(tempfile.mkdtemp(prefix="cluster-", dir=work))
+    with (
+        local_cluster(root, slots=slots, workers=workers, ephemeral=ephemeral) as cluster,
+        cluster.client() as client,
+    ):
+        return array_rate(client, n, str(work))
+
+
+def array_rate(client: Any, n: int, cwd: str) -> float:
+    """Submit n `true` as one array and wait until all have ended; jobs per second."""
+    from kueue_client.spec import array_instances, job_spec
+
+    spec = job_spec(["true"], cpus=0, ram_mb=0, cwd=cwd)
+    instances = array_instances(f"1-{n}")
+    before = client.list_jobs(limit=1).summary
+    done_before = before.succeeded + before.failed + before.canceled
+    start = time.perf_counter()
+    client.submit(spec, instances)
+
+    def finished() -> bool:
+        s = client.list_jobs(limit=1).summary
+        if s.failed > before.failed:
+            raise RuntimeError(f"{s.failed - before.failed} benchmark jobs failed")
+        return s.succeeded + s.failed + s.canceled - done_before >= n
+
+    wait_for(finished, timeout=max(120.0, n / 5), what=f"{n} jobs to finish")
+    return n / (time.perf_counter() - start)
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """HyperQueue prints its cluster's details to file descriptor 1: keep our table clean."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def hyperqueue_rate(work: Path, n: int) -> float | None:
+    with stdout_to_stderr():
+        return _hyperqueue_rate(work, n)
+
+
+def _hyperqueue_rate(work: Path, n: int) -> float | None:
+    try:
+        from hyperqueue import Job, LocalCluster
+        from hyperqueue.cluster import WorkerConfig
+    except ImportError:
+        return None
+    server_dir = tempfile.mkdtemp(prefix="hq-", dir=work)
+    with LocalCluster(server_dir) as cluster:
+        cluster.start_worker(WorkerConfig(cores=SLOTS))
+        client = cluster.client()
+        job = Job(default_workdir=str(work))
+        for _ in range(n):
+            job.program(["true"], stdout=None, stderr=None)
+        start = time.perf_counter()
+        submitted = client.submit(job)
+        client.wait_for_jobs([submitted])
+        return n / (time.perf_counter() - start)
+
+
+def parallel_rate(work: Path, n: int) -> float | None:
+    if not which("parallel"):
+        return None
+    start = time.perf_counter()
+    subprocess.run(
+        ["parallel", "--will-cite", f"-j{SLOTS}", "-N0", "true"],
+        input="\n".join(map(str, range(n))) + "\n",
+        text=True,
+        cwd=work,
+        check=True,
+        capture_output=True,
+    )
+    return n / (time.perf_counter() - start)
+
+
+def tsp_rate(work: Path, n: int) -> float | None:
+    if not which("tsp"):
+        return None
+    env = dict(os.environ, TS_SOCKET=str(work / "tsp.socket"), TMPDIR=str(work))
+
+    def tsp(*args: str) -> str:
+        return subprocess.run(["tsp", *args], env=env, check=True, capture_output=True, text=True).stdout
+
+    tsp("-S", str(SLOTS))
+    try:
+        start = time.perf_counter()
+        ids = [tsp("-n", "true").strip() for _ in range(n)]
+        # Jobs end in about the order they were queued; the last SLOTS cover the rest.
+        for job_id in ids[-SLOTS:]:
+            subprocess.run(["tsp", "-w", job_id], env=env, capture_output=True)
+        rate = n / (time.perf_counter() - start)
+        listing = tsp("-l")
+        if "running" in listing or "queued" in listing:
+            raise RuntimeError("tsp: jobs left unfinished:\n" + listing[-500:])
+        return rate
+    finally:
+        subprocess.run(["tsp", "-K"], env=env, capture_output=True)
+
+
+def measure(work: Path, *, jobs: int, rounds: int) -> dict[str, Any]:
+    samples: dict[str, list[float]] = {"pool": [], "kueue": [], "kueue_memory": []}
+    peers: dict[str, float | None] = {}
+    notes: dict[str, str] = {}
+    for r in range(rounds):
+        log(f"throughput round {r + 1}/{rounds}: pool, kueue, kueue in-memory ({jobs} jobs each)")
+        samples["pool"].append(pool_rate(jobs))
+        samples["kueue"].append(kueue_rate(work, jobs))
+        samples["kueue_memory"].append(kueue_rate(work, jobs, ephemeral=True))
+        if r == 0:
+            for name, fn in (("hyperqueue", hyperqueue_rate), ("parallel", parallel_rate), ("tsp", tsp_rate)):
+                log(f"throughput: {name}")
+                try:
+                    peers[name] = fn(work, jobs)
+                except Exception as exc:  # a peer failing must not sink our figures
+                    peers[name] = None
+                    notes[name] = f"failed: {exc}"[:300]
+                else:
+                    if peers[name] is None:
+                        notes[name] = "not installed"
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    return {
+        "benchmark": "throughput",
+        "jobs": jobs,
+        "slots": SLOTS,
+        "rounds": rounds,
+        "samples_jobs_per_s": samples,
+        "median_jobs_per_s": medians,
+        "peers_jobs_per_s": peers,
+        "peer_notes": notes,
+    }
+
+
+def rows(results: dict[str, Any]) -> list[Row]:
+    m = results["median_jobs_per_s"]
+    peers = results["peers_jobs_per_s"]
+    n = results["jobs"]
+    item = "1 throughput"
+    out = [
+        Row(item, f"plain pool of 2, {n} x true", m["pool"], "jobs/s", note="physical limit"),
+        Row(
+            item,
+            "kueue, 1 worker, 2 slots",
+            m["kueue"],
+            "jobs/s",
+            "plain pool",
+            m["kueue"] / m["pool"],
+            ">= 0.6",
+            m["kueue"] / m["pool"] >= 0.6,
+        ),
+    ]
+    hq = peers.get("hyperqueue")
+    if hq:
+        out.append(Row(item, "HyperQueue LocalCluster, 2 cores", hq, "jobs/s", "plain pool", hq / m["pool"]))
+        out.append(
+            Row(
+                item,
+                "kueue / HyperQueue",
+                m["kueue"] / hq,
+                "x",
+                "HyperQueue",
+                m["kueue"] / hq,
+                ">= 2",
+                m["kueue"] / hq >= 2,
+            )
+        )
+    else:
+        out.append(Row(item, "HyperQueue", None, "jobs/s", note=results["peer_notes"].get("hyperqueue", "")))
+    for name, label in (("parallel", "GNU parallel -j2"), ("tsp", "tsp -S 2")):
+        rate = peers.get(name)
+        if rate:
+            out.append(Row(item, label, rate, "jobs/s", "plain pool", rate / m["pool"]))
+        else:
+            out.append(Row(item, label, None, "jobs/s", note=results["peer_notes"].get(name, "")))
+    r = m["kueue"] / m["kueue_memory"]
+    out.append(Row("7 durability", "kueue, in-memory store", m["kueue_memory"], "jobs/s"))
+    out.append(
+        Row("7 durability", "kueue durable / in-memory", r, "x", "in-memory store", r, "> 0.8", r > 0.8)
+    )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    parser.add_argument("--jobs", type=int, help="jobs per run (default 2000; quick: 40)")
+    parser.add_argument(
+        "--rounds", type=int, help="rounds of pool/kueue/kueue in-memory (default 3; quick: 1)"
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS / "throughput.json")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="kueue-bench-", ignore_cleanup_errors=True) as tmp:
+        results = measure(
+            Path(tmp),
+            jobs=args.jobs or (40 if args.quick else 2000),
+            rounds=args.rounds or (1 if args.quick else 3),
+        )
+    results["machine"] = machine()
+    results["rows"] = [r.as_dict() for r in rows(results)]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    from bench.table import render
+
+    print(render(results["rows"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
