@@ -94,6 +94,10 @@ def _child_env() -> dict[str, str]:
 
 def _start(role: str, config_path: Path, log_dir: Path) -> Started:
     command = [sys.executable, "-m", PROGRAMS[role], "--config", str(config_path)]
+    if role == "worker":
+        # A queue on one's own machine, like tsp: a busy desktop must not keep
+        # the first job waiting for the load to drop.
+        command.append("--ignore-load")
     log = log_dir / f"{role}.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(

@@ -46,6 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="when draining on SIGTERM, stop the jobs still running after SECONDS and have them "
         "queued again (default 0: wait for them; the systemd unit sets it)",
     )
+    parser.add_argument(
+        "--ignore-load",
+        action="store_true",
+        help="offer every free slot whatever the machine's load, as if "
+        "dynamic_check_free_resources were false (what `kueue up` starts)",
+    )
     return parser.parse_args(argv)
 
 
@@ -179,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = logs.start_program("kueue_worker", args.config, args.log_format)
     if cfg is None:
         return 2
+    if args.ignore_load:
+        cfg.worker_settings.dynamic_check_free_resources = False
     name = args.name or socket.gethostname()
     try:
         identity.lock(cfg.data_dir, name)  # held until the process ends

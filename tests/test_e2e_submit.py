@@ -106,11 +106,14 @@ def test_up_runs_a_first_job_and_down_stops_everything(tmp_path: Path) -> None:
     kueue("ls")  # creates the config (the server is not running yet: fails)
     text = config.read_text()
     assert len(text.split('shared_secret = "')[1].split('"')[0]) == 64
+    # Any load at all would leave a load-checking worker no free cpu: the
+    # worker of `kueue up` must run the job anyway.
     config.write_text(
-        text.replace("server_port = 11236", f"server_port = {_free_port()}").replace(
-            'bind_addresses = "0.0.0.0 [::]"', 'bind_addresses = "127.0.0.1"'
-        )
+        text.replace("server_port = 11236", f"server_port = {_free_port()}")
+        .replace('bind_addresses = "0.0.0.0 [::]"', 'bind_addresses = "127.0.0.1"')
+        .replace("dynamic_cpu_load_scale_factor = 1.0", "dynamic_cpu_load_scale_factor = 1000000.0")
     )
+    assert "dynamic_cpu_load_scale_factor = 1000000.0" in config.read_text()
     try:
         up = kueue("up")
         assert up.returncode == 0, up.stderr
