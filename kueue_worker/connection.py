@@ -4,6 +4,13 @@ One session per Connect stream. Everything written to a stream goes through
 the session's queue and its single writer task, so messages never interleave.
 When a stream breaks, jobs keep running and their output stays buffered in
 the attempt state; the next session re-registers and resends it.
+
+Timeouts here use asyncio.timeout(), never asyncio.wait_for(): the end of a
+session cancels its tasks and waits for them, and on Python 3.11 wait_for()
+swallows a cancel that arrives just as what it waits on completes (CPython
+gh-86296, fixed in 3.12). A job ending sets heartbeat_due, often in the very
+moment its Finished hits a dead stream: the heartbeat task then outlived its
+cancel, the session never ended and the worker never reconnected.
 """
 
 from __future__ import annotations
@@ -137,7 +144,8 @@ class Connection:
                 backoff = min(BACKOFF_MAX, backoff * 2)
                 self._note_outage(reason)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay * random.uniform(0.5, 1.0))
+                    async with asyncio.timeout(delay * random.uniform(0.5, 1.0)):
+                        await self._stopping.wait()
 
     def _failure(self, exc: grpc.aio.AioRpcError) -> str:
         if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
@@ -244,7 +252,8 @@ class Connection:
             self._session_ended.set()
 
     async def _read_all(self, session: _Session) -> None:
-        response = await asyncio.wait_for(session.call.read(), REGISTER_TIMEOUT)
+        async with asyncio.timeout(REGISTER_TIMEOUT):
+            response = await session.call.read()
         while isinstance(response, wpb.ConnectResponse):
             if response.WhichOneof("msg") == "registered" and not session.registered.is_set():
                 self._registered(session, response.registered)
@@ -260,7 +269,8 @@ class Connection:
             session.send(request(self.worker.heartbeat_message()))
             sent = loop.time()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.worker.heartbeat_due.wait(), session.heartbeat_interval)
+                async with asyncio.timeout(session.heartbeat_interval):
+                    await self.worker.heartbeat_due.wait()
             gap = MIN_HEARTBEAT_GAP - (loop.time() - sent)
             if gap > 0:
                 await asyncio.sleep(gap)
@@ -283,4 +293,5 @@ class Connection:
         session.send(None)
         # Reading on until the server ends the stream lets the last acks arrive.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._session_ended.wait(), LEAVE_TIMEOUT)
+            async with asyncio.timeout(LEAVE_TIMEOUT):
+                await self._session_ended.wait()

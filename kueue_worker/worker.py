@@ -258,7 +258,10 @@ class Worker:
     async def on_assign(self, msg: wpb.Assign) -> None:
         spec = msg.spec
         try:
-            cwd_check = await asyncio.wait_for(asyncio.to_thread(check_cwd, spec.cwd), CWD_CHECK_TIMEOUT)
+            # Not wait_for(): this runs in the session's reader, which must
+            # honour the cancel that ends the session (see connection.py).
+            async with asyncio.timeout(CWD_CHECK_TIMEOUT):
+                cwd_check = await asyncio.to_thread(check_cwd, spec.cwd)
         except TimeoutError:
             cwd_check = CwdCheck.INACCESSIBLE
         decision = self.attempts.assign(

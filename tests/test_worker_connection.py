@@ -32,7 +32,7 @@ from kueue.config import WorkerSettings
 from kueue.v1 import common_pb2, worker_service_pb2_grpc
 from kueue.v1 import worker_service_pb2 as wpb
 from kueue_worker.attempts import Phase
-from kueue_worker.connection import Connection
+from kueue_worker.connection import Connection, _Session
 from kueue_worker.worker import Worker
 
 OUT = common_pb2.OUTPUT_STREAM_STDOUT
@@ -286,6 +286,44 @@ def test_one_warning_per_outage_and_reconnect_when_the_server_appears(
             assert conn.announce_leaving("done")
             await conn.leave()
             await asyncio.wait_for(conn_task, DEADLINE)
+
+    asyncio.run(scenario())
+
+
+def test_the_heartbeat_task_ends_when_cancelled_as_a_heartbeat_falls_due() -> None:
+    """The end of a session cancels its tasks and waits for them. A job that
+    ends sets heartbeat_due, often just as its Finished meets a stream the
+    dead server left behind, so the cancel can land at any step of the
+    heartbeat task's wake-up. On Python 3.11 asyncio.wait_for() swallowed it
+    at some of those steps: the task lived on, the session never ended and
+    the worker never reconnected (tests/chaos/test_server_crash.py)."""
+
+    async def scenario() -> None:
+        async with scripted_server() as (_, port):
+            worker = make_worker()
+            conn = Connection(worker, f"127.0.0.1:{port}", SECRET, None, 60.0)
+            async with rpc.aio_channel(f"127.0.0.1:{port}", rpc.CHANNEL_OPTIONS, None) as channel:
+                stub = rpc.AuthedStub(
+                    worker_service_pb2_grpc.WorkerServiceStub(channel), "kueue.v1.WorkerService", SECRET
+                )
+                # Steps of the event loop between heartbeat_due.set() and the cancel.
+                for steps in range(6):
+                    session = _Session(stub.Connect())
+                    session.heartbeat_interval = 60.0
+                    session.registered.set()
+                    task = asyncio.create_task(conn._heartbeats(session))
+                    await until(lambda session=session: len(session.control) == 1, "the first heartbeat")
+                    for _ in range(3):
+                        await asyncio.sleep(0)  # the task settles into its wait
+                    worker.heartbeat_due.set()
+                    for _ in range(steps):
+                        await asyncio.sleep(0)
+                    task.cancel()
+                    await asyncio.wait({task}, timeout=DEADLINE)
+                    session.call.cancel()
+                    assert task.cancelled(), (
+                        f"the heartbeat task outlived a cancel {steps} loop step(s) after heartbeat_due was set"
+                    )
 
     asyncio.run(scenario())
 
