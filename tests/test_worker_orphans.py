@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -189,14 +190,26 @@ def marked_job(
     return proc
 
 
-def pids_written(directory: Path, names: list[str]) -> list[int]:
+@pytest.fixture
+def strays() -> Iterator[list[psutil.Process]]:
+    """Processes outside the spawned ones' groups, killed at the end if a test failed to."""
+    procs: list[psutil.Process] = []
+    yield procs
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()  # psutil checks first that the pid still names that process
+
+
+def pids_written(directory: Path, names: list[str], strays: list[psutil.Process]) -> list[int]:
     files = [directory / name for name in names]
     wait_until(lambda: all(f.exists() and f.read_text().strip() for f in files), "the job's pids")
-    return [int(f.read_text()) for f in files]
+    pids = [int(f.read_text()) for f in files]
+    strays += [psutil.Process(pid) for pid in pids]
+    return pids
 
 
 def test_an_attempt_spawned_but_not_recorded_is_found_by_its_environment(
-    tmp_path: Path, spawned: list[subprocess.Popen[bytes]]
+    tmp_path: Path, spawned: list[subprocess.Popen[bytes]], strays: list[psutil.Process]
 ) -> None:
     path = orphans.ledger_path(tmp_path, "w1")
     ledger = orphans.Ledger(path)
@@ -216,7 +229,7 @@ def test_an_attempt_spawned_but_not_recorded_is_found_by_its_environment(
         f"env -i {sleep} 1000 & echo $! > {tmp_path}/bare; "
         f"setsid {sleep} 1001 & echo $! > {tmp_path}/escaped; {sleep} 1002",
     )
-    job_pids = [job.pid, *pids_written(tmp_path, ["bare", "escaped"])]
+    job_pids = [job.pid, *pids_written(tmp_path, ["bare", "escaped"], strays)]
     # Not the attempt's: a leftover of attempt 13.1, which ended; 12.1 of
     # another worker (another server's job 12, say).
     ended = marked_job(spawned, 13, 1, WORKER_ID, f"exec {sleep} 1003")
@@ -237,14 +250,14 @@ def test_an_attempt_spawned_but_not_recorded_is_found_by_its_environment(
 
 
 def test_a_recorded_attempt_loses_its_escaped_processes_too(
-    tmp_path: Path, spawned: list[subprocess.Popen[bytes]]
+    tmp_path: Path, spawned: list[subprocess.Popen[bytes]], strays: list[psutil.Process]
 ) -> None:
     path = orphans.ledger_path(tmp_path, "w1")
     sleep = shutil.which("sleep")
     job = marked_job(
         spawned, 5, 2, WORKER_ID, f"setsid {sleep} 1001 & echo $! > {tmp_path}/escaped; {sleep} 1002"
     )
-    [escaped] = pids_written(tmp_path, ["escaped"])
+    [escaped] = pids_written(tmp_path, ["escaped"], strays)
     ledger = orphans.Ledger(path)
     ledger.spawning(5, 2)
     ledger.record(5, 2, job.pid)
@@ -255,7 +268,7 @@ def test_a_recorded_attempt_loses_its_escaped_processes_too(
 
 
 def test_leftovers_without_the_environment_go_while_one_with_it_holds_their_session(
-    tmp_path: Path, spawned: list[subprocess.Popen[bytes]]
+    tmp_path: Path, spawned: list[subprocess.Popen[bytes]], strays: list[psutil.Process]
 ) -> None:
     path = orphans.ledger_path(tmp_path, "w1")
     sleep = shutil.which("sleep")
@@ -266,7 +279,7 @@ def test_leftovers_without_the_environment_go_while_one_with_it_holds_their_sess
         WORKER_ID,
         f"env -i {sleep} 1000 & echo $! > {tmp_path}/bare; {sleep} 1001 & echo $! > {tmp_path}/marked",
     )
-    bare, marked = pids_written(tmp_path, ["bare", "marked"])
+    bare, marked = pids_written(tmp_path, ["bare", "marked"], strays)
     ledger = orphans.Ledger(path)
     ledger.spawning(6, 1)
     ledger.record(6, 1, job.pid)

@@ -10,6 +10,7 @@ of its last attempt.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -161,6 +162,7 @@ def test_a_job_spawned_but_not_recorded_is_killed_before_the_worker_registers_ag
     faults = tmp_path / "faults"
     faults.mkdir()
     (faults / "sitecustomize.py").write_text(CRASH_AFTER_SPAWN)
+    leftovers: list[psutil.Process] = []
     try:
         cluster.start_server()
         pythonpath = f"{faults}{os.pathsep}{Cluster.env()['PYTHONPATH']}"
@@ -179,6 +181,7 @@ def test_a_job_spawned_but_not_recorded_is_killed_before_the_worker_registers_ag
         pid_files = [work / "main.pid", work / "escaped.pid"]
         wait_for(lambda: all(f.exists() and f.read_text().strip() for f in pid_files), 30, "the job's pids")
         pids = [int(f.read_text()) for f in pid_files]
+        leftovers += [psutil.Process(pid) for pid in pids]
         assert not any(gone(pid) for pid in pids)
         # The ledger knows the attempt was being spawned, not its pid.
         ledger = orphans.ledger_path(cluster.root / "worker-w1-data", "w1")
@@ -210,4 +213,7 @@ def test_a_job_spawned_but_not_recorded_is_killed_before_the_worker_registers_ag
         client.close()
     finally:
         cluster.close()
+        for proc in leftovers:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()  # only if the test failed: the pid still names that process
         print(cluster.logs())
