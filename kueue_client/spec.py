@@ -38,6 +38,7 @@ HOST_LOCAL_VARIABLES = frozenset(
         # pass its own identity on.
         "KUEUE_JOB_ID",
         "KUEUE_WORKER",
+        "KUEUE_WORKER_ID",
         "KUEUE_ATTEMPT",
         "KUEUE_ARRAY_ID",
         "KUEUE_ENTRY",

@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Before registering: the server queues these jobs again as soon as we
     # report no attempts, and they must not run here at the same time.
-    orphans.reap(orphans.ledger_path(cfg.data_dir, name), cfg.worker_settings.kill_grace_seconds)
+    orphans.reap(orphans.ledger_path(cfg.data_dir, name), cfg.worker_settings.kill_grace_seconds, worker_id)
     try:
         credentials = rpc.channel_credentials(cfg)
     except kconfig.ConfigError as exc:

@@ -7,16 +7,31 @@ worker times out, or comes back and reports no attempts) and queues those
 jobs again: without more care the same job would then run twice at once.
 
 So the worker keeps a small ledger of its running attempts next to its id
-file (pid, the process's create_time, its process group): a line appended
-whenever an attempt starts or ends (JSON lines: the owning worker first, then
-"start" and "end" entries), compacted by an atomic rewrite once it has grown
-well beyond the attempts it holds. An append is one write(2) of a short line,
-so a crash of the worker never leaves half an entry; rewriting the whole file
-at every start and end cost a millisecond each, more than a short job.
-On start-up, before it
-registers, the worker kills every recorded job tree still alive, then
-registers reporting no attempts, and the server queues those jobs again at
-once.
+file: JSON lines, the owning worker first, then for each attempt a "spawn"
+entry written before its process is started, a "start" entry once it runs
+(pid, the process's create_time, its process group) and an "end" entry when
+it is over; compacted by an atomic rewrite once it has grown well beyond the
+attempts it holds. An append is one write(2) of a short line, so a crash of
+the worker never leaves half an entry; rewriting the whole file at every
+start and end cost a millisecond each, more than a short job.
+
+Every job process carries the worker's id in its environment
+(KUEUE_WORKER_ID, beside KUEUE_JOB_ID and KUEUE_ATTEMPT). On start-up, before
+it registers, the worker kills every attempt its ledger holds as not ended:
+the recorded job tree, and every process of this user whose environment names
+this worker and that attempt, with the trees of their sessions. The "spawn"
+entry is what closes the window between a spawn and its "start" entry: a
+worker killed in that instant leaves an attempt without a pid, whose
+processes are found by their environment. Then the worker registers
+reporting no attempts, and the server queues those jobs again at once.
+
+Environments are read only at that start-up, and only after a crash that
+left attempts not ended: one pass over the processes (about 50 ms for 500 of
+them on a busy 2-core machine). The cost per job is one more short append
+(about 10 us). Looking for every process with this worker's id instead would
+need no "spawn" entry, but would also kill what jobs that ended normally left
+behind on purpose (a daemon a job started); only attempts not ended are at
+stake here.
 
 Semantics, honestly: the attempts of a crashed worker are lost and run again.
 A lost attempt may have had side effects (it may even have completed just
@@ -26,17 +41,26 @@ apart. Reattaching a restarted worker to its old attempts (their output pipes
 died with it) is future work.
 
 Pid reuse: a recorded process counts as ours only if its start time matches
-(since boot on Linux, so that clock steps do not matter).
+(since boot on Linux, so that clock steps do not matter); a process found by
+its environment is ours by what it holds now, whatever its pid.
 If the job's main process is gone but members of its group or session remain
 (a background child), they count as ours only if their environment still
-names the job and attempt. A worker killed in the instant between a spawn and
-the ledger write leaves that one attempt unrecorded; such a job can still run
-twice.
+names the job and attempt.
+
+What can still escape: processes of an attempt whose "start" entry was not
+written (the worker killed in the instant after the spawn) that no longer
+carry the environment, with no process that does in their session or among
+their ancestors: a job run as `env -i ...`, say (or a process still between
+fork and exec when the restarted worker looks, if its exec hangs for longer
+than a restart takes). And nothing is known of attempts whose "spawn" entry
+could not be written (the ledger's disk full or unwritable; the worker says
+so in its log).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -67,19 +91,28 @@ SAME_START_SECONDS = 0.001
 # Wall-clock start times may differ by clock steps (NTP) between the runs of
 # a worker, but not by a reboot's worth: this tells a pid after a reboot apart.
 SAME_WALL_START_SECONDS = 60.0
-# Appended lines beyond twice the running attempts before the ledger is rewritten.
-COMPACT_LINES = 200
+# Appended lines beyond twice the running attempts before the ledger is
+# rewritten (three a job: spawn, start, end).
+COMPACT_LINES = 300
+
+# Set in every job's environment to the worker's id (runner.environment).
+WORKER_ID_VARIABLE = "KUEUE_WORKER_ID"
 
 
 @dataclass(frozen=True)
 class Record:
     job_id: int
     attempt: int
-    pid: int
+    # 0 while the process is being spawned: nothing known of it yet.
+    pid: int = 0
     # Seconds since the epoch (subject to clock steps) and since boot (not).
-    create_time: float
-    pgid: int
+    create_time: float = 0.0
+    pgid: int = 0
     started_since_boot: float = -1.0
+
+    @property
+    def key(self) -> Key:
+        return (self.job_id, self.attempt)
 
 
 def _since_boot(pid: int) -> float:
@@ -120,18 +153,26 @@ class Ledger:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._records: dict[Key, Record] = {}
+        # None: being spawned, its process not known yet.
+        self._records: dict[Key, Record | None] = {}
         self._warned = False
         self._me: dict[str, float] | None = None
         # Open for appending once this process has written the file afresh.
         self._file: BinaryIO | None = None
         self._lines = 0
 
+    def spawning(self, job_id: int, attempt: int) -> None:
+        """Before the attempt's process is spawned: should this worker die
+        before record(), a restart still knows to look for the attempt."""
+        self._records[(job_id, attempt)] = None
+        self._append({"spawn": [job_id, attempt]})
+
     def record(self, job_id: int, attempt: int, pid: int) -> None:
         try:
             create_time, since_boot = start_times(psutil.Process(pid))
         except psutil.Error:
-            # Already gone (and reaped by us, as its parent): nothing can be left to kill.
+            # Already gone (and reaped by us, as its parent); the "spawn" entry
+            # stays, for what it may have left running in the background.
             return
         try:
             pgid = os.getpgid(pid)
@@ -154,7 +195,8 @@ class Ledger:
         return self._me
 
     def records(self) -> list[Record]:
-        return list(self._records.values())
+        """The attempts whose process is known."""
+        return [r for r in self._records.values() if r is not None]
 
     def close(self) -> None:
         if self._file is not None:
@@ -166,8 +208,12 @@ class Ledger:
         if self._file is None or self._lines > COMPACT_LINES + 2 * len(self._records):
             self._rewrite()
             return
+        line = json.dumps(entry).encode() + b"\n"
         try:
-            self._file.write(json.dumps(entry).encode() + b"\n")
+            written = self._file.write(line)
+            if written != len(line):
+                # Cut short (a full disk): the rest must not follow on the same line.
+                raise OSError(errno.ENOSPC, f"short write ({written} of {len(line)} bytes)")
         except OSError as exc:
             self._failed(exc)
             self.close()  # the next change rewrites the whole file
@@ -177,7 +223,10 @@ class Ledger:
     def _rewrite(self) -> None:
         self.close()
         lines = [json.dumps({"worker": self._owner()})]
-        lines += [json.dumps({"start": asdict(r)}) for r in self._records.values()]
+        lines += [
+            json.dumps({"spawn": list(key)} if r is None else {"start": asdict(r)})
+            for key, r in self._records.items()
+        ]
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -223,6 +272,9 @@ def _parse(text: str) -> tuple[dict[str, Any], dict[Key, dict[str, Any]]]:
         if "start" in entry:
             r = entry["start"]
             running[(int(r["job_id"]), int(r["attempt"]))] = r
+        elif "spawn" in entry:
+            job_id, attempt = entry["spawn"]
+            running[(int(job_id), int(attempt))] = {"job_id": job_id, "attempt": attempt}
         else:
             job_id, attempt = entry["end"]
             running.pop((int(job_id), int(attempt)), None)
@@ -253,9 +305,9 @@ def read(path: Path) -> list[Record]:
             Record(
                 job_id=int(r["job_id"]),
                 attempt=int(r["attempt"]),
-                pid=int(r["pid"]),
-                create_time=float(r["create_time"]),
-                pgid=int(r["pgid"]),
+                pid=int(r.get("pid", 0)),
+                create_time=float(r.get("create_time", 0.0)),
+                pgid=int(r.get("pgid", 0)),
                 started_since_boot=float(r.get("started_since_boot", -1.0)),
             )
             for r in running.values()
@@ -281,13 +333,56 @@ def _names_attempt(proc: psutil.Process, rec: Record) -> bool:
     return env.get("KUEUE_JOB_ID") == str(rec.job_id) and env.get("KUEUE_ATTEMPT") == str(rec.attempt)
 
 
+def _leader_alive(rec: Record) -> bool:
+    with contextlib.suppress(psutil.Error):
+        return _same_process(psutil.Process(rec.pid), rec.create_time, rec.started_since_boot)
+    return False
+
+
 def tree(rec: Record) -> list[psutil.Process]:
     """Living processes of the recorded attempt: its group and session and their descendants."""
-    leader_alive = False
-    with contextlib.suppress(psutil.Error):
-        leader_alive = _same_process(psutil.Process(rec.pid), rec.create_time, rec.started_since_boot)
+    if rec.pid <= 0:
+        return []  # never got as far as its "start" entry: found_by_environment() looks for it
+    leader_alive = _leader_alive(rec)
     # Without the live leader the group id may have been reused by strangers.
     return living_tree(rec.pgid, admit=lambda proc: leader_alive or _names_attempt(proc, rec))
+
+
+def found_by_environment(worker_id: str, records: list[Record]) -> list[Record]:
+    """The attempts' processes found by their environment (this worker's id,
+    the job and the attempt), as records of their own: one for each session
+    they are in that no record of the same attempt covers already.
+
+    One pass over the processes; only this user's environments can be read.
+    A process found this way lives now, so the id of its session cannot
+    belong to a stranger: all that session holds is the attempt's.
+    """
+    wanted = {r.key for r in records}
+    # tree() takes in all of a group whose recorded leader lives; without it, only what names the attempt.
+    covered = {(r.key, r.pgid) for r in records if r.pid > 0 and _leader_alive(r)}
+    found: dict[tuple[Key, int], Record] = {}
+    me = os.getpid()
+    for proc in psutil.process_iter():
+        if proc.pid == me:
+            continue
+        try:
+            # Empty for a zombie; AccessDenied for another user's process.
+            env = proc.environ()
+            if env.get(WORKER_ID_VARIABLE) != worker_id:
+                continue
+            key = (int(env["KUEUE_JOB_ID"]), int(env["KUEUE_ATTEMPT"]))
+            if key not in wanted:
+                continue  # an attempt that ended: its leftovers are not at stake
+            sid = os.getsid(proc.pid)
+            wall, since_boot = start_times(proc)
+        except (psutil.Error, OSError, KeyError, ValueError):
+            continue
+        if (key, sid) in covered:
+            continue
+        # The session's leader, if it is one of them, stands for the session.
+        if (key, sid) not in found or proc.pid == sid:
+            found[(key, sid)] = Record(key[0], key[1], proc.pid, wall, sid, since_boot)
+    return list(found.values())
 
 
 def _signal(procs: list[psutil.Process], signum: int) -> None:
@@ -305,12 +400,13 @@ def kill_trees(records: list[Record], grace_seconds: float) -> list[Record]:
     # Every process seen stays a target: one that called setsid and lost its
     # parent is no longer found from the group, but is still the job's.
     known: dict[int, psutil.Process] = {}
-    for rec in records:
-        procs = tree(rec)
+    # Every tree is found before any signal: a process standing for a group
+    # must not die before that group has been seen.
+    for rec, procs in [(rec, tree(rec)) for rec in records]:
         if procs:
             known.update((p.pid, p) for p in procs)
-            _signal(procs, signal.SIGTERM)
             alive.append(rec)
+    _signal(list(known.values()), signal.SIGTERM)
 
     def survivors() -> list[psutil.Process]:
         for rec in alive:
@@ -342,11 +438,13 @@ def kill_trees(records: list[Record], grace_seconds: float) -> list[Record]:
     return alive
 
 
-def reap(path: Path, grace_seconds: float) -> list[Record]:
+def reap(path: Path, grace_seconds: float, worker_id: str = "") -> list[Record]:
     """Kill the attempts a previous run of this worker left running, then clear the record.
 
     Called before registering, so the server queues those jobs again only once
-    nothing of them runs here any more. Returns the attempts that were killed.
+    nothing of them runs here any more. With the worker's id, the processes
+    of those attempts are also looked for by their environment. Returns the
+    attempts that were killed (one record each).
     """
     owner = _owner_alive(path)
     if owner is not None:
@@ -359,14 +457,20 @@ def reap(path: Path, grace_seconds: float) -> list[Record]:
             owner,
         )
         return []
-    killed = kill_trees(read(path), grace_seconds)
-    for rec in killed:
+    records = read(path)
+    started = {r.key for r in records if r.pid > 0}
+    if worker_id and records:
+        records += found_by_environment(worker_id, records)
+    killed: dict[Key, Record] = {}
+    for rec in kill_trees(records, grace_seconds):
+        killed.setdefault(rec.key, rec)
+    for key in killed:
         log.warning(
-            "job %d attempt %d from a previous run of this worker killed: it cannot be supervised again",
-            rec.job_id,
-            rec.attempt,
+            "job %d attempt %d from a previous run of this worker killed: it cannot be supervised again%s",
+            *key,
+            "" if key in started else " (its start was not recorded; found by its environment)",
         )
     # Left in place, the next ledger write replaces it anyway.
     with contextlib.suppress(OSError):
         path.unlink()
-    return killed
+    return list(killed.values())

@@ -118,11 +118,15 @@ def command_line(spec: common_pb2.JobSpec) -> list[str]:
     return list(spec.command)
 
 
-def environment(spec: common_pb2.JobSpec, job_id: int, attempt: int, worker_name: str) -> dict[str, str]:
+def environment(
+    spec: common_pb2.JobSpec, job_id: int, attempt: int, worker_name: str, worker_id: str = ""
+) -> dict[str, str]:
     env = dict(os.environ) if spec.use_worker_env else dict(spec.env)
     env["KUEUE_JOB_ID"] = str(job_id)
     env["KUEUE_ATTEMPT"] = str(attempt)
     env["KUEUE_WORKER"] = worker_name
+    # How a restart after a crash finds the job's processes (orphans.py).
+    env["KUEUE_WORKER_ID"] = worker_id
     env["PWD"] = spec.cwd
     return env
 
@@ -253,6 +257,7 @@ class JobProcess:
         attempt: int,
         worker_name: str,
         kill_grace_seconds: float,
+        worker_id: str = "",
         on_started: OnStarted | None = None,
         on_output: OnOutput | None = None,
         backpressure: Backpressure | None = None,
@@ -262,6 +267,7 @@ class JobProcess:
         self.job_id = job_id
         self.attempt = attempt
         self.worker_name = worker_name
+        self.worker_id = worker_id
         self.kill_grace_seconds = kill_grace_seconds
         self._on_started = on_started
         self._on_output = on_output
@@ -299,7 +305,7 @@ class JobProcess:
                 self._killer.cancel()
 
     async def _run(self, argv: list[str], stdio: _Stdio) -> Outcome:
-        env = environment(self.spec, self.job_id, self.attempt, self.worker_name)
+        env = environment(self.spec, self.job_id, self.attempt, self.worker_name, self.worker_id)
         try:
             proc = subprocess.Popen(
                 argv,

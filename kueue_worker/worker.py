@@ -390,6 +390,10 @@ class Worker:
             if self.attempts.output(job_id, attempt, stream, data):
                 self._output_ready()
 
+        if self.ledger is not None:
+            # Before the spawn: a crash before started() records the pid must
+            # not leave the process unaccounted for.
+            self.ledger.spawning(job_id, attempt)
         feed = None
         if spec.stdin_pipe:
             feed = self._feeds[key] = StdinFeed(self, key)
@@ -399,6 +403,7 @@ class Worker:
             attempt=attempt,
             worker_name=self.name,
             kill_grace_seconds=self.settings.kill_grace_seconds,
+            worker_id=self.worker_id,
             on_started=started,
             on_output=output,
             backpressure=self._budget,

@@ -168,10 +168,15 @@ class Cluster:
     # ------------------------------------------------------------------ workers
 
     def start_worker(
-        self, name: str, *args: str, port: int | None = None, **worker_settings: Any
+        self,
+        name: str,
+        *args: str,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        **worker_settings: Any,
     ) -> subprocess.Popen[bytes]:
         """Start a worker with extra command-line `args`; `port` sends it
-        through something else (a Relay) to the server."""
+        through something else (a Relay) to the server; `env` adds to its environment."""
         config = self.write_config(
             self.root / f"worker-{name}.toml",
             port=port or self.port,
@@ -189,7 +194,7 @@ class Cluster:
             [sys.executable, "-m", "kueue_worker", "--config", str(config), "--name", name, *args],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=_env(),
+            env={**_env(), **(env or {})},
             start_new_session=True,
         )
         self.workers[name] = proc

@@ -117,6 +117,7 @@ def test_host_local_variables_are_left_out() -> None:
         "_": "/usr/bin/kueue",
         "KUEUE_JOB_ID": "5",
         "KUEUE_WORKER": "w",
+        "KUEUE_WORKER_ID": "ab" * 16,
         "KUEUE_ATTEMPT": "1",
         "KUEUE_ARRAY_ID": "3",
         "KUEUE_ENTRY": "x",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -17,10 +19,11 @@ import pytest
 from kueue.config import WorkerSettings
 from kueue.v1 import common_pb2
 from kueue.v1 import worker_service_pb2 as wpb
-from kueue_worker import orphans
+from kueue_worker import orphans, runner
 from kueue_worker.worker import Worker
 
 DEADLINE = 20.0
+WORKER_ID = "ab" * 16
 
 
 def wait_until(predicate: Callable[[], bool], what: str) -> None:
@@ -96,19 +99,26 @@ def test_ledger_appends_compacts_and_survives_a_cut_off_last_line(tmp_path: Path
     path = orphans.ledger_path(tmp_path, "w1")
     ledger = orphans.Ledger(path)
     me = os.getpid()
+    ledger.spawning(1, 1)
     ledger.record(1, 1, me)
+    # Being spawned when the worker died: known, though its pid is not.
+    ledger.spawning(2, 1)
     # Many short jobs: the file is compacted now and then, never grows without bound.
-    for n in range(2, 2 + 3 * orphans.COMPACT_LINES):
+    for n in range(3, 3 + 3 * orphans.COMPACT_LINES):
+        ledger.spawning(n, 1)
         ledger.record(n, 1, me)
         ledger.forget(n, 1)
     lines = path.read_text().splitlines()
-    assert len(lines) <= orphans.COMPACT_LINES + 4
-    assert [(r.job_id, r.attempt) for r in orphans.read(path)] == [(1, 1)]
+    assert len(lines) <= orphans.COMPACT_LINES + 6
+    on_disk = {r.key: r for r in orphans.read(path)}
+    assert sorted(on_disk) == [(1, 1), (2, 1)]
+    assert on_disk[(1, 1)].pid == me and on_disk[(2, 1)].pid == 0
+    assert [r.key for r in ledger.records()] == [(1, 1)]
     ledger.record(500, 3, me)
     # A worker killed in the middle of an append leaves at most a partial last line.
     with open(path, "ab") as f:
         f.write(b'{"end": [500')
-    assert sorted((r.job_id, r.attempt) for r in orphans.read(path)) == [(1, 1), (500, 3)]
+    assert sorted(r.key for r in orphans.read(path)) == [(1, 1), (2, 1), (500, 3)]
     ledger.close()
 
 
@@ -166,6 +176,120 @@ def test_background_leftovers_of_an_ended_main_process_are_killed(
     killed = orphans.reap(path, grace_seconds=2.0)
     assert [(r.job_id, r.attempt) for r in killed] == [(5, 4)]
     wait_until(lambda: all(gone(pid) for pid in pids[1:]), "the job's leftover children to end")
+
+
+def marked_job(
+    spawned: list[subprocess.Popen[bytes]], job_id: int, attempt: int, worker_id: str, script: str
+) -> subprocess.Popen[bytes]:
+    """A shell running `script` in a session of its own, with the environment
+    the runner gives a job."""
+    spec = common_pb2.JobSpec(env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    env = runner.environment(spec, job_id, attempt, "w1", worker_id)
+    proc = subprocess.Popen(["/bin/sh", "-c", script], env=env, start_new_session=True)
+    spawned.append(proc)
+    return proc
+
+
+@pytest.fixture
+def strays() -> Iterator[list[psutil.Process]]:
+    """Processes outside the spawned ones' groups, killed at the end if a test failed to."""
+    procs: list[psutil.Process] = []
+    yield procs
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()  # psutil checks first that the pid still names that process
+
+
+def pids_written(directory: Path, names: list[str], strays: list[psutil.Process]) -> list[int]:
+    files = [directory / name for name in names]
+    wait_until(lambda: all(f.exists() and f.read_text().strip() for f in files), "the job's pids")
+    pids = [int(f.read_text()) for f in files]
+    strays += [psutil.Process(pid) for pid in pids]
+    return pids
+
+
+def test_an_attempt_spawned_but_not_recorded_is_found_by_its_environment(
+    tmp_path: Path, spawned: list[subprocess.Popen[bytes]], strays: list[psutil.Process]
+) -> None:
+    path = orphans.ledger_path(tmp_path, "w1")
+    ledger = orphans.Ledger(path)
+    ledger.spawning(12, 1)
+    ledger.spawning(13, 1)
+    ledger.record(13, 1, os.getpid())
+    ledger.forget(13, 1)
+    del ledger  # the worker dies between the spawn of 12.1 and its record
+    sleep = shutil.which("sleep")
+    # The job, with a child that cleared its environment (found as a member of
+    # the job's session) and one in a session of its own (found by its environment).
+    job = marked_job(
+        spawned,
+        12,
+        1,
+        WORKER_ID,
+        f"env -i {sleep} 1000 & echo $! > {tmp_path}/bare; "
+        f"setsid {sleep} 1001 & echo $! > {tmp_path}/escaped; {sleep} 1002",
+    )
+    job_pids = [job.pid, *pids_written(tmp_path, ["bare", "escaped"], strays)]
+    # Not the attempt's: a leftover of attempt 13.1, which ended; 12.1 of
+    # another worker (another server's job 12, say).
+    ended = marked_job(spawned, 13, 1, WORKER_ID, f"exec {sleep} 1003")
+    stranger = marked_job(spawned, 12, 1, "cd" * 16, f"exec {sleep} 1004")
+    wait_until(
+        lambda: all(psutil.Process(p.pid).environ().get("KUEUE_JOB_ID") for p in (job, ended, stranger)),
+        "the processes to start",
+    )
+    # Without the worker's id, nothing is known of 12.1 but that it was being spawned.
+    assert orphans.reap(orphans.ledger_path(tmp_path, "w1"), grace_seconds=0.5) == []
+    ledger = orphans.Ledger(path)
+    ledger.spawning(12, 1)
+    del ledger
+    killed = orphans.reap(path, grace_seconds=2.0, worker_id=WORKER_ID)
+    assert [r.key for r in killed] == [(12, 1)]
+    wait_until(lambda: all(gone(pid) for pid in job_pids), "every process of the attempt to end")
+    assert ended.poll() is None and stranger.poll() is None
+
+
+def test_a_recorded_attempt_loses_its_escaped_processes_too(
+    tmp_path: Path, spawned: list[subprocess.Popen[bytes]], strays: list[psutil.Process]
+) -> None:
+    path = orphans.ledger_path(tmp_path, "w1")
+    sleep = shutil.which("sleep")
+    job = marked_job(
+        spawned, 5, 2, WORKER_ID, f"setsid {sleep} 1001 & echo $! > {tmp_path}/escaped; {sleep} 1002"
+    )
+    [escaped] = pids_written(tmp_path, ["escaped"], strays)
+    ledger = orphans.Ledger(path)
+    ledger.spawning(5, 2)
+    ledger.record(5, 2, job.pid)
+    del ledger
+    killed = orphans.reap(path, grace_seconds=2.0, worker_id=WORKER_ID)
+    assert [(r.key, r.pid) for r in killed] == [((5, 2), job.pid)]
+    wait_until(lambda: gone(job.pid) and gone(escaped), "the job and its escaped process to end")
+
+
+def test_leftovers_without_the_environment_go_while_one_with_it_holds_their_session(
+    tmp_path: Path, spawned: list[subprocess.Popen[bytes]], strays: list[psutil.Process]
+) -> None:
+    path = orphans.ledger_path(tmp_path, "w1")
+    sleep = shutil.which("sleep")
+    job = marked_job(
+        spawned,
+        6,
+        1,
+        WORKER_ID,
+        f"env -i {sleep} 1000 & echo $! > {tmp_path}/bare; {sleep} 1001 & echo $! > {tmp_path}/marked",
+    )
+    bare, marked = pids_written(tmp_path, ["bare", "marked"], strays)
+    ledger = orphans.Ledger(path)
+    ledger.spawning(6, 1)
+    ledger.record(6, 1, job.pid)
+    del ledger
+    # The main process ends: its children stay in its session, one of them
+    # without the job's environment.
+    job.wait(timeout=DEADLINE)
+    killed = orphans.reap(path, grace_seconds=2.0, worker_id=WORKER_ID)
+    assert [r.key for r in killed] == [(6, 1)]
+    wait_until(lambda: gone(bare) and gone(marked), "the leftovers to end")
 
 
 def test_a_reused_pid_is_not_killed(tmp_path: Path, spawned: list[subprocess.Popen[bytes]]) -> None:
@@ -251,6 +375,10 @@ def test_the_worker_records_an_attempt_while_its_process_runs(tmp_path: Path) ->
         pid = worker.processes[(4, 2)].pid
         [rec] = orphans.read(path)
         assert (rec.job_id, rec.attempt, rec.pid, rec.pgid) == (4, 2, pid, pid)
+        # Known before the spawn; the process is marked as this worker's.
+        kinds = [next(iter(json.loads(line))) for line in path.read_text().splitlines()]
+        assert kinds == ["worker", "spawn", "start"]
+        assert psutil.Process(pid).environ()["KUEUE_WORKER_ID"] == "ab" * 16
         go.touch()
         while worker.processes:
             assert time.monotonic() < deadline, "the job did not end"

@@ -25,6 +25,7 @@ OUT = common_pb2.OUTPUT_STREAM_STDOUT
 ERR = common_pb2.OUTPUT_STREAM_STDERR
 PY = sys.executable
 DEADLINE = 20.0
+WORKER_ID = "0f" * 16
 
 
 @dataclass
@@ -55,6 +56,7 @@ def job(s: common_pb2.JobSpec, cap: Captured, grace: float = 5.0) -> JobProcess:
         attempt=3,
         worker_name="testworker",
         kill_grace_seconds=grace,
+        worker_id=WORKER_ID,
         on_started=cap.pids.append,
         on_output=cap.on_output,
     )
@@ -150,6 +152,7 @@ def test_environment_and_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert env["KUEUE_JOB_ID"] == "42"
     assert env["KUEUE_ATTEMPT"] == "3"
     assert env["KUEUE_WORKER"] == "testworker"
+    assert env["KUEUE_WORKER_ID"] == WORKER_ID
     assert env["PWD"] == str(tmp_path)
     assert env["FOO"] == "bar"
     assert "KUEUE_TEST_WORKER_VAR" not in env
@@ -160,10 +163,14 @@ def test_use_worker_env_takes_the_workers_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KUEUE_TEST_WORKER_VAR", "from-worker")
-    code = "import os; print(os.environ.get('KUEUE_TEST_WORKER_VAR'), os.environ.get('FOO'))"
+    # A worker started from a job of another worker: its jobs are its own.
+    monkeypatch.setenv("KUEUE_WORKER_ID", "outer")
+    code = (
+        "import os; e = os.environ; print(e.get('KUEUE_TEST_WORKER_VAR'), e.get('FOO'), e['KUEUE_WORKER_ID'])"
+    )
     outcome, cap = run(python(code, tmp_path, env={"FOO": "bar"}, use_worker_env=True))
     assert outcome.exit_code == 0
-    assert cap.data(OUT) == b"from-worker None\n"
+    assert cap.data(OUT) == f"from-worker None {WORKER_ID}\n".encode()
 
 
 def test_shell_command(tmp_path: Path) -> None:

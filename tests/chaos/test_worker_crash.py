@@ -10,13 +10,19 @@ of its last attempt.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
+import signal
 import time
 from collections import defaultdict
 from pathlib import Path
 
+import psutil
+
 from kueue.v1 import common_pb2
+from kueue_worker import orphans
 from tests.cluster import Cluster, wait_for
 
 JOBS = 60
@@ -120,4 +126,94 @@ def test_worker_killed_repeatedly_never_runs_a_job_twice_at_once(tmp_path: Path)
         print(f"{len(reran)} job(s) ran again; {killed} attempt(s) of crashed workers killed at restart")
     finally:
         cluster.close()
+        print(cluster.logs())
+
+
+# Fault injection, loaded into one worker process through PYTHONPATH: the
+# worker is SIGKILLed in the instant after it spawned its first job, before it
+# records the process's pid: the window a loaded machine once hit at random
+# ("job 48 ran twice at once").
+CRASH_AFTER_SPAWN = """
+import os
+import signal
+
+from kueue_worker import orphans
+
+
+def record(self, job_id, attempt, pid):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+orphans.Ledger.record = record
+"""
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_a_job_spawned_but_not_recorded_is_killed_before_the_worker_registers_again(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path / "c")
+    work = tmp_path / "work"
+    work.mkdir()
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    (faults / "sitecustomize.py").write_text(CRASH_AFTER_SPAWN)
+    leftovers: list[psutil.Process] = []
+    try:
+        cluster.start_server()
+        pythonpath = f"{faults}{os.pathsep}{Cluster.env()['PYTHONPATH']}"
+        worker = cluster.start_worker("w1", env={"PYTHONPATH": pythonpath})
+        cluster.wait_workers("w1")
+        client = cluster.client()
+        [first_session] = [w.connected_at for w in client.list_workers() if w.name == "w1"]
+        # The first attempt leaves a process in a session of its own too, as a daemon would.
+        script = (
+            'if [ "$KUEUE_ATTEMPT" = 1 ]; then echo $$ > main.pid; '
+            "setsid sleep 1000 & echo $! > escaped.pid; sleep 1001; fi; "
+            'echo "attempt $KUEUE_ATTEMPT"'
+        )
+        job_id = int(cluster.kueue("cmd", script, cwd=work).stdout.split()[0])
+        assert worker.wait(timeout=60) == -signal.SIGKILL, cluster.worker_log("w1")
+        pid_files = [work / "main.pid", work / "escaped.pid"]
+        wait_for(lambda: all(f.exists() and f.read_text().strip() for f in pid_files), 30, "the job's pids")
+        pids = [int(f.read_text()) for f in pid_files]
+        leftovers += [psutil.Process(pid) for pid in pids]
+        assert not any(gone(pid) for pid in pids)
+        # The ledger knows the attempt was being spawned, not its pid.
+        ledger = orphans.ledger_path(cluster.root / "worker-w1-data", "w1")
+        entries = [json.loads(line) for line in ledger.read_text().splitlines()]
+        assert {"spawn": [job_id, 1]} in entries
+        assert not any("start" in entry for entry in entries), entries
+
+        cluster.start_worker("w1")
+
+        def registered_again() -> bool:
+            return any(
+                w.name == "w1" and w.connected and w.connected_at != first_session
+                for w in client.list_workers()
+            )
+
+        wait_for(registered_again, 60, "the restarted worker to register")
+        # Nothing of the lost attempt runs any more, or the next one would run beside it.
+        assert [pid for pid in pids if not gone(pid)] == [], cluster.worker_log("w1")
+        assert f"job {job_id} attempt 1 from a previous run of this worker killed" in cluster.worker_log("w1")
+        assert "found by its environment" in cluster.worker_log("w1")
+
+        def finished() -> bool:
+            return client.get_job(job_id).job.state == common_pb2.JOB_STATE_SUCCEEDED
+
+        wait_for(finished, 60, "the job to run again and succeed")
+        got = client.get_job(job_id)
+        assert got.job.attempt == 2
+        assert got.stdout_tail == b"attempt 2\n"
+        client.close()
+    finally:
+        cluster.close()
+        for proc in leftovers:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()  # only if the test failed: the pid still names that process
         print(cluster.logs())
