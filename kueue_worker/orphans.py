@@ -42,7 +42,7 @@ import logging
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -139,7 +139,7 @@ class Ledger:
             pgid = pid
         rec = Record(job_id, attempt, pid, create_time, pgid, since_boot)
         self._records[(job_id, attempt)] = rec
-        self._append({"start": asdict(rec)})
+        self._append({"start": _as_dict(rec)})
 
     def forget(self, job_id: int, attempt: int) -> None:
         if self._records.pop((job_id, attempt), None) is not None:
@@ -177,7 +177,7 @@ class Ledger:
     def _rewrite(self) -> None:
         self.close()
         lines = [json.dumps({"worker": self._owner()})]
-        lines += [json.dumps({"start": asdict(r)}) for r in self._records.values()]
+        lines += [json.dumps({"start": _as_dict(r)}) for r in self._records.values()]
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -202,6 +202,14 @@ class Ledger:
                 exc.strerror,
             )
             self._warned = True
+
+
+def _as_dict(rec: Record) -> dict[str, Any]:
+    # dataclasses.asdict deep-copies; this is written at every job start.
+    return {f: getattr(rec, f) for f in _RECORD_FIELDS}
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(Record))
 
 
 def _parse(text: str) -> tuple[dict[str, Any], dict[Key, dict[str, Any]]]:
