@@ -436,9 +436,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             context.close()
 
 
+def run() -> NoReturn:
+    """The `kueue` program: main(), then out at once.
+
+    A normal interpreter exit after a gRPC call spends about 100 ms tearing
+    down modules and grpc's threads, a third of what `kueue cmd` costs; the
+    work is done and flushed by then, and no exit handlers of ours need to run.
+    """
+    code = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = code or EXIT_BROKEN_PIPE
+    except (OSError, ValueError):
+        pass
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 1)
+
+
 def _report(message: str) -> None:
     with contextlib.suppress(OSError):  # stderr closed: nowhere left to say it
         print(f"kueue: {message}", file=sys.stderr)
 
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "run"]

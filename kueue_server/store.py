@@ -97,6 +97,11 @@ class Store:
             # NORMAL in WAL mode survives a crash of the process (the case we
             # promise); only a power loss may lose the last commits.
             self._db.execute("PRAGMA synchronous=NORMAL")
+        # SQLite's default page cache is 2 MB; with 100 000 jobs the table is
+        # several times that, and every commit re-read pages the OS had to
+        # hand over again (dispatch with 100 000 queued ran ~15% slower than
+        # with 1 000). Pages are only held as they are used.
+        self._db.execute("PRAGMA cache_size=-65536")
         self._db.executescript(SCHEMA)
         version = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         if version is None:

@@ -27,6 +27,10 @@ MAX_SQLITE_INT = (1 << 63) - 1
 MAX_REASON_CHARS = 4096
 
 
+class _Malformed(Exception):
+    """A message on the stream did not decode."""
+
+
 def _consume(task: asyncio.Future[object]) -> None:
     if not task.cancelled():
         task.exception()
@@ -78,34 +82,44 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         # recording the finish first would refuse the output as stale.
         app.kick()
         writer = asyncio.create_task(self._write(conn, context))
+        # One task reads for the whole stream (not one wait per message: at
+        # hundreds of short jobs a second that overhead showed in profiles).
+        reader = asyncio.create_task(self._read(conn, context))
+        # A read left behind when the call ends must not log "never retrieved".
+        reader.add_done_callback(_consume)
         try:
-            while True:
-                reader = asyncio.ensure_future(context.read())
-                # A read left behind when the call ends must not log "never retrieved".
-                reader.add_done_callback(_consume)
-                done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
-                if reader not in done:
-                    reader.cancel()
-                    break  # replaced by a newer stream, or the worker was dropped
-                try:
-                    msg = reader.result()
-                except DecodeError:
-                    log.warning("worker %s sent a malformed message; dropping its stream", worker.name)
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed ConnectRequest")
-                if msg is grpc.aio.EOF:
-                    break
-                self._handle(conn, msg)
+            done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            # Else the stream ended, or was replaced by a newer one, or the worker was dropped.
+            failure = reader.exception() if reader in done and not reader.cancelled() else None
+            if isinstance(failure, _Malformed):
+                log.warning("worker %s sent a malformed message; dropping its stream", worker.name)
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed ConnectRequest")
+            elif failure is not None and not isinstance(failure, grpc.aio.AioRpcError):
+                log.error("worker %s: handling its stream failed", worker.name, exc_info=failure)
         except (grpc.aio.AioRpcError, asyncio.CancelledError):
             pass
         finally:
-            writer.cancel()
+            for task in (reader, writer):
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
             if app.conns.get(worker.id) is conn:
                 del app.conns[worker.id]
             app.scheduler.disconnect_worker(worker.id, conn.session, app.clock())
             app.kick()
             app.observer.worker_disconnected(worker.id, worker.name)
+
+    async def _read(self, conn: WorkerConn, context: grpc.aio.ServicerContext) -> None:
+        while True:
+            try:
+                msg = await context.read()
+            except DecodeError as exc:
+                raise _Malformed() from exc
+            if msg is grpc.aio.EOF:
+                return
+            self._handle(conn, msg)
 
     async def _write(self, conn: WorkerConn, context: grpc.aio.ServicerContext) -> None:
         while True:

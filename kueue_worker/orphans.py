@@ -66,7 +66,7 @@ import logging
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -180,7 +180,7 @@ class Ledger:
             pgid = pid
         rec = Record(job_id, attempt, pid, create_time, pgid, since_boot)
         self._records[(job_id, attempt)] = rec
-        self._append({"start": asdict(rec)})
+        self._append({"start": _as_dict(rec)})
 
     def forget(self, job_id: int, attempt: int) -> None:
         if self._records.pop((job_id, attempt), None) is not None:
@@ -224,7 +224,7 @@ class Ledger:
         self.close()
         lines = [json.dumps({"worker": self._owner()})]
         lines += [
-            json.dumps({"spawn": list(key)} if r is None else {"start": asdict(r)})
+            json.dumps({"spawn": list(key)} if r is None else {"start": _as_dict(r)})
             for key, r in self._records.items()
         ]
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
@@ -251,6 +251,14 @@ class Ledger:
                 exc.strerror,
             )
             self._warned = True
+
+
+def _as_dict(rec: Record) -> dict[str, Any]:
+    # dataclasses.asdict deep-copies; this is written at every job start.
+    return {f: getattr(rec, f) for f in _RECORD_FIELDS}
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(Record))
 
 
 def _parse(text: str) -> tuple[dict[str, Any], dict[Key, dict[str, Any]]]:

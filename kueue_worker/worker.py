@@ -35,6 +35,7 @@ MB = 1024 * 1024
 # A stat of a working directory on a hung network file system can block for
 # minutes; the event loop must not.
 CWD_CHECK_TIMEOUT = 30.0
+CWD_OK_SECONDS = 1.0
 # How long a StdinAck may wait for more writes to finish, so that a burst of
 # small writes is acknowledged once; short, since the sender's window waits on it.
 STDIN_ACK_DELAY = 0.002
@@ -178,6 +179,8 @@ class Worker:
         # server is away. A disk that fails to take spool files leaves the
         # memory ceiling (limit + 25%) to do it.
         self._budget = OutputBudget(self.attempts, memory_bytes + spill_bytes, memory_bytes * 5 // 4)
+        # Working directories recently found usable, until when (loop time).
+        self._cwd_ok: dict[str, float] = {}
 
     # -- the session's view ----------------------------------------------------
 
@@ -257,13 +260,7 @@ class Worker:
 
     async def on_assign(self, msg: wpb.Assign) -> None:
         spec = msg.spec
-        try:
-            # Not wait_for(): this runs in the session's reader, which must
-            # honour the cancel that ends the session (see connection.py).
-            async with asyncio.timeout(CWD_CHECK_TIMEOUT):
-                cwd_check = await asyncio.to_thread(check_cwd, spec.cwd)
-        except TimeoutError:
-            cwd_check = CwdCheck.INACCESSIBLE
+        cwd_check = await self._check_cwd(spec.cwd)
         decision = self.attempts.assign(
             msg.job_id, msg.attempt, spec.resources, spec.cwd, cwd_check, stdin_pipe=spec.stdin_pipe
         )
@@ -284,6 +281,27 @@ class Worker:
             )
         if decision.start:
             self._start(msg.job_id, msg.attempt, spec)
+
+    async def _check_cwd(self, cwd: str) -> CwdCheck:
+        # A directory found usable is taken as such for a moment: an array of
+        # short jobs in one directory would otherwise pay a thread hand-over
+        # each. (One that vanishes meanwhile makes the spawn fail, as it may
+        # between any check and the spawn.)
+        loop = asyncio.get_running_loop()
+        if self._cwd_ok.get(cwd, -1.0) > loop.time():
+            return CwdCheck.OK
+        try:
+            # Not wait_for(): this runs in the session's reader, which must
+            # honour the cancel that ends the session (see connection.py).
+            async with asyncio.timeout(CWD_CHECK_TIMEOUT):
+                result = await asyncio.to_thread(check_cwd, cwd)
+        except TimeoutError:
+            result = CwdCheck.INACCESSIBLE
+        if result is CwdCheck.OK:
+            if len(self._cwd_ok) > 1000:
+                self._cwd_ok.clear()
+            self._cwd_ok[cwd] = loop.time() + CWD_OK_SECONDS
+        return result
 
     def on_kill(self, msg: wpb.Kill) -> None:
         key = (msg.job_id, msg.attempt)
