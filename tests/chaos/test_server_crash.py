@@ -69,7 +69,14 @@ def test_server_killed_repeatedly_loses_nothing_and_runs_nothing_twice(tmp_path:
         for index, job in enumerate(sorted(jobs, key=lambda j: int(j["id"])), start=1):
             assert int(job.get("exit_code", 0)) == index % 3, job
             assert job["state"] == ("JOB_STATE_SUCCEEDED" if index % 3 == 0 else "JOB_STATE_FAILED")
-            assert int(job["attempt"]) == 1, job
+            if int(job["attempt"]) > 1:
+                # An offer is sent after the commit that holds it, so a SIGKILL in
+                # between leaves an offer the worker never got; it reconnects without
+                # it and that attempt is given up. Such attempts, never started, are
+                # the only ones that may come before the one that ran.
+                shown = json.loads(cluster.kueue("show", job["id"], "--json").stdout)["job"]
+                earlier = shown["attempts"][:-1]
+                assert earlier and not any(a.get("started_at") for a in earlier), shown["attempts"]
         for index in rng.sample(range(1, JOBS + 1), 25):
             assert cluster.kueue("log", str(ids[index - 1])).stdout == f"out-{index}\n"
     finally:
