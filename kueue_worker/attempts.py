@@ -430,6 +430,10 @@ class Attempts:
             a.finished_sent = False
             self._unsent[a.key] = None
 
+    def finishes_unsent(self) -> bool:
+        """Whether some attempt's Finished has not gone out on the current stream."""
+        return any(a.finished is not None and not a.finished_sent for a in self._attempts.values())
+
     def next_message(self, limit: int = SEND_CHUNK_BYTES) -> wpb.Output | wpb.Finished | None:
         """What to send next: output merged up to limit bytes, taking turns
         between attempts and streams; an attempt's Finished after all its output."""

@@ -51,25 +51,37 @@ MIN_HEARTBEAT_GAP = 0.1
 class _Session:
     def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
         self.call = call
-        # Small messages, sent before any output. None asks the writer to
-        # half-close the stream once all output has gone.
-        self.control: deque[wpb.ConnectRequest | None] = deque()
+        # Small messages, sent before any output.
+        self.control: deque[wpb.ConnectRequest] = deque()
+        # Sent once every Finished known to the worker has gone (Leaving must
+        # not overtake the finishes of the jobs a drain waited for). None asks
+        # the writer to half-close the stream once all output has gone.
+        self.after_finishes: deque[wpb.ConnectRequest | None] = deque()
         self.wake = asyncio.Event()
         self.registered = asyncio.Event()
         self.heartbeat_interval = 0.0
 
-    def send(self, msg: wpb.ConnectRequest | None) -> None:
+    def send(self, msg: wpb.ConnectRequest) -> None:
         self.control.append(msg)
         self.wake.set()
 
-    async def write_all(self, pull: Callable[[], wpb.ConnectRequest | None]) -> None:
+    def send_after_finishes(self, msg: wpb.ConnectRequest | None) -> None:
+        self.after_finishes.append(msg)
+        self.wake.set()
+
+    async def write_all(
+        self, pull: Callable[[], wpb.ConnectRequest | None], finishes_unsent: Callable[[], bool]
+    ) -> None:
         """Write control messages first, then output pulled one message at a
         time: what the stream cannot take yet stays with the attempts (and
         their spool files), not in a queue here."""
         closing = False
         while True:
             if self.control:
-                msg = self.control.popleft()
+                await self.call.write(self.control.popleft())
+                continue
+            if self.after_finishes and not finishes_unsent():
+                msg = self.after_finishes.popleft()
                 if msg is None:
                     closing = True
                 else:
@@ -231,7 +243,7 @@ class Connection:
         self.worker.attach(session.send, session.wake.set)
         tasks = [
             asyncio.create_task(self._read_all(session), name="read"),
-            asyncio.create_task(session.write_all(self.worker.next_request), name="write"),
+            asyncio.create_task(session.write_all(self.worker.next_request, self.worker.finishes_unsent), name="write"),
             asyncio.create_task(self._heartbeats(session), name="heartbeat"),
         ]
         reader = tasks[0]
@@ -281,7 +293,7 @@ class Connection:
         session = self._session
         if session is None or not session.registered.is_set():
             return False
-        session.send(request(wpb.Leaving(reason=reason)))
+        session.send_after_finishes(request(wpb.Leaving(reason=reason)))
         return True
 
     async def leave(self) -> None:
@@ -290,7 +302,7 @@ class Connection:
         session = self._session
         if session is None or not session.registered.is_set():
             return
-        session.send(None)
+        session.send_after_finishes(None)
         # Reading on until the server ends the stream lets the last acks arrive.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(LEAVE_TIMEOUT):

@@ -206,6 +206,10 @@ class Worker:
         msg = self.attempts.next_message()
         return None if msg is None else request(msg)
 
+    def finishes_unsent(self) -> bool:
+        """Whether a Finished still waits to go out on the current stream."""
+        return self.attempts.finishes_unsent()
+
     def _output_ready(self) -> None:
         if self._wake_writer is not None:
             self._wake_writer()

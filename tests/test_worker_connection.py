@@ -706,3 +706,54 @@ def test_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("kueue_worker: ")
     assert result.stderr.count("\n") == 1
+
+
+class _RecordingCall:
+    """The write side of a stream, recording what goes out in order."""
+
+    def __init__(self) -> None:
+        self.written: list[str] = []
+        self.half_closed = False
+
+    async def write(self, msg: wpb.ConnectRequest) -> None:
+        self.written.append(msg.WhichOneof("msg"))
+        await asyncio.sleep(0)
+
+    async def done_writing(self) -> None:
+        self.half_closed = True
+
+
+def test_leaving_follows_the_finishes_and_the_stream_closes_after_all_output() -> None:
+    """A drained worker says Leaving only after the Finished of every job it
+    waited for; control messages (heartbeats) still go first."""
+    from kueue_worker.attempts import Attempts, CwdCheck
+
+    async def scenario() -> None:
+        sm = Attempts("w", max_slots=2)
+        for job in (1, 2):
+            sm.assign(job, 1, common_pb2.Resources(slots=1), "/", CwdCheck.OK)
+            sm.started(job, 1, 100 + job)
+            sm.output(job, 1, 1, b"out %d\n" % job)
+        sm.finish(1, 1, wpb.Finished(exit_code=0))
+        call = _RecordingCall()
+        session = _Session(call)  # type: ignore[arg-type]
+
+        def pull() -> wpb.ConnectRequest | None:
+            msg = sm.next_message()
+            if msg is None:
+                return None
+            req = wpb.ConnectRequest()
+            getattr(req, "output" if isinstance(msg, wpb.Output) else "finished").CopyFrom(msg)
+            return req
+
+        session.send_after_finishes(wpb.ConnectRequest(leaving=wpb.Leaving(reason="drained")))
+        session.send(wpb.ConnectRequest(heartbeat=wpb.Heartbeat()))
+        session.send_after_finishes(None)
+        await asyncio.wait_for(session.write_all(pull, sm.finishes_unsent), 10)
+        assert call.written[0] == "heartbeat"
+        assert call.written.index("leaving") > call.written.index("finished")
+        # Job 2 still runs: its output may follow Leaving, but not the close.
+        assert sorted(call.written) == ["finished", "heartbeat", "leaving", "output", "output"]
+        assert call.half_closed
+
+    asyncio.run(scenario())
