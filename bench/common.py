@@ -80,6 +80,19 @@ def machine() -> dict[str, Any]:
     }
 
 
+def report(results: dict[str, Any], rows: Callable[[dict[str, Any]], Sequence[Any]], output: Path) -> None:
+    """Add the machine and the table rows to results, write them as JSON, print the table."""
+    import json
+
+    from bench.table import render
+
+    results["machine"] = machine()
+    results["rows"] = [r.as_dict() for r in rows(results)]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print(render(results["rows"]))
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100)."""
     ordered = sorted(values)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import RESULTS, Cluster, Row, cpu_seconds, local_cluster, log, machine
+from bench.common import RESULTS, Cluster, Row, cpu_seconds, local_cluster, log, report
 from bench.fake_workers import FakeFleet
 from bench.throughput import array_rate, pool_rate
 
@@ -128,13 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             rounds=1 if args.quick else 2,
             idle_seconds=2.0 if args.quick else 10.0,
         )
-    results["machine"] = machine()
-    results["rows"] = [r.as_dict() for r in rows(results)]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    from bench.table import render
-
-    print(render(results["rows"]))
+    report(results, rows, args.output)
     return 0
 
 

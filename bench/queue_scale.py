@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from bench.common import (
     kueue_argv,
     local_cluster,
     log,
-    machine,
+    report,
     rss_bytes,
     timed,
 )
@@ -196,13 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             rounds=1 if args.quick else 3,
             ls_runs=1 if args.quick else 5,
         )
-    results["machine"] = machine()
-    results["rows"] = [r.as_dict() for r in rows(results)]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    from bench.table import render
-
-    print(render(results["rows"]))
+    report(results, rows, args.output)
     return 0
 
 

@@ -10,7 +10,6 @@ sshd when there is none).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import RESULTS, Row, interleaved, kueue_argv, local_cluster, log, machine, summary, timed
+from bench.common import RESULTS, Row, interleaved, kueue_argv, local_cluster, log, report, summary, timed
 from bench.sshd import ssh_command
 
 
@@ -80,13 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kueue-bench-", ignore_cleanup_errors=True) as tmp:
         results = measure(Path(tmp), runs=args.runs or (3 if args.quick else 50))
-    results["machine"] = machine()
-    results["rows"] = [r.as_dict() for r in rows(results)]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    from bench.table import render
-
-    print(render(results["rows"]))
+    report(results, rows, args.output)
     return 0
 
 

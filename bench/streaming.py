@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import statistics
@@ -23,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import RESULTS, Row, env, interleaved, kueue_argv, local_cluster, log, machine
+from bench.common import RESULTS, Row, env, interleaved, kueue_argv, local_cluster, log, report
 
 MB = 1024 * 1024
 
@@ -96,13 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kueue-bench-", ignore_cleanup_errors=True) as tmp:
         results = measure(Path(tmp), mb=args.mb or (4 if args.quick else 500), rounds=1 if args.quick else 2)
-    results["machine"] = machine()
-    results["rows"] = [r.as_dict() for r in rows(results)]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    from bench.table import render
-
-    print(render(results["rows"]))
+    report(results, rows, args.output)
     return 0
 
 

@@ -15,7 +15,6 @@ No worker is connected: the jobs stay queued, so nothing else runs meanwhile.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import RESULTS, Row, interleaved, kueue_argv, local_cluster, log, machine, summary, timed
+from bench.common import RESULTS, Row, interleaved, kueue_argv, local_cluster, log, report, summary, timed
 
 
 def measure(work: Path, *, runs: int, lines: int, line_runs: int) -> dict[str, Any]:
@@ -99,13 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             lines=args.lines or (100 if args.quick else 10_000),
             line_runs=1 if args.quick else 3,
         )
-    results["machine"] = machine()
-    results["rows"] = [r.as_dict() for r in rows(results)]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    from bench.table import render
-
-    print(render(results["rows"]))
+    report(results, rows, args.output)
     return 0
 
 

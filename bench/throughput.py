@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import subprocess
@@ -37,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import RESULTS, Row, local_cluster, log, machine, wait_for, which
+from bench.common import RESULTS, Row, local_cluster, log, report, wait_for, which
 
 SLOTS = 2
 
@@ -271,13 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             jobs=args.jobs or (40 if args.quick else 2000),
             rounds=args.rounds or (1 if args.quick else 3),
         )
-    results["machine"] = machine()
-    results["rows"] = [r.as_dict() for r in rows(results)]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    from bench.table import render
-
-    print(render(results["rows"]))
+    report(results, rows, args.output)
     return 0
 
 
