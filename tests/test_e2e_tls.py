@@ -57,8 +57,8 @@ def test_tls_cluster_runs_jobs_and_plaintext_client_gets_a_clear_error(tmp_path:
         print(cluster.logs())
 
 
-def test_mutual_tls_requires_a_client_certificate(tmp_path: Path) -> None:
-    pki = tmp_path / "pki"
+def mutual_tls_cluster(tmp_path: Path, pki: Path) -> Cluster:
+    """A cluster whose server requires client certificates, clients holding one."""
     make_pki(pki)
     cluster = Cluster(
         tmp_path / "c",
@@ -71,6 +71,12 @@ def test_mutual_tls_requires_a_client_certificate(tmp_path: Path) -> None:
         "tls_client_cert": str(pki / "client.pem"),
         "tls_client_key": str(pki / "client.key"),
     }
+    return cluster
+
+
+def test_mutual_tls_requires_a_client_certificate(tmp_path: Path) -> None:
+    pki = tmp_path / "pki"
+    cluster = mutual_tls_cluster(tmp_path, pki)
     try:
         cluster.start_server()
         cluster.start_worker("w1")

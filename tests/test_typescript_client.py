@@ -178,21 +178,10 @@ def test_flags_instead_of_a_config_file(built: Path, running: Cluster, tmp_path:
 
 @pytest.mark.skipif(not shutil.which("openssl"), reason="needs the openssl command to make certificates")
 def test_typescript_client_over_tls_and_mutual_tls(built: Path, tmp_path: Path) -> None:
-    from tests.test_e2e_tls import make_pki
+    from tests.test_e2e_tls import mutual_tls_cluster
 
     pki = tmp_path / "pki"
-    make_pki(pki)
-    cluster = Cluster(
-        tmp_path / "c",
-        tls_cert=str(pki / "server.pem"),
-        tls_key=str(pki / "server.key"),
-        tls_require_client_cert=True,
-    )
-    cluster.common_settings = {
-        "tls_ca": str(pki / "ca.pem"),
-        "tls_client_cert": str(pki / "client.pem"),
-        "tls_client_key": str(pki / "client.key"),
-    }
+    cluster = mutual_tls_cluster(tmp_path, pki)
     try:
         cluster.start_server()
         cluster.start_worker("w1")
