@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""CPU milliseconds per job spent by the server and by the worker, and the
+jobs per second, for an array of N `true` on 1 worker with S slots.
+
+A profiling aid for item 1 (throughput): CPU time per job is far steadier
+than wall-clock rates on a shared machine, so a change to the per-job path
+shows up here even when the rates swing. With --profile DIR it also records
+py-spy profiles (raw folded stacks) of both processes.
+
+    python bench/job_cost.py [--jobs N] [--slots S] [--profile DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import cpu_seconds, local_cluster, which
+from bench.throughput import array_rate
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--slots", type=int, default=2)
+    parser.add_argument("--profile", type=Path, help="write py-spy profiles of server and worker here")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="kueue-job-cost-") as tmp:
+        work = Path(tmp)
+        with local_cluster(work / "cluster", slots=args.slots) as cluster, cluster.client() as client:
+            assert cluster.server is not None
+            pids = {"server": cluster.server.pid, "worker": next(iter(cluster.workers.values())).pid}
+            spies: list[subprocess.Popen[bytes]] = []
+            if args.profile is not None:
+                if which("py-spy") is None:
+                    print("py-spy is not installed: pip install py-spy", file=sys.stderr)
+                    return 2
+                args.profile.mkdir(parents=True, exist_ok=True)
+                for name, pid in pids.items():
+                    out = args.profile / f"{name}.txt"
+                    cmd = ["py-spy", "record", "-p", str(pid), "-o", str(out), "-f", "raw", "-r", "200"]
+                    spies.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                time.sleep(1.0)  # py-spy attaches
+            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            rate = array_rate(client, args.jobs, str(work))
+            after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            for spy in spies:
+                spy.send_signal(2)
+            for spy in spies:
+                spy.wait(timeout=60)
+    per_job = {name: 1000 * (after[name] - before[name]) / args.jobs for name in pids}
+    print(
+        f"{args.jobs} jobs, {args.slots} slots: {rate:.0f} jobs/s; CPU per job: "
+        f"server {per_job['server']:.2f} ms, worker {per_job['worker']:.2f} ms"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
