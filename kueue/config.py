@@ -75,6 +75,10 @@ class WorkerSettings:
     # (0: memory only); past that the jobs block on writing.
     output_memory_mb: int = 64
     output_spill_mb: int = 2048
+    # Ours: jobs taken beyond the free slots, started the moment a slot
+    # frees without a round trip to the server (taken back for an idle
+    # worker); 0 turns it off.
+    prefetch_jobs: int = 4
 
 
 @dataclass
@@ -225,6 +229,9 @@ on_sigterm = "drain"
 # (0: memory only); past that the jobs block on writing until it is back.
 output_memory_mb = 64
 output_spill_mb = 2048
+# Jobs taken beyond the free slots, to start the moment a slot frees without
+# waiting for the server (it takes them back for an idle worker); 0: none.
+prefetch_jobs = 4
 
 [client_settings]
 # Resources a job asks for unless given on the command line.
@@ -351,6 +358,8 @@ def _validate(config: Config, path: Path) -> None:
         )
     if w.output_memory_mb < 1:
         raise ConfigError(f"{path}: worker_settings.output_memory_mb must be at least 1")
+    if w.prefetch_jobs < 0:
+        raise ConfigError(f"{path}: worker_settings.prefetch_jobs must not be negative (0 turns prefetching off)")
     if w.output_spill_mb < 0:
         raise ConfigError(f"{path}: worker_settings.output_spill_mb must not be negative (0 turns spilling off)")
     if w.worker_max_parallel_jobs < 0:

@@ -62,6 +62,7 @@ _REQUEUE_NOUNS = {
     Outcome.ATTEMPT_OUTCOME_WORKER_STOPPED: "worker stopped",
     Outcome.ATTEMPT_OUTCOME_REJECTED: "rejected",
     Outcome.ATTEMPT_OUTCOME_UNANSWERED: "not answered",
+    Outcome.ATTEMPT_OUTCOME_HANDED_BACK: "handed back",
 }
 
 
@@ -160,6 +161,8 @@ def _ending(job: common_pb2.Job, attempt: common_pb2.Attempt, now: float) -> tup
         text = f"offer not answered by {worker}"
     elif outcome == Outcome.ATTEMPT_OUTCOME_WORKER_STOPPED:
         text = reason or f"worker {worker} shut down"
+    elif outcome == Outcome.ATTEMPT_OUTCOME_HANDED_BACK:
+        text = f"handed back by {worker} for an idle worker"
     else:  # worker lost, or an outcome newer than this client
         text = reason or f"worker {worker} lost"
     return f"{text}; queued again", REQUEUED_STYLE

@@ -241,6 +241,10 @@ class App:
             conn = self.conns.get(k.worker_id)
             if conn is not None:
                 conn.send(wpb.ConnectResponse(kill=wpb.Kill(job_id=k.job_id, attempt=k.attempt)))
+        for r in effects.retract:
+            conn = self.conns.get(r.worker_id)
+            if conn is not None:
+                conn.send(wpb.ConnectResponse(retract=wpb.Retract(job_id=r.job_id, attempt=r.attempt)))
         for worker_id in effects.drop_workers:
             conn = self.conns.pop(worker_id, None)
             if conn is not None:

@@ -36,6 +36,7 @@ class Outcome(IntEnum):
     WORKER_LOST = common_pb2.ATTEMPT_OUTCOME_WORKER_LOST
     WORKER_STOPPED = common_pb2.ATTEMPT_OUTCOME_WORKER_STOPPED
     CANCELED = common_pb2.ATTEMPT_OUTCOME_CANCELED
+    HANDED_BACK = common_pb2.ATTEMPT_OUTCOME_HANDED_BACK
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +122,13 @@ class JobRecord:
     # Attempts that ended with the job queued again, oldest first (at most
     # MAX_PAST_ATTEMPTS); None for the many jobs that never had one.
     past_attempts: list[PastAttempt] | None = None
+    # Offered beyond the worker's free room (prefetch): holds none of its
+    # resources until it starts.
+    prefetched: bool = False
+    # The worker holds it for a free slot (accepted, queued): no offer timeout.
+    waiting: bool = False
+    # A Retract was sent for it (once is enough).
+    retracting: bool = False
 
 
 @dataclass(slots=True)
@@ -143,6 +151,10 @@ class WorkerRecord:
     # while it finishes its jobs before stopping.
     drained_by_operator: bool = False
     draining_itself: bool = False
+    # How many jobs beyond its free room it takes (Register.prefetch), and
+    # how many of its jobs are such (prefetched, not started).
+    prefetch: int = 0
+    prefetched: int = 0
 
     @property
     def draining(self) -> bool:

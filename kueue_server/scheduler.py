@@ -73,6 +73,10 @@ class KillOrder:
     attempt: int
 
 
+# The same fields: which queued attempt to take back from which worker.
+RetractOrder = KillOrder
+
+
 @dataclass(slots=True)
 class JobChange:
     """A job changed state; worker_name is where the attempt was (or is) placed."""
@@ -98,6 +102,7 @@ class WorkerChange:
 class Effects:
     assign: list[Assignment] = field(default_factory=list)
     kill: list[KillOrder] = field(default_factory=list)
+    retract: list[RetractOrder] = field(default_factory=list)
     # Jobs whose record changed: persist, then notify watchers.
     dirty: set[int] = field(default_factory=set)
     removed: set[int] = field(default_factory=set)
@@ -113,6 +118,7 @@ class Effects:
         return bool(
             self.assign
             or self.kill
+            or self.retract
             or self.dirty
             or self.removed
             or self.workers
@@ -137,6 +143,8 @@ class Scheduler:
         self._run_time_n = 0
         # Offered jobs awaiting the worker's reply: (deadline, job id, attempt).
         self._offer_deadlines: list[tuple[float, int, int]] = []
+        # Jobs offered beyond their worker's free room and not started yet.
+        self.prefetched_total = 0
         # Final jobs in order of finishing, for cleanup without scanning.
         self._finished_order: deque[tuple[float, int]] = deque()
         self._effects = Effects()
@@ -156,6 +164,7 @@ class Scheduler:
         mine = self._effects
         mine.assign[:0] = effects.assign
         mine.kill[:0] = effects.kill
+        mine.retract[:0] = effects.retract
         mine.dirty |= effects.dirty
         mine.removed |= effects.removed
         mine.workers |= effects.workers
@@ -176,6 +185,9 @@ class Scheduler:
         if draining and not worker.draining_itself:
             self._effects.worker_changes.append(WorkerChange(worker.id, worker.name, "draining"))
         worker.draining_itself = draining
+        if draining:
+            # The worker hands them back itself; this covers an older one.
+            self._retract_all(worker)
 
     def _account_final(self, job: JobRecord) -> None:
         if job.state in (State.SUCCEEDED, State.FAILED) and job.run_time > 0:
@@ -189,19 +201,45 @@ class Scheduler:
             self._run_time_n -= 1
 
     def _reserve(self, worker: WorkerRecord | None, job: JobRecord, sign: int) -> None:
+        """Place the job on the worker (sign +1) or take it off (-1); a
+        prefetched job counts there but holds no resources."""
         if worker is not None:
-            worker.reserved.slots += sign * job.shape.slots
-            worker.reserved.cpus += sign * job.shape.cpus
-            worker.reserved.ram_mb += sign * job.shape.ram_mb
             if sign > 0:
                 worker.jobs.add(job.id)
             else:
                 worker.jobs.discard(job.id)
-        for name, n in job.shape.global_:
-            self.global_used[name] += sign * n
+            if job.prefetched:
+                worker.prefetched += sign
+                self.prefetched_total += sign
+            else:
+                self._hold(worker, job, sign)
+        if not job.prefetched:
+            for name, n in job.shape.global_:
+                self.global_used[name] += sign * n
+
+    @staticmethod
+    def _hold(worker: WorkerRecord, job: JobRecord, sign: int) -> None:
+        worker.reserved.slots += sign * job.shape.slots
+        worker.reserved.cpus += sign * job.shape.cpus
+        worker.reserved.ram_mb += sign * job.shape.ram_mb
 
     def _release(self, job: JobRecord) -> None:
         self._reserve(self.workers.get(job.worker_id), job, -1)
+        job.prefetched = job.waiting = job.retracting = False
+
+    def _take_slot(self, job: JobRecord) -> None:
+        """A prefetched job started: from now on it holds its resources."""
+        job.waiting = job.retracting = False
+        if not job.prefetched:
+            return
+        job.prefetched = False
+        worker = self.workers.get(job.worker_id)
+        if worker is not None:
+            worker.prefetched -= 1
+            self.prefetched_total -= 1
+            self._hold(worker, job, +1)
+        for name, n in job.shape.global_:
+            self.global_used[name] += n
 
     # ------------------------------------------------------------------ loading
 
@@ -310,13 +348,16 @@ class Scheduler:
         now: float,
         finished: Iterable[tuple[int, int]] = (),
         draining: bool = False,
+        waiting: Iterable[tuple[int, int]] = (),
+        prefetch: int = 0,
     ) -> WorkerRecord:
         """A worker (re)registered, reporting the attempts it still runs and
         those it finished without an acknowledgement (recorded by finished()
         right after).
 
-        Attempts the server placed on it that it reports neither way are given
-        up at once; running attempts it reports that are not current are killed.
+        Attempts the server placed on it that it reports neither way (nor as
+        waiting for a slot) are given up at once; running attempts it reports
+        that are not current are killed.
         """
         worker = self.workers.get(worker_id)
         if worker is None:
@@ -327,18 +368,23 @@ class Scheduler:
         self._note_draining(worker, draining)
         worker.external = Amount()
         worker.session += 1
+        worker.prefetch = prefetch
         running = set(running)
-        known = running | set(finished)
+        waiting = set(waiting)
+        known = running | set(finished) | waiting
         for job_id in list(worker.jobs):
             job = self.jobs[job_id]
             if (job_id, job.attempt) in running:
                 if job.state is State.OFFERED:
                     self._mark_started(job, now)
+            elif (job_id, job.attempt) in waiting:
+                if job.state is State.OFFERED:
+                    job.waiting = True
             elif (job_id, job.attempt) not in known:
                 self._requeue(
                     job, f"worker {name} restarted without attempt {job.attempt}", now, Outcome.WORKER_LOST
                 )
-        for job_id, attempt in running:
+        for job_id, attempt in running | waiting:
             if not self.is_current(worker_id, job_id, attempt):
                 self._effects.kill.append(KillOrder(worker_id, job_id, attempt))
         self._effects.workers.add(worker_id)
@@ -362,7 +408,18 @@ class Scheduler:
 
     def drain(self, worker_id: str, drain: bool) -> None:
         """An operator stops (or resumes) new offers to a worker."""
-        self.workers[worker_id].drained_by_operator = drain
+        worker = self.workers[worker_id]
+        worker.drained_by_operator = drain
+        if drain:
+            self._retract_all(worker)
+
+    def _retract_all(self, worker: WorkerRecord) -> None:
+        """Take back what the worker holds for a free slot: it takes no new work."""
+        for job_id in worker.jobs:
+            job = self.jobs[job_id]
+            if (job.prefetched or job.waiting) and not job.retracting and job.state is State.OFFERED:
+                job.retracting = True
+                self._effects.retract.append(RetractOrder(worker.id, job.id, job.attempt))
 
     def disconnect_worker(self, worker_id: str, session: int, now: float) -> None:
         """The stream closed. Its jobs stay: it may come back within the timeout."""
@@ -412,15 +469,25 @@ class Scheduler:
         reason: str,
         transient: bool,
         now: float,
+        queued: bool = False,
+        handed_back: bool = False,
     ) -> None:
         if not self.is_current(worker_id, job_id, attempt):
             return
         job = self.jobs[job_id]
         if accepted:
             if job.state is State.OFFERED:
-                self._mark_started(job, now)
+                if queued:
+                    job.waiting = True
+                else:
+                    self._mark_started(job, now)
             return
         worker = self.workers[worker_id]
+        if handed_back:
+            self._requeue(
+                job, "", now, Outcome.HANDED_BACK, f"handed back by {worker.name} for an idle worker"
+            )
+            return
         cooldown = TRANSIENT_REJECT_COOLDOWN if transient else REJECT_COOLDOWN
         if job.rejected_by is None:
             job.rejected_by = {}
@@ -467,6 +534,7 @@ class Scheduler:
             worker.last_seen = now
 
     def _mark_started(self, job: JobRecord, now: float) -> None:
+        self._take_slot(job)
         job.started_at = now
         job.comment = ""
         self._set_state(job, State.RUNNING)
@@ -611,7 +679,7 @@ class Scheduler:
         while deadlines and deadlines[0][0] <= now:
             _, job_id, attempt = heapq.heappop(deadlines)
             job = self.jobs.get(job_id)
-            if job is not None and job.attempt == attempt and job.state is State.OFFERED:
+            if job is not None and job.attempt == attempt and job.state is State.OFFERED and not job.waiting:
                 self._effects.kill.append(KillOrder(job.worker_id, job.id, job.attempt))
                 self._requeue(job, f"offer to {job.worker_name} not answered", now, Outcome.UNANSWERED)
         horizon = now - self.limits.cleanup_after
@@ -624,20 +692,23 @@ class Scheduler:
     # ---------------------------------------------------------------- dispatch
 
     def dispatch(self, now: float) -> None:
-        """Offer pending jobs to workers with room, less busy workers first."""
+        """Offer pending jobs to workers with room, less busy workers first;
+        then to workers that hold jobs for their next free slot; then let
+        idle workers take back what others hold."""
         if self.counts[State.PENDING] == 0:
+            self._steal()
             return
         active = self.counts[State.OFFERED] + self.counts[State.RUNNING]
         heap = [
             (w.busy(), w.id)
             for w in self.workers.values()
-            if w.connected and not w.draining and w.free().slots > 0
+            if w.connected and not w.draining and self._room(w).slots > 0
         ]
         heapq.heapify(heap)
         while heap and active < self.limits.global_max_parallel_jobs:
             _, worker_id = heapq.heappop(heap)
             worker = self.workers[worker_id]
-            free = worker.free()
+            free = self._room(worker)
             job_id = self.queue.pick(
                 lambda shape, free=free: free.fits(shape) and self._globals_fit(shape),
                 lambda jid, wid=worker_id: self._eligible(jid, wid, now),
@@ -646,8 +717,84 @@ class Scheduler:
                 continue
             self._assign(self.jobs[job_id], worker, now)
             active += 1
-            if worker.free().slots > 0:
+            if self._room(worker).slots > 0:
                 heapq.heappush(heap, (worker.busy(), worker_id))
+        if self.counts[State.PENDING] and active < self.limits.global_max_parallel_jobs:
+            self._prefetch(now, active)
+        self._steal()
+
+    def _prefetch(self, now: float, active: int) -> None:
+        """Offer what no worker has room for now to workers that hold jobs for
+        their next free slot, fewest held first: they start them without a
+        round trip. Jobs using global resources wait here, where their
+        resources are counted."""
+        heap = [
+            (w.prefetched, w.id)
+            for w in self.workers.values()
+            if w.connected and not w.draining and w.prefetched < w.prefetch
+        ]
+        heapq.heapify(heap)
+        while heap and active < self.limits.global_max_parallel_jobs:
+            _, worker_id = heapq.heappop(heap)
+            worker = self.workers[worker_id]
+            capacity = worker.capacity
+            job_id = self.queue.pick(
+                lambda shape, capacity=capacity: not shape.global_ and capacity.fits(shape),
+                lambda jid, wid=worker_id: self._eligible(jid, wid, now),
+            )
+            if job_id is None:
+                continue
+            self._assign(self.jobs[job_id], worker, now, prefetch=True)
+            active += 1
+            if worker.prefetched < worker.prefetch:
+                heapq.heappush(heap, (worker.prefetched, worker_id))
+
+    def _steal(self) -> None:
+        """Work stealing: a worker with room and nothing held for it takes
+        back jobs that busy workers hold for their next free slot."""
+        if not self.prefetched_total:
+            return
+        idle = [
+            w
+            for w in self.workers.values()
+            if w.connected and not w.draining and w.prefetched == 0 and w.free().slots > 0
+        ]
+        if not idle:
+            return
+        held = [
+            job
+            for w in self.workers.values()
+            if w.prefetched
+            for job in (self.jobs[j] for j in w.jobs)
+            if job.prefetched and not job.retracting and job.state is State.OFFERED
+        ]
+        if not held:
+            return
+        for worker in idle:
+            room = worker.free()
+            for job in held:
+                if job.retracting or job.worker_id == worker.id or not room.fits(job.shape):
+                    continue
+                job.retracting = True
+                self._effects.retract.append(RetractOrder(job.worker_id, job.id, job.attempt))
+                room.slots -= job.shape.slots
+                room.cpus -= job.shape.cpus
+                room.ram_mb -= job.shape.ram_mb
+                if room.slots <= 0:
+                    break
+
+    def _room(self, worker: WorkerRecord) -> Amount:
+        """Free resources not spoken for: jobs the worker holds for its next
+        free slot take those first, without asking."""
+        free = worker.free()
+        if worker.prefetched:
+            for job_id in worker.jobs:
+                job = self.jobs[job_id]
+                if job.prefetched:
+                    free.slots -= job.shape.slots
+                    free.cpus -= job.shape.cpus
+                    free.ram_mb -= job.shape.ram_mb
+        return free
 
     def _globals_fit(self, shape: Shape) -> bool:
         totals = self.limits.global_resources
@@ -657,8 +804,9 @@ class Scheduler:
         rejected = self.jobs[job_id].rejected_by
         return rejected is None or rejected.get(worker_id, 0.0) <= now
 
-    def _assign(self, job: JobRecord, worker: WorkerRecord, now: float) -> None:
+    def _assign(self, job: JobRecord, worker: WorkerRecord, now: float, prefetch: bool = False) -> None:
         job.attempt += 1
+        job.prefetched = prefetch
         job.worker_id, job.worker_name = worker.id, worker.name
         job.offered_at = now
         job.exit_code, job.signal, job.run_time, job.peak_memory = None, 0, 0.0, 0

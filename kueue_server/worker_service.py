@@ -57,10 +57,12 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             Amount(reg.capacity.slots, reg.capacity.cpus, reg.capacity.ram_mb),
             reg.system,
             context.peer(),
-            [(a.job_id, a.attempt) for a in reg.attempts if not a.HasField("finished")],
+            [(a.job_id, a.attempt) for a in reg.attempts if not a.HasField("finished") and not a.waiting],
             app.clock(),
             finished=[(a.job_id, a.attempt) for a in reg.attempts if a.HasField("finished")],
             draining=reg.draining,
+            waiting=[(a.job_id, a.attempt) for a in reg.attempts if a.waiting and not a.HasField("finished")],
+            prefetch=reg.prefetch,
         )
         old = app.conns.get(worker.id)
         if old is not None:
@@ -151,8 +153,18 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         elif kind == "assignment_reply":
             r = msg.assignment_reply
             reason = r.reason[:MAX_REASON_CHARS]
-            sched.assignment_reply(wid, r.job_id, r.attempt, r.accepted, reason, r.transient, now)
-            if not r.accepted:
+            sched.assignment_reply(
+                wid,
+                r.job_id,
+                r.attempt,
+                r.accepted,
+                reason,
+                r.transient,
+                now,
+                queued=r.queued,
+                handed_back=r.handed_back,
+            )
+            if not r.accepted and not r.handed_back:
                 # The requeue is logged (with this reason) once committed.
                 log.debug("job %d attempt %d rejected by %s: %s", r.job_id, r.attempt, wid[:8], reason[:200])
             app.kick()

@@ -8,10 +8,13 @@ has not acknowledged stays here, so that after a reconnect it can be reported
 
 Lifecycle of an attempt, keyed by (job_id, attempt):
 
-    STARTING --started--> RUNNING --finish--> FINISHED --FinishedAck--> forgotten
-        \\_____________________finish____________/^
+    WAITING --slot free--> STARTING --started--> RUNNING --finish--> FINISHED --FinishedAck--> forgotten
+       |  \\__________________________\\_____________finish____________/^
+       +--Retract or draining--> handed back (forgotten)
 
-An attempt holds its reservation (slots, cpus, RAM) until it finishes.
+An attempt holds its reservation (slots, cpus, RAM) from STARTING until it
+finishes. WAITING attempts (at most `prefetch` of them, accepted while every
+slot was taken) hold none: they start, oldest first, as slots free.
 
 Standard input (JobSpec.stdin_pipe) flows the other way: Stdin messages are
 queued here, from the moment the attempt is accepted, until the pipe writer
@@ -48,6 +51,7 @@ STDERR = common_pb2.OUTPUT_STREAM_STDERR
 
 
 class Phase(enum.Enum):
+    WAITING = "waiting"
     STARTING = "starting"
     RUNNING = "running"
     FINISHED = "finished"
@@ -76,8 +80,10 @@ class Reservation:
 
 @dataclass(frozen=True)
 class AssignDecision:
-    reply: wpb.AssignmentReply
-    # False for a rejection and for a repeated Assign of an attempt already held.
+    # None when the attempt starts at once: its Started answers the Assign.
+    reply: wpb.AssignmentReply | None
+    # False for a rejection, a queued attempt and a repeated Assign of an
+    # attempt already held.
     start: bool
 
 
@@ -140,6 +146,8 @@ class Attempt:
     stdin: StdinLog = field(default_factory=StdinLog)
     # Which stream the next send looks at first, so neither starves the other.
     next_stream: int = STDOUT
+    # Started from WAITING, in a slot some other attempt freed.
+    promoted: bool = False
 
     @property
     def key(self) -> Key:
@@ -147,8 +155,13 @@ class Attempt:
 
     @property
     def active(self) -> bool:
-        """Holds (or is about to hold) a process and its reservation."""
+        """Not finished: runs, is about to, or waits for a slot."""
         return self.phase is not Phase.FINISHED
+
+    @property
+    def holds_slot(self) -> bool:
+        """Holds (or is about to hold) a process and its reservation."""
+        return self.phase is Phase.STARTING or self.phase is Phase.RUNNING
 
     def log(self, stream: int) -> StreamLog:
         if stream == STDOUT:
@@ -172,9 +185,15 @@ class Attempts:
         *,
         memory_limit: int = MEMORY_LIMIT_BYTES,
         spool: Spool | None = None,
+        prefetch: int = 0,
     ) -> None:
         self.worker_name = worker_name
         self.max_slots = max_slots
+        self.prefetch = prefetch
+        # CPUs and RAM the worker offers (Register.capacity): a waiting
+        # attempt starts only when they are free too, as the server would
+        # have required had it offered the job then. None: slots only.
+        self.capacity: Reservation | None = None
         self.memory_limit = memory_limit
         self._spool = spool
         # Set when the worker stops: new assignments are turned away.
@@ -184,6 +203,10 @@ class Attempts:
         self._memory_bytes = 0
         # Attempts that may have something to send, in the order to serve them.
         self._unsent: dict[Key, None] = {}
+        # WAITING attempts in the order they were accepted.
+        self._waiting: dict[Key, None] = {}
+        # Started messages of promoted attempts, sent by next_message.
+        self._starts: deque[Key] = deque()
 
     # -- queries ---------------------------------------------------------
 
@@ -202,9 +225,14 @@ class Attempts:
     def reserved(self) -> Reservation:
         total = Reservation()
         for a in self._attempts.values():
-            if a.active:
+            if a.holds_slot:
                 total += a.reservation
         return total
+
+    @property
+    def waiting(self) -> int:
+        """Attempts accepted and held for a free slot."""
+        return len(self._waiting)
 
     @property
     def unacked_bytes(self) -> int:
@@ -236,7 +264,9 @@ class Attempts:
 
         if key in self._attempts:
             # The server repeats an Assign it is unsure we got (e.g. after a reconnect).
-            return AssignDecision(reply(True), start=False)
+            again = reply(True)
+            again.queued = self._attempts[key].phase is Phase.WAITING
+            return AssignDecision(again, start=False)
         if self.closing:
             return AssignDecision(reply(False, f"worker {self.worker_name} is shutting down", True), False)
         if cwd_check is CwdCheck.MISSING:
@@ -247,14 +277,73 @@ class Attempts:
             return AssignDecision(reply(False, reason, False), False)
         reservation = Reservation.of(resources)
         used = self.reserved().slots
-        if used + reservation.slots > self.max_slots:
+        # Those waiting came first: a newcomer does not overtake them.
+        start = not self._waiting and used + reservation.slots <= self.max_slots
+        # The server's view lags: the slots it saw free may already run jobs
+        # that were waiting here, so it may send up to that many more.
+        room = self.prefetch + self.max_slots if self.prefetch else 0
+        if not start and (len(self._waiting) >= room or reservation.slots > self.max_slots):
             reason = f"no free job slot on {self.worker_name} ({used} of {self.max_slots} in use)"
             return AssignDecision(reply(False, reason, True), False)
         a = Attempt(job_id, attempt, reservation, stdin_pipe=stdin_pipe)
         # Without a pipe the process reads /dev/null; stray Stdin is acknowledged and dropped.
         a.stdin.closed = not stdin_pipe
         self._attempts[key] = a
-        return AssignDecision(reply(True), start=True)
+        if start:
+            return AssignDecision(None, start=True)
+        a.phase = Phase.WAITING
+        self._waiting[key] = None
+        queued = reply(True)
+        queued.queued = True
+        return AssignDecision(queued, start=False)
+
+    def next_to_start(self) -> Key | None:
+        """The oldest waiting attempt, if a slot is free for it now; it is
+        STARTING from here (spawn it)."""
+        if not self._waiting or self.closing:
+            return None
+        key = next(iter(self._waiting))
+        a = self._attempts[key]
+        used = self.reserved() + a.reservation
+        if used.slots > self.max_slots:
+            return None
+        cap = self.capacity
+        if cap is not None and self.reserved().slots and (used.cpus > cap.cpus or used.ram_mb > cap.ram_mb):
+            # (With nothing running it starts anyway: the server found it fits.)
+            return None
+        del self._waiting[key]
+        a.phase = Phase.STARTING
+        a.promoted = True
+        return key
+
+    def hand_back(self, job_id: int, attempt: int) -> wpb.AssignmentReply | None:
+        """Retract: give a waiting attempt back (the reply to send), or None
+        if it is not waiting here (started already, or unknown)."""
+        key = (job_id, attempt)
+        if key not in self._waiting:
+            return None
+        self._forget_waiting(key)
+        return wpb.AssignmentReply(
+            job_id=job_id, attempt=attempt, accepted=False, handed_back=True, reason="handed back"
+        )
+
+    def hand_back_all(self, reason: str) -> list[wpb.AssignmentReply]:
+        """The worker stops taking jobs: every waiting attempt goes back to the
+        queue (transient rejections: it may run elsewhere at once)."""
+        replies = []
+        for key in list(self._waiting):
+            self._forget_waiting(key)
+            replies.append(
+                wpb.AssignmentReply(
+                    job_id=key[0], attempt=key[1], accepted=False, reason=reason, transient=True
+                )
+            )
+        return replies
+
+    def _forget_waiting(self, key: Key) -> None:
+        del self._waiting[key]
+        del self._attempts[key]
+        self._unsent.pop(key, None)
 
     def kill(self, job_id: int, attempt: int) -> bool:
         """Whether the process of this attempt should be killed."""
@@ -361,11 +450,17 @@ class Attempts:
     # -- stimuli from the processes --------------------------------------
 
     def started(self, job_id: int, attempt: int, pid: int) -> wpb.Started | None:
+        """The process runs: its Started, or None for an unknown attempt. A
+        promoted attempt's Started is not for sending now: next_message sends
+        it once no Finished before it is unsent, so the server never sees a
+        slot taken before it sees it freed."""
         a = self._attempts.get((job_id, attempt))
         if a is None or a.phase is not Phase.STARTING:
             return None
         a.phase = Phase.RUNNING
         a.pid = pid
+        if a.promoted:
+            self._starts.append(a.key)
         return wpb.Started(job_id=job_id, attempt=attempt, pid=pid)
 
     def output(self, job_id: int, attempt: int, stream: int, data: bytes) -> bool:
@@ -398,6 +493,7 @@ class Attempts:
         finished.stdout_bytes = a.stdout.produced
         finished.stderr_bytes = a.stderr.produced
         a.stdin.discard_rest()
+        self._waiting.pop(a.key, None)
         a.phase = Phase.FINISHED
         a.finished = finished
         a.finished_sent = False
@@ -418,6 +514,7 @@ class Attempts:
             )
             if a.finished is not None:
                 report.finished.CopyFrom(a.finished)
+            report.waiting = a.phase is Phase.WAITING
             out.append(report)
         return out
 
@@ -434,9 +531,14 @@ class Attempts:
         """Whether some attempt's Finished has not gone out on the current stream."""
         return any(a.finished is not None and not a.finished_sent for a in self._attempts.values())
 
-    def next_message(self, limit: int = SEND_CHUNK_BYTES) -> wpb.Output | wpb.Finished | None:
+    def next_message(self, limit: int = SEND_CHUNK_BYTES) -> wpb.Output | wpb.Finished | wpb.Started | None:
         """What to send next: output merged up to limit bytes, taking turns
-        between attempts and streams; an attempt's Finished after all its output."""
+        between attempts and streams; an attempt's Finished after all its
+        output; a promoted attempt's Started after every Finished."""
+        while self._starts and not self.finishes_unsent():
+            a = self._attempts.get(self._starts.popleft())
+            if a is not None:
+                return wpb.Started(job_id=a.job_id, attempt=a.attempt, pid=a.pid)
         while self._unsent:
             key = next(iter(self._unsent))
             a = self._attempts.get(key)

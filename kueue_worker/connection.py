@@ -243,7 +243,9 @@ class Connection:
         self.worker.attach(session.send, session.wake.set)
         tasks = [
             asyncio.create_task(self._read_all(session), name="read"),
-            asyncio.create_task(session.write_all(self.worker.next_request, self.worker.finishes_unsent), name="write"),
+            asyncio.create_task(
+                session.write_all(self.worker.next_request, self.worker.finishes_unsent), name="write"
+            ),
             asyncio.create_task(self._heartbeats(session), name="heartbeat"),
         ]
         reader = tasks[0]

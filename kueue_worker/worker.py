@@ -24,7 +24,7 @@ from kueue.logs import event
 from kueue.v1 import common_pb2
 from kueue.v1 import worker_service_pb2 as wpb
 from kueue_worker import sysinfo
-from kueue_worker.attempts import Attempts, CwdCheck, Key, StdinResult
+from kueue_worker.attempts import Attempts, CwdCheck, Key, Reservation, StdinResult
 from kueue_worker.orphans import Ledger
 from kueue_worker.output_spool import SpoolDir
 from kueue_worker.runner import JobProcess, Outcome
@@ -162,8 +162,11 @@ class Worker:
             settings.worker_max_parallel_jobs,
             memory_limit=memory_bytes,
             spool=spool.open if spill_bytes else None,
+            prefetch=settings.prefetch_jobs,
         )
         self.processes: dict[Key, JobProcess] = {}
+        # Specs of the attempts waiting for a slot (Attempts.next_to_start).
+        self._waiting_specs: dict[Key, common_pb2.JobSpec] = {}
         # Finishing the running jobs before stopping: the server offers nothing new.
         self.draining = False
         self._watchers: dict[Key, asyncio.Task[None]] = {}
@@ -216,14 +219,17 @@ class Worker:
 
     def register_message(self) -> wpb.Register:
         system = sysinfo.probe()
+        capacity = sysinfo.capacity(self.settings, system)
+        self.attempts.capacity = Reservation.of(capacity)
         return wpb.Register(
             worker_id=self.worker_id,
             name=self.name,
             system=system,
-            capacity=sysinfo.capacity(self.settings, system),
+            capacity=capacity,
             attempts=self.attempts.reports(),
             version=kueue.__version__,
             draining=self.draining,
+            prefetch=0 if self.draining else self.settings.prefetch_jobs,
         )
 
     def heartbeat_message(self) -> wpb.Heartbeat:
@@ -247,6 +253,8 @@ class Worker:
             self.on_stdin(response.stdin)
         elif kind == "signal_job":
             self.on_signal_job(response.signal_job)
+        elif kind == "retract":
+            self.on_retract(response.retract)
         elif kind == "output_ack":
             ack = response.output_ack
             self.attempts.output_ack(ack.job_id, ack.attempt, ack.stream, ack.offset)
@@ -268,9 +276,11 @@ class Worker:
         decision = self.attempts.assign(
             msg.job_id, msg.attempt, spec.resources, spec.cwd, cwd_check, stdin_pipe=spec.stdin_pipe
         )
-        self._emit(decision.reply)
-        if not decision.reply.accepted:
-            reason = decision.reply.reason
+        reply = decision.reply
+        if reply is not None:
+            self._emit(reply)
+        if reply is not None and not reply.accepted:
+            reason = reply.reason
             event(
                 log,
                 "attempt_rejected",
@@ -285,6 +295,26 @@ class Worker:
             )
         if decision.start:
             self._start(msg.job_id, msg.attempt, spec)
+        elif reply is not None and reply.queued:
+            self._waiting_specs[(msg.job_id, msg.attempt)] = spec
+
+    def on_retract(self, msg: wpb.Retract) -> None:
+        reply = self.attempts.hand_back(msg.job_id, msg.attempt)
+        if reply is None:
+            log.debug("retract of job %d attempt %d: not waiting here", msg.job_id, msg.attempt)
+            return
+        self._waiting_specs.pop((msg.job_id, msg.attempt), None)
+        self._emit(reply)
+
+    def _hand_back_waiting(self, reason: str) -> None:
+        for reply in self.attempts.hand_back_all(reason):
+            self._waiting_specs.pop((reply.job_id, reply.attempt), None)
+            self._emit(reply)
+
+    def _start_waiting(self) -> None:
+        """Start held attempts while slots are free: no round trip to the server."""
+        while (key := self.attempts.next_to_start()) is not None:
+            self._start(*key, self._waiting_specs.pop(key))
 
     async def _check_cwd(self, cwd: str) -> CwdCheck:
         # A directory found usable is taken as such for a moment: an array of
@@ -310,6 +340,12 @@ class Worker:
     def on_kill(self, msg: wpb.Kill) -> None:
         key = (msg.job_id, msg.attempt)
         proc = self.processes.get(key)
+        if key in self._waiting_specs:
+            # Never started: it ends here, as if killed at once.
+            del self._waiting_specs[key]
+            if self.attempts.finish(msg.job_id, msg.attempt, wpb.Finished(signal=9)) is not None:
+                self._output_ready()
+            return
         if not self.attempts.kill(msg.job_id, msg.attempt) or proc is None:
             log.debug("kill of job %d attempt %d: not running here", msg.job_id, msg.attempt)
             return
@@ -405,7 +441,11 @@ class Worker:
                     pid=pid,
                     state="running",
                 )
-                self._emit(msg)
+                held = self.attempts.get(key)
+                if held is not None and held.promoted:
+                    self._output_ready()  # it goes after the Finished that freed its slot
+                else:
+                    self._emit(msg)
                 self.heartbeat_due.set()
 
         def output(stream: int, data: bytes) -> None:
@@ -471,12 +511,14 @@ class Worker:
                 run_time=round(finished.run_time_seconds, 3),
             )
             self._output_ready()
+        self._start_waiting()
         self.heartbeat_due.set()
 
     def start_draining(self) -> None:
         """Take no new jobs; the next heartbeat tells the server at once."""
         self.draining = True
         self.attempts.closing = True
+        self._hand_back_waiting(f"worker {self.name} is draining")
         self.heartbeat_due.set()
 
     async def wait_idle(self) -> None:
@@ -489,6 +531,7 @@ class Worker:
     async def stop_jobs(self, signum: int = 0, grace_seconds: float = 0.0) -> int:
         """Turn new work away, kill every attempt and wait until each has finished; how many there were."""
         self.attempts.closing = True
+        self._hand_back_waiting(f"worker {self.name} is shutting down")
         # Output held back by backpressure must flow again so the jobs can end.
         self._budget.changed()
         for (job_id, attempt), proc in list(self.processes.items()):

@@ -310,12 +310,128 @@ def test_load_keeps_active_jobs_with_their_worker() -> None:
     assert fresh.next_job_id == b + 1
 
 
+# ---------------------------------------------------------------- prefetch
+
+
+def connect_prefetching(s: Scheduler, wid: str, slots: int, prefetch: int, cpus: int = 4) -> None:
+    s.connect_worker(
+        wid, wid, Amount(slots, cpus, 8000), common_pb2.SystemInfo(), "", [], 0.0, prefetch=prefetch
+    )
+
+
+def test_prefetch_offers_beyond_free_slots_without_holding_resources() -> None:
+    s = make(Limits(offer_timeout=5.0))
+    connect_prefetching(s, "w1", slots=1, prefetch=2)
+    ids = submit(s, 5)
+    got = assigned(s)
+    assert [j for _, j, _ in got] == ids[:3]
+    w = s.workers["w1"]
+    assert w.reserved.slots == 1 and w.prefetched == 2
+    assert [s.jobs[j].prefetched for j in ids[:3]] == [False, True, True]
+    # Queued on the worker: no offer timeout for them; the unanswered one goes.
+    s.started("w1", ids[0], 1, 1.0)
+    for j in ids[1:3]:
+        s.assignment_reply("w1", j, 1, True, "", False, 1.0, queued=True)
+    s.tick(100.0)
+    assert [s.jobs[j].state for j in ids[:3]] == [State.RUNNING, State.OFFERED, State.OFFERED]
+    # The finish frees a slot the worker fills itself: no new offer takes it.
+    s.finished("w1", ids[0], 1, 0, 0, 1.0, 0, "", 101.0)
+    assert assigned(s, 101.0) == []
+    s.started("w1", ids[1], 1, 101.0)
+    assert w.reserved.slots == 1 and w.prefetched == 1
+    # ...and the prefetch is topped up.
+    assert [j for _, j, _ in assigned(s, 101.0)] == [ids[3]]
+
+
+def test_prefetch_skips_jobs_with_global_resources_and_respects_the_limit() -> None:
+    s = make(Limits(global_resources={"genus": 2}, global_max_parallel_jobs=2))
+    connect_prefetching(s, "w1", slots=1, prefetch=4)
+    first = submit(s, 1)
+    submit(s, 2, genus=1)
+    plain = submit(s, 2)
+    got = assigned(s)
+    # One in the slot; the jobs with genus wait on the server, where genus is
+    # counted; one plain job prefetched, and the limit of 2 active stops the rest.
+    assert [j for _, j, _ in got] == [first[0], plain[0]]
+    assert s.jobs[plain[0]].prefetched
+
+
+def test_an_idle_worker_takes_back_jobs_held_by_a_busy_one() -> None:
+    s = make()
+    connect_prefetching(s, "busy", slots=1, prefetch=2)
+    ids = submit(s, 3)
+    assigned(s)
+    s.started("busy", ids[0], 1, 1.0)
+    for j in ids[1:]:
+        s.assignment_reply("busy", j, 1, True, "", False, 1.0, queued=True)
+    connect_prefetching(s, "idle", slots=2, prefetch=0)
+    s.dispatch(2.0)
+    effects = s.take_effects()
+    assert sorted((r.worker_id, r.job_id) for r in effects.retract) == [("busy", ids[1]), ("busy", ids[2])]
+    # A repeated dispatch does not ask twice.
+    s.dispatch(2.5)
+    assert s.take_effects().retract == []
+    # Handed back: queued again (no cool-down) and offered to the idle worker.
+    for j in ids[1:]:
+        s.assignment_reply("busy", j, 1, False, "handed back", False, 3.0, handed_back=True)
+    assert s.workers["busy"].prefetched == 0
+    got = assigned(s, 3.0)
+    assert sorted((w, j, a) for w, j, a in got) == [("idle", ids[1], 2), ("idle", ids[2], 2)]
+    assert s.jobs[ids[1]].past_attempts[-1].outcome.name == "HANDED_BACK"
+
+
+def test_a_drained_worker_hands_back_what_it_holds() -> None:
+    s = make()
+    connect_prefetching(s, "w1", slots=1, prefetch=2)
+    ids = submit(s, 3)
+    assigned(s)
+    s.drain("w1", True)
+    assert sorted(r.job_id for r in s.take_effects().retract) == ids[1:]
+
+
+def test_a_reconnecting_worker_keeps_its_waiting_attempts() -> None:
+    s = make(Limits(offer_timeout=5.0))
+    connect_prefetching(s, "w1", slots=1, prefetch=1)
+    ids = submit(s, 2)
+    assigned(s)
+    s.started("w1", ids[0], 1, 1.0)
+    s.disconnect_worker("w1", s.workers["w1"].session, 2.0)
+    s.connect_worker(
+        "w1",
+        "w1",
+        Amount(1, 4, 8000),
+        common_pb2.SystemInfo(),
+        "",
+        [(ids[0], 1)],
+        3.0,
+        waiting=[(ids[1], 1)],
+        prefetch=1,
+    )
+    s.tick(50.0)
+    assert s.jobs[ids[0]].state is State.RUNNING
+    assert s.jobs[ids[1]].state is State.OFFERED and s.jobs[ids[1]].waiting
+
+
 # ---------------------------------------------------------------- properties
 
 events = st.lists(
     st.tuples(
         st.sampled_from(
-            ["submit", "dispatch", "accept", "reject", "finish", "lose", "connect", "cancel", "tick"]
+            [
+                "submit",
+                "dispatch",
+                "accept",
+                "reject",
+                "finish",
+                "lose",
+                "connect",
+                "cancel",
+                "tick",
+                "queue",
+                "start",
+                "hand_back",
+                "drain",
+            ]
         ),
         st.integers(0, 2),  # worker index
         st.integers(0, 40),  # job pick
@@ -325,7 +441,7 @@ events = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(events)
 def test_never_overcommitted_and_each_job_ends_once(evts: list[tuple[str, int, int, int]]) -> None:
     s = make(
@@ -340,8 +456,21 @@ def test_never_overcommitted_and_each_job_ends_once(evts: list[tuple[str, int, i
         now += 1.0
         wid = workers[w]
         if kind == "connect":
-            running = [(j, s.jobs[j].attempt) for j in s.workers[wid].jobs] if wid in s.workers else []
-            s.connect_worker(wid, wid, Amount(2, 4, 4000), common_pb2.SystemInfo(), "", running, now)
+            held = [s.jobs[j] for j in s.workers[wid].jobs] if wid in s.workers else []
+            # Worker w2 takes no prefetch; the others report what they hold.
+            running = [(j.id, j.attempt) for j in held if not (j.waiting and pick % 2)]
+            waiting = [(j.id, j.attempt) for j in held if j.waiting and pick % 2]
+            s.connect_worker(
+                wid,
+                wid,
+                Amount(2, 4, 4000),
+                common_pb2.SystemInfo(),
+                "",
+                running,
+                now,
+                waiting=waiting,
+                prefetch=0 if w == 2 else n,
+            )
         elif kind == "submit":
             kw = {"genus": 1} if pick % 3 == 0 else {}
             s.submit(1, spec(cpus=n, ram=100 * n, **kw), [None], now)
@@ -355,10 +484,24 @@ def test_never_overcommitted_and_each_job_ends_once(evts: list[tuple[str, int, i
         elif s.jobs:
             ids = sorted(s.jobs)
             job = s.jobs[ids[pick % len(ids)]]
-            if kind == "accept":
+            worker = s.workers.get(job.worker_id)
+            # A worker starts (and so accepts without queueing) a job it held
+            # only in a free slot; it reports the finish that freed it first.
+            may_start = not job.prefetched or (worker is not None and worker.free().fits(job.shape))
+            if kind == "accept" and may_start:
                 s.assignment_reply(job.worker_id, job.id, job.attempt, True, "", False, now)
             elif kind == "reject":
                 s.assignment_reply(job.worker_id, job.id, job.attempt, False, "no", pick % 2 == 0, now)
+            elif kind == "queue":
+                s.assignment_reply(job.worker_id, job.id, job.attempt, True, "", False, now, queued=True)
+            elif kind == "start" and may_start:
+                s.started(job.worker_id, job.id, job.attempt, now)
+            elif kind == "hand_back":
+                s.assignment_reply(
+                    job.worker_id, job.id, job.attempt, False, "", False, now, handed_back=True
+                )
+            elif kind == "drain" and job.worker_id in s.workers:
+                s.drain(job.worker_id, pick % 2 == 0)
             elif kind == "finish":
                 before = job.state
                 if s.finished(job.worker_id, job.id, job.attempt, pick % 2, 0, 1.0, 0, "", now):
@@ -375,9 +518,16 @@ def test_never_overcommitted_and_each_job_ends_once(evts: list[tuple[str, int, i
         for worker in s.workers.values():
             jobs = [s.jobs[j] for j in worker.jobs]
             assert all(j.state in (State.OFFERED, State.RUNNING) and j.worker_id == worker.id for j in jobs)
-            assert sum(j.shape.cpus for j in jobs) == worker.reserved.cpus <= max(worker.capacity.cpus, 0)
-            assert sum(j.shape.slots for j in jobs) == worker.reserved.slots <= worker.capacity.slots
+            # Prefetched jobs hold no resources, and only offered ones are prefetched.
+            holding = [j for j in jobs if not j.prefetched]
+            assert all(j.state is State.OFFERED for j in jobs if j.prefetched)
+            assert sum(j.shape.cpus for j in holding) == worker.reserved.cpus <= max(worker.capacity.cpus, 0)
+            assert sum(j.shape.slots for j in holding) == worker.reserved.slots <= worker.capacity.slots
+            assert worker.prefetched == len(jobs) - len(holding)
+        assert s.prefetched_total == sum(w.prefetched for w in s.workers.values())
         active = [j for j in s.jobs.values() if j.state in (State.OFFERED, State.RUNNING)]
+        assert not any(j.prefetched or j.waiting for j in s.jobs.values() if j.state not in (State.OFFERED,))
+        assert all(not j.prefetched for j in active if j.shape.global_)
         assert sum(dict(j.shape.global_).get("genus", 0) for j in active) == s.global_used["genus"] <= 2
         assert len(active) <= 5
         for state in State:

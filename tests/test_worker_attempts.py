@@ -19,7 +19,8 @@ def res(slots: int = 1, cpus: int = 1, ram_mb: int = 100) -> common_pb2.Resource
 
 def accepted(sm: Attempts, job_id: int, attempt: int = 1, **kw: int) -> None:
     decision = sm.assign(job_id, attempt, res(**kw), "/work", CwdCheck.OK)
-    assert decision.reply.accepted and decision.start
+    # Started at once: the Started message is the acceptance.
+    assert decision.start and decision.reply is None
 
 
 def drain(sm: Attempts) -> list[wpb.Output | wpb.Finished]:
@@ -50,7 +51,7 @@ def test_accepts_and_reserves() -> None:
     sm = Attempts("w1", max_slots=4)
     decision = sm.assign(7, 1, res(slots=1, cpus=2, ram_mb=512), "/work", CwdCheck.OK)
     assert decision.start
-    assert decision.reply == wpb.AssignmentReply(job_id=7, attempt=1, accepted=True)
+    assert decision.reply is None  # Started answers it
     assert sm.get((7, 1)).phase is Phase.STARTING
     assert sm.reserved() == Reservation(slots=1, cpus=2, ram_mb=512)
 
@@ -84,7 +85,7 @@ def test_full_slots_is_a_transient_rejection() -> None:
     sm2 = Attempts("w", max_slots=3)
     accepted(sm2, 1)
     assert not sm2.assign(2, 1, res(slots=3), "/work", CwdCheck.OK).reply.accepted
-    assert sm2.assign(2, 1, res(slots=2), "/work", CwdCheck.OK).reply.accepted
+    assert sm2.assign(2, 1, res(slots=2), "/work", CwdCheck.OK).start
 
 
 def test_zero_slots_in_the_request_still_takes_one() -> None:
@@ -108,6 +109,135 @@ def test_repeated_assign_is_accepted_without_a_second_start() -> None:
     again = sm.assign(1, 1, res(), "/work", CwdCheck.OK)
     assert again.reply.accepted and not again.start
     assert len(sm) == 1
+
+
+# -- prefetch: attempts held for the next free slot ------------------------------
+
+
+def queued(sm: Attempts, job_id: int, attempt: int = 1, **kw: int) -> None:
+    decision = sm.assign(job_id, attempt, res(**kw), "/work", CwdCheck.OK)
+    assert not decision.start
+    assert decision.reply == wpb.AssignmentReply(job_id=job_id, attempt=attempt, accepted=True, queued=True)
+
+
+def test_full_slots_queue_up_to_prefetch_plus_slots_then_reject() -> None:
+    sm = Attempts("w", max_slots=2, prefetch=1)
+    accepted(sm, 1)
+    accepted(sm, 2)
+    # One for the prefetch, two for the slots the server may think free.
+    for job_id in (3, 4, 5):
+        queued(sm, job_id)
+    assert sm.waiting == 3
+    assert sm.get((3, 1)).phase is Phase.WAITING
+    # Waiting attempts hold no reservation.
+    assert sm.reserved().slots == 2
+    decision = sm.assign(6, 1, res(), "/work", CwdCheck.OK)
+    assert (decision.reply.accepted, decision.reply.transient, decision.start) == (False, True, False)
+    # More slots than the worker has can never wait here.
+    assert not Attempts("w", max_slots=1, prefetch=4).assign(1, 1, res(slots=2), "/w", CwdCheck.OK).reply.accepted
+
+
+def test_waiting_attempts_start_oldest_first_as_slots_free() -> None:
+    sm = Attempts("w", max_slots=1, prefetch=2)
+    accepted(sm, 1)
+    queued(sm, 2)
+    queued(sm, 3)
+    assert sm.next_to_start() is None  # the slot is taken
+    sm.started(1, 1, 100)
+    sm.finish(1, 1, exited(0))
+    assert sm.next_to_start() == (2, 1)
+    assert sm.get((2, 1)).phase is Phase.STARTING
+    assert sm.next_to_start() is None  # 2 holds the only slot
+    assert sm.started(2, 1, 101) == wpb.Started(job_id=2, attempt=1, pid=101)
+    sm.finish(2, 1, exited(0))
+    assert sm.next_to_start() == (3, 1)
+
+
+def test_a_promoted_attempt_is_reported_started_after_the_finish_that_freed_its_slot() -> None:
+    sm = Attempts("w", max_slots=1, prefetch=1)
+    accepted(sm, 1)
+    queued(sm, 2)
+    sm.started(1, 1, 100)
+    sm.output(1, 1, OUT, b"x" * 10)
+    sm.finish(1, 1, exited(0))
+    assert sm.next_to_start() == (2, 1)
+    assert sm.started(2, 1, 101) == wpb.Started(job_id=2, attempt=1, pid=101)
+    # Job 1's output and Finished first: the server sees the slot freed
+    # before it sees it taken again.
+    kinds = [type(m).__name__ for m in drain(sm)]
+    assert kinds == ["Output", "Finished", "Started"]
+
+
+def test_a_waiting_attempt_starts_only_when_its_cpus_and_ram_are_free_too() -> None:
+    sm = Attempts("w", max_slots=4, prefetch=2)
+    sm.capacity = Reservation(slots=4, cpus=4, ram_mb=1000)
+    accepted(sm, 1, cpus=3)
+    accepted(sm, 2, cpus=1)
+    accepted(sm, 3, cpus=0)
+    accepted(sm, 4, cpus=0)
+    queued(sm, 5, cpus=2)
+    sm.finish(3, 1, exited(0))
+    assert sm.next_to_start() is None  # a slot is free, but 2 cpus are not
+    sm.finish(1, 1, exited(0))
+    assert sm.next_to_start() == (5, 1)
+
+
+def test_a_newcomer_does_not_overtake_waiting_attempts() -> None:
+    sm = Attempts("w", max_slots=1, prefetch=2)
+    accepted(sm, 1)
+    queued(sm, 2)
+    sm.started(1, 1, 100)
+    sm.finish(1, 1, exited(0))
+    # The slot is free, but job 2 was there first.
+    queued(sm, 3)
+    assert sm.next_to_start() == (2, 1)
+
+
+def test_hand_back_takes_a_waiting_attempt_away_and_ignores_started_ones() -> None:
+    sm = Attempts("w", max_slots=1, prefetch=2)
+    accepted(sm, 1)
+    queued(sm, 2)
+    reply = sm.hand_back(2, 1)
+    assert reply is not None and reply.handed_back and not reply.accepted
+    assert (2, 1) not in sm and sm.waiting == 0
+    assert sm.hand_back(1, 1) is None  # started: its Started tells the server
+    assert sm.hand_back(9, 1) is None
+    assert [r.job_id for r in sm.reports()] == [1]
+
+
+def test_closing_hands_back_every_waiting_attempt_and_starts_none() -> None:
+    sm = Attempts("w", max_slots=1, prefetch=3)
+    accepted(sm, 1)
+    queued(sm, 2)
+    queued(sm, 3)
+    sm.closing = True
+    replies = sm.hand_back_all("worker w is draining")
+    assert [(r.job_id, r.accepted, r.transient, r.reason) for r in replies] == [
+        (2, False, True, "worker w is draining"),
+        (3, False, True, "worker w is draining"),
+    ]
+    sm.finish(1, 1, exited(0))
+    assert sm.next_to_start() is None
+
+
+def test_waiting_attempts_are_reported_as_waiting_and_can_be_finished_unstarted() -> None:
+    sm = Attempts("w", max_slots=1, prefetch=1)
+    accepted(sm, 1)
+    queued(sm, 2)
+    reports = {r.job_id: r.waiting for r in sm.reports()}
+    assert reports == {1: False, 2: True}
+    # Killed before it started: it ends like any attempt, and frees its place.
+    finished = sm.finish(2, 1, wpb.Finished(signal=9))
+    assert finished is not None and finished.signal == 9
+    assert sm.waiting == 0
+    assert not [r for r in sm.reports() if r.waiting]
+
+
+def test_without_prefetch_nothing_waits() -> None:
+    sm = Attempts("w", max_slots=1)
+    accepted(sm, 1)
+    assert not sm.assign(2, 1, res(), "/work", CwdCheck.OK).reply.accepted
+    assert sm.waiting == 0
 
 
 def test_closing_turns_work_away_transiently() -> None:

@@ -36,6 +36,7 @@ class AttemptOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ATTEMPT_OUTCOME_WORKER_LOST: _ClassVar[AttemptOutcome]
     ATTEMPT_OUTCOME_WORKER_STOPPED: _ClassVar[AttemptOutcome]
     ATTEMPT_OUTCOME_CANCELED: _ClassVar[AttemptOutcome]
+    ATTEMPT_OUTCOME_HANDED_BACK: _ClassVar[AttemptOutcome]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_PENDING: JobState
 JOB_STATE_OFFERED: JobState
@@ -54,6 +55,7 @@ ATTEMPT_OUTCOME_UNANSWERED: AttemptOutcome
 ATTEMPT_OUTCOME_WORKER_LOST: AttemptOutcome
 ATTEMPT_OUTCOME_WORKER_STOPPED: AttemptOutcome
 ATTEMPT_OUTCOME_CANCELED: AttemptOutcome
+ATTEMPT_OUTCOME_HANDED_BACK: AttemptOutcome
 
 class Resources(_message.Message):
     __slots__ = ("slots", "cpus", "ram_mb", "global_resources")

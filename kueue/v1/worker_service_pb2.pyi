@@ -28,7 +28,7 @@ class ConnectRequest(_message.Message):
     def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., assignment_reply: _Optional[_Union[AssignmentReply, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., finished: _Optional[_Union[Finished, _Mapping]] = ..., leaving: _Optional[_Union[Leaving, _Mapping]] = ..., stdin_ack: _Optional[_Union[StdinAck, _Mapping]] = ...) -> None: ...
 
 class ConnectResponse(_message.Message):
-    __slots__ = ("registered", "assign", "kill", "output_ack", "finished_ack", "stdin", "signal_job")
+    __slots__ = ("registered", "assign", "kill", "output_ack", "finished_ack", "stdin", "signal_job", "retract")
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     ASSIGN_FIELD_NUMBER: _ClassVar[int]
     KILL_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,7 @@ class ConnectResponse(_message.Message):
     FINISHED_ACK_FIELD_NUMBER: _ClassVar[int]
     STDIN_FIELD_NUMBER: _ClassVar[int]
     SIGNAL_JOB_FIELD_NUMBER: _ClassVar[int]
+    RETRACT_FIELD_NUMBER: _ClassVar[int]
     registered: Registered
     assign: Assign
     kill: Kill
@@ -43,10 +44,11 @@ class ConnectResponse(_message.Message):
     finished_ack: FinishedAck
     stdin: Stdin
     signal_job: SignalJob
-    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., assign: _Optional[_Union[Assign, _Mapping]] = ..., kill: _Optional[_Union[Kill, _Mapping]] = ..., output_ack: _Optional[_Union[OutputAck, _Mapping]] = ..., finished_ack: _Optional[_Union[FinishedAck, _Mapping]] = ..., stdin: _Optional[_Union[Stdin, _Mapping]] = ..., signal_job: _Optional[_Union[SignalJob, _Mapping]] = ...) -> None: ...
+    retract: Retract
+    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., assign: _Optional[_Union[Assign, _Mapping]] = ..., kill: _Optional[_Union[Kill, _Mapping]] = ..., output_ack: _Optional[_Union[OutputAck, _Mapping]] = ..., finished_ack: _Optional[_Union[FinishedAck, _Mapping]] = ..., stdin: _Optional[_Union[Stdin, _Mapping]] = ..., signal_job: _Optional[_Union[SignalJob, _Mapping]] = ..., retract: _Optional[_Union[Retract, _Mapping]] = ...) -> None: ...
 
 class Register(_message.Message):
-    __slots__ = ("worker_id", "name", "system", "capacity", "attempts", "version", "draining")
+    __slots__ = ("worker_id", "name", "system", "capacity", "attempts", "version", "draining", "prefetch")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +56,7 @@ class Register(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    PREFETCH_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     name: str
     system: _common_pb2.SystemInfo
@@ -61,21 +64,24 @@ class Register(_message.Message):
     attempts: _containers.RepeatedCompositeFieldContainer[AttemptReport]
     version: str
     draining: bool
-    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., system: _Optional[_Union[_common_pb2.SystemInfo, _Mapping]] = ..., capacity: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[AttemptReport, _Mapping]]] = ..., version: _Optional[str] = ..., draining: _Optional[bool] = ...) -> None: ...
+    prefetch: int
+    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., system: _Optional[_Union[_common_pb2.SystemInfo, _Mapping]] = ..., capacity: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[AttemptReport, _Mapping]]] = ..., version: _Optional[str] = ..., draining: _Optional[bool] = ..., prefetch: _Optional[int] = ...) -> None: ...
 
 class AttemptReport(_message.Message):
-    __slots__ = ("job_id", "attempt", "finished", "stdout_offset", "stderr_offset")
+    __slots__ = ("job_id", "attempt", "finished", "stdout_offset", "stderr_offset", "waiting")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     STDOUT_OFFSET_FIELD_NUMBER: _ClassVar[int]
     STDERR_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
     job_id: int
     attempt: int
     finished: Finished
     stdout_offset: int
     stderr_offset: int
-    def __init__(self, job_id: _Optional[int] = ..., attempt: _Optional[int] = ..., finished: _Optional[_Union[Finished, _Mapping]] = ..., stdout_offset: _Optional[int] = ..., stderr_offset: _Optional[int] = ...) -> None: ...
+    waiting: bool
+    def __init__(self, job_id: _Optional[int] = ..., attempt: _Optional[int] = ..., finished: _Optional[_Union[Finished, _Mapping]] = ..., stdout_offset: _Optional[int] = ..., stderr_offset: _Optional[int] = ..., waiting: _Optional[bool] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("system", "external_use", "draining")
@@ -88,18 +94,22 @@ class Heartbeat(_message.Message):
     def __init__(self, system: _Optional[_Union[_common_pb2.SystemInfo, _Mapping]] = ..., external_use: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., draining: _Optional[bool] = ...) -> None: ...
 
 class AssignmentReply(_message.Message):
-    __slots__ = ("job_id", "attempt", "accepted", "reason", "transient")
+    __slots__ = ("job_id", "attempt", "accepted", "reason", "transient", "queued", "handed_back")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     TRANSIENT_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    HANDED_BACK_FIELD_NUMBER: _ClassVar[int]
     job_id: int
     attempt: int
     accepted: bool
     reason: str
     transient: bool
-    def __init__(self, job_id: _Optional[int] = ..., attempt: _Optional[int] = ..., accepted: _Optional[bool] = ..., reason: _Optional[str] = ..., transient: _Optional[bool] = ...) -> None: ...
+    queued: bool
+    handed_back: bool
+    def __init__(self, job_id: _Optional[int] = ..., attempt: _Optional[int] = ..., accepted: _Optional[bool] = ..., reason: _Optional[str] = ..., transient: _Optional[bool] = ..., queued: _Optional[bool] = ..., handed_back: _Optional[bool] = ...) -> None: ...
 
 class Started(_message.Message):
     __slots__ = ("job_id", "attempt", "pid")
@@ -196,6 +206,14 @@ class OutputAck(_message.Message):
     stream: _common_pb2.OutputStream
     offset: int
     def __init__(self, job_id: _Optional[int] = ..., attempt: _Optional[int] = ..., stream: _Optional[_Union[_common_pb2.OutputStream, str]] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class Retract(_message.Message):
+    __slots__ = ("job_id", "attempt")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    job_id: int
+    attempt: int
+    def __init__(self, job_id: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class FinishedAck(_message.Message):
     __slots__ = ("job_id", "attempt")

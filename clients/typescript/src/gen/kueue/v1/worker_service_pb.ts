@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kueue/v1/worker_service.proto.
  */
 export const file_kueue_v1_worker_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1rdWV1ZS92MS93b3JrZXJfc2VydmljZS5wcm90bxIIa3VldWUudjEi4QIKDkNvbm5lY3RSZXF1ZXN0EiYKCHJlZ2lzdGVyGAEgASgLMhIua3VldWUudjEuUmVnaXN0ZXJIABIoCgloZWFydGJlYXQYAiABKAsyEy5rdWV1ZS52MS5IZWFydGJlYXRIABI1ChBhc3NpZ25tZW50X3JlcGx5GAMgASgLMhkua3VldWUudjEuQXNzaWdubWVudFJlcGx5SAASJAoHc3RhcnRlZBgEIAEoCzIRLmt1ZXVlLnYxLlN0YXJ0ZWRIABIiCgZvdXRwdXQYBSABKAsyEC5rdWV1ZS52MS5PdXRwdXRIABImCghmaW5pc2hlZBgGIAEoCzISLmt1ZXVlLnYxLkZpbmlzaGVkSAASJAoHbGVhdmluZxgHIAEoCzIRLmt1ZXVlLnYxLkxlYXZpbmdIABInCglzdGRpbl9hY2sYCCABKAsyEi5rdWV1ZS52MS5TdGRpbkFja0gAQgUKA21zZyKvAgoPQ29ubmVjdFJlc3BvbnNlEioKCnJlZ2lzdGVyZWQYASABKAsyFC5rdWV1ZS52MS5SZWdpc3RlcmVkSAASIgoGYXNzaWduGAIgASgLMhAua3VldWUudjEuQXNzaWduSAASHgoEa2lsbBgDIAEoCzIOLmt1ZXVlLnYxLktpbGxIABIpCgpvdXRwdXRfYWNrGAQgASgLMhMua3VldWUudjEuT3V0cHV0QWNrSAASLQoMZmluaXNoZWRfYWNrGAUgASgLMhUua3VldWUudjEuRmluaXNoZWRBY2tIABIgCgVzdGRpbhgGIAEoCzIPLmt1ZXVlLnYxLlN0ZGluSAASKQoKc2lnbmFsX2pvYhgHIAEoCzITLmt1ZXVlLnYxLlNpZ25hbEpvYkgAQgUKA21zZyLGAQoIUmVnaXN0ZXISEQoJd29ya2VyX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSJAoGc3lzdGVtGAMgASgLMhQua3VldWUudjEuU3lzdGVtSW5mbxIlCghjYXBhY2l0eRgEIAEoCzITLmt1ZXVlLnYxLlJlc291cmNlcxIpCghhdHRlbXB0cxgFIAMoCzIXLmt1ZXVlLnYxLkF0dGVtcHRSZXBvcnQSDwoHdmVyc2lvbhgGIAEoCRIQCghkcmFpbmluZxgHIAEoCCKEAQoNQXR0ZW1wdFJlcG9ydBIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRIkCghmaW5pc2hlZBgDIAEoCzISLmt1ZXVlLnYxLkZpbmlzaGVkEhUKDXN0ZG91dF9vZmZzZXQYBCABKAQSFQoNc3RkZXJyX29mZnNldBgFIAEoBCJuCglIZWFydGJlYXQSJAoGc3lzdGVtGAEgASgLMhQua3VldWUudjEuU3lzdGVtSW5mbxIpCgxleHRlcm5hbF91c2UYAiABKAsyEy5rdWV1ZS52MS5SZXNvdXJjZXMSEAoIZHJhaW5pbmcYAyABKAgiZwoPQXNzaWdubWVudFJlcGx5Eg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEhAKCGFjY2VwdGVkGAMgASgIEg4KBnJlYXNvbhgEIAEoCRIRCgl0cmFuc2llbnQYBSABKAgiNwoHU3RhcnRlZBIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRILCgNwaWQYAyABKAUibwoGT3V0cHV0Eg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEiYKBnN0cmVhbRgDIAEoDjIWLmt1ZXVlLnYxLk91dHB1dFN0cmVhbRIOCgZvZmZzZXQYBCABKAQSDAoEZGF0YRgFIAEoDCLRAQoIRmluaXNoZWQSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SFgoJZXhpdF9jb2RlGAMgASgFSACIAQESDgoGc2lnbmFsGAQgASgFEhgKEHJ1bl90aW1lX3NlY29uZHMYBSABKAESGQoRcGVha19tZW1vcnlfYnl0ZXMYBiABKAQSDQoFZXJyb3IYByABKAkSFAoMc3Rkb3V0X2J5dGVzGAggASgEEhQKDHN0ZGVycl9ieXRlcxgJIAEoBEIMCgpfZXhpdF9jb2RlIhkKB0xlYXZpbmcSDgoGcmVhc29uGAEgASgJIlsKClJlZ2lzdGVyZWQSEQoJd29ya2VyX2lkGAEgASgJEiIKGmhlYXJ0YmVhdF9pbnRlcnZhbF9zZWNvbmRzGAIgASgBEhYKDnNlcnZlcl92ZXJzaW9uGAMgASgJIkoKBkFzc2lnbhIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRIfCgRzcGVjGAMgASgLMhEua3VldWUudjEuSm9iU3BlYyJOCgRLaWxsEg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEg4KBnNpZ25hbBgDIAEoBRIVCg1ncmFjZV9zZWNvbmRzGAQgASgBImQKCU91dHB1dEFjaxIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRImCgZzdHJlYW0YAyABKA4yFi5rdWV1ZS52MS5PdXRwdXRTdHJlYW0SDgoGb2Zmc2V0GAQgASgEIi4KC0ZpbmlzaGVkQWNrEg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNIlMKBVN0ZGluEg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEg4KBm9mZnNldBgDIAEoBBIMCgRkYXRhGAQgASgMEgsKA2VvZhgFIAEoCCI7CghTdGRpbkFjaxIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRIOCgZvZmZzZXQYAyABKAQiPAoJU2lnbmFsSm9iEg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEg4KBnNpZ25hbBgDIAEoBTJTCg1Xb3JrZXJTZXJ2aWNlEkIKB0Nvbm5lY3QSGC5rdWV1ZS52MS5Db25uZWN0UmVxdWVzdBoZLmt1ZXVlLnYxLkNvbm5lY3RSZXNwb25zZSgBMAFiBnByb3RvMw", [file_kueue_v1_common]);
+  fileDesc("Ch1rdWV1ZS92MS93b3JrZXJfc2VydmljZS5wcm90bxIIa3VldWUudjEi4QIKDkNvbm5lY3RSZXF1ZXN0EiYKCHJlZ2lzdGVyGAEgASgLMhIua3VldWUudjEuUmVnaXN0ZXJIABIoCgloZWFydGJlYXQYAiABKAsyEy5rdWV1ZS52MS5IZWFydGJlYXRIABI1ChBhc3NpZ25tZW50X3JlcGx5GAMgASgLMhkua3VldWUudjEuQXNzaWdubWVudFJlcGx5SAASJAoHc3RhcnRlZBgEIAEoCzIRLmt1ZXVlLnYxLlN0YXJ0ZWRIABIiCgZvdXRwdXQYBSABKAsyEC5rdWV1ZS52MS5PdXRwdXRIABImCghmaW5pc2hlZBgGIAEoCzISLmt1ZXVlLnYxLkZpbmlzaGVkSAASJAoHbGVhdmluZxgHIAEoCzIRLmt1ZXVlLnYxLkxlYXZpbmdIABInCglzdGRpbl9hY2sYCCABKAsyEi5rdWV1ZS52MS5TdGRpbkFja0gAQgUKA21zZyLVAgoPQ29ubmVjdFJlc3BvbnNlEioKCnJlZ2lzdGVyZWQYASABKAsyFC5rdWV1ZS52MS5SZWdpc3RlcmVkSAASIgoGYXNzaWduGAIgASgLMhAua3VldWUudjEuQXNzaWduSAASHgoEa2lsbBgDIAEoCzIOLmt1ZXVlLnYxLktpbGxIABIpCgpvdXRwdXRfYWNrGAQgASgLMhMua3VldWUudjEuT3V0cHV0QWNrSAASLQoMZmluaXNoZWRfYWNrGAUgASgLMhUua3VldWUudjEuRmluaXNoZWRBY2tIABIgCgVzdGRpbhgGIAEoCzIPLmt1ZXVlLnYxLlN0ZGluSAASKQoKc2lnbmFsX2pvYhgHIAEoCzITLmt1ZXVlLnYxLlNpZ25hbEpvYkgAEiQKB3JldHJhY3QYCCABKAsyES5rdWV1ZS52MS5SZXRyYWN0SABCBQoDbXNnItgBCghSZWdpc3RlchIRCgl3b3JrZXJfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIkCgZzeXN0ZW0YAyABKAsyFC5rdWV1ZS52MS5TeXN0ZW1JbmZvEiUKCGNhcGFjaXR5GAQgASgLMhMua3VldWUudjEuUmVzb3VyY2VzEikKCGF0dGVtcHRzGAUgAygLMhcua3VldWUudjEuQXR0ZW1wdFJlcG9ydBIPCgd2ZXJzaW9uGAYgASgJEhAKCGRyYWluaW5nGAcgASgIEhAKCHByZWZldGNoGAggASgNIpUBCg1BdHRlbXB0UmVwb3J0Eg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEiQKCGZpbmlzaGVkGAMgASgLMhIua3VldWUudjEuRmluaXNoZWQSFQoNc3Rkb3V0X29mZnNldBgEIAEoBBIVCg1zdGRlcnJfb2Zmc2V0GAUgASgEEg8KB3dhaXRpbmcYBiABKAgibgoJSGVhcnRiZWF0EiQKBnN5c3RlbRgBIAEoCzIULmt1ZXVlLnYxLlN5c3RlbUluZm8SKQoMZXh0ZXJuYWxfdXNlGAIgASgLMhMua3VldWUudjEuUmVzb3VyY2VzEhAKCGRyYWluaW5nGAMgASgIIowBCg9Bc3NpZ25tZW50UmVwbHkSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SEAoIYWNjZXB0ZWQYAyABKAgSDgoGcmVhc29uGAQgASgJEhEKCXRyYW5zaWVudBgFIAEoCBIOCgZxdWV1ZWQYBiABKAgSEwoLaGFuZGVkX2JhY2sYByABKAgiNwoHU3RhcnRlZBIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRILCgNwaWQYAyABKAUibwoGT3V0cHV0Eg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEiYKBnN0cmVhbRgDIAEoDjIWLmt1ZXVlLnYxLk91dHB1dFN0cmVhbRIOCgZvZmZzZXQYBCABKAQSDAoEZGF0YRgFIAEoDCLRAQoIRmluaXNoZWQSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SFgoJZXhpdF9jb2RlGAMgASgFSACIAQESDgoGc2lnbmFsGAQgASgFEhgKEHJ1bl90aW1lX3NlY29uZHMYBSABKAESGQoRcGVha19tZW1vcnlfYnl0ZXMYBiABKAQSDQoFZXJyb3IYByABKAkSFAoMc3Rkb3V0X2J5dGVzGAggASgEEhQKDHN0ZGVycl9ieXRlcxgJIAEoBEIMCgpfZXhpdF9jb2RlIhkKB0xlYXZpbmcSDgoGcmVhc29uGAEgASgJIlsKClJlZ2lzdGVyZWQSEQoJd29ya2VyX2lkGAEgASgJEiIKGmhlYXJ0YmVhdF9pbnRlcnZhbF9zZWNvbmRzGAIgASgBEhYKDnNlcnZlcl92ZXJzaW9uGAMgASgJIkoKBkFzc2lnbhIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRIfCgRzcGVjGAMgASgLMhEua3VldWUudjEuSm9iU3BlYyJOCgRLaWxsEg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEg4KBnNpZ25hbBgDIAEoBRIVCg1ncmFjZV9zZWNvbmRzGAQgASgBImQKCU91dHB1dEFjaxIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRImCgZzdHJlYW0YAyABKA4yFi5rdWV1ZS52MS5PdXRwdXRTdHJlYW0SDgoGb2Zmc2V0GAQgASgEIioKB1JldHJhY3QSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0iLgoLRmluaXNoZWRBY2sSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0iUwoFU3RkaW4SDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SDgoGb2Zmc2V0GAMgASgEEgwKBGRhdGEYBCABKAwSCwoDZW9mGAUgASgIIjsKCFN0ZGluQWNrEg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEg4KBm9mZnNldBgDIAEoBCI8CglTaWduYWxKb2ISDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SDgoGc2lnbmFsGAMgASgFMlMKDVdvcmtlclNlcnZpY2USQgoHQ29ubmVjdBIYLmt1ZXVlLnYxLkNvbm5lY3RSZXF1ZXN0Ghkua3VldWUudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_kueue_v1_common]);
 
 /**
  * Worker -> server.
@@ -132,6 +132,12 @@ export type ConnectResponse = Message<"kueue.v1.ConnectResponse"> & {
      */
     value: SignalJob;
     case: "signalJob";
+  } | {
+    /**
+     * @generated from field: kueue.v1.Retract retract = 8;
+     */
+    value: Retract;
+    case: "retract";
   } | { case: undefined; value?: undefined };
 };
 
@@ -189,6 +195,16 @@ export type Register = Message<"kueue.v1.Register"> & {
    * @generated from field: bool draining = 7;
    */
   draining: boolean;
+
+  /**
+   * How many jobs beyond its free slots the worker takes to hold and start
+   * the moment a slot frees (0: none). Hides the round trip between the end
+   * of one job and the offer of the next; the server takes them back
+   * (Retract) when another worker is idle.
+   *
+   * @generated from field: uint32 prefetch = 8;
+   */
+  prefetch: number;
 };
 
 /**
@@ -231,6 +247,13 @@ export type AttemptReport = Message<"kueue.v1.AttemptReport"> & {
    * @generated from field: uint64 stderr_offset = 5;
    */
   stderrOffset: bigint;
+
+  /**
+   * Accepted and held for a free slot, not started (see Register.prefetch).
+   *
+   * @generated from field: bool waiting = 6;
+   */
+  waiting: boolean;
 };
 
 /**
@@ -309,6 +332,22 @@ export type AssignmentReply = Message<"kueue.v1.AssignmentReply"> & {
    * @generated from field: bool transient = 5;
    */
   transient: boolean;
+
+  /**
+   * With accepted: held until a slot frees (Started follows then). An
+   * attempt the worker starts at once gets no reply: Started answers it.
+   *
+   * @generated from field: bool queued = 6;
+   */
+  queued: boolean;
+
+  /**
+   * Without accepted: the answer to Retract; the attempt never started and
+   * goes back to the queue (not a rejection: no cool-down).
+   *
+   * @generated from field: bool handed_back = 7;
+   */
+  handedBack: boolean;
 };
 
 /**
@@ -596,6 +635,33 @@ export const OutputAckSchema: GenMessage<OutputAck> = /*@__PURE__*/
   messageDesc(file_kueue_v1_worker_service, 13);
 
 /**
+ * Take back an accepted attempt that has not started, for a worker that is
+ * idle. The worker answers AssignmentReply{handed_back} if the attempt was
+ * still waiting, and ignores this if it has started (its Started is on the
+ * way) or is unknown.
+ *
+ * @generated from message kueue.v1.Retract
+ */
+export type Retract = Message<"kueue.v1.Retract"> & {
+  /**
+   * @generated from field: uint64 job_id = 1;
+   */
+  jobId: bigint;
+
+  /**
+   * @generated from field: uint32 attempt = 2;
+   */
+  attempt: number;
+};
+
+/**
+ * Describes the message kueue.v1.Retract.
+ * Use `create(RetractSchema)` to create a new message.
+ */
+export const RetractSchema: GenMessage<Retract> = /*@__PURE__*/
+  messageDesc(file_kueue_v1_worker_service, 14);
+
+/**
  * @generated from message kueue.v1.FinishedAck
  */
 export type FinishedAck = Message<"kueue.v1.FinishedAck"> & {
@@ -615,7 +681,7 @@ export type FinishedAck = Message<"kueue.v1.FinishedAck"> & {
  * Use `create(FinishedAckSchema)` to create a new message.
  */
 export const FinishedAckSchema: GenMessage<FinishedAck> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 14);
+  messageDesc(file_kueue_v1_worker_service, 15);
 
 /**
  * Standard input for an attempt whose spec has stdin_pipe (offsets from the
@@ -655,7 +721,7 @@ export type Stdin = Message<"kueue.v1.Stdin"> & {
  * Use `create(StdinSchema)` to create a new message.
  */
 export const StdinSchema: GenMessage<Stdin> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 15);
+  messageDesc(file_kueue_v1_worker_service, 16);
 
 /**
  * Bytes of stdin written into the process's pipe so far; lets the client keep
@@ -685,7 +751,7 @@ export type StdinAck = Message<"kueue.v1.StdinAck"> & {
  * Use `create(StdinAckSchema)` to create a new message.
  */
 export const StdinAckSchema: GenMessage<StdinAck> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 16);
+  messageDesc(file_kueue_v1_worker_service, 17);
 
 /**
  * Deliver a signal to the attempt's process group, nothing more (no SIGKILL
@@ -715,7 +781,7 @@ export type SignalJob = Message<"kueue.v1.SignalJob"> & {
  * Use `create(SignalJobSchema)` to create a new message.
  */
 export const SignalJobSchema: GenMessage<SignalJob> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 17);
+  messageDesc(file_kueue_v1_worker_service, 18);
 
 /**
  * WorkerService is spoken by `kueue_worker`: one bidirectional stream per
