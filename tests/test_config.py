@@ -220,6 +220,7 @@ kill_grace_seconds = 1.5
 on_sigterm = "requeue"
 output_memory_mb = 8
 output_spill_mb = 100
+prefetch_jobs = 2
 
 [client_settings]
 job_default_cpus = 8
@@ -275,6 +276,7 @@ def test_every_section_and_key_is_parsed() -> None:
         on_sigterm="requeue",
         output_memory_mb=8,
         output_spill_mb=100,
+        prefetch_jobs=2,
     )
     assert cfg.client_settings == config.ClientSettings(job_default_cpus=8, job_default_ram_mb=8192)
     assert cfg.global_resources == {"genus": 3, "matlab": 0}
@@ -531,6 +533,13 @@ def test_loading_never_touches_the_real_home(tmp_path: Path, monkeypatch: pytest
 def test_output_limits_must_be_sane(line: str, key: str) -> None:
     with pytest.raises(config.ConfigError, match=key):
         parse(FULL.replace(f"{key} = {8 if key == 'output_memory_mb' else 100}", line))
+
+
+def test_prefetch_jobs_defaults_to_4_and_must_not_be_negative() -> None:
+    assert parse(with_secret("")).worker_settings.prefetch_jobs == 4
+    assert parse(with_secret("[worker_settings]\nprefetch_jobs = 0\n")).worker_settings.prefetch_jobs == 0
+    with pytest.raises(config.ConfigError, match="prefetch_jobs must not be negative"):
+        parse(with_secret("[worker_settings]\nprefetch_jobs = -1\n"))
 
 
 def test_on_sigterm_must_be_drain_or_requeue() -> None:

@@ -168,9 +168,9 @@ def test_register_run_reconnect_resend_and_leave(tmp_path: Path) -> None:
             await s1.next("heartbeat")  # and again after the interval from Registered
 
             await s1.send(assign=wpb.Assign(job_id=1, attempt=1, spec=job_spec(tmp_path, STEPPED_JOB)))
-            reply = await s1.next("assignment_reply")
-            assert (reply.job_id, reply.attempt, reply.accepted) == (1, 1, True)
+            # Started at once: Started is the acceptance.
             started = await s1.next("started")
+            assert (started.job_id, started.attempt) == (1, 1)
             assert started.pid > 0 and psutil.pid_exists(started.pid)
             out = await s1.next("output")
             assert (out.job_id, out.attempt, out.stream, out.offset, out.data) == (1, 1, OUT, 0, b"first\n")
@@ -229,7 +229,7 @@ def test_register_run_reconnect_resend_and_leave(tmp_path: Path) -> None:
 def test_assign_rejections_and_kill_over_the_stream(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with scripted_server() as (server, port):
-            worker = make_worker(worker_max_parallel_jobs=1, kill_grace_seconds=5)
+            worker = make_worker(worker_max_parallel_jobs=1, kill_grace_seconds=5, prefetch_jobs=1)
             conn = Connection(worker, f"127.0.0.1:{port}", SECRET, None, 60.0)
             conn_task = asyncio.create_task(conn.run())
             s = await server.next_stream()
@@ -244,11 +244,26 @@ def test_assign_rejections_and_kill_over_the_stream(tmp_path: Path) -> None:
 
             sleeper = job_spec(tmp_path, "import time; print('up', flush=True); time.sleep(600)")
             await s.send(assign=wpb.Assign(job_id=2, attempt=1, spec=sleeper))
-            assert (await s.next("assignment_reply")).accepted
+            assert (await s.next("started")).job_id == 2
             await s.next("output")
-            await s.send(assign=wpb.Assign(job_id=3, attempt=1, spec=sleeper))
+            # The slot is taken: held for it (prefetch 1, and 1 more for the
+            # slot a server may think free), then turned away.
+            for job_id in (3, 4):
+                await s.send(assign=wpb.Assign(job_id=job_id, attempt=1, spec=sleeper))
+                held = await s.next("assignment_reply")
+                assert (held.job_id, held.accepted, held.queued) == (job_id, True, True)
+            await s.send(assign=wpb.Assign(job_id=5, attempt=1, spec=sleeper))
             busy = await s.next("assignment_reply")
-            assert (busy.job_id, busy.accepted, busy.transient) == (3, False, True)
+            assert (busy.job_id, busy.accepted, busy.transient) == (5, False, True)
+            # Taken back for an idle worker; a retract of a running job is ignored.
+            await s.send(retract=wpb.Retract(job_id=2, attempt=1))
+            await s.send(retract=wpb.Retract(job_id=3, attempt=1))
+            back = await s.next("assignment_reply")
+            assert (back.job_id, back.accepted, back.handed_back) == (3, False, True)
+            # A held job killed (canceled) ends without ever starting.
+            await s.send(kill=wpb.Kill(job_id=4, attempt=1))
+            fin4 = await s.next("finished")
+            assert (fin4.job_id, fin4.signal, fin4.HasField("exit_code")) == (4, signal.SIGKILL, False)
 
             await s.send(kill=wpb.Kill(job_id=99, attempt=1))  # unknown: ignored
             await s.send(kill=wpb.Kill(job_id=2, attempt=1, signal=signal.SIGINT, grace_seconds=1))
