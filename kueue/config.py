@@ -359,9 +359,13 @@ def _validate(config: Config, path: Path) -> None:
     if w.output_memory_mb < 1:
         raise ConfigError(f"{path}: worker_settings.output_memory_mb must be at least 1")
     if w.prefetch_jobs < 0:
-        raise ConfigError(f"{path}: worker_settings.prefetch_jobs must not be negative (0 turns prefetching off)")
+        raise ConfigError(
+            f"{path}: worker_settings.prefetch_jobs must not be negative (0 turns prefetching off)"
+        )
     if w.output_spill_mb < 0:
-        raise ConfigError(f"{path}: worker_settings.output_spill_mb must not be negative (0 turns spilling off)")
+        raise ConfigError(
+            f"{path}: worker_settings.output_spill_mb must not be negative (0 turns spilling off)"
+        )
     if w.worker_max_parallel_jobs < 0:
         raise ConfigError(f"{path}: worker_settings.worker_max_parallel_jobs must not be negative")
     if not 0 <= config.restart_workers.ssh_port < 65536:

@@ -13,7 +13,7 @@ from tests.cluster import Cluster, wait_for
 # A job that waits (bounded: 60 s) for a file named go in its directory, then
 # records that it ran, and where.
 GATED = (
-    'for i in $(seq 1 1200); do [ -e go ] && break; sleep 0.05; done; [ -e go ] || exit 9; '
+    "for i in $(seq 1 1200); do [ -e go ] && break; sleep 0.05; done; [ -e go ] || exit 9; "
     'echo "$KUEUE_JOB_ID $KUEUE_WORKER" >> ran.txt'
 )
 

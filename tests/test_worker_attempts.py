@@ -134,7 +134,11 @@ def test_full_slots_queue_up_to_prefetch_plus_slots_then_reject() -> None:
     decision = sm.assign(6, 1, res(), "/work", CwdCheck.OK)
     assert (decision.reply.accepted, decision.reply.transient, decision.start) == (False, True, False)
     # More slots than the worker has can never wait here.
-    assert not Attempts("w", max_slots=1, prefetch=4).assign(1, 1, res(slots=2), "/w", CwdCheck.OK).reply.accepted
+    assert (
+        not Attempts("w", max_slots=1, prefetch=4)
+        .assign(1, 1, res(slots=2), "/w", CwdCheck.OK)
+        .reply.accepted
+    )
 
 
 def test_waiting_attempts_start_oldest_first_as_slots_free() -> None:
