@@ -44,6 +44,8 @@ class WorkerConn:
     worker_id: str
     session: int
     outbox: asyncio.Queue[wpb.ConnectResponse | None] = field(default_factory=asyncio.Queue)
+    # The worker reads ConnectResponse.batch (Register.batches).
+    batches: bool = False
 
     def send(self, msg: wpb.ConnectResponse) -> None:
         self.outbox.put_nowait(msg)

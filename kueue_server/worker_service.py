@@ -25,6 +25,9 @@ MAX_OUTPUT_OFFSET = 1 << 50
 MAX_SQLITE_INT = (1 << 63) - 1
 # Worker-supplied text that ends up in a job's comment.
 MAX_REASON_CHARS = 4096
+# At most this many messages, or about this many bytes, in one batch write.
+BATCH_MESSAGES = 256
+BATCH_BYTES = 1024 * 1024
 
 
 class _Malformed(Exception):
@@ -67,7 +70,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         old = app.conns.get(worker.id)
         if old is not None:
             old.close()
-        conn = WorkerConn(worker.id, worker.session)
+        conn = WorkerConn(worker.id, worker.session, batches=reg.batches)
         app.conns[worker.id] = conn
         app.observer.worker_connected(worker, context.peer(), len(reg.attempts))
         conn.send(
@@ -76,6 +79,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                     worker_id=worker.id,
                     heartbeat_interval_seconds=app.heartbeat_interval(),
                     server_version=kueue.__version__,
+                    batches=True,
                 )
             )
         )
@@ -121,14 +125,38 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                 raise _Malformed() from exc
             if msg is grpc.aio.EOF:
                 return
-            self._handle(conn, msg)
+            if msg.WhichOneof("msg") == "batch":
+                for inner in msg.batch.messages:
+                    if inner.WhichOneof("msg") in ("batch", "register"):
+                        raise _Malformed()
+                    self._handle(conn, inner)
+            else:
+                self._handle(conn, msg)
 
     async def _write(self, conn: WorkerConn, context: grpc.aio.ServicerContext) -> None:
+        outbox = conn.outbox
         while True:
-            msg = await conn.outbox.get()
+            msg = await outbox.get()
             if msg is None:
                 return
-            await context.write(msg)
+            if not conn.batches or outbox.empty():
+                await context.write(msg)
+                continue
+            # What queued up meanwhile goes in one write.
+            batch = wpb.ConnectResponseBatch()
+            batch.messages.append(msg)
+            size = msg.ByteSize()
+            end = False
+            while not outbox.empty() and len(batch.messages) < BATCH_MESSAGES and size < BATCH_BYTES:
+                more = outbox.get_nowait()
+                if more is None:
+                    end = True
+                    break
+                batch.messages.append(more)
+                size += more.ByteSize()
+            await context.write(wpb.ConnectResponse(batch=batch))
+            if end:
+                return
 
     def _handle(self, conn: WorkerConn, msg: wpb.ConnectRequest) -> None:
         app = self.app

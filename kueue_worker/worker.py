@@ -230,6 +230,7 @@ class Worker:
             version=kueue.__version__,
             draining=self.draining,
             prefetch=0 if self.draining else self.settings.prefetch_jobs,
+            batches=True,
         )
 
     def heartbeat_message(self) -> wpb.Heartbeat:

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ConnectRequest(_message.Message):
-    __slots__ = ("register", "heartbeat", "assignment_reply", "started", "output", "finished", "leaving", "stdin_ack")
+    __slots__ = ("register", "heartbeat", "assignment_reply", "started", "output", "finished", "leaving", "stdin_ack", "batch")
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     ASSIGNMENT_REPLY_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class ConnectRequest(_message.Message):
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     LEAVING_FIELD_NUMBER: _ClassVar[int]
     STDIN_ACK_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     register: Register
     heartbeat: Heartbeat
     assignment_reply: AssignmentReply
@@ -25,10 +26,17 @@ class ConnectRequest(_message.Message):
     finished: Finished
     leaving: Leaving
     stdin_ack: StdinAck
-    def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., assignment_reply: _Optional[_Union[AssignmentReply, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., finished: _Optional[_Union[Finished, _Mapping]] = ..., leaving: _Optional[_Union[Leaving, _Mapping]] = ..., stdin_ack: _Optional[_Union[StdinAck, _Mapping]] = ...) -> None: ...
+    batch: ConnectRequestBatch
+    def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., assignment_reply: _Optional[_Union[AssignmentReply, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., finished: _Optional[_Union[Finished, _Mapping]] = ..., leaving: _Optional[_Union[Leaving, _Mapping]] = ..., stdin_ack: _Optional[_Union[StdinAck, _Mapping]] = ..., batch: _Optional[_Union[ConnectRequestBatch, _Mapping]] = ...) -> None: ...
+
+class ConnectRequestBatch(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[ConnectRequest]
+    def __init__(self, messages: _Optional[_Iterable[_Union[ConnectRequest, _Mapping]]] = ...) -> None: ...
 
 class ConnectResponse(_message.Message):
-    __slots__ = ("registered", "assign", "kill", "output_ack", "finished_ack", "stdin", "signal_job", "retract")
+    __slots__ = ("registered", "assign", "kill", "output_ack", "finished_ack", "stdin", "signal_job", "retract", "batch")
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     ASSIGN_FIELD_NUMBER: _ClassVar[int]
     KILL_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +45,7 @@ class ConnectResponse(_message.Message):
     STDIN_FIELD_NUMBER: _ClassVar[int]
     SIGNAL_JOB_FIELD_NUMBER: _ClassVar[int]
     RETRACT_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     registered: Registered
     assign: Assign
     kill: Kill
@@ -45,10 +54,17 @@ class ConnectResponse(_message.Message):
     stdin: Stdin
     signal_job: SignalJob
     retract: Retract
-    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., assign: _Optional[_Union[Assign, _Mapping]] = ..., kill: _Optional[_Union[Kill, _Mapping]] = ..., output_ack: _Optional[_Union[OutputAck, _Mapping]] = ..., finished_ack: _Optional[_Union[FinishedAck, _Mapping]] = ..., stdin: _Optional[_Union[Stdin, _Mapping]] = ..., signal_job: _Optional[_Union[SignalJob, _Mapping]] = ..., retract: _Optional[_Union[Retract, _Mapping]] = ...) -> None: ...
+    batch: ConnectResponseBatch
+    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., assign: _Optional[_Union[Assign, _Mapping]] = ..., kill: _Optional[_Union[Kill, _Mapping]] = ..., output_ack: _Optional[_Union[OutputAck, _Mapping]] = ..., finished_ack: _Optional[_Union[FinishedAck, _Mapping]] = ..., stdin: _Optional[_Union[Stdin, _Mapping]] = ..., signal_job: _Optional[_Union[SignalJob, _Mapping]] = ..., retract: _Optional[_Union[Retract, _Mapping]] = ..., batch: _Optional[_Union[ConnectResponseBatch, _Mapping]] = ...) -> None: ...
+
+class ConnectResponseBatch(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[ConnectResponse]
+    def __init__(self, messages: _Optional[_Iterable[_Union[ConnectResponse, _Mapping]]] = ...) -> None: ...
 
 class Register(_message.Message):
-    __slots__ = ("worker_id", "name", "system", "capacity", "attempts", "version", "draining", "prefetch")
+    __slots__ = ("worker_id", "name", "system", "capacity", "attempts", "version", "draining", "prefetch", "batches")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +73,7 @@ class Register(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     PREFETCH_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     name: str
     system: _common_pb2.SystemInfo
@@ -65,7 +82,8 @@ class Register(_message.Message):
     version: str
     draining: bool
     prefetch: int
-    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., system: _Optional[_Union[_common_pb2.SystemInfo, _Mapping]] = ..., capacity: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[AttemptReport, _Mapping]]] = ..., version: _Optional[str] = ..., draining: _Optional[bool] = ..., prefetch: _Optional[int] = ...) -> None: ...
+    batches: bool
+    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., system: _Optional[_Union[_common_pb2.SystemInfo, _Mapping]] = ..., capacity: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[AttemptReport, _Mapping]]] = ..., version: _Optional[str] = ..., draining: _Optional[bool] = ..., prefetch: _Optional[int] = ..., batches: _Optional[bool] = ...) -> None: ...
 
 class AttemptReport(_message.Message):
     __slots__ = ("job_id", "attempt", "finished", "stdout_offset", "stderr_offset", "waiting")
@@ -164,14 +182,16 @@ class Leaving(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class Registered(_message.Message):
-    __slots__ = ("worker_id", "heartbeat_interval_seconds", "server_version")
+    __slots__ = ("worker_id", "heartbeat_interval_seconds", "server_version", "batches")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     heartbeat_interval_seconds: float
     server_version: str
-    def __init__(self, worker_id: _Optional[str] = ..., heartbeat_interval_seconds: _Optional[float] = ..., server_version: _Optional[str] = ...) -> None: ...
+    batches: bool
+    def __init__(self, worker_id: _Optional[str] = ..., heartbeat_interval_seconds: _Optional[float] = ..., server_version: _Optional[str] = ..., batches: _Optional[bool] = ...) -> None: ...
 
 class Assign(_message.Message):
     __slots__ = ("job_id", "attempt", "spec")

@@ -1016,3 +1016,54 @@ def test_garbage_tcp_peers_do_not_wedge_the_server(raw: Raw) -> None:
         for s in socks:
             s.close()
     raw.assert_healthy()
+
+
+def test_batches_are_handled_in_order_and_nesting_is_refused(raw: Raw) -> None:
+    """A batch is its messages in order; a batch holding a batch or a
+    Register drops the stream, and the server stays sane. A worker that did
+    not say it reads batches gets none."""
+    cancel_all(raw)
+    fake = FakeWorker(raw, register(worker_id="batching-worker", name="batcher", slots=1))
+    try:
+        fake.wait(lambda m: m.HasField("registered"))
+        assert fake.received[0].registered.batches
+        spec = good_spec(resources=res(cpus=1, ram_mb=1))
+        job_id = jpb.SubmitJobsResponse.FromString(
+            raw.ok_call(SUBMIT, jpb.SubmitJobsRequest(spec=spec))
+        ).job_ids[0]
+        attempt = fake.wait(lambda m: m.HasField("assign") and m.assign.job_id == job_id).assign.attempt
+        batch = wpb.ConnectRequestBatch(
+            messages=[
+                wpb.ConnectRequest(started=wpb.Started(job_id=job_id, attempt=attempt, pid=1234)),
+                wpb.ConnectRequest(
+                    output=wpb.Output(job_id=job_id, attempt=attempt, stream=1, offset=0, data=b"ok\n")
+                ),
+                wpb.ConnectRequest(
+                    finished=wpb.Finished(job_id=job_id, attempt=attempt, exit_code=0, stdout_bytes=3)
+                ),
+            ]
+        )
+        fake.send(wpb.ConnectRequest(batch=batch))
+        fake.wait(lambda m: m.HasField("finished_ack") and m.finished_ack.job_id == job_id)
+        job = next(j for j in raw.jobs() if j.id == job_id)
+        assert (job.state, job.stdout_bytes) == (common.JOB_STATE_SUCCEEDED, 3)
+        assert not any(m.HasField("batch") for m in fake.received)
+        nested = wpb.ConnectRequestBatch(messages=[wpb.ConnectRequest(batch=batch)])
+        fake.send(wpb.ConnectRequest(batch=nested))
+        deadline = time.monotonic() + 30
+        while not fake.call.done() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fake.call.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        fake.close()
+    fake = FakeWorker(raw, register(worker_id="batching-worker-2", name="batcher2", slots=1))
+    try:
+        fake.wait(lambda m: m.HasField("registered"))
+        fake.send(wpb.ConnectRequest(batch=wpb.ConnectRequestBatch(messages=[register()])))
+        deadline = time.monotonic() + 30
+        while not fake.call.done() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fake.call.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        fake.close()
+    raw.assert_healthy()

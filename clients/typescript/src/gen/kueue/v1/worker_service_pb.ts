@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kueue/v1/worker_service.proto.
  */
 export const file_kueue_v1_worker_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1rdWV1ZS92MS93b3JrZXJfc2VydmljZS5wcm90bxIIa3VldWUudjEi4QIKDkNvbm5lY3RSZXF1ZXN0EiYKCHJlZ2lzdGVyGAEgASgLMhIua3VldWUudjEuUmVnaXN0ZXJIABIoCgloZWFydGJlYXQYAiABKAsyEy5rdWV1ZS52MS5IZWFydGJlYXRIABI1ChBhc3NpZ25tZW50X3JlcGx5GAMgASgLMhkua3VldWUudjEuQXNzaWdubWVudFJlcGx5SAASJAoHc3RhcnRlZBgEIAEoCzIRLmt1ZXVlLnYxLlN0YXJ0ZWRIABIiCgZvdXRwdXQYBSABKAsyEC5rdWV1ZS52MS5PdXRwdXRIABImCghmaW5pc2hlZBgGIAEoCzISLmt1ZXVlLnYxLkZpbmlzaGVkSAASJAoHbGVhdmluZxgHIAEoCzIRLmt1ZXVlLnYxLkxlYXZpbmdIABInCglzdGRpbl9hY2sYCCABKAsyEi5rdWV1ZS52MS5TdGRpbkFja0gAQgUKA21zZyLVAgoPQ29ubmVjdFJlc3BvbnNlEioKCnJlZ2lzdGVyZWQYASABKAsyFC5rdWV1ZS52MS5SZWdpc3RlcmVkSAASIgoGYXNzaWduGAIgASgLMhAua3VldWUudjEuQXNzaWduSAASHgoEa2lsbBgDIAEoCzIOLmt1ZXVlLnYxLktpbGxIABIpCgpvdXRwdXRfYWNrGAQgASgLMhMua3VldWUudjEuT3V0cHV0QWNrSAASLQoMZmluaXNoZWRfYWNrGAUgASgLMhUua3VldWUudjEuRmluaXNoZWRBY2tIABIgCgVzdGRpbhgGIAEoCzIPLmt1ZXVlLnYxLlN0ZGluSAASKQoKc2lnbmFsX2pvYhgHIAEoCzITLmt1ZXVlLnYxLlNpZ25hbEpvYkgAEiQKB3JldHJhY3QYCCABKAsyES5rdWV1ZS52MS5SZXRyYWN0SABCBQoDbXNnItgBCghSZWdpc3RlchIRCgl3b3JrZXJfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIkCgZzeXN0ZW0YAyABKAsyFC5rdWV1ZS52MS5TeXN0ZW1JbmZvEiUKCGNhcGFjaXR5GAQgASgLMhMua3VldWUudjEuUmVzb3VyY2VzEikKCGF0dGVtcHRzGAUgAygLMhcua3VldWUudjEuQXR0ZW1wdFJlcG9ydBIPCgd2ZXJzaW9uGAYgASgJEhAKCGRyYWluaW5nGAcgASgIEhAKCHByZWZldGNoGAggASgNIpUBCg1BdHRlbXB0UmVwb3J0Eg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEiQKCGZpbmlzaGVkGAMgASgLMhIua3VldWUudjEuRmluaXNoZWQSFQoNc3Rkb3V0X29mZnNldBgEIAEoBBIVCg1zdGRlcnJfb2Zmc2V0GAUgASgEEg8KB3dhaXRpbmcYBiABKAgibgoJSGVhcnRiZWF0EiQKBnN5c3RlbRgBIAEoCzIULmt1ZXVlLnYxLlN5c3RlbUluZm8SKQoMZXh0ZXJuYWxfdXNlGAIgASgLMhMua3VldWUudjEuUmVzb3VyY2VzEhAKCGRyYWluaW5nGAMgASgIIowBCg9Bc3NpZ25tZW50UmVwbHkSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SEAoIYWNjZXB0ZWQYAyABKAgSDgoGcmVhc29uGAQgASgJEhEKCXRyYW5zaWVudBgFIAEoCBIOCgZxdWV1ZWQYBiABKAgSEwoLaGFuZGVkX2JhY2sYByABKAgiNwoHU3RhcnRlZBIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRILCgNwaWQYAyABKAUibwoGT3V0cHV0Eg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEiYKBnN0cmVhbRgDIAEoDjIWLmt1ZXVlLnYxLk91dHB1dFN0cmVhbRIOCgZvZmZzZXQYBCABKAQSDAoEZGF0YRgFIAEoDCLRAQoIRmluaXNoZWQSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SFgoJZXhpdF9jb2RlGAMgASgFSACIAQESDgoGc2lnbmFsGAQgASgFEhgKEHJ1bl90aW1lX3NlY29uZHMYBSABKAESGQoRcGVha19tZW1vcnlfYnl0ZXMYBiABKAQSDQoFZXJyb3IYByABKAkSFAoMc3Rkb3V0X2J5dGVzGAggASgEEhQKDHN0ZGVycl9ieXRlcxgJIAEoBEIMCgpfZXhpdF9jb2RlIhkKB0xlYXZpbmcSDgoGcmVhc29uGAEgASgJIlsKClJlZ2lzdGVyZWQSEQoJd29ya2VyX2lkGAEgASgJEiIKGmhlYXJ0YmVhdF9pbnRlcnZhbF9zZWNvbmRzGAIgASgBEhYKDnNlcnZlcl92ZXJzaW9uGAMgASgJIkoKBkFzc2lnbhIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRIfCgRzcGVjGAMgASgLMhEua3VldWUudjEuSm9iU3BlYyJOCgRLaWxsEg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEg4KBnNpZ25hbBgDIAEoBRIVCg1ncmFjZV9zZWNvbmRzGAQgASgBImQKCU91dHB1dEFjaxIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRImCgZzdHJlYW0YAyABKA4yFi5rdWV1ZS52MS5PdXRwdXRTdHJlYW0SDgoGb2Zmc2V0GAQgASgEIioKB1JldHJhY3QSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0iLgoLRmluaXNoZWRBY2sSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0iUwoFU3RkaW4SDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SDgoGb2Zmc2V0GAMgASgEEgwKBGRhdGEYBCABKAwSCwoDZW9mGAUgASgIIjsKCFN0ZGluQWNrEg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEg4KBm9mZnNldBgDIAEoBCI8CglTaWduYWxKb2ISDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SDgoGc2lnbmFsGAMgASgFMlMKDVdvcmtlclNlcnZpY2USQgoHQ29ubmVjdBIYLmt1ZXVlLnYxLkNvbm5lY3RSZXF1ZXN0Ghkua3VldWUudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_kueue_v1_common]);
+  fileDesc("Ch1rdWV1ZS92MS93b3JrZXJfc2VydmljZS5wcm90bxIIa3VldWUudjEikQMKDkNvbm5lY3RSZXF1ZXN0EiYKCHJlZ2lzdGVyGAEgASgLMhIua3VldWUudjEuUmVnaXN0ZXJIABIoCgloZWFydGJlYXQYAiABKAsyEy5rdWV1ZS52MS5IZWFydGJlYXRIABI1ChBhc3NpZ25tZW50X3JlcGx5GAMgASgLMhkua3VldWUudjEuQXNzaWdubWVudFJlcGx5SAASJAoHc3RhcnRlZBgEIAEoCzIRLmt1ZXVlLnYxLlN0YXJ0ZWRIABIiCgZvdXRwdXQYBSABKAsyEC5rdWV1ZS52MS5PdXRwdXRIABImCghmaW5pc2hlZBgGIAEoCzISLmt1ZXVlLnYxLkZpbmlzaGVkSAASJAoHbGVhdmluZxgHIAEoCzIRLmt1ZXVlLnYxLkxlYXZpbmdIABInCglzdGRpbl9hY2sYCCABKAsyEi5rdWV1ZS52MS5TdGRpbkFja0gAEi4KBWJhdGNoGAkgASgLMh0ua3VldWUudjEuQ29ubmVjdFJlcXVlc3RCYXRjaEgAQgUKA21zZyJBChNDb25uZWN0UmVxdWVzdEJhdGNoEioKCG1lc3NhZ2VzGAEgAygLMhgua3VldWUudjEuQ29ubmVjdFJlcXVlc3QihgMKD0Nvbm5lY3RSZXNwb25zZRIqCgpyZWdpc3RlcmVkGAEgASgLMhQua3VldWUudjEuUmVnaXN0ZXJlZEgAEiIKBmFzc2lnbhgCIAEoCzIQLmt1ZXVlLnYxLkFzc2lnbkgAEh4KBGtpbGwYAyABKAsyDi5rdWV1ZS52MS5LaWxsSAASKQoKb3V0cHV0X2FjaxgEIAEoCzITLmt1ZXVlLnYxLk91dHB1dEFja0gAEi0KDGZpbmlzaGVkX2FjaxgFIAEoCzIVLmt1ZXVlLnYxLkZpbmlzaGVkQWNrSAASIAoFc3RkaW4YBiABKAsyDy5rdWV1ZS52MS5TdGRpbkgAEikKCnNpZ25hbF9qb2IYByABKAsyEy5rdWV1ZS52MS5TaWduYWxKb2JIABIkCgdyZXRyYWN0GAggASgLMhEua3VldWUudjEuUmV0cmFjdEgAEi8KBWJhdGNoGAkgASgLMh4ua3VldWUudjEuQ29ubmVjdFJlc3BvbnNlQmF0Y2hIAEIFCgNtc2ciQwoUQ29ubmVjdFJlc3BvbnNlQmF0Y2gSKwoIbWVzc2FnZXMYASADKAsyGS5rdWV1ZS52MS5Db25uZWN0UmVzcG9uc2Ui6QEKCFJlZ2lzdGVyEhEKCXdvcmtlcl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEiQKBnN5c3RlbRgDIAEoCzIULmt1ZXVlLnYxLlN5c3RlbUluZm8SJQoIY2FwYWNpdHkYBCABKAsyEy5rdWV1ZS52MS5SZXNvdXJjZXMSKQoIYXR0ZW1wdHMYBSADKAsyFy5rdWV1ZS52MS5BdHRlbXB0UmVwb3J0Eg8KB3ZlcnNpb24YBiABKAkSEAoIZHJhaW5pbmcYByABKAgSEAoIcHJlZmV0Y2gYCCABKA0SDwoHYmF0Y2hlcxgJIAEoCCKVAQoNQXR0ZW1wdFJlcG9ydBIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRIkCghmaW5pc2hlZBgDIAEoCzISLmt1ZXVlLnYxLkZpbmlzaGVkEhUKDXN0ZG91dF9vZmZzZXQYBCABKAQSFQoNc3RkZXJyX29mZnNldBgFIAEoBBIPCgd3YWl0aW5nGAYgASgIIm4KCUhlYXJ0YmVhdBIkCgZzeXN0ZW0YASABKAsyFC5rdWV1ZS52MS5TeXN0ZW1JbmZvEikKDGV4dGVybmFsX3VzZRgCIAEoCzITLmt1ZXVlLnYxLlJlc291cmNlcxIQCghkcmFpbmluZxgDIAEoCCKMAQoPQXNzaWdubWVudFJlcGx5Eg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEhAKCGFjY2VwdGVkGAMgASgIEg4KBnJlYXNvbhgEIAEoCRIRCgl0cmFuc2llbnQYBSABKAgSDgoGcXVldWVkGAYgASgIEhMKC2hhbmRlZF9iYWNrGAcgASgIIjcKB1N0YXJ0ZWQSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SCwoDcGlkGAMgASgFIm8KBk91dHB1dBIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRImCgZzdHJlYW0YAyABKA4yFi5rdWV1ZS52MS5PdXRwdXRTdHJlYW0SDgoGb2Zmc2V0GAQgASgEEgwKBGRhdGEYBSABKAwi0QEKCEZpbmlzaGVkEg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEhYKCWV4aXRfY29kZRgDIAEoBUgAiAEBEg4KBnNpZ25hbBgEIAEoBRIYChBydW5fdGltZV9zZWNvbmRzGAUgASgBEhkKEXBlYWtfbWVtb3J5X2J5dGVzGAYgASgEEg0KBWVycm9yGAcgASgJEhQKDHN0ZG91dF9ieXRlcxgIIAEoBBIUCgxzdGRlcnJfYnl0ZXMYCSABKARCDAoKX2V4aXRfY29kZSIZCgdMZWF2aW5nEg4KBnJlYXNvbhgBIAEoCSJsCgpSZWdpc3RlcmVkEhEKCXdvcmtlcl9pZBgBIAEoCRIiChpoZWFydGJlYXRfaW50ZXJ2YWxfc2Vjb25kcxgCIAEoARIWCg5zZXJ2ZXJfdmVyc2lvbhgDIAEoCRIPCgdiYXRjaGVzGAQgASgIIkoKBkFzc2lnbhIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRIfCgRzcGVjGAMgASgLMhEua3VldWUudjEuSm9iU3BlYyJOCgRLaWxsEg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEg4KBnNpZ25hbBgDIAEoBRIVCg1ncmFjZV9zZWNvbmRzGAQgASgBImQKCU91dHB1dEFjaxIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRImCgZzdHJlYW0YAyABKA4yFi5rdWV1ZS52MS5PdXRwdXRTdHJlYW0SDgoGb2Zmc2V0GAQgASgEIioKB1JldHJhY3QSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0iLgoLRmluaXNoZWRBY2sSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0iUwoFU3RkaW4SDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SDgoGb2Zmc2V0GAMgASgEEgwKBGRhdGEYBCABKAwSCwoDZW9mGAUgASgIIjsKCFN0ZGluQWNrEg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEg4KBm9mZnNldBgDIAEoBCI8CglTaWduYWxKb2ISDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SDgoGc2lnbmFsGAMgASgFMlMKDVdvcmtlclNlcnZpY2USQgoHQ29ubmVjdBIYLmt1ZXVlLnYxLkNvbm5lY3RSZXF1ZXN0Ghkua3VldWUudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_kueue_v1_common]);
 
 /**
  * Worker -> server.
@@ -71,6 +71,12 @@ export type ConnectRequest = Message<"kueue.v1.ConnectRequest"> & {
      */
     value: StdinAck;
     case: "stdinAck";
+  } | {
+    /**
+     * @generated from field: kueue.v1.ConnectRequestBatch batch = 9;
+     */
+    value: ConnectRequestBatch;
+    case: "batch";
   } | { case: undefined; value?: undefined };
 };
 
@@ -80,6 +86,27 @@ export type ConnectRequest = Message<"kueue.v1.ConnectRequest"> & {
  */
 export const ConnectRequestSchema: GenMessage<ConnectRequest> = /*@__PURE__*/
   messageDesc(file_kueue_v1_worker_service, 0);
+
+/**
+ * Several messages in one, to be handled in order (never nested, never a
+ * Register). Sent only to a server that set Registered.batches: one write
+ * per message costs more than the message at hundreds of jobs a second.
+ *
+ * @generated from message kueue.v1.ConnectRequestBatch
+ */
+export type ConnectRequestBatch = Message<"kueue.v1.ConnectRequestBatch"> & {
+  /**
+   * @generated from field: repeated kueue.v1.ConnectRequest messages = 1;
+   */
+  messages: ConnectRequest[];
+};
+
+/**
+ * Describes the message kueue.v1.ConnectRequestBatch.
+ * Use `create(ConnectRequestBatchSchema)` to create a new message.
+ */
+export const ConnectRequestBatchSchema: GenMessage<ConnectRequestBatch> = /*@__PURE__*/
+  messageDesc(file_kueue_v1_worker_service, 1);
 
 /**
  * Server -> worker.
@@ -138,6 +165,12 @@ export type ConnectResponse = Message<"kueue.v1.ConnectResponse"> & {
      */
     value: Retract;
     case: "retract";
+  } | {
+    /**
+     * @generated from field: kueue.v1.ConnectResponseBatch batch = 9;
+     */
+    value: ConnectResponseBatch;
+    case: "batch";
   } | { case: undefined; value?: undefined };
 };
 
@@ -146,7 +179,27 @@ export type ConnectResponse = Message<"kueue.v1.ConnectResponse"> & {
  * Use `create(ConnectResponseSchema)` to create a new message.
  */
 export const ConnectResponseSchema: GenMessage<ConnectResponse> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 1);
+  messageDesc(file_kueue_v1_worker_service, 2);
+
+/**
+ * As ConnectRequestBatch, the other way; sent only to a worker that set
+ * Register.batches (never nested, never a Registered).
+ *
+ * @generated from message kueue.v1.ConnectResponseBatch
+ */
+export type ConnectResponseBatch = Message<"kueue.v1.ConnectResponseBatch"> & {
+  /**
+   * @generated from field: repeated kueue.v1.ConnectResponse messages = 1;
+   */
+  messages: ConnectResponse[];
+};
+
+/**
+ * Describes the message kueue.v1.ConnectResponseBatch.
+ * Use `create(ConnectResponseBatchSchema)` to create a new message.
+ */
+export const ConnectResponseBatchSchema: GenMessage<ConnectResponseBatch> = /*@__PURE__*/
+  messageDesc(file_kueue_v1_worker_service, 3);
 
 /**
  * First message on the stream.
@@ -205,6 +258,13 @@ export type Register = Message<"kueue.v1.Register"> & {
    * @generated from field: uint32 prefetch = 8;
    */
   prefetch: number;
+
+  /**
+   * The worker reads ConnectResponse.batch.
+   *
+   * @generated from field: bool batches = 9;
+   */
+  batches: boolean;
 };
 
 /**
@@ -212,7 +272,7 @@ export type Register = Message<"kueue.v1.Register"> & {
  * Use `create(RegisterSchema)` to create a new message.
  */
 export const RegisterSchema: GenMessage<Register> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 2);
+  messageDesc(file_kueue_v1_worker_service, 4);
 
 /**
  * @generated from message kueue.v1.AttemptReport
@@ -261,7 +321,7 @@ export type AttemptReport = Message<"kueue.v1.AttemptReport"> & {
  * Use `create(AttemptReportSchema)` to create a new message.
  */
 export const AttemptReportSchema: GenMessage<AttemptReport> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 3);
+  messageDesc(file_kueue_v1_worker_service, 5);
 
 /**
  * Sent every Registered.heartbeat_interval_seconds (or the worker's
@@ -297,7 +357,7 @@ export type Heartbeat = Message<"kueue.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 4);
+  messageDesc(file_kueue_v1_worker_service, 6);
 
 /**
  * @generated from message kueue.v1.AssignmentReply
@@ -355,7 +415,7 @@ export type AssignmentReply = Message<"kueue.v1.AssignmentReply"> & {
  * Use `create(AssignmentReplySchema)` to create a new message.
  */
 export const AssignmentReplySchema: GenMessage<AssignmentReply> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 5);
+  messageDesc(file_kueue_v1_worker_service, 7);
 
 /**
  * @generated from message kueue.v1.Started
@@ -382,7 +442,7 @@ export type Started = Message<"kueue.v1.Started"> & {
  * Use `create(StartedSchema)` to create a new message.
  */
 export const StartedSchema: GenMessage<Started> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 6);
+  messageDesc(file_kueue_v1_worker_service, 8);
 
 /**
  * @generated from message kueue.v1.Output
@@ -421,7 +481,7 @@ export type Output = Message<"kueue.v1.Output"> & {
  * Use `create(OutputSchema)` to create a new message.
  */
 export const OutputSchema: GenMessage<Output> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 7);
+  messageDesc(file_kueue_v1_worker_service, 9);
 
 /**
  * @generated from message kueue.v1.Finished
@@ -484,7 +544,7 @@ export type Finished = Message<"kueue.v1.Finished"> & {
  * Use `create(FinishedSchema)` to create a new message.
  */
 export const FinishedSchema: GenMessage<Finished> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 8);
+  messageDesc(file_kueue_v1_worker_service, 10);
 
 /**
  * The worker is shutting down and will stop every attempt it runs: the server
@@ -506,7 +566,7 @@ export type Leaving = Message<"kueue.v1.Leaving"> & {
  * Use `create(LeavingSchema)` to create a new message.
  */
 export const LeavingSchema: GenMessage<Leaving> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 9);
+  messageDesc(file_kueue_v1_worker_service, 11);
 
 /**
  * @generated from message kueue.v1.Registered
@@ -528,6 +588,13 @@ export type Registered = Message<"kueue.v1.Registered"> & {
    * @generated from field: string server_version = 3;
    */
   serverVersion: string;
+
+  /**
+   * The server reads ConnectRequest.batch.
+   *
+   * @generated from field: bool batches = 4;
+   */
+  batches: boolean;
 };
 
 /**
@@ -535,7 +602,7 @@ export type Registered = Message<"kueue.v1.Registered"> & {
  * Use `create(RegisteredSchema)` to create a new message.
  */
 export const RegisteredSchema: GenMessage<Registered> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 10);
+  messageDesc(file_kueue_v1_worker_service, 12);
 
 /**
  * @generated from message kueue.v1.Assign
@@ -562,7 +629,7 @@ export type Assign = Message<"kueue.v1.Assign"> & {
  * Use `create(AssignSchema)` to create a new message.
  */
 export const AssignSchema: GenMessage<Assign> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 11);
+  messageDesc(file_kueue_v1_worker_service, 13);
 
 /**
  * @generated from message kueue.v1.Kill
@@ -598,7 +665,7 @@ export type Kill = Message<"kueue.v1.Kill"> & {
  * Use `create(KillSchema)` to create a new message.
  */
 export const KillSchema: GenMessage<Kill> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 12);
+  messageDesc(file_kueue_v1_worker_service, 14);
 
 /**
  * @generated from message kueue.v1.OutputAck
@@ -632,7 +699,7 @@ export type OutputAck = Message<"kueue.v1.OutputAck"> & {
  * Use `create(OutputAckSchema)` to create a new message.
  */
 export const OutputAckSchema: GenMessage<OutputAck> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 13);
+  messageDesc(file_kueue_v1_worker_service, 15);
 
 /**
  * Take back an accepted attempt that has not started, for a worker that is
@@ -659,7 +726,7 @@ export type Retract = Message<"kueue.v1.Retract"> & {
  * Use `create(RetractSchema)` to create a new message.
  */
 export const RetractSchema: GenMessage<Retract> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 14);
+  messageDesc(file_kueue_v1_worker_service, 16);
 
 /**
  * @generated from message kueue.v1.FinishedAck
@@ -681,7 +748,7 @@ export type FinishedAck = Message<"kueue.v1.FinishedAck"> & {
  * Use `create(FinishedAckSchema)` to create a new message.
  */
 export const FinishedAckSchema: GenMessage<FinishedAck> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 15);
+  messageDesc(file_kueue_v1_worker_service, 17);
 
 /**
  * Standard input for an attempt whose spec has stdin_pipe (offsets from the
@@ -721,7 +788,7 @@ export type Stdin = Message<"kueue.v1.Stdin"> & {
  * Use `create(StdinSchema)` to create a new message.
  */
 export const StdinSchema: GenMessage<Stdin> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 16);
+  messageDesc(file_kueue_v1_worker_service, 18);
 
 /**
  * Bytes of stdin written into the process's pipe so far; lets the client keep
@@ -751,7 +818,7 @@ export type StdinAck = Message<"kueue.v1.StdinAck"> & {
  * Use `create(StdinAckSchema)` to create a new message.
  */
 export const StdinAckSchema: GenMessage<StdinAck> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 17);
+  messageDesc(file_kueue_v1_worker_service, 19);
 
 /**
  * Deliver a signal to the attempt's process group, nothing more (no SIGKILL
@@ -781,7 +848,7 @@ export type SignalJob = Message<"kueue.v1.SignalJob"> & {
  * Use `create(SignalJobSchema)` to create a new message.
  */
 export const SignalJobSchema: GenMessage<SignalJob> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 18);
+  messageDesc(file_kueue_v1_worker_service, 20);
 
 /**
  * WorkerService is spoken by `kueue_worker`: one bidirectional stream per
