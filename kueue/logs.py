@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from kueue import config as kconfig
@@ -37,8 +38,61 @@ def event(
 ) -> None:
     """Log a state change (at info unless told): `message % args` for people,
     `name` and `fields` (job, attempt, worker, state, ...) for machines."""
-    if logger.isEnabledFor(level):
+    if not logger.isEnabledFor(level):
+        return
+    template = _record_template()
+    if template is None:
         logger.log(level, message, *args, extra={_EVENT: name, _FIELDS: fields})
+        return
+    # The server logs every job state change: a record made the standard way
+    # costs more than the rest of the line (caller lookup, path splitting).
+    record = _new_record(logging.LogRecord)
+    attrs = record.__dict__
+    attrs.update(template)
+    created = time.time()
+    if args and len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+        args = args[0]  # type: ignore[assignment]  # as LogRecord does
+    attrs["name"] = logger.name
+    attrs["msg"] = message
+    attrs["args"] = args
+    attrs["levelname"] = logging.getLevelName(level)
+    attrs["levelno"] = level
+    attrs["created"] = created
+    attrs["msecs"] = int((created - int(created)) * 1000) + 0.0
+    attrs["relativeCreated"] = (created - logging._startTime) * 1000  # type: ignore[attr-defined]
+    attrs[_EVENT] = name
+    attrs[_FIELDS] = fields
+    logger.handle(record)
+
+
+_new_record = object.__new__
+_template: dict[str, Any] | None = None
+
+
+def _record_template() -> dict[str, Any] | None:
+    """What every record of event() holds besides its message, level and
+    time, as logging would make it; None when logging is set up to record
+    more (the caller, thread or process, a custom record factory)."""
+    global _template
+    if (
+        logging._srcfile is not None  # type: ignore[attr-defined]
+        or logging.logThreads
+        or logging.logProcesses
+        or logging.logMultiprocessing
+        or getattr(logging, "logAsyncioTasks", False)
+        or logging.getLogRecordFactory() is not logging.LogRecord
+    ):
+        return None
+    if _template is None:
+        # The arguments Logger._log passes when it does not look up the caller.
+        made = logging.LogRecord("", logging.INFO, "(unknown file)", 0, "", (), None, "(unknown function)")
+        _template = dict(made.__dict__)
+    return _template
+
+
+# What json.dumps(..., default=str, ensure_ascii=False) would make, without a
+# new encoder per line.
+_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
 
 
 class JsonFormatter(logging.Formatter):
@@ -67,13 +121,38 @@ class JsonFormatter(logging.Formatter):
             out["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:
             out["exception"] = record.exc_text
-        return json.dumps(out, default=str, ensure_ascii=False)
+        return _ENCODER.encode(out)
+
+
+class TextFormatter(logging.Formatter):
+    """logging.Formatter with the date and time of the last second kept:
+    formatting them was a good part of a log line's cost."""
+
+    _second = -1
+    _text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None or self.converter is not time.localtime:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._text = time.strftime(self.default_time_format, time.localtime(second))
+            self._second = second
+        return self.default_msec_format % (self._text, record.msecs)
+
+
+_iso_second = -1
+_iso_text = ""
 
 
 def _iso_time(created: float) -> str:
+    global _iso_second, _iso_text
     seconds = int(created)
     millis = int((created - seconds) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    if seconds != _iso_second:
+        _iso_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _iso_second = seconds
+    return f"{_iso_text}.{millis:03d}Z"
 
 
 def level_of(name: str) -> int | None:
@@ -88,13 +167,14 @@ def setup(level: str, program: str, fmt: str = "text") -> None:
         logging.captureWarnings(True)
         sys.excepthook = _log_uncaught
     else:
-        handler.setFormatter(logging.Formatter(f"%(asctime)s {program} %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter(f"%(asctime)s {program} %(levelname)s %(name)s: %(message)s"))
     # A state change is a log line, so a line must be cheap: neither format
     # shows the caller's file, thread or process, so do not look them up.
     logging._srcfile = None  # type: ignore[attr-defined]
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    logging.logAsyncioTasks = False  # type: ignore[attr-defined]  # Python 3.12+
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

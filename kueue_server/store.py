@@ -1,9 +1,17 @@
 """The durable copy of the server's state: SQLite in WAL mode.
 
-One writer thread owns the connection and the output files. Batches queued
-while it commits are merged into its next transaction (group commit), so many
-state changes cost one commit. A batch's future resolves only after its
-commit, which is what lets the server acknowledge after durable.
+A writer thread commits batches that do file work (output, removals) or are
+large. Batches queued while it commits are merged into its next transaction
+(group commit), so many state changes cost one commit. A batch's future
+resolves only after its commit, which is what lets the server acknowledge
+after durable.
+
+A small batch of rows (a few state changes: the bulk of the traffic) is
+committed on the caller's thread when the writer has nothing in hand: such a
+commit takes tens of microseconds, while the hop to the thread and back (a
+queue, a wake-up, the self-pipe, the GIL changing hands) cost several times
+that. WAL checkpoints, which write the database file and sync it, are left to
+the writer thread on a connection of its own, so they never stall the caller.
 """
 
 from __future__ import annotations
@@ -40,6 +48,12 @@ CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, name TEXT NOT NULL, sys
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 SCHEMA_VERSION = "1"
+# Largest batch committed on the caller's thread: rows cost ~10 us each, so
+# this bounds the stall of the event loop to about a millisecond.
+MAX_INLINE_ROWS = 64
+# Commits between two WAL checkpoints. SQLite's own default (1000 pages)
+# comes to a few hundred of our commits, so the WAL stays as small as before.
+CHECKPOINT_EVERY = 256
 
 
 class StoreError(Exception):
@@ -75,6 +89,11 @@ class Batch:
         )
 
 
+# Asks the writer thread for a WAL checkpoint.
+CHECKPOINT = object()
+_Item = tuple[Batch, "asyncio.Future[list[int]]"] | object
+
+
 @dataclass
 class Loaded:
     jobs: list[JobRecord]
@@ -97,6 +116,10 @@ class Store:
             # NORMAL in WAL mode survives a crash of the process (the case we
             # promise); only a power loss may lose the last commits.
             self._db.execute("PRAGMA synchronous=NORMAL")
+            # The writer thread checkpoints (see CHECKPOINT_EVERY), not
+            # whichever commit happens to fill the WAL, which may be inline.
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
+        self._in_memory = in_memory
         # SQLite's default page cache is 2 MB; with 100 000 jobs the table is
         # several times that, and every commit re-read pages the OS had to
         # hand over again (dispatch with 100 000 queued ran ~15% slower than
@@ -115,11 +138,20 @@ class Store:
             if name not in have:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
         self.outputs = output_files.OutputFiles(self.output_root, output_cap_bytes)
-        self._queue: queue.SimpleQueue[tuple[Batch, asyncio.Future[list[int]]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        # Held while the connection is in use: the writer thread and inline
+        # commits (and close()) never use it at the same time.
+        self._lock = threading.Lock()
+        # Batches handed to the writer thread and not yet settled (event loop
+        # only): while any are, later batches queue behind them to keep order.
+        self._queued = 0
+        self._commits = 0
+        self._checkpointer: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_failure_log = -1e9
-        # Told (from the writer thread) how long each commit took and whether it succeeded.
+        # Told how long each commit took and whether it succeeded (from the
+        # writer thread, or the caller's for an inline commit).
         self.on_commit: Callable[[float, bool], None] | None = None
 
     def load(self) -> Loaded:
@@ -145,54 +177,113 @@ class Store:
     async def write(self, batch: Batch) -> list[int]:
         """Commit a batch; returns the jobs whose captured output was truncated by the cap."""
         assert self._loop is not None
+        if not self._queued and _inline(batch):
+            error = self._commit_group([batch])
+            self._count_commit()
+            if error is not None:
+                raise error
+            return []
         future: asyncio.Future[list[int]] = self._loop.create_future()
+        self._queued += 1
         self._queue.put((batch, future))
-        return await future
+        try:
+            return await future
+        finally:
+            self._queued -= 1
+            self._count_commit()
+
+    def _count_commit(self) -> None:
+        self._commits += 1
+        if self._commits % CHECKPOINT_EVERY == 0 and not self._in_memory:
+            self._queue.put(CHECKPOINT)
 
     def close(self) -> None:
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
-        self.outputs.close()
-        self._db.close()
+        with self._lock:
+            self.outputs.close()
+            self._db.close()
 
     # ------------------------------------------------------------ writer thread
 
     def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            group = [item]
-            stop = False
-            while True:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                group.append(more)
-            self._commit_group(group)
-            if stop:
-                return
-
-    def _commit_group(self, group: list[tuple[Batch, asyncio.Future[list[int]]]]) -> None:
-        began = time.perf_counter()
-        truncated: list[int] = []
-        error: Exception | None = None
         try:
-            for batch, _ in group:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                group: list[tuple[Batch, asyncio.Future[list[int]]]] = []
+                checkpoint = stop = False
+                while True:
+                    if item is None:
+                        stop = True
+                        break
+                    if item is CHECKPOINT:
+                        checkpoint = True
+                    else:
+                        group.append(item)  # type: ignore[arg-type]
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                if group:
+                    self._commit_queued(group)
+                if checkpoint:
+                    self._checkpoint()
+                if stop:
+                    return
+        finally:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
+
+    def _commit_queued(self, group: list[tuple[Batch, asyncio.Future[list[int]]]]) -> None:
+        truncated: list[int] = []
+        error = self._commit_group([batch for batch, _ in group], truncated)
+        assert self._loop is not None
+        # One wake-up of the event loop for the whole group.
+        self._loop.call_soon_threadsafe(_settle_all, [f for _, f in group], error, truncated)
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database file, mostly without holding up commits."""
+        try:
+            if self._checkpointer is None:
+                self._checkpointer = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            # SQLite starts the WAL over only if it is wholly copied when a
+            # commit begins; commits made during the copy above prevent that.
+            # Their few pages are copied now with commits held off (well under
+            # a millisecond), or the WAL would grow as long as commits go on.
+            with self._lock:
+                self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:  # a full disk: the WAL grows until the next one succeeds
+            self._log_failure(exc)
+
+    def _commit_group(self, group: list[Batch], truncated: list[int] | None = None) -> Exception | None:
+        """Commit the batches in one transaction: None, or the StoreError.
+        Jobs whose output the cap truncated are added to `truncated`."""
+        began = time.perf_counter()
+        error: Exception | None = None
+        with self._lock:
+            error = self._commit_locked(group, truncated)
+        if self.on_commit is not None:
+            self.on_commit(time.perf_counter() - began, error is None)
+        return error
+
+    def _commit_locked(self, group: list[Batch], truncated: list[int] | None) -> Exception | None:
+        try:
+            for batch in group:
                 for w in batch.outputs:
                     if self.outputs.append(w.job_id, w.attempt, w.stream, w.offset, w.data):
+                        assert truncated is not None
                         truncated.append(w.job_id)
             self.outputs.flush()
             db = self._db
             db.execute("BEGIN")
             try:
-                for batch, _ in group:
+                for batch in group:
                     if batch.specs:
                         db.executemany("INSERT OR REPLACE INTO specs VALUES (?, ?)", batch.specs)
                     if batch.jobs:
@@ -209,7 +300,7 @@ class Store:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            for batch, _ in group:
+            for batch in group:
                 for job_id in batch.deleted_jobs:
                     self.outputs.remove_job(job_id)
         except Exception as exc:  # disk full, I/O error: fail these writes, keep serving
@@ -220,15 +311,11 @@ class Store:
                 self.outputs.close()
             space = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
             space = space or "full" in str(exc)  # sqlite3 reports SQLITE_FULL as "database or disk is full"
-            error = StoreError(
+            return StoreError(
                 f"the server could not store the change ({exc}); nothing was changed, try again later",
                 out_of_space=space,
             )
-        if self.on_commit is not None:
-            self.on_commit(time.perf_counter() - began, error is None)
-        assert self._loop is not None
-        for _, future in group:
-            self._loop.call_soon_threadsafe(_settle, future, error, truncated)
+        return None
 
     def _log_failure(self, exc: Exception) -> None:
         # Retries come every second while the disk is full: one line a minute.
@@ -242,10 +329,23 @@ def _marks(n: int) -> str:
     return ", ".join("?" * n)
 
 
-def _settle(future: asyncio.Future[list[int]], error: Exception | None, truncated: list[int]) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(truncated)
+def _inline(batch: Batch) -> bool:
+    """Whether the batch is only a few rows: no file work, no table scan."""
+    return (
+        not batch.outputs
+        and not batch.deleted_jobs
+        and not batch.gc_specs
+        and len(batch.jobs) + len(batch.specs) + len(batch.workers) <= MAX_INLINE_ROWS
+    )
+
+
+def _settle_all(
+    futures: list[asyncio.Future[list[int]]], error: Exception | None, truncated: list[int]
+) -> None:
+    for future in futures:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(truncated)
