@@ -115,17 +115,49 @@ class Record:
         return (self.job_id, self.attempt)
 
 
+def _clock_ticks() -> int:
+    try:
+        return os.sysconf("SC_CLK_TCK")
+    except (AttributeError, ValueError, OSError):
+        return 100
+
+
+# Like psutil's CLOCK_TICKS, so that the start times computed here equal its own.
+CLOCK_TICKS = _clock_ticks()
+# The boot time (seconds since the epoch) moves with clock steps; it is read
+# again after this long.
+BOOT_TIME_SECONDS = 10.0
+
+
 def _since_boot(pid: int) -> float:
     """The start of a process in seconds since boot, from /proc (Linux); -1 elsewhere."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
+        # os.open/os.read: half the cost of open(), and this runs at every job start.
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            stat = os.read(fd, 4096)
+        finally:
+            os.close(fd)
         # Fields after the command name (which may contain anything, even ")");
         # starttime is the 22nd field of the line, in clock ticks.
         fields = stat[stat.rindex(b")") + 2 :].split()
-        return int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return int(fields[19]) / CLOCK_TICKS
     except (OSError, ValueError, IndexError):
         return -1.0
+
+
+_boot_time: tuple[float, float] = (-1.0, 0.0)  # (read at, in monotonic seconds; value)
+
+
+def _boot_time_now() -> float:
+    """psutil.boot_time(), read at most every BOOT_TIME_SECONDS: it scans all of /proc/stat."""
+    global _boot_time
+    read_at, value = _boot_time
+    now = time.monotonic()
+    if read_at < 0 or now - read_at > BOOT_TIME_SECONDS:
+        value = psutil.boot_time()
+        _boot_time = (now, value)
+    return value
 
 
 def start_times(proc: psutil.Process) -> tuple[float, float]:
@@ -165,26 +197,33 @@ class Ledger:
         """Before the attempt's process is spawned: should this worker die
         before record(), a restart still knows to look for the attempt."""
         self._records[(job_id, attempt)] = None
-        self._append({"spawn": [job_id, attempt]})
+        self._append(f'{{"spawn": [{job_id:d}, {attempt:d}]}}\n')
 
     def record(self, job_id: int, attempt: int, pid: int) -> None:
-        try:
-            create_time, since_boot = start_times(psutil.Process(pid))
-        except psutil.Error:
-            # Already gone (and reaped by us, as its parent); the "spawn" entry
-            # stays, for what it may have left running in the background.
-            return
+        # One read of /proc/PID/stat: this runs at every job start, where
+        # psutil.Process(pid) cost more than the rest of the entry.
+        since_boot = _since_boot(pid)
+        if since_boot >= 0:
+            # As psutil.Process.create_time() computes it.
+            create_time = since_boot + _boot_time_now()
+        else:
+            try:
+                create_time, since_boot = start_times(psutil.Process(pid))
+            except psutil.Error:
+                # Already gone (and reaped by us, as its parent); the "spawn" entry
+                # stays, for what it may have left running in the background.
+                return
         try:
             pgid = os.getpgid(pid)
         except OSError:
             pgid = pid
         rec = Record(job_id, attempt, pid, create_time, pgid, since_boot)
         self._records[(job_id, attempt)] = rec
-        self._append({"start": _as_dict(rec)})
+        self._append(_start_line(rec))
 
     def forget(self, job_id: int, attempt: int) -> None:
         if self._records.pop((job_id, attempt), None) is not None:
-            self._append({"end": [job_id, attempt]})
+            self._append(f'{{"end": [{job_id:d}, {attempt:d}]}}\n')
 
     def _owner(self) -> dict[str, float]:
         # Read once per process (a fork in a test gets its own).
@@ -204,11 +243,12 @@ class Ledger:
                 self._file.close()
             self._file = None
 
-    def _append(self, entry: dict[str, Any]) -> None:
+    def _append(self, entry: str) -> None:
+        """Append one entry, a line of JSON made by the caller (json.dumps cost more than the write)."""
         if self._file is None or self._lines > COMPACT_LINES + 2 * len(self._records):
             self._rewrite()
             return
-        line = json.dumps(entry).encode() + b"\n"
+        line = entry.encode()
         try:
             written = self._file.write(line)
             if written != len(line):
@@ -254,11 +294,21 @@ class Ledger:
 
 
 def _as_dict(rec: Record) -> dict[str, Any]:
-    # dataclasses.asdict deep-copies; this is written at every job start.
+    # dataclasses.asdict deep-copies.
     return {f: getattr(rec, f) for f in _RECORD_FIELDS}
 
 
 _RECORD_FIELDS = tuple(f.name for f in fields(Record))
+
+
+def _start_line(rec: Record) -> str:
+    """The "start" entry, as json.dumps({"start": _as_dict(rec)}) writes it, with a newline."""
+    # repr() of a float is what json writes for it; the times are finite.
+    return (
+        f'{{"start": {{"job_id": {rec.job_id:d}, "attempt": {rec.attempt:d}, "pid": {rec.pid:d}, '
+        f'"create_time": {float(rec.create_time)!r}, "pgid": {rec.pgid:d}, '
+        f'"started_since_boot": {float(rec.started_since_boot)!r}}}}}\n'
+    )
 
 
 def _parse(text: str) -> tuple[dict[str, Any], dict[Key, dict[str, Any]]]:

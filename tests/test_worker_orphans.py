@@ -15,6 +15,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kueue.config import WorkerSettings
 from kueue.v1 import common_pb2
@@ -386,3 +388,29 @@ def test_the_worker_records_an_attempt_while_its_process_runs(tmp_path: Path) ->
         assert orphans.read(path) == []
 
     asyncio.run(scenario())
+
+
+@given(
+    job_id=st.integers(min_value=0, max_value=2**63 - 1),
+    attempt=st.integers(min_value=0, max_value=2**31),
+    pid=st.integers(min_value=0, max_value=2**22),
+    create_time=st.floats(allow_nan=False, allow_infinity=False),
+    since_boot=st.floats(allow_nan=False, allow_infinity=False),
+)
+def test_a_start_entry_is_the_json_of_its_record(
+    job_id: int, attempt: int, pid: int, create_time: float, since_boot: float
+) -> None:
+    rec = orphans.Record(job_id, attempt, pid, create_time, pid, since_boot)
+    line = orphans._start_line(rec)
+    assert line == json.dumps({"start": dataclasses.asdict(rec)}) + "\n"
+    assert json.loads(line) == {"start": dataclasses.asdict(rec)}
+
+
+def test_a_recorded_start_time_is_psutils(tmp_path: Path, spawned: list[subprocess.Popen[bytes]]) -> None:
+    ledger = orphans.Ledger(orphans.ledger_path(tmp_path, "w1"))
+    proc, _ = job_tree(spawned)
+    ledger.record(7, 1, proc.pid)
+    [rec] = orphans.read(ledger.path)
+    # As start-up compares them: exactly what it will read of the process.
+    assert (rec.create_time, rec.started_since_boot) == orphans.start_times(psutil.Process(proc.pid))
+    ledger.close()

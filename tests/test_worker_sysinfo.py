@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
+
+import psutil
 
 from kueue.config import WorkerSettings
 from kueue.v1 import common_pb2
@@ -23,6 +26,9 @@ def test_probe_describes_this_machine() -> None:
     assert 0 < info.memory_available_mb <= info.memory_total_mb
     assert info.load_1 >= 0 and info.load_5 >= 0 and info.load_15 >= 0
     assert info.uptime_seconds > 0
+    # Read the cheap way, they agree with psutil's readings.
+    assert abs(info.uptime_seconds - (time.time() - psutil.boot_time())) < 5
+    assert abs(sysinfo._available_mb() - psutil.virtual_memory().available // MB) < 256
 
 
 def test_distribution_reads_pretty_name(tmp_path: Path) -> None:
