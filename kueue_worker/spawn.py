@@ -154,56 +154,29 @@ def _return_to(home: int) -> None:
 def _spawn_first(argv: Sequence[str], env: Mapping[str, str], actions: list[tuple[Any, ...]]) -> int:
     """Spawn the first of the executable's candidates that starts, like Popen's child."""
     executable = argv[0]
-    candidates = _candidates(executable, env.get("PATH"))
-    if len(candidates) == 1:
-        return _posix_spawn_one(candidates[0], argv, env, actions)
-    errors: list[OSError | None] = []
+    if os.path.dirname(executable):
+        candidates = [executable]
+    else:
+        # os.get_exec_path(env), without its warnings context: env has str keys only.
+        path_list = env.get("PATH")
+        dirs = (os.defpath if path_list is None else path_list).split(os.pathsep)
+        candidates = [os.path.join(d, executable) for d in dirs]
+    first_error: OSError | None = None
     for path in candidates:
-        # A missing one costs an access() here, not a spawn (nor a stat and its exception).
-        if not os.access(path, os.F_OK):
-            errors.append(None)  # why, is asked only if none starts
-            continue
         try:
-            return _posix_spawn_one(path, argv, env, actions)
+            if len(candidates) > 1:
+                os.stat(path)  # a missing one costs a stat here, not a spawn
+            return os.posix_spawn(
+                path, argv, env, file_actions=actions, setsid=True, setsigdef=RESTORED_SIGNALS
+            )
         except OSError as exc:
-            errors.append(exc)
-    # None started: the first error other than "not found", in the candidates' order.
-    for path, error in zip(candidates, errors, strict=True):
-        if error is None:
-            try:
-                os.stat(path)
-                continue  # it appeared meanwhile
-            except OSError as exc:
-                error = exc
-        if error.errno not in _NOT_FOUND:
-            raise error
+            if len(candidates) == 1:
+                raise
+            if exc.errno not in _NOT_FOUND and first_error is None:
+                first_error = exc
+    if first_error is not None:
+        raise first_error
     raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), executable)
-
-
-def _posix_spawn_one(
-    path: str, argv: Sequence[str], env: Mapping[str, str], actions: list[tuple[Any, ...]]
-) -> int:
-    return os.posix_spawn(path, argv, env, file_actions=actions, setsid=True, setsigdef=RESTORED_SIGNALS)
-
-
-_candidate_cache: dict[tuple[str, str | None], tuple[str, ...]] = {}
-
-
-def _candidates(executable: str, path_list: str | None) -> tuple[str, ...]:
-    """The paths Popen would try for the executable (os.get_exec_path of the job's
-    environment); the same few for every job of an array, so they are kept."""
-    key = (executable, path_list)
-    found = _candidate_cache.get(key)
-    if found is None:
-        if os.path.dirname(executable):
-            found = (executable,)
-        else:
-            dirs = (os.defpath if path_list is None else path_list).split(os.pathsep)
-            found = tuple(os.path.join(d, executable) for d in dirs)
-        if len(_candidate_cache) >= 256:
-            _candidate_cache.clear()
-        _candidate_cache[key] = found
-    return found
 
 
 def inheritable_fds() -> list[int]:
