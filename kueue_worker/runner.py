@@ -31,7 +31,6 @@ import psutil
 
 from kueue.v1 import common_pb2
 from kueue.v1 import worker_service_pb2 as wpb
-from kueue_worker import spawn
 from kueue_worker.process_tree import living_tree
 
 log = logging.getLogger(__name__)
@@ -314,13 +313,14 @@ class JobProcess:
     async def _run(self, argv: list[str], stdio: _Stdio) -> Outcome:
         env = environment(self.spec, self.job_id, self.attempt, self.worker_name, self.worker_id)
         try:
-            proc = spawn.start(
+            proc = subprocess.Popen(
                 argv,
-                cwd=self.spec.cwd,
+                cwd=self.spec.cwd or None,
                 env=env,
                 stdin=stdio.child_stdin,
                 stdout=stdio.child[STDOUT],
                 stderr=stdio.child[STDERR],
+                start_new_session=True,
             )
         except OSError as exc:
             return Outcome(error=self._start_error(argv, exc))
@@ -561,7 +561,7 @@ class JobProcess:
                 proc.send_signal(signum)
 
 
-async def _exit_status(proc: spawn.Child) -> int:
+async def _exit_status(proc: subprocess.Popen[bytes]) -> int:
     """Wait for the process to end and reap it, without a thread: a pidfd
     becomes readable when the process exits. (asyncio's subprocesses in
     Python 3.11 start a thread per child to wait for it, which costs a short
