@@ -350,6 +350,7 @@ class Scheduler:
         draining: bool = False,
         waiting: Iterable[tuple[int, int]] = (),
         prefetch: int = 0,
+        killed: dict[tuple[int, int], float] | None = None,
     ) -> WorkerRecord:
         """A worker (re)registered, reporting the attempts it still runs and
         those it finished without an acknowledgement (recorded by finished()
@@ -357,7 +358,9 @@ class Scheduler:
 
         Attempts the server placed on it that it reports neither way (nor as
         waiting for a slot) are given up at once; running attempts it reports
-        that are not current are killed.
+        that are not current are killed. `killed` maps attempts whose process
+        a crashed previous run left and the restarted worker killed to when
+        they started (0: unknown): given up too, with that start recorded.
         """
         worker = self.workers.get(worker_id)
         if worker is None:
@@ -380,6 +383,12 @@ class Scheduler:
             elif (job_id, job.attempt) in waiting:
                 if job.state is State.OFFERED:
                     job.waiting = True
+            elif killed and (job_id, job.attempt) in killed:
+                started = killed[(job_id, job.attempt)]
+                if job.started_at is None:
+                    job.started_at = started if 0 < started <= now else now
+                why = f"worker {name} crashed while it ran (ended when the worker restarted)"
+                self._requeue(job, why, now, Outcome.WORKER_LOST)
             elif (job_id, job.attempt) not in known:
                 self._requeue(
                     job, f"worker {name} restarted without attempt {job.attempt}", now, Outcome.WORKER_LOST

@@ -60,12 +60,21 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             Amount(reg.capacity.slots, reg.capacity.cpus, reg.capacity.ram_mb),
             reg.system,
             context.peer(),
-            [(a.job_id, a.attempt) for a in reg.attempts if not a.HasField("finished") and not a.waiting],
+            [
+                (a.job_id, a.attempt)
+                for a in reg.attempts
+                if not a.HasField("finished") and not a.waiting and not a.killed_after_restart
+            ],
             app.clock(),
             finished=[(a.job_id, a.attempt) for a in reg.attempts if a.HasField("finished")],
             draining=reg.draining,
             waiting=[(a.job_id, a.attempt) for a in reg.attempts if a.waiting and not a.HasField("finished")],
             prefetch=reg.prefetch,
+            killed={
+                (a.job_id, a.attempt): a.started_at
+                for a in reg.attempts
+                if a.killed_after_restart and not a.HasField("finished")
+            },
         )
         old = app.conns.get(worker.id)
         if old is not None:

@@ -241,6 +241,8 @@ class Connection:
         )
         self.registrations += 1
         session.batches = msg.batches
+        # The server has them now (it answers Registered after taking them).
+        self.worker.killed_after_restart.clear()
         name, wid = self.worker.name, self.worker.worker_id
         if self._outage_since is not None:
             outage = time.monotonic() - self._outage_since

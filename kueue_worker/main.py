@@ -121,6 +121,7 @@ async def serve(
     worker_id: str,
     credentials: grpc.ChannelCredentials | None = None,
     drain_timeout: float = 0.0,
+    reaped: list[orphans.Record] | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT; the exit status."""
     worker = Worker(
@@ -130,6 +131,8 @@ async def serve(
         orphans.Ledger(orphans.ledger_path(cfg.data_dir, name)),
         output_spool.SpoolDir(output_spool.spool_path(cfg.data_dir, name)),
     )
+    for rec in reaped or []:
+        worker.report_killed_after_restart(rec.job_id, rec.attempt, rec.create_time)
     connection = Connection(
         worker,
         cfg.server_address,
@@ -200,12 +203,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Before registering: the server queues these jobs again as soon as we
     # report no attempts, and they must not run here at the same time.
-    orphans.reap(orphans.ledger_path(cfg.data_dir, name), cfg.worker_settings.kill_grace_seconds, worker_id)
+    ledger = orphans.ledger_path(cfg.data_dir, name)
+    previous = {r.key: r for r in orphans.previous_attempts(ledger)}
+    for rec in orphans.reap(ledger, cfg.worker_settings.kill_grace_seconds, worker_id):
+        previous.setdefault(rec.key, rec)
+    # Those are over now; the server learns that they ran (history) and ended without a result.
+    reaped = list(previous.values())
     try:
         credentials = rpc.channel_credentials(cfg)
     except kconfig.ConfigError as exc:
         print(f"kueue_worker: {exc}", file=sys.stderr)
         return 2
-    status = asyncio.run(serve(cfg, name, worker_id, credentials, args.drain_timeout))
+    status = asyncio.run(serve(cfg, name, worker_id, credentials, args.drain_timeout, reaped))
     event(log, "worker_stopped", "stopped", worker=name, exit_status=status)
     return status

@@ -496,6 +496,15 @@ def kill_trees(records: list[Record], grace_seconds: float) -> list[Record]:
     return alive
 
 
+def previous_attempts(path: Path) -> list[Record]:
+    """Attempts a previous run of this worker started and the server did not
+    acknowledge the end of (read before reap(); none while that run is still
+    alive)."""
+    if _owner_alive(path) is not None:
+        return []
+    return [r for r in read(path) if r.pid > 0]
+
+
 def reap(path: Path, grace_seconds: float, worker_id: str = "") -> list[Record]:
     """Kill the attempts a previous run of this worker left running, then clear the record.
 

@@ -165,6 +165,9 @@ class Worker:
             prefetch=settings.prefetch_jobs,
         )
         self.processes: dict[Key, JobProcess] = {}
+        # Attempts of a crashed previous run whose processes were killed at
+        # start-up, reported until the server has taken a Register with them.
+        self.killed_after_restart: list[wpb.AttemptReport] = []
         # Specs of the attempts waiting for a slot (Attempts.next_to_start).
         self._waiting_specs: dict[Key, common_pb2.JobSpec] = {}
         # Finishing the running jobs before stopping: the server offers nothing new.
@@ -217,6 +220,13 @@ class Worker:
         if self._wake_writer is not None:
             self._wake_writer()
 
+    def report_killed_after_restart(self, job_id: int, attempt: int, started_at: float) -> None:
+        self.killed_after_restart.append(
+            wpb.AttemptReport(
+                job_id=job_id, attempt=attempt, killed_after_restart=True, started_at=started_at
+            )
+        )
+
     def register_message(self) -> wpb.Register:
         system = sysinfo.probe()
         capacity = sysinfo.capacity(self.settings, system)
@@ -226,7 +236,7 @@ class Worker:
             name=self.name,
             system=system,
             capacity=capacity,
-            attempts=self.attempts.reports(),
+            attempts=[*self.attempts.reports(), *self.killed_after_restart],
             version=kueue.__version__,
             draining=self.draining,
             prefetch=0 if self.draining else self.settings.prefetch_jobs,
@@ -263,6 +273,10 @@ class Worker:
         elif kind == "finished_ack":
             ack = response.finished_ack
             self.attempts.finished_ack(ack.job_id, ack.attempt)
+            if self.ledger is not None:
+                # Only now: until the server has the finish, a crash of this
+                # worker must still tell it the attempt ran (main.py).
+                self.ledger.forget(ack.job_id, ack.attempt)
             self._budget.changed()
         elif kind == "registered":
             log.debug("ignoring a repeated Registered")
@@ -487,8 +501,6 @@ class Worker:
             self.processes.pop(key, None)
             self._watchers.pop(key, None)
             self._feeds.pop(key, None)
-            if self.ledger is not None:
-                self.ledger.forget(job_id, attempt)
         finished = self.attempts.finish(job_id, attempt, outcome.as_finished())
         # The final stdin position (input left unwritten counts as discarded)
         # goes before the Finished, after which the server may not listen.

@@ -558,3 +558,21 @@ def test_recent_is_the_newest_matching_jobs(
     expected = [j for j in sorted(s.jobs.values(), key=lambda j: -j.id) if filt is None or j.state in filt]
     assert [j.id for j in s.recent(filt, limit)] == [j.id for j in expected[: limit or None]]
     assert s.matching(filt) == len(expected)
+
+
+def test_an_attempt_killed_when_its_crashed_worker_restarted_is_lost_but_started() -> None:
+    s = make()
+    connect(s, "w1", slots=2)
+    a, b = submit(s, 2)
+    assigned(s)
+    # The server never heard that a started (the worker died first); b it did.
+    s.started("w1", b, 1, 1.0)
+    s.connect_worker(
+        "w1", "w1", Amount(2, 4, 8000), common_pb2.SystemInfo(), "", [], 5.0, killed={(a, 1): 0.5, (b, 1): 0.0}
+    )
+    for job_id, started in ((a, 0.5), (b, 1.0)):
+        job = s.jobs[job_id]
+        assert job.state is State.PENDING
+        past = job.past_attempts[-1]
+        assert past.outcome.name == "WORKER_LOST" and past.started_at == started
+        assert "crashed while it ran" in past.reason

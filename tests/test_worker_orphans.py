@@ -381,10 +381,16 @@ def test_the_worker_records_an_attempt_while_its_process_runs(tmp_path: Path) ->
         kinds = [next(iter(json.loads(line))) for line in path.read_text().splitlines()]
         assert kinds == ["worker", "spawn", "start"]
         assert psutil.Process(pid).environ()["KUEUE_WORKER_ID"] == "ab" * 16
+        psutil_create_time = psutil.Process(pid).create_time()
         go.touch()
         while worker.processes:
             assert time.monotonic() < deadline, "the job did not end"
             await asyncio.sleep(0.01)
+        # Kept until the server has the finish: a crash now must still tell
+        # it that the attempt ran, and since when.
+        [rec] = orphans.previous_attempts(path)
+        assert rec.key == (4, 2) and rec.create_time == pytest.approx(psutil_create_time, abs=1.0)
+        await worker.handle(wpb.ConnectResponse(finished_ack=wpb.FinishedAck(job_id=4, attempt=2)))
         assert orphans.read(path) == []
 
     asyncio.run(scenario())

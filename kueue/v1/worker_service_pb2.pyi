@@ -86,20 +86,24 @@ class Register(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., system: _Optional[_Union[_common_pb2.SystemInfo, _Mapping]] = ..., capacity: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[AttemptReport, _Mapping]]] = ..., version: _Optional[str] = ..., draining: _Optional[bool] = ..., prefetch: _Optional[int] = ..., batches: _Optional[bool] = ...) -> None: ...
 
 class AttemptReport(_message.Message):
-    __slots__ = ("job_id", "attempt", "finished", "stdout_offset", "stderr_offset", "waiting")
+    __slots__ = ("job_id", "attempt", "finished", "stdout_offset", "stderr_offset", "waiting", "killed_after_restart", "started_at")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     STDOUT_OFFSET_FIELD_NUMBER: _ClassVar[int]
     STDERR_OFFSET_FIELD_NUMBER: _ClassVar[int]
     WAITING_FIELD_NUMBER: _ClassVar[int]
+    KILLED_AFTER_RESTART_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     job_id: int
     attempt: int
     finished: Finished
     stdout_offset: int
     stderr_offset: int
     waiting: bool
-    def __init__(self, job_id: _Optional[int] = ..., attempt: _Optional[int] = ..., finished: _Optional[_Union[Finished, _Mapping]] = ..., stdout_offset: _Optional[int] = ..., stderr_offset: _Optional[int] = ..., waiting: _Optional[bool] = ...) -> None: ...
+    killed_after_restart: bool
+    started_at: float
+    def __init__(self, job_id: _Optional[int] = ..., attempt: _Optional[int] = ..., finished: _Optional[_Union[Finished, _Mapping]] = ..., stdout_offset: _Optional[int] = ..., stderr_offset: _Optional[int] = ..., waiting: _Optional[bool] = ..., killed_after_restart: _Optional[bool] = ..., started_at: _Optional[float] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("system", "external_use", "draining")
