@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.profile.mkdir(parents=True, exist_ok=True)
                 for name, pid in pids.items():
                     out = args.profile / f"{name}.txt"
-                    cmd = ["py-spy", "record", "-p", str(pid), "-o", str(out), "-f", "raw", "-r", "200"]
+                    cmd = ["py-spy", "record", "-p", str(pid), "-o", str(out), "-f", "raw", "-r", "200", "--gil"]
                     spies.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                 time.sleep(1.0)  # py-spy attaches
             before = {name: cpu_seconds(pid) for name, pid in pids.items()}
