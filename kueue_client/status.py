@@ -85,6 +85,8 @@ def job_status(job: common_pb2.Job, now: float | None = None) -> tuple[str, str]
     if state == JobState.JOB_STATE_PENDING:
         return f"pending since {format_date(seconds(job.issued_at), now)}", style
     if state == JobState.JOB_STATE_OFFERED:
+        if job.held:
+            return f"waiting for a slot on {job.worker_name}", style
         return f"offered on {format_date(seconds(job.offered_at), now)}", style
     if state == JobState.JOB_STATE_RUNNING:
         started = seconds(job.started_at) or seconds(job.offered_at) or now

@@ -43,6 +43,7 @@ def job_message(
         stderr_bytes=job.stderr_bytes,
         output_truncated=job.output_truncated,
         kill_requested=job.kill_requested,
+        held=job.state is State.OFFERED and (job.prefetched or job.waiting),
     )
     if job.exit_code is not None:
         msg.exit_code = job.exit_code

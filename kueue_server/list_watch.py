@@ -102,7 +102,8 @@ async def stream(app: App, params: Params) -> AsyncIterator[jpb.WatchListRespons
                 if params.include_workers:
                     timeout = max(0.0, workers_looked_at + WORKERS_INTERVAL - loop.time())
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(watch.event.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await watch.event.wait()
     finally:
         app.watchers.remove(watch)
 

@@ -50,7 +50,8 @@ class MetricsEndpoint:
             server.close()
         for server in self.servers:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await server.wait_closed()
         self.servers = []
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -59,21 +60,24 @@ class MetricsEndpoint:
             if self._open > MAX_CONNECTIONS:
                 return
             try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
+                async with asyncio.timeout(READ_TIMEOUT):
+                    head = await reader.readuntil(b"\r\n\r\n")
             except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
                 return
             status, body, extra = self._respond(head)
             head_only = head.startswith(b"HEAD ")
             writer.write(_response(status, body, extra, head_only))
             with contextlib.suppress(ConnectionError, TimeoutError):
-                await asyncio.wait_for(writer.drain(), READ_TIMEOUT)
+                async with asyncio.timeout(READ_TIMEOUT):
+                    await writer.drain()
         except Exception:
             log.exception("metrics: serving a request failed")
         finally:
             self._open -= 1
             writer.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await writer.wait_closed()
 
     def _respond(self, head: bytes) -> tuple[str, bytes, str]:
         parts = head.split(b"\r\n", 1)[0].decode("latin-1").split()

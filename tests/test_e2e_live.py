@@ -150,7 +150,9 @@ def submit_waiting(cluster: Cluster, cwd: Path, name: str) -> int:
 def small_cluster(cluster: Cluster) -> Cluster:
     # One slot: the second job waits while the first runs.
     cluster.start_server()
-    cluster.start_worker("w1", worker_max_parallel_jobs=1)
+    cluster.start_worker(
+        "w1", worker_max_parallel_jobs=1, prefetch_jobs=0
+    )  # the second job waits on the server
     cluster.wait_workers("w1")
     return cluster
 

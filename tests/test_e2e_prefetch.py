@@ -108,6 +108,10 @@ def test_held_jobs_start_in_order_as_slots_free(cluster: Cluster, tmp_path: Path
     work.mkdir()
     ids = submit_gated(cluster, work, 4)
     wait_for(lambda: len(held_by(cluster, "w1", ids)) == 3, 60, "the worker to hold three jobs")
+    held = held_by(cluster, "w1", ids)
+    assert all(jobs(cluster)[j].get("held") for j in held)
+    table = cluster.kueue("ls", env={"COLUMNS": "200"}).stdout
+    assert table.count("waiting for a slot on w1") == 3, table
     (work / "go").touch()
     wait_for(lambda: len(ran(work)) == 4, 60, "all four jobs to finish")
     # One slot: they ran one after the other, in the order they were queued.

@@ -110,7 +110,7 @@ class JobSpec(_message.Message):
     def __init__(self, command: _Optional[_Iterable[str]] = ..., shell: _Optional[bool] = ..., cwd: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., stdout_path: _Optional[str] = ..., stderr_path: _Optional[str] = ..., user: _Optional[str] = ..., submit_host: _Optional[str] = ..., use_worker_env: _Optional[bool] = ..., stdin_pipe: _Optional[bool] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "state", "spec", "issued_at", "offered_at", "started_at", "finished_at", "attempt", "worker_id", "worker_name", "exit_code", "signal", "run_time_seconds", "peak_memory_bytes", "comment", "stdout_bytes", "stderr_bytes", "output_truncated", "kill_requested", "attempts")
+    __slots__ = ("id", "state", "spec", "issued_at", "offered_at", "started_at", "finished_at", "attempt", "worker_id", "worker_name", "exit_code", "signal", "run_time_seconds", "peak_memory_bytes", "comment", "stdout_bytes", "stderr_bytes", "output_truncated", "kill_requested", "attempts", "held")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +131,7 @@ class Job(_message.Message):
     OUTPUT_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     KILL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
     id: int
     state: JobState
     spec: JobSpec
@@ -151,7 +152,8 @@ class Job(_message.Message):
     output_truncated: bool
     kill_requested: bool
     attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
-    def __init__(self, id: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., offered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., worker_id: _Optional[str] = ..., worker_name: _Optional[str] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., run_time_seconds: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ..., comment: _Optional[str] = ..., stdout_bytes: _Optional[int] = ..., stderr_bytes: _Optional[int] = ..., output_truncated: _Optional[bool] = ..., kill_requested: _Optional[bool] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ...) -> None: ...
+    held: bool
+    def __init__(self, id: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., offered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., worker_id: _Optional[str] = ..., worker_name: _Optional[str] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., run_time_seconds: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ..., comment: _Optional[str] = ..., stdout_bytes: _Optional[int] = ..., stderr_bytes: _Optional[int] = ..., output_truncated: _Optional[bool] = ..., kill_requested: _Optional[bool] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., held: _Optional[bool] = ...) -> None: ...
 
 class Attempt(_message.Message):
     __slots__ = ("number", "worker_id", "worker_name", "offered_at", "started_at", "ended_at", "outcome", "reason")
