@@ -148,7 +148,8 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             msg = await outbox.get()
             if msg is None:
                 return
-            if not conn.batches or outbox.empty():
+            # Registered goes alone: the worker learns from it that batches come.
+            if not conn.batches or outbox.empty() or msg.HasField("registered"):
                 await context.write(msg)
                 continue
             # What queued up meanwhile goes in one write.

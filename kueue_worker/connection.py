@@ -321,10 +321,14 @@ class Connection:
                 self._registered(session, response.registered)
             elif kind == "batch":
                 for inner in response.batch.messages:
-                    if inner.WhichOneof("msg") in ("batch", "registered"):
-                        log.warning("ignoring a %s inside a batch from the server", inner.WhichOneof("msg"))
-                        continue
-                    await self.worker.handle(inner)
+                    inner_kind = inner.WhichOneof("msg")
+                    if inner_kind == "registered" and not session.registered.is_set():
+                        # Not allowed there; taken anyway rather than never registering.
+                        self._registered(session, inner.registered)
+                    elif inner_kind in ("batch", "registered"):
+                        log.warning("ignoring a %s inside a batch from the server", inner_kind)
+                    else:
+                        await self.worker.handle(inner)
             else:
                 await self.worker.handle(response)
             response = await session.call.read()
