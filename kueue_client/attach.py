@@ -40,11 +40,13 @@ T = TypeVar("T")
 
 # Un-acknowledged stdin in flight, like a real pipe's buffer: a job that reads
 # nothing holds at most this much, and a fast writer is slowed to the job's pace.
-STDIN_WINDOW = 1 << 20
+# Several messages' worth, so that the next ones travel while the worker
+# writes the first into the pipe (one message in flight would halve the rate).
+STDIN_WINDOW = 4 << 20
 # stdin kept for replay when the job restarts; beyond it the new attempt gets EOF.
 STDIN_REPLAY_CAP = 16 << 20
 # Large messages: per-message costs, not bytes, limit a big `kueue run cat < file`.
-STDIN_CHUNK = 256 * 1024
+STDIN_CHUNK = 1 << 20
 # A second Ctrl-C this soon after the first kills the job for good.
 DOUBLE_INTERRUPT_SECONDS = 2.0
 # After a kill, how long to wait for the server to report the job ended
@@ -125,10 +127,14 @@ class StdinFeed:
         self.window = window or STDIN_WINDOW
         self.replay_cap = replay_cap or STDIN_REPLAY_CAP
         self.chunk = chunk or STDIN_CHUNK
-        # What was read and may still be needed: stdin bytes [base, total).
-        self.buffer = bytearray()
+        # What was read and may still be needed: stdin bytes [base, total), as
+        # read (no copies: a read of a whole chunk goes out as it is).
+        self.chunks: deque[bytes] = deque()
         self.base = 0
         self.total = 0
+        # The chunk holding `sent` (or one before it): chunks[_index] starts at _index_start.
+        self._index = 0
+        self._index_start = 0
         self.eof = fd is None
         # Once over the cap, acknowledged bytes are dropped: no more replay.
         self.keep_all = True
@@ -154,6 +160,7 @@ class StdinFeed:
         self.attempt = attempt
         self.active = False
         self.sent = self.acked = 0
+        self._seek(0)
         self.eof_sent = False
         if not first and self.base > 0 and not self.starved:
             self.starved = True
@@ -183,15 +190,15 @@ class StdinFeed:
             # sent: it lost messages (its connection to the server broke, or
             # it saw a gap). Send again from there; repeats are dropped there.
             self.sent = offset
+            self._seek(offset)
             self.eof_sent = False
             self._wake()
             return
         if offset <= self.acked:
             return
         self.acked = min(offset, self.sent)
-        if not self.keep_all and self.acked > self.base:
-            del self.buffer[: self.acked - self.base]
-            self.base = self.acked
+        if not self.keep_all:
+            self._forget_acked()
         self._update_reading()
         self._wake()
 
@@ -200,27 +207,77 @@ class StdinFeed:
         self.closed = True
         self._may_read.set()
 
-    def next_message(self) -> job_service_pb2.AttachStdin | None:
-        """The next stdin message to send for the current attempt, if any may go now."""
+    def next_message(
+        self, into: job_service_pb2.AttachStdin | None = None
+    ) -> job_service_pb2.AttachStdin | None:
+        """The next stdin message to send for the current attempt, if any may
+        go now; filled into `into` if given (a field of the request to send:
+        building a message of a megabyte inside another one copies it)."""
         if not self.active or self.eof_sent:
             return None
+        msg = job_service_pb2.AttachStdin() if into is None else into
+        msg.attempt = self.attempt
         if self.starved:
             self.eof_sent = True
-            return job_service_pb2.AttachStdin(attempt=self.attempt, offset=0, eof=True)
+            msg.offset = 0
+            msg.eof = True
+            return msg
         in_flight = self.sent - self.acked
         if self.sent < self.total and in_flight < self.window:
-            size = min(self.chunk, self.total - self.sent, self.window - in_flight)
-            start = self.sent - self.base
-            data = bytes(self.buffer[start : start + size])
-            self.sent += size
-            self.eof_sent = self.eof and self.sent == self.total
-            return job_service_pb2.AttachStdin(
-                attempt=self.attempt, offset=self.sent - size, data=data, eof=self.eof_sent
-            )
+            msg.offset = self.sent
+            msg.data = self._take(min(self.chunk, self.window - in_flight))
+            self.eof_sent = msg.eof = self.eof and self.sent == self.total
+            return msg
         if self.eof and self.sent == self.total:
             self.eof_sent = True
-            return job_service_pb2.AttachStdin(attempt=self.attempt, offset=self.sent, eof=True)
+            msg.offset = self.sent
+            msg.eof = True
+            return msg
         return None
+
+    # -- the kept chunks
+
+    def _seek(self, offset: int) -> None:
+        """Point the cursor at the chunk holding offset (a resend, a new attempt)."""
+        index, start = 0, self.base
+        while index < len(self.chunks) and start + len(self.chunks[index]) <= offset:
+            start += len(self.chunks[index])
+            index += 1
+        self._index, self._index_start = index, start
+
+    def _take(self, limit: int) -> bytes:
+        """Up to limit bytes from `sent` on, now counted as sent."""
+        chunks = self.chunks
+        while self._index_start + len(chunks[self._index]) <= self.sent:
+            self._index_start += len(chunks[self._index])
+            self._index += 1
+        first = chunks[self._index]
+        pos = self.sent - self._index_start
+        if pos == 0 and len(first) <= limit:
+            data = first  # the common case of a big `kueue run < file`: no copy
+        else:
+            # Small reads (a terminal, a slow pipe) are merged into one message.
+            parts = [first[pos : pos + limit]]
+            size = len(parts[0])
+            index = self._index + 1
+            while size < limit and index < len(chunks):
+                part = chunks[index][: limit - size]
+                parts.append(part)
+                size += len(part)
+                index += 1
+            data = b"".join(parts)
+        self.sent += len(data)
+        return data
+
+    def _forget_acked(self) -> None:
+        """Drop whole chunks below `acked` (once replay is off)."""
+        chunks = self.chunks
+        while chunks and self.base + len(chunks[0]) <= self.acked:
+            self.base += len(chunks.popleft())
+            if self._index > 0:
+                self._index -= 1
+            else:
+                self._index_start = self.base
 
     # -- the reader thread and its hand-over
 
@@ -240,13 +297,11 @@ class StdinFeed:
         if not data:
             self.eof = True
         else:
-            self.buffer += data
+            self.chunks.append(data)
             self.total += len(data)
             if self.keep_all and self.total > self.replay_cap:
                 self.keep_all = False
-                if self.acked > self.base:
-                    del self.buffer[: self.acked - self.base]
-                    self.base = self.acked
+                self._forget_acked()
         self._update_reading()
         self._wake()
 
@@ -417,10 +472,10 @@ class _Session:
                     if self.control:
                         await call.write(self.control.popleft())
                         continue
-                    message = self.stdin.next_message()
-                    if message is None:
+                    request = job_service_pb2.AttachRequest()
+                    if self.stdin.next_message(request.stdin) is None:
                         break
-                    await call.write(job_service_pb2.AttachRequest(stdin=message))
+                    await call.write(request)
         except (grpc.RpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
             return  # the call ended; the reader reports why
 
@@ -530,10 +585,12 @@ class _Session:
             worker = self.job.worker_name if self.job and self.job.attempt == out.attempt else ""
             self._enter_attempt(out.attempt, worker)
         written = self.written[out.stream]
-        end = out.offset + len(out.data)
+        # Each read of a bytes field makes a new copy: once only.
+        payload = out.data
+        end = out.offset + len(payload)
         if end <= written:
             return
-        data = memoryview(out.data)[max(0, written - out.offset) :]
+        data = memoryview(payload)[max(0, written - out.offset) :]
         self.written[out.stream] = end
         self.had_output.add(out.attempt)
         if self.job is not None and self.job.attempt == out.attempt:

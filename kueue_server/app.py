@@ -311,11 +311,15 @@ class App:
         conn = self.conns.get(job.worker_id)
         if conn is None or attempt != job.attempt or job.state not in ACTIVE:
             return  # stale or not placed: the client resends for the next attempt
-        conn.send(
-            wpb.ConnectResponse(
-                stdin=wpb.Stdin(job_id=job.id, attempt=attempt, offset=offset, data=data, eof=eof)
-            )
-        )
+        # Filled in place: building a message of a megabyte inside another copies it.
+        msg = wpb.ConnectResponse()
+        stdin = msg.stdin
+        stdin.job_id = job.id
+        stdin.attempt = attempt
+        stdin.offset = offset
+        stdin.data = data
+        stdin.eof = eof
+        conn.send(msg)
 
     def signal_job(self, job: JobRecord, signum: int) -> None:
         conn = self.conns.get(job.worker_id)

@@ -137,11 +137,14 @@ class AttachSession:
         await self._write_output(chunk.stream, self.sent[chunk.stream], data)
 
     async def _write_output(self, stream: int, offset: int, data: bytes) -> None:
-        await self.context.write(
-            jpb.AttachResponse(
-                output=jpb.AttachOutput(attempt=self.attempt, stream=stream, offset=offset, data=data)
-            )
-        )
+        # Filled in place: building a message of a megabyte inside another copies it.
+        response = jpb.AttachResponse()
+        out = response.output
+        out.attempt = self.attempt
+        out.stream = stream
+        out.offset = offset
+        out.data = data
+        await self.context.write(response)
         self.sent[stream] = offset + len(data)
 
     async def _catch_up(self, job: JobRecord) -> None:

@@ -172,7 +172,9 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
 
     def _output(self, conn: WorkerConn, out: wpb.Output) -> None:
         app = self.app
-        if out.stream not in (1, 2) or out.offset + len(out.data) > MAX_OUTPUT_OFFSET:
+        # Each read of a bytes field makes a new copy: once only.
+        data = out.data
+        if out.stream not in (1, 2) or out.offset + len(data) > MAX_OUTPUT_OFFSET:
             # Nonsense: dropped without an acknowledgement, the job unchanged.
             log.debug(
                 "worker %s sent output with stream %d offset %d: ignored",
@@ -182,13 +184,14 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             )
             return
         verdict = app.scheduler.output(
-            conn.worker_id, out.job_id, out.attempt, out.stream, out.offset, len(out.data)
+            conn.worker_id, out.job_id, out.attempt, out.stream, out.offset, len(data)
         )
         if verdict is None:
             return  # stale attempt: its kill is on the way
         skip, end = verdict
-        if skip < len(out.data):
-            data = out.data[skip:] if skip else out.data
+        if skip < len(data):
+            if skip:
+                data = data[skip:]
             app.add_output(OutputWrite(out.job_id, out.attempt, out.stream, out.offset + skip, data))
             app.tap_output(out.job_id, out.attempt, out.stream, out.offset + skip, data)
         ack = wpb.ConnectResponse(

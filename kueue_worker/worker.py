@@ -203,8 +203,12 @@ class Worker:
 
     def next_request(self) -> wpb.ConnectRequest | None:
         """The next Output or Finished for the stream's writer, if any."""
-        msg = self.attempts.next_message()
-        return None if msg is None else request(msg)
+        req = wpb.ConnectRequest()
+        msg = self.attempts.next_message(output=req.output)
+        if msg is None:
+            return None
+        # Output is filled into the request already; a Finished is wrapped.
+        return req if isinstance(msg, wpb.Output) else request(msg)
 
     def finishes_unsent(self) -> bool:
         """Whether a Finished still waits to go out on the current stream."""
