@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from kueue import auth
+from kueue import allocator, auth
 from kueue.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,8 @@ def sync_channel(
 def aio_channel(
     address: str, options: list[tuple[str, Any]], credentials: grpc.ChannelCredentials | None
 ) -> grpc.aio.Channel:
+    # The streaming programs (worker, `kueue run`) use this one: see allocator.py.
+    allocator.tune()
     if credentials is None:
         return grpc.aio.insecure_channel(address, options=options)
     return grpc.aio.secure_channel(address, credentials, options=options)

@@ -12,8 +12,8 @@ from pathlib import Path
 import grpc
 
 import kueue
+from kueue import allocator, logs
 from kueue import config as kconfig
-from kueue import logs
 from kueue.rpc import SERVER_OPTIONS, AuthInterceptor, server_credentials
 from kueue.v1 import cluster_service_pb2_grpc, job_service_pb2_grpc, worker_service_pb2_grpc
 from kueue_server import metrics_http
@@ -95,6 +95,7 @@ async def serve(config: kconfig.Config, port_file: str | None, ephemeral_store: 
     app = App(config, ephemeral_store=ephemeral_store)
     if ephemeral_store:
         log.warning("--ephemeral-store: the job database is kept in memory and lost when the server stops")
+    allocator.tune()  # worker output and attached stdin pass through here
     server = grpc.aio.server(
         interceptors=[AuthInterceptor(config.common_settings.shared_secret, public_services=PUBLIC_SERVICES)],
         options=SERVER_OPTIONS,
