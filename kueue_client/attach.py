@@ -253,13 +253,18 @@ class StdinFeed:
             self._index += 1
         first = chunks[self._index]
         pos = self.sent - self._index_start
-        if pos == 0 and len(first) <= limit:
+        after = self._index + 1
+        if (
+            pos == 0
+            and len(first) <= limit
+            and (after == len(chunks) or len(first) + len(chunks[after]) > limit)
+        ):
             data = first  # the common case of a big `kueue run < file`: no copy
         else:
             # Small reads (a terminal, a slow pipe) are merged into one message.
             parts = [first[pos : pos + limit]]
             size = len(parts[0])
-            index = self._index + 1
+            index = after
             while size < limit and index < len(chunks):
                 part = chunks[index][: limit - size]
                 parts.append(part)
