@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import grpc
 
 import kueue.rpc
+from kueue import wire
 from kueue.v1 import common_pb2, job_service_pb2, job_service_pb2_grpc
 from kueue_client.errors import KueueError, from_rpc_error
 from kueue_client.output import write_all
@@ -47,6 +48,8 @@ STDIN_WINDOW = 4 << 20
 STDIN_REPLAY_CAP = 16 << 20
 # Large messages: per-message costs, not bytes, limit a big `kueue run cat < file`.
 STDIN_CHUNK = 1 << 20
+# Stdin messages are encoded by hand (kueue.wire): no copies of their data.
+_STDIN_REQUEST = wire.BytesEnvelope(job_service_pb2.AttachRequest, "stdin")
 # A second Ctrl-C this soon after the first kills the job for good.
 DOUBLE_INTERRUPT_SECONDS = 2.0
 # After a kill, how long to wait for the server to report the job ended
@@ -207,32 +210,36 @@ class StdinFeed:
         self.closed = True
         self._may_read.set()
 
-    def next_message(
-        self, into: job_service_pb2.AttachStdin | None = None
-    ) -> job_service_pb2.AttachStdin | None:
-        """The next stdin message to send for the current attempt, if any may
-        go now; filled into `into` if given (a field of the request to send:
-        building a message of a megabyte inside another one copies it)."""
+    def next_message(self) -> job_service_pb2.AttachStdin | None:
+        """The next stdin message to send for the current attempt, if any may go now."""
+        item = self.next_parts()
+        if item is None:
+            return None
+        head, data = item
+        head.data = data
+        return head
+
+    def next_parts(self) -> tuple[job_service_pb2.AttachStdin, bytes] | None:
+        """next_message with its data apart from the rest of it, to be
+        encoded without copies (kueue.wire)."""
         if not self.active or self.eof_sent:
             return None
-        msg = job_service_pb2.AttachStdin() if into is None else into
-        msg.attempt = self.attempt
+        msg = job_service_pb2.AttachStdin(attempt=self.attempt)
         if self.starved:
             self.eof_sent = True
-            msg.offset = 0
             msg.eof = True
-            return msg
+            return msg, b""
         in_flight = self.sent - self.acked
         if self.sent < self.total and in_flight < self.window:
             msg.offset = self.sent
-            msg.data = self._take(min(self.chunk, self.window - in_flight))
+            data = self._take(min(self.chunk, self.window - in_flight))
             self.eof_sent = msg.eof = self.eof and self.sent == self.total
-            return msg
+            return msg, data
         if self.eof and self.sent == self.total:
             self.eof_sent = True
             msg.offset = self.sent
             msg.eof = True
-            return msg
+            return msg, b""
         return None
 
     # -- the kept chunks
@@ -477,10 +484,10 @@ class _Session:
                     if self.control:
                         await call.write(self.control.popleft())
                         continue
-                    request = job_service_pb2.AttachRequest()
-                    if self.stdin.next_message(request.stdin) is None:
+                    item = self.stdin.next_parts()
+                    if item is None:
                         break
-                    await call.write(request)
+                    await call.write(_STDIN_REQUEST.encode(*item))
         except (grpc.RpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
             return  # the call ended; the reader reports why
 
@@ -778,9 +785,14 @@ async def attach(
     options = dict([*kueue.rpc.CHANNEL_OPTIONS, *channel_options])
     channel = kueue.rpc.aio_channel(address, list(options.items()), credentials)
     try:
-        stub = kueue.rpc.AuthedStub(
-            job_service_pb2_grpc.JobServiceStub(channel), "kueue.v1.JobService", secret
+        jobs = job_service_pb2_grpc.JobServiceStub(channel)
+        # Stdin goes up already encoded (kueue.wire), without protobuf's copies of its data.
+        jobs.Attach = channel.stream_stream(
+            "/kueue.v1.JobService/Attach",
+            request_serializer=wire.serialize,
+            response_deserializer=job_service_pb2.AttachResponse.FromString,
         )
+        stub = kueue.rpc.AuthedStub(jobs, "kueue.v1.JobService", secret)
         session = _Session(
             stub,
             spec_copy,

@@ -434,14 +434,19 @@ class Attempts:
         """Whether some attempt's Finished has not gone out on the current stream."""
         return any(a.finished is not None and not a.finished_sent for a in self._attempts.values())
 
-    def next_message(
-        self, limit: int = SEND_CHUNK_BYTES, output: wpb.Output | None = None
-    ) -> wpb.Output | wpb.Finished | None:
+    def next_message(self, limit: int = SEND_CHUNK_BYTES) -> wpb.Output | wpb.Finished | None:
         """What to send next: output merged up to limit bytes, taking turns
-        between attempts and streams; an attempt's Finished after all its output.
+        between attempts and streams; an attempt's Finished after all its output."""
+        item = self.next_parts(limit)
+        if isinstance(item, tuple):
+            head, data = item
+            head.data = data
+            return head
+        return item
 
-        Output is filled into `output` if given (a field of the request to
-        send: building a message of a megabyte inside another one copies it)."""
+    def next_parts(self, limit: int = SEND_CHUNK_BYTES) -> tuple[wpb.Output, bytes] | wpb.Finished | None:
+        """next_message with an Output's data apart from the rest of it, to be
+        encoded without copies (kueue.wire)."""
         while self._unsent:
             key = next(iter(self._unsent))
             a = self._attempts.get(key)
@@ -456,12 +461,8 @@ class Attempts:
                     # To the back of the line: others get their turn.
                     del self._unsent[key]
                     self._unsent[key] = None
-                    msg = wpb.Output() if output is None else output
-                    msg.job_id = a.job_id
-                    msg.attempt = a.attempt
-                    msg.stream = stream
-                    msg.offset, msg.data = chunk
-                    return msg
+                    offset, data = chunk
+                    return wpb.Output(job_id=a.job_id, attempt=a.attempt, stream=stream, offset=offset), data
             del self._unsent[key]
             if a.finished is not None and not a.finished_sent:
                 a.finished_sent = True

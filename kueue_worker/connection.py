@@ -26,10 +26,9 @@ from pathlib import Path
 
 import grpc
 
-from kueue import rpc
+from kueue import rpc, wire
 from kueue.logs import event
 from kueue.v1 import worker_service_pb2 as wpb
-from kueue.v1 import worker_service_pb2_grpc
 from kueue_worker.worker import Worker, request
 
 log = logging.getLogger(__name__)
@@ -70,7 +69,7 @@ class _Session:
         self.wake.set()
 
     async def write_all(
-        self, pull: Callable[[], wpb.ConnectRequest | None], finishes_unsent: Callable[[], bool]
+        self, pull: Callable[[], wpb.ConnectRequest | bytes | None], finishes_unsent: Callable[[], bool]
     ) -> None:
         """Write control messages first, then output pulled one message at a
         time: what the stream cannot take yet stays with the attempts (and
@@ -96,6 +95,18 @@ class _Session:
                 return
             self.wake.clear()
             await self.wake.wait()
+
+
+class _WorkerServiceStub:
+    """WorkerService whose Connect also takes requests already encoded by
+    kueue.wire (output, sent without protobuf's copies of its data)."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.Connect = channel.stream_stream(
+            "/kueue.v1.WorkerService/Connect",
+            request_serializer=wire.serialize,
+            response_deserializer=wpb.ConnectResponse.FromString,
+        )
 
 
 class Connection:
@@ -128,9 +139,7 @@ class Connection:
         """Keep a session open until leave() is done; reconnect with backoff."""
         backoff = BACKOFF_INITIAL
         async with rpc.aio_channel(self.server_address, rpc.CHANNEL_OPTIONS, self._credentials) as channel:
-            stub = rpc.AuthedStub(
-                worker_service_pb2_grpc.WorkerServiceStub(channel), "kueue.v1.WorkerService", self._secret
-            )
+            stub = rpc.AuthedStub(_WorkerServiceStub(channel), "kueue.v1.WorkerService", self._secret)
             while not self._stopping.is_set():
                 registered_before = self.registrations
                 began = time.monotonic()
@@ -243,7 +252,9 @@ class Connection:
         self.worker.attach(session.send, session.wake.set)
         tasks = [
             asyncio.create_task(self._read_all(session), name="read"),
-            asyncio.create_task(session.write_all(self.worker.next_request, self.worker.finishes_unsent), name="write"),
+            asyncio.create_task(
+                session.write_all(self.worker.next_encoded, self.worker.finishes_unsent), name="write"
+            ),
             asyncio.create_task(self._heartbeats(session), name="heartbeat"),
         ]
         reader = tasks[0]
