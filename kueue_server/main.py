@@ -14,7 +14,7 @@ import grpc
 import kueue
 from kueue import allocator, logs
 from kueue import config as kconfig
-from kueue.rpc import SERVER_OPTIONS, AuthInterceptor, server_credentials
+from kueue.rpc import SERVER_OPTIONS, AuthInterceptor, add_servicer, server_credentials
 from kueue.v1 import cluster_service_pb2_grpc, job_service_pb2_grpc, worker_service_pb2_grpc
 from kueue_server import metrics_http
 from kueue_server.app import App
@@ -100,9 +100,10 @@ async def serve(config: kconfig.Config, port_file: str | None, ephemeral_store: 
         interceptors=[AuthInterceptor(config.common_settings.shared_secret, public_services=PUBLIC_SERVICES)],
         options=SERVER_OPTIONS,
     )
-    job_service_pb2_grpc.add_JobServiceServicer_to_server(JobService(app), server)
+    # Attach and Connect send output and stdin encoded by kueue.wire.
+    add_servicer(job_service_pb2_grpc.add_JobServiceServicer_to_server, JobService(app), server)
     cluster_service_pb2_grpc.add_ClusterServiceServicer_to_server(ClusterService(app), server)
-    worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerService(app), server)
+    add_servicer(worker_service_pb2_grpc.add_WorkerServiceServicer_to_server, WorkerService(app), server)
     health = add_standard_services(server)
     try:
         credentials = server_credentials(config)
