@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from kueue import auth
+from kueue import allocator, auth
 from kueue.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,8 @@ def sync_channel(
 def aio_channel(
     address: str, options: list[tuple[str, Any]], credentials: grpc.ChannelCredentials | None
 ) -> grpc.aio.Channel:
+    # The streaming programs (worker, `kueue run`) use this one: see allocator.py.
+    allocator.tune()
     if credentials is None:
         return grpc.aio.insecure_channel(address, options=options)
     return grpc.aio.secure_channel(address, credentials, options=options)
@@ -288,3 +290,53 @@ def seconds(ts: Timestamp) -> float | None:
     if ts.seconds == 0 and ts.nanos == 0:
         return None
     return ts.seconds + ts.nanos / 1e9
+
+
+# -- services that may write responses already encoded (kueue.wire) ----------------------
+
+
+def add_servicer(add_to_server: Callable[[Any, Any], None], servicer: Any, server: grpc.aio.Server) -> None:
+    """Register a servicer through its generated add_*_to_server, with response
+    serializers that also pass bytes already encoded (kueue.wire), so that a
+    megabyte of output or stdin is sent without protobuf's copies of it."""
+    add_to_server(servicer, _Registrar(server))
+
+
+def _accepting_encoded(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    serialize = handler.response_serializer
+    if serialize is None:
+        return handler
+
+    def serializer(msg: Any) -> bytes:
+        return msg if isinstance(msg, bytes) else serialize(msg)
+
+    return handler._replace(response_serializer=serializer)  # type: ignore[attr-defined]
+
+
+class _EncodedResponses(grpc.ServiceRpcHandler):
+    def __init__(self, inner: grpc.GenericRpcHandler) -> None:
+        self._inner = inner
+
+    def service_name(self) -> str:
+        return self._inner.service_name()  # type: ignore[attr-defined, no-any-return]
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handler = self._inner.service(handler_call_details)
+        return None if handler is None else _accepting_encoded(handler)
+
+
+class _Registrar:
+    """Stands in for the server while a generated add_*_to_server registers."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        self._server.add_generic_rpc_handlers(tuple(_EncodedResponses(h) for h in handlers))
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self._server.add_registered_method_handlers(
+            service, {name: _accepting_encoded(h) for name, h in handlers.items()}
+        )

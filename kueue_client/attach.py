@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import grpc
 
 import kueue.rpc
+from kueue import wire
 from kueue.v1 import common_pb2, job_service_pb2, job_service_pb2_grpc
 from kueue_client.errors import KueueError, from_rpc_error
 from kueue_client.output import write_all
@@ -40,11 +41,15 @@ T = TypeVar("T")
 
 # Un-acknowledged stdin in flight, like a real pipe's buffer: a job that reads
 # nothing holds at most this much, and a fast writer is slowed to the job's pace.
-STDIN_WINDOW = 1 << 20
+# Several messages' worth, so that the next ones travel while the worker
+# writes the first into the pipe (one message in flight would halve the rate).
+STDIN_WINDOW = 4 << 20
 # stdin kept for replay when the job restarts; beyond it the new attempt gets EOF.
 STDIN_REPLAY_CAP = 16 << 20
 # Large messages: per-message costs, not bytes, limit a big `kueue run cat < file`.
-STDIN_CHUNK = 256 * 1024
+STDIN_CHUNK = 1 << 20
+# Stdin messages are encoded by hand (kueue.wire): no copies of their data.
+_STDIN_REQUEST = wire.BytesEnvelope(job_service_pb2.AttachRequest, "stdin")
 # A second Ctrl-C this soon after the first kills the job for good.
 DOUBLE_INTERRUPT_SECONDS = 2.0
 # After a kill, how long to wait for the server to report the job ended
@@ -125,10 +130,14 @@ class StdinFeed:
         self.window = window or STDIN_WINDOW
         self.replay_cap = replay_cap or STDIN_REPLAY_CAP
         self.chunk = chunk or STDIN_CHUNK
-        # What was read and may still be needed: stdin bytes [base, total).
-        self.buffer = bytearray()
+        # What was read and may still be needed: stdin bytes [base, total), as
+        # read (no copies: a read of a whole chunk goes out as it is).
+        self.chunks: deque[bytes] = deque()
         self.base = 0
         self.total = 0
+        # The chunk holding `sent` (or one before it): chunks[_index] starts at _index_start.
+        self._index = 0
+        self._index_start = 0
         self.eof = fd is None
         # Once over the cap, acknowledged bytes are dropped: no more replay.
         self.keep_all = True
@@ -154,6 +163,7 @@ class StdinFeed:
         self.attempt = attempt
         self.active = False
         self.sent = self.acked = 0
+        self._seek(0)
         self.eof_sent = False
         if not first and self.base > 0 and not self.starved:
             self.starved = True
@@ -183,15 +193,15 @@ class StdinFeed:
             # sent: it lost messages (its connection to the server broke, or
             # it saw a gap). Send again from there; repeats are dropped there.
             self.sent = offset
+            self._seek(offset)
             self.eof_sent = False
             self._wake()
             return
         if offset <= self.acked:
             return
         self.acked = min(offset, self.sent)
-        if not self.keep_all and self.acked > self.base:
-            del self.buffer[: self.acked - self.base]
-            self.base = self.acked
+        if not self.keep_all:
+            self._forget_acked()
         self._update_reading()
         self._wake()
 
@@ -202,25 +212,84 @@ class StdinFeed:
 
     def next_message(self) -> job_service_pb2.AttachStdin | None:
         """The next stdin message to send for the current attempt, if any may go now."""
+        item = self.next_parts()
+        if item is None:
+            return None
+        head, data = item
+        head.data = data
+        return head
+
+    def next_parts(self) -> tuple[job_service_pb2.AttachStdin, bytes] | None:
+        """next_message with its data apart from the rest of it, to be
+        encoded without copies (kueue.wire)."""
         if not self.active or self.eof_sent:
             return None
+        msg = job_service_pb2.AttachStdin(attempt=self.attempt)
         if self.starved:
             self.eof_sent = True
-            return job_service_pb2.AttachStdin(attempt=self.attempt, offset=0, eof=True)
+            msg.eof = True
+            return msg, b""
         in_flight = self.sent - self.acked
         if self.sent < self.total and in_flight < self.window:
-            size = min(self.chunk, self.total - self.sent, self.window - in_flight)
-            start = self.sent - self.base
-            data = bytes(self.buffer[start : start + size])
-            self.sent += size
-            self.eof_sent = self.eof and self.sent == self.total
-            return job_service_pb2.AttachStdin(
-                attempt=self.attempt, offset=self.sent - size, data=data, eof=self.eof_sent
-            )
+            msg.offset = self.sent
+            data = self._take(min(self.chunk, self.window - in_flight))
+            self.eof_sent = msg.eof = self.eof and self.sent == self.total
+            return msg, data
         if self.eof and self.sent == self.total:
             self.eof_sent = True
-            return job_service_pb2.AttachStdin(attempt=self.attempt, offset=self.sent, eof=True)
+            msg.offset = self.sent
+            msg.eof = True
+            return msg, b""
         return None
+
+    # -- the kept chunks
+
+    def _seek(self, offset: int) -> None:
+        """Point the cursor at the chunk holding offset (a resend, a new attempt)."""
+        index, start = 0, self.base
+        while index < len(self.chunks) and start + len(self.chunks[index]) <= offset:
+            start += len(self.chunks[index])
+            index += 1
+        self._index, self._index_start = index, start
+
+    def _take(self, limit: int) -> bytes:
+        """Up to limit bytes from `sent` on, now counted as sent."""
+        chunks = self.chunks
+        while self._index_start + len(chunks[self._index]) <= self.sent:
+            self._index_start += len(chunks[self._index])
+            self._index += 1
+        first = chunks[self._index]
+        pos = self.sent - self._index_start
+        after = self._index + 1
+        if (
+            pos == 0
+            and len(first) <= limit
+            and (after == len(chunks) or len(first) + len(chunks[after]) > limit)
+        ):
+            data = first  # the common case of a big `kueue run < file`: no copy
+        else:
+            # Small reads (a terminal, a slow pipe) are merged into one message.
+            parts = [first[pos : pos + limit]]
+            size = len(parts[0])
+            index = after
+            while size < limit and index < len(chunks):
+                part = chunks[index][: limit - size]
+                parts.append(part)
+                size += len(part)
+                index += 1
+            data = b"".join(parts)
+        self.sent += len(data)
+        return data
+
+    def _forget_acked(self) -> None:
+        """Drop whole chunks below `acked` (once replay is off)."""
+        chunks = self.chunks
+        while chunks and self.base + len(chunks[0]) <= self.acked:
+            self.base += len(chunks.popleft())
+            if self._index > 0:
+                self._index -= 1
+            else:
+                self._index_start = self.base
 
     # -- the reader thread and its hand-over
 
@@ -240,13 +309,11 @@ class StdinFeed:
         if not data:
             self.eof = True
         else:
-            self.buffer += data
+            self.chunks.append(data)
             self.total += len(data)
             if self.keep_all and self.total > self.replay_cap:
                 self.keep_all = False
-                if self.acked > self.base:
-                    del self.buffer[: self.acked - self.base]
-                    self.base = self.acked
+                self._forget_acked()
         self._update_reading()
         self._wake()
 
@@ -417,10 +484,10 @@ class _Session:
                     if self.control:
                         await call.write(self.control.popleft())
                         continue
-                    message = self.stdin.next_message()
-                    if message is None:
+                    item = self.stdin.next_parts()
+                    if item is None:
                         break
-                    await call.write(job_service_pb2.AttachRequest(stdin=message))
+                    await call.write(_STDIN_REQUEST.encode(*item))
         except (grpc.RpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
             return  # the call ended; the reader reports why
 
@@ -530,10 +597,12 @@ class _Session:
             worker = self.job.worker_name if self.job and self.job.attempt == out.attempt else ""
             self._enter_attempt(out.attempt, worker)
         written = self.written[out.stream]
-        end = out.offset + len(out.data)
+        # Each read of a bytes field makes a new copy: once only.
+        payload = out.data
+        end = out.offset + len(payload)
         if end <= written:
             return
-        data = memoryview(out.data)[max(0, written - out.offset) :]
+        data = memoryview(payload)[max(0, written - out.offset) :]
         self.written[out.stream] = end
         self.had_output.add(out.attempt)
         if self.job is not None and self.job.attempt == out.attempt:
@@ -716,9 +785,14 @@ async def attach(
     options = dict([*kueue.rpc.CHANNEL_OPTIONS, *channel_options])
     channel = kueue.rpc.aio_channel(address, list(options.items()), credentials)
     try:
-        stub = kueue.rpc.AuthedStub(
-            job_service_pb2_grpc.JobServiceStub(channel), "kueue.v1.JobService", secret
+        jobs = job_service_pb2_grpc.JobServiceStub(channel)
+        # Stdin goes up already encoded (kueue.wire), without protobuf's copies of its data.
+        jobs.Attach = channel.stream_stream(
+            "/kueue.v1.JobService/Attach",
+            request_serializer=wire.serialize,
+            response_deserializer=job_service_pb2.AttachResponse.FromString,
         )
+        stub = kueue.rpc.AuthedStub(jobs, "kueue.v1.JobService", secret)
         session = _Session(
             stub,
             spec_copy,

@@ -12,9 +12,9 @@ from pathlib import Path
 import grpc
 
 import kueue
+from kueue import allocator, logs
 from kueue import config as kconfig
-from kueue import logs
-from kueue.rpc import SERVER_OPTIONS, AuthInterceptor, server_credentials
+from kueue.rpc import SERVER_OPTIONS, AuthInterceptor, add_servicer, server_credentials
 from kueue.v1 import cluster_service_pb2_grpc, job_service_pb2_grpc, worker_service_pb2_grpc
 from kueue_server import metrics_http
 from kueue_server.app import App
@@ -95,13 +95,15 @@ async def serve(config: kconfig.Config, port_file: str | None, ephemeral_store: 
     app = App(config, ephemeral_store=ephemeral_store)
     if ephemeral_store:
         log.warning("--ephemeral-store: the job database is kept in memory and lost when the server stops")
+    allocator.tune()  # worker output and attached stdin pass through here
     server = grpc.aio.server(
         interceptors=[AuthInterceptor(config.common_settings.shared_secret, public_services=PUBLIC_SERVICES)],
         options=SERVER_OPTIONS,
     )
-    job_service_pb2_grpc.add_JobServiceServicer_to_server(JobService(app), server)
+    # Attach and Connect send output and stdin encoded by kueue.wire.
+    add_servicer(job_service_pb2_grpc.add_JobServiceServicer_to_server, JobService(app), server)
     cluster_service_pb2_grpc.add_ClusterServiceServicer_to_server(ClusterService(app), server)
-    worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerService(app), server)
+    add_servicer(worker_service_pb2_grpc.add_WorkerServiceServicer_to_server, WorkerService(app), server)
     health = add_standard_services(server)
     try:
         credentials = server_credentials(config)

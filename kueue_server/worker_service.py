@@ -11,6 +11,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 import kueue
+from kueue import wire
 from kueue.v1 import worker_service_pb2 as wpb
 from kueue.v1 import worker_service_pb2_grpc
 from kueue_server.app import App, WorkerConn
@@ -28,6 +29,7 @@ MAX_REASON_CHARS = 4096
 # At most this many messages, or about this many bytes, in one batch write.
 BATCH_MESSAGES = 256
 BATCH_BYTES = 1024 * 1024
+BATCH_FIELD = wpb.ConnectResponse.DESCRIPTOR.fields_by_name["batch"].number
 
 
 class _Malformed(Exception):
@@ -149,22 +151,25 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             if msg is None:
                 return
             # Registered goes alone: the worker learns from it that batches come.
-            if not conn.batches or outbox.empty() or msg.HasField("registered"):
+            if (
+                not conn.batches
+                or outbox.empty()
+                or (not isinstance(msg, bytes) and msg.HasField("registered"))
+            ):
                 await context.write(msg)
                 continue
             # What queued up meanwhile goes in one write.
-            batch = wpb.ConnectResponseBatch()
-            batch.messages.append(msg)
-            size = msg.ByteSize()
+            batch = [msg]
+            size = wire.size(msg)
             end = False
-            while not outbox.empty() and len(batch.messages) < BATCH_MESSAGES and size < BATCH_BYTES:
+            while not outbox.empty() and len(batch) < BATCH_MESSAGES and size < BATCH_BYTES:
                 more = outbox.get_nowait()
                 if more is None:
                     end = True
                     break
-                batch.messages.append(more)
-                size += more.ByteSize()
-            await context.write(wpb.ConnectResponse(batch=batch))
+                batch.append(more)
+                size += wire.size(more)
+            await context.write(wire.batch(BATCH_FIELD, batch) if len(batch) > 1 else batch[0])
             if end:
                 return
 
@@ -222,7 +227,9 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
 
     def _output(self, conn: WorkerConn, out: wpb.Output) -> None:
         app = self.app
-        if out.stream not in (1, 2) or out.offset + len(out.data) > MAX_OUTPUT_OFFSET:
+        # Each read of a bytes field makes a new copy: once only.
+        data = out.data
+        if out.stream not in (1, 2) or out.offset + len(data) > MAX_OUTPUT_OFFSET:
             # Nonsense: dropped without an acknowledgement, the job unchanged.
             log.debug(
                 "worker %s sent output with stream %d offset %d: ignored",
@@ -232,13 +239,14 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             )
             return
         verdict = app.scheduler.output(
-            conn.worker_id, out.job_id, out.attempt, out.stream, out.offset, len(out.data)
+            conn.worker_id, out.job_id, out.attempt, out.stream, out.offset, len(data)
         )
         if verdict is None:
             return  # stale attempt: its kill is on the way
         skip, end = verdict
-        if skip < len(out.data):
-            data = out.data[skip:] if skip else out.data
+        if skip < len(data):
+            if skip:
+                data = data[skip:]
             app.add_output(OutputWrite(out.job_id, out.attempt, out.stream, out.offset + skip, data))
             app.tap_output(out.job_id, out.attempt, out.stream, out.offset + skip, data)
         ack = wpb.ConnectResponse(

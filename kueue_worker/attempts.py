@@ -535,6 +535,18 @@ class Attempts:
         """What to send next: output merged up to limit bytes, taking turns
         between attempts and streams; an attempt's Finished after all its
         output; a promoted attempt's Started after every Finished."""
+        item = self.next_parts(limit)
+        if isinstance(item, tuple):
+            head, data = item
+            head.data = data
+            return head
+        return item
+
+    def next_parts(
+        self, limit: int = SEND_CHUNK_BYTES
+    ) -> tuple[wpb.Output, bytes] | wpb.Finished | wpb.Started | None:
+        """next_message with an Output's data apart from the rest of it, to be
+        encoded without copies (kueue.wire)."""
         while self._starts and not self.finishes_unsent():
             a = self._attempts.get(self._starts.popleft())
             if a is not None:
@@ -554,9 +566,7 @@ class Attempts:
                     del self._unsent[key]
                     self._unsent[key] = None
                     offset, data = chunk
-                    return wpb.Output(
-                        job_id=a.job_id, attempt=a.attempt, stream=stream, offset=offset, data=data
-                    )
+                    return wpb.Output(job_id=a.job_id, attempt=a.attempt, stream=stream, offset=offset), data
             del self._unsent[key]
             if a.finished is not None and not a.finished_sent:
                 a.finished_sent = True

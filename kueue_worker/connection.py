@@ -26,10 +26,9 @@ from pathlib import Path
 
 import grpc
 
-from kueue import rpc
+from kueue import rpc, wire
 from kueue.logs import event
 from kueue.v1 import worker_service_pb2 as wpb
-from kueue.v1 import worker_service_pb2_grpc
 from kueue_worker.worker import Worker, request
 
 log = logging.getLogger(__name__)
@@ -49,6 +48,7 @@ MIN_HEARTBEAT_GAP = 0.1
 # At most this many messages, or about this many bytes, in one batch write.
 BATCH_MESSAGES = 256
 BATCH_BYTES = 1024 * 1024
+BATCH_FIELD = wpb.ConnectRequest.DESCRIPTOR.fields_by_name["batch"].number
 # After a quiet moment the writer waits this long before writing, so that
 # messages a moment apart (a finish, the next start, a heartbeat) share one
 # write; a write costs far more than waiting does.
@@ -79,7 +79,7 @@ class _Session:
         self.wake.set()
 
     async def write_all(
-        self, pull: Callable[[], wpb.ConnectRequest | None], finishes_unsent: Callable[[], bool]
+        self, pull: Callable[[], wpb.ConnectRequest | bytes | None], finishes_unsent: Callable[[], bool]
     ) -> None:
         """Write control messages first, then output pulled one message at a
         time: what the stream cannot take yet stays with the attempts (and
@@ -112,19 +112,19 @@ class _Session:
                 await asyncio.sleep(COALESCE_SECONDS)
 
     async def _write_batch(
-        self, pull: Callable[[], wpb.ConnectRequest | None], finishes_unsent: Callable[[], bool]
+        self, pull: Callable[[], wpb.ConnectRequest | bytes | None], finishes_unsent: Callable[[], bool]
     ) -> bool:
         """Control messages, then pulled ones, in one write, in the order the
         unbatched writer would send them; False when there is nothing to
         send (the caller goes on one by one: Leaving, the half-close, waiting)."""
         if self.after_finishes and not finishes_unsent():
             return False
-        messages: list[wpb.ConnectRequest] = []
+        messages: list[wpb.ConnectRequest | bytes] = []
         size = 0
         while self.control and len(messages) < BATCH_MESSAGES and size < BATCH_BYTES:
             msg = self.control.popleft()
             messages.append(msg)
-            size += msg.ByteSize()
+            size += wire.size(msg)
         while len(messages) < BATCH_MESSAGES and size < BATCH_BYTES:
             if self.after_finishes and not finishes_unsent():
                 break  # Leaving goes after these, on its own
@@ -132,14 +132,26 @@ class _Session:
             if out is None:
                 break
             messages.append(out)
-            size += out.ByteSize()
+            size += wire.size(out)
         if not messages:
             return False
         if len(messages) == 1:
             await self.call.write(messages[0])
         else:
-            await self.call.write(wpb.ConnectRequest(batch=wpb.ConnectRequestBatch(messages=messages)))
+            await self.call.write(wire.batch(BATCH_FIELD, messages))
         return True
+
+
+class _WorkerServiceStub:
+    """WorkerService whose Connect also takes requests already encoded by
+    kueue.wire (output, sent without protobuf's copies of its data)."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.Connect = channel.stream_stream(
+            "/kueue.v1.WorkerService/Connect",
+            request_serializer=wire.serialize,
+            response_deserializer=wpb.ConnectResponse.FromString,
+        )
 
 
 class Connection:
@@ -172,9 +184,7 @@ class Connection:
         """Keep a session open until leave() is done; reconnect with backoff."""
         backoff = BACKOFF_INITIAL
         async with rpc.aio_channel(self.server_address, rpc.CHANNEL_OPTIONS, self._credentials) as channel:
-            stub = rpc.AuthedStub(
-                worker_service_pb2_grpc.WorkerServiceStub(channel), "kueue.v1.WorkerService", self._secret
-            )
+            stub = rpc.AuthedStub(_WorkerServiceStub(channel), "kueue.v1.WorkerService", self._secret)
             while not self._stopping.is_set():
                 registered_before = self.registrations
                 began = time.monotonic()
@@ -291,7 +301,7 @@ class Connection:
         tasks = [
             asyncio.create_task(self._read_all(session), name="read"),
             asyncio.create_task(
-                session.write_all(self.worker.next_request, self.worker.finishes_unsent), name="write"
+                session.write_all(self.worker.next_encoded, self.worker.finishes_unsent), name="write"
             ),
             asyncio.create_task(self._heartbeats(session), name="heartbeat"),
         ]

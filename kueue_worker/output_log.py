@@ -41,7 +41,8 @@ SpoolOpener = Callable[[int], SpoolFile]
 class _Segment:
     offset: int
     length: int
-    data: bytearray | None = None
+    # A read as it came (bytes, kept without a copy), or small reads merged (bytearray).
+    data: bytes | bytearray | None = None
     file: SpoolFile | None = None
 
     @property
@@ -101,11 +102,19 @@ class StreamLog:
                 # A full or broken disk: memory it is, and the caller's memory
                 # ceiling pauses the job's output if this goes on.
                 pass
-        if last is not None and last.data is not None and last.length < MERGE_BYTES:
+        if (
+            last is not None
+            and last.data is not None
+            and last.length < MERGE_BYTES
+            and len(data) < MERGE_BYTES
+        ):
+            if not isinstance(last.data, bytearray):
+                last.data = bytearray(last.data)
             last.data += data
             last.length += len(data)
         else:
-            self._segments.append(_Segment(self.produced, len(data), data=bytearray(data)))
+            kept = data if type(data) is bytes else bytes(data)  # never the caller's buffer
+            self._segments.append(_Segment(self.produced, len(data), data=kept))
         self.produced += len(data)
         self.memory_bytes += len(data)
         return len(data)
@@ -132,7 +141,10 @@ class StreamLog:
                 continue
             if seg.data is not None and seg.offset < offset:
                 cut = offset - seg.offset
-                del seg.data[:cut]
+                if isinstance(seg.data, bytearray):
+                    del seg.data[:cut]
+                else:
+                    seg.data = seg.data[cut:]
                 seg.offset = offset
                 seg.length -= cut
                 self.memory_bytes -= cut
@@ -179,7 +191,10 @@ class StreamLog:
             pos = start + size - seg.offset
             n = min(seg.length - pos, limit - size)
             if seg.data is not None:
-                piece = bytes(seg.data[pos : pos + n])
+                if pos == 0 and n == seg.length and type(seg.data) is bytes:
+                    piece = seg.data  # a whole read: sent as it is, no copy
+                else:
+                    piece = bytes(memoryview(seg.data)[pos : pos + n])
             else:
                 assert seg.file is not None
                 piece = seg.file.read(pos, n)

@@ -19,6 +19,7 @@ import signal
 from collections.abc import Callable
 
 import kueue
+from kueue import wire
 from kueue.config import WorkerSettings
 from kueue.logs import event
 from kueue.v1 import common_pb2
@@ -64,6 +65,9 @@ _FIELDS: dict[type, str] = {
     wpb.Leaving: "leaving",
     wpb.StdinAck: "stdin_ack",
 }
+
+
+_OUTPUT_REQUEST = wire.BytesEnvelope(wpb.ConnectRequest, "output")
 
 
 def request(msg: WorkerMessage) -> wpb.ConnectRequest:
@@ -211,6 +215,14 @@ class Worker:
         """The next Output or Finished for the stream's writer, if any."""
         msg = self.attempts.next_message()
         return None if msg is None else request(msg)
+
+    def next_encoded(self) -> wpb.ConnectRequest | bytes | None:
+        """next_request, with an Output already encoded (kueue.wire): the
+        stream's writer sends it without protobuf's copies of its data."""
+        item = self.attempts.next_parts()
+        if isinstance(item, tuple):
+            return _OUTPUT_REQUEST.encode(*item)
+        return None if item is None else request(item)
 
     def finishes_unsent(self) -> bool:
         """Whether a Finished still waits to go out on the current stream."""

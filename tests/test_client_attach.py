@@ -505,3 +505,61 @@ def test_stdin_lost_in_a_worker_reconnect_is_sent_again() -> None:
     assert [(m.offset, len(m.data), m.eof) for m in again] == [(100, 100, False), (200, 50, True)]
     feed.ack(1, 250)
     assert feed.next_message() is None
+
+
+def test_stdin_is_sent_as_read_small_reads_merged_large_ones_split() -> None:
+    feed = attach_module.StdinFeed(None, lambda: None, lambda text: None, window=1000, chunk=100)
+    feed.eof = False
+    big = b"b" * 100
+    for data in (b"x" * 30, b"y" * 30, b"z" * 60, big, b"c" * 150):
+        feed._received(data)
+    feed._received(b"")
+    feed.new_attempt(1)
+    feed.start(1)
+    sent = []
+    while (m := feed.next_message()) is not None:
+        sent.append(m)
+    assert [(m.offset, len(m.data), m.eof) for m in sent] == [
+        (0, 100, False),  # three small reads merged, the third cut at the chunk size
+        (100, 100, False),
+        (200, 100, False),
+        (300, 70, True),
+    ]
+    assert b"".join(m.data for m in sent) == b"x" * 30 + b"y" * 30 + b"z" * 60 + big + b"c" * 150
+
+
+def test_a_whole_read_goes_out_without_a_copy() -> None:
+    feed = attach_module.StdinFeed(None, lambda: None, lambda text: None, window=1000, chunk=100)
+    feed.eof = False
+    data = bytes(range(100))
+    feed._received(data)
+    feed.new_attempt(1)
+    feed.start(1)
+    assert feed._take(100) is data
+
+
+def test_stdin_past_the_replay_cap_forgets_what_was_acknowledged() -> None:
+    feed = attach_module.StdinFeed(
+        None, lambda: None, lambda text: None, window=1000, chunk=100, replay_cap=250
+    )
+    feed.eof = False
+    feed.new_attempt(1)
+    feed.start(1)
+    truth = b""
+    offsets = []
+    for i in range(8):
+        data = bytes([65 + i]) * 60
+        truth += data
+        feed._received(data)
+        while (m := feed.next_message()) is not None:
+            assert truth[m.offset : m.offset + len(m.data)] == m.data
+            offsets.append(m.offset + len(m.data))
+            feed.ack(1, m.offset + len(m.data) - 10)  # a little behind, as a real worker may be
+    assert offsets[-1] == len(truth)
+    # Only chunks not wholly acknowledged are kept once replay is off.
+    assert not feed.keep_all and feed.base <= feed.acked < feed.base + 60
+    assert sum(len(c) for c in feed.chunks) == feed.total - feed.base
+    # A lost message after a reconnect is still sent again from the kept chunks.
+    feed.ack(1, feed.acked)
+    m = feed.next_message()
+    assert m is not None and truth[m.offset : m.offset + len(m.data)] == m.data

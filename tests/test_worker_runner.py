@@ -465,7 +465,9 @@ def test_stdin_written_as_it_arrives(tmp_path: Path) -> None:
 
 
 def test_a_job_closing_its_stdin_stops_the_feeder_not_the_job(tmp_path: Path) -> None:
-    source = QueueStdin(b"x" * (1024 * 1024))
+    # More than the pipe holds (runner.PIPE_BYTES), so the feeder is still writing.
+    size = 4 * 1024 * 1024
+    source = QueueStdin(b"x" * size)
     cap = Captured()
     s = spec(["exec 0<&-; echo closed; while :; do sleep 0.1; done"], tmp_path, shell=True)
     p = piped_job(s, cap, source, grace=1.0)
@@ -474,7 +476,7 @@ def test_a_job_closing_its_stdin_stops_the_feeder_not_the_job(tmp_path: Path) ->
         task = asyncio.create_task(p.run())
         await until(lambda: source.closed_count == 1, "the feeder to see the closed pipe")
         assert alive(cap.pids[0])
-        assert source.written_bytes < 1024 * 1024
+        assert source.written_bytes < size
         p.kill()
         return await asyncio.wait_for(task, DEADLINE)
 
@@ -484,7 +486,9 @@ def test_a_job_closing_its_stdin_stops_the_feeder_not_the_job(tmp_path: Path) ->
 
 
 def test_a_job_that_never_reads_ends_and_its_input_is_dropped(tmp_path: Path) -> None:
-    source = QueueStdin(b"x" * (1024 * 1024))
+    # More than the pipe holds (runner.PIPE_BYTES, where the system allows it).
+    size = 4 * 1024 * 1024
+    source = QueueStdin(b"x" * size)
     cap = Captured()
     code = "import time; print('up', flush=True); time.sleep(600)"
     p = piped_job(python(code, tmp_path), cap, source, grace=1.0)
@@ -497,7 +501,7 @@ def test_a_job_that_never_reads_ends_and_its_input_is_dropped(tmp_path: Path) ->
 
     outcome = asyncio.run(go())
     assert outcome.signal == signal.SIGTERM
-    assert 0 < source.written_bytes < 1024 * 1024  # a pipe's worth, the rest was never taken
+    assert 0 < source.written_bytes < size  # a pipe's worth, the rest was never taken
     assert source.closed_count == 1
 
 
