@@ -277,8 +277,10 @@ class Attempts:
             return AssignDecision(reply(False, reason, False), False)
         reservation = Reservation.of(resources)
         used = self.reserved().slots
-        # Those waiting came first: a newcomer does not overtake them.
-        start = not self._waiting and used + reservation.slots <= self.max_slots
+        # Those waiting came first: a newcomer does not overtake them. A job
+        # offered beyond the free room (prefetch) waits while its cpus or RAM
+        # are taken, as well as its slot.
+        start = not self._waiting and self._fits(reservation)
         # The server's view lags: the slots it saw free may already run jobs
         # that were waiting here, so it may send up to that many more.
         room = self.prefetch + self.max_slots if self.prefetch else 0
@@ -304,17 +306,21 @@ class Attempts:
             return None
         key = next(iter(self._waiting))
         a = self._attempts[key]
-        used = self.reserved() + a.reservation
-        if used.slots > self.max_slots:
-            return None
-        cap = self.capacity
-        if cap is not None and self.reserved().slots and (used.cpus > cap.cpus or used.ram_mb > cap.ram_mb):
-            # (With nothing running it starts anyway: the server found it fits.)
+        if not self._fits(a.reservation):
             return None
         del self._waiting[key]
         a.phase = Phase.STARTING
         a.promoted = True
         return key
+
+    def _fits(self, reservation: Reservation) -> bool:
+        reserved = self.reserved()
+        used = reserved + reservation
+        if used.slots > self.max_slots:
+            return False
+        cap = self.capacity
+        # With nothing running it fits: the server found that it fits the worker.
+        return cap is None or not reserved.slots or (used.cpus <= cap.cpus and used.ram_mb <= cap.ram_mb)
 
     def hand_back(self, job_id: int, attempt: int) -> wpb.AssignmentReply | None:
         """Retract: give a waiting attempt back (the reply to send), or None

@@ -57,7 +57,7 @@ def test_show_tells_the_history_of_a_job_whose_worker_crashed(cluster: Cluster, 
     )
     wait_for(lambda: job_json(cluster, job_id).get("state") == "JOB_STATE_RUNNING", what="job running")
     cluster.kill_worker("w1")
-    cluster.start_worker("w1")  # same identity, without the attempt: given up at once
+    cluster.start_worker("w1")  # same identity: it kills the orphan and reports the attempt over
     wait_for(
         lambda: (
             (j := job_json(cluster, job_id)).get("attempt") == 2 and j.get("state") == "JOB_STATE_RUNNING"
@@ -69,7 +69,7 @@ def test_show_tells_the_history_of_a_job_whose_worker_crashed(cluster: Cluster, 
 
     first, second = job_json(cluster, job_id)["attempts"]
     assert first["number"] == 1 and first["outcome"] == "ATTEMPT_OUTCOME_WORKER_LOST"
-    assert "restarted without attempt 1" in first["reason"] and first["worker_name"] == "w1"
+    assert "w1 crashed while it ran" in first["reason"] and first["worker_name"] == "w1"
     assert first["started_at"] and first["ended_at"]
     assert second["number"] == 2 and second["outcome"] == "ATTEMPT_OUTCOME_FINISHED"
 
@@ -78,7 +78,7 @@ def test_show_tells_the_history_of_a_job_whose_worker_crashed(cluster: Cluster, 
     assert "\x1b" not in text  # piped: plain
     assert re.search(r"attempts:\s+2 \(1 worker lost\)", text)
     history = text[text.index("history:") :]
-    order = ["issued", "offered to w1 (attempt 1)", "started on w1", "restarted without attempt 1; queued again",
+    order = ["issued", "offered to w1 (attempt 1)", "started on w1", "crashed while it ran (ended when the worker restarted); queued again",
              "offered to w1 (attempt 2)", "finished after"]  # fmt: skip
     positions = [history.index(event) for event in order]
     assert positions == sorted(positions), history
@@ -89,7 +89,7 @@ def test_show_tells_the_history_of_a_job_whose_worker_crashed(cluster: Cluster, 
     with on_terminal(cluster, "show", str(job_id), cols=120) as screen:
         assert screen.wait_exit() == 0
         assert f"job {job_id}: finished after" in screen.text()
-        assert "╭" in screen.text() and "restarted without attempt 1; queued again" in screen.text()
+        assert "╭" in screen.text() and "crashed while it ran (ended when the worker restarted); queued again" in screen.text()
         assert SGR.search(screen.raw)
 
 

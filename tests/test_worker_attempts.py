@@ -186,6 +186,17 @@ def test_a_waiting_attempt_starts_only_when_its_cpus_and_ram_are_free_too() -> N
     assert sm.next_to_start() == (5, 1)
 
 
+def test_a_job_offered_beyond_the_free_cpus_waits_instead_of_starting() -> None:
+    # The server offers it only for the next free slot; a slot is free here
+    # now, but its cpus are not: it must wait, not share them.
+    sm = Attempts("w", max_slots=3, prefetch=2)
+    sm.capacity = Reservation(slots=3, cpus=2, ram_mb=1000)
+    accepted(sm, 1, cpus=2)
+    queued(sm, 2, cpus=2)
+    sm.finish(1, 1, exited(0))
+    assert sm.next_to_start() == (2, 1)
+
+
 def test_a_newcomer_does_not_overtake_waiting_attempts() -> None:
     sm = Attempts("w", max_slots=1, prefetch=2)
     accepted(sm, 1)
