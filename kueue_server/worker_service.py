@@ -29,6 +29,8 @@ MAX_REASON_CHARS = 4096
 # At most this many messages, or about this many bytes, in one batch write.
 BATCH_MESSAGES = 256
 BATCH_BYTES = 1024 * 1024
+# See the worker's writer (kueue_worker/connection.py).
+COALESCE_SECONDS = 0.002
 BATCH_FIELD = wpb.ConnectResponse.DESCRIPTOR.fields_by_name["batch"].number
 
 
@@ -147,7 +149,13 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
     async def _write(self, conn: WorkerConn, context: grpc.aio.ServicerContext) -> None:
         outbox = conn.outbox
         while True:
-            msg = await outbox.get()
+            if conn.batches and outbox.empty():
+                msg = await outbox.get()
+                # After a quiet moment: let what else is about to go (the
+                # next flush's offers and acknowledgements) share the write.
+                await asyncio.sleep(COALESCE_SECONDS)
+            else:
+                msg = await outbox.get()
             if msg is None:
                 return
             # Registered goes alone: the worker learns from it that batches come.
