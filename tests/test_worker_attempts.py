@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from kueue.v1 import common_pb2
 from kueue.v1 import worker_service_pb2 as wpb
-from kueue_worker.attempts import STDIN_TAKE_BYTES, Attempts, CwdCheck, Phase, Reservation, StdinResult
+from kueue_worker.attempts import STDIN_TAKE_BYTES, Attempts, CwdCheck, Key, Phase, Reservation, StdinResult
 
 OUT = common_pb2.OUTPUT_STREAM_STDOUT
 ERR = common_pb2.OUTPUT_STREAM_STDERR
@@ -840,3 +840,50 @@ def test_random_spilling_histories_deliver_every_byte_once_acked(
     sm.finish(1, 1, exited(0))
     sm.finished_ack(1, 1)
     assert all(f.removed for f in disk.files)
+
+
+_admit_op = st.tuples(
+    st.sampled_from(["assign", "finish", "retract", "close"]),
+    st.integers(0, 3),  # cpus asked for
+    st.integers(0, 30),  # pick
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_admit_op, max_size=80), st.integers(0, 3))
+def test_held_attempts_never_overcommit_slots_or_cpus(ops: list[tuple[str, int, int]], prefetch: int) -> None:
+    """Whatever the server offers (it may offer beyond the free room, or from a
+    stale view), the attempts holding a process never need more slots than the
+    worker has, nor more cpus unless a single one runs; and held attempts
+    start oldest first."""
+    sm = Attempts("w", max_slots=2, prefetch=prefetch)
+    sm.capacity = Reservation(slots=2, cpus=3, ram_mb=1000)
+    next_id = 1
+    order: list[Key] = []  # held, in the order accepted
+    for kind, cpus, pick in ops:
+        if kind == "assign":
+            decision = sm.assign(next_id, 1, res(cpus=cpus, ram_mb=0), "/work", CwdCheck.OK)
+            if decision.reply is not None and decision.reply.queued:
+                order.append((next_id, 1))
+            next_id += 1
+        elif kind == "finish":
+            running = [a for a in sm.active() if a.holds_slot]
+            if running:
+                a = running[pick % len(running)]
+                sm.started(a.job_id, a.attempt, 100)
+                sm.finish(a.job_id, a.attempt, exited(0))
+        elif kind == "retract" and order:
+            key = order[pick % len(order)]
+            if sm.hand_back(*key) is not None:
+                order.remove(key)
+        elif kind == "close" and pick == 0:
+            sm.closing = True
+            sm.hand_back_all("closing")
+            order.clear()
+        while (key := sm.next_to_start()) is not None:
+            assert key == order.pop(0), "a held attempt overtook an older one"
+        held = sm.reserved()
+        assert held.slots <= 2
+        holders = [a for a in sm.active() if a.holds_slot]
+        assert len(holders) <= 1 or held.cpus <= 3
+        assert sm.waiting == len(order) <= (prefetch + 2 if prefetch else 0)
