@@ -25,12 +25,22 @@ READ_CHUNK = 1024 * 1024
 DEFAULT_TAIL = 4096
 
 
+# An error message travels in a trailer, which gRPC caps at 8 KiB with the
+# other headers: one that quotes a huge field would turn into "stream
+# removed (metadata size exceeds soft limit)" instead.
+MAX_ERROR_CHARS = 1000
+
+
+def clipped(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
 async def abort_on(context: grpc.aio.ServicerContext, exc: Exception) -> None:
     if isinstance(exc, SchedulerError):
-        await context.abort(getattr(grpc.StatusCode, exc.code), str(exc))
+        await context.abort(getattr(grpc.StatusCode, exc.code), clipped(str(exc)))
     if isinstance(exc, StoreError):
         code = grpc.StatusCode.RESOURCE_EXHAUSTED if exc.out_of_space else grpc.StatusCode.INTERNAL
-        await context.abort(code, str(exc))
+        await context.abort(code, clipped(str(exc)))
     raise exc
 
 

@@ -279,7 +279,8 @@ class Scheduler:
         if not spec.command or not spec.command[0]:
             raise SchedulerError("INVALID_ARGUMENT", "empty command: give the program to run")
         if not spec.cwd.startswith("/"):
-            raise SchedulerError("INVALID_ARGUMENT", f"working directory must be absolute, got {spec.cwd!r}")
+            cwd = spec.cwd if len(spec.cwd) <= 200 else spec.cwd[:200] + "..."
+            raise SchedulerError("INVALID_ARGUMENT", f"working directory must be absolute, got {cwd!r}")
         res = spec.resources
         if res.slots < 1:
             raise SchedulerError("INVALID_ARGUMENT", "a job needs at least 1 slot")
