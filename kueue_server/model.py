@@ -76,6 +76,11 @@ class Amount:
     def fits(self, shape: Shape) -> bool:
         return shape.slots <= self.slots and shape.cpus <= self.cpus and shape.ram_mb <= self.ram_mb
 
+    def add(self, other: Shape | Amount, sign: int = 1) -> None:
+        self.slots += sign * other.slots
+        self.cpus += sign * other.cpus
+        self.ram_mb += sign * other.ram_mb
+
 
 @dataclass(frozen=True, slots=True)
 class PastAttempt:
@@ -155,6 +160,8 @@ class WorkerRecord:
     # how many of its jobs are such (prefetched, not started).
     prefetch: int = 0
     prefetched: int = 0
+    # What those will take once started: offers to its free room leave it to them.
+    prefetched_amount: Amount = field(default_factory=Amount)
 
     @property
     def draining(self) -> bool:

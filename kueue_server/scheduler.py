@@ -210,18 +210,13 @@ class Scheduler:
                 worker.jobs.discard(job.id)
             if job.prefetched:
                 worker.prefetched += sign
+                worker.prefetched_amount.add(job.shape, sign)
                 self.prefetched_total += sign
             else:
-                self._hold(worker, job, sign)
+                worker.reserved.add(job.shape, sign)
         if not job.prefetched:
             for name, n in job.shape.global_:
                 self.global_used[name] += sign * n
-
-    @staticmethod
-    def _hold(worker: WorkerRecord, job: JobRecord, sign: int) -> None:
-        worker.reserved.slots += sign * job.shape.slots
-        worker.reserved.cpus += sign * job.shape.cpus
-        worker.reserved.ram_mb += sign * job.shape.ram_mb
 
     def _release(self, job: JobRecord) -> None:
         self._reserve(self.workers.get(job.worker_id), job, -1)
@@ -236,8 +231,9 @@ class Scheduler:
         worker = self.workers.get(job.worker_id)
         if worker is not None:
             worker.prefetched -= 1
+            worker.prefetched_amount.add(job.shape, -1)
             self.prefetched_total -= 1
-            self._hold(worker, job, +1)
+            worker.reserved.add(job.shape)
         for name, n in job.shape.global_:
             self.global_used[name] += n
 
@@ -787,9 +783,7 @@ class Scheduler:
                     continue
                 job.retracting = True
                 self._effects.retract.append(RetractOrder(job.worker_id, job.id, job.attempt))
-                room.slots -= job.shape.slots
-                room.cpus -= job.shape.cpus
-                room.ram_mb -= job.shape.ram_mb
+                room.add(job.shape, -1)
                 if room.slots <= 0:
                     break
 
@@ -797,13 +791,7 @@ class Scheduler:
         """Free resources not spoken for: jobs the worker holds for its next
         free slot take those first, without asking."""
         free = worker.free()
-        if worker.prefetched:
-            for job_id in worker.jobs:
-                job = self.jobs[job_id]
-                if job.prefetched:
-                    free.slots -= job.shape.slots
-                    free.cpus -= job.shape.cpus
-                    free.ram_mb -= job.shape.ram_mb
+        free.add(worker.prefetched_amount, -1)
         return free
 
     def _globals_fit(self, shape: Shape) -> bool:

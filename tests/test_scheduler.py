@@ -524,6 +524,8 @@ def test_never_overcommitted_and_each_job_ends_once(evts: list[tuple[str, int, i
             assert sum(j.shape.cpus for j in holding) == worker.reserved.cpus <= max(worker.capacity.cpus, 0)
             assert sum(j.shape.slots for j in holding) == worker.reserved.slots <= worker.capacity.slots
             assert worker.prefetched == len(jobs) - len(holding)
+            assert worker.prefetched_amount.slots == sum(j.shape.slots for j in jobs if j.prefetched)
+            assert worker.prefetched_amount.cpus == sum(j.shape.cpus for j in jobs if j.prefetched)
         assert s.prefetched_total == sum(w.prefetched for w in s.workers.values())
         active = [j for j in s.jobs.values() if j.state in (State.OFFERED, State.RUNNING)]
         assert not any(j.prefetched or j.waiting for j in s.jobs.values() if j.state not in (State.OFFERED,))
