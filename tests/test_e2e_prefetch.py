@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 from pathlib import Path
 
 from tests.cluster import Cluster, wait_for
@@ -46,16 +47,24 @@ def ran(work: Path) -> list[tuple[int, str]]:
     return [(int(a), b) for a, b in (line.split() for line in lines if line)]
 
 
-def test_an_idle_worker_takes_back_the_jobs_a_busy_one_holds(cluster: Cluster, tmp_path: Path) -> None:
+def one_slot_holding(
+    cluster: Cluster, tmp_path: Path, name: str, jobs_held: int
+) -> tuple[subprocess.Popen[bytes], Path, list[int], list[int]]:
+    """A server and a worker with one slot that holds `jobs_held` gated jobs
+    behind the one it runs: (the worker, the jobs' directory, all ids, held ids)."""
     cluster.start_server()
-    cluster.start_worker("busy", worker_max_parallel_jobs=1, prefetch_jobs=2)
-    cluster.wait_workers("busy")
+    worker = cluster.start_worker(name, worker_max_parallel_jobs=1, prefetch_jobs=jobs_held)
+    cluster.wait_workers(name)
     work = tmp_path / "work"
     work.mkdir()
-    ids = submit_gated(cluster, work, 3)
+    ids = submit_gated(cluster, work, jobs_held + 1)
+    wait_for(lambda: len(held_by(cluster, name, ids)) == jobs_held, 60, f"{name} to hold {jobs_held} jobs")
+    return worker, work, ids, held_by(cluster, name, ids)
+
+
+def test_an_idle_worker_takes_back_the_jobs_a_busy_one_holds(cluster: Cluster, tmp_path: Path) -> None:
     # One runs, two are held by the busy worker for its only slot.
-    wait_for(lambda: len(held_by(cluster, "busy", ids)) == 2, 60, "the busy worker to hold two jobs")
-    held = held_by(cluster, "busy", ids)
+    _, work, ids, held = one_slot_holding(cluster, tmp_path, "busy", 2)
     cluster.start_worker("idle", worker_max_parallel_jobs=2, prefetch_jobs=0)
     wait_for(
         lambda: all(jobs(cluster)[j]["state"] == "JOB_STATE_RUNNING" for j in ids),
@@ -76,14 +85,7 @@ def test_an_idle_worker_takes_back_the_jobs_a_busy_one_holds(cluster: Cluster, t
 
 
 def test_a_draining_worker_hands_back_what_it_holds(cluster: Cluster, tmp_path: Path) -> None:
-    cluster.start_server()
-    busy = cluster.start_worker("busy", worker_max_parallel_jobs=1, prefetch_jobs=2)
-    cluster.wait_workers("busy")
-    work = tmp_path / "work"
-    work.mkdir()
-    ids = submit_gated(cluster, work, 3)
-    wait_for(lambda: len(held_by(cluster, "busy", ids)) == 2, 60, "the busy worker to hold two jobs")
-    held = held_by(cluster, "busy", ids)
+    busy, work, ids, held = one_slot_holding(cluster, tmp_path, "busy", 2)
     running = [j for j in ids if j not in held]
     busy.send_signal(signal.SIGTERM)  # on_sigterm = drain: finish what runs, hand back the rest
     wait_for(
@@ -101,14 +103,7 @@ def test_a_draining_worker_hands_back_what_it_holds(cluster: Cluster, tmp_path: 
 
 
 def test_held_jobs_start_in_order_as_slots_free(cluster: Cluster, tmp_path: Path) -> None:
-    cluster.start_server()
-    cluster.start_worker("w1", worker_max_parallel_jobs=1, prefetch_jobs=3)
-    cluster.wait_workers("w1")
-    work = tmp_path / "work"
-    work.mkdir()
-    ids = submit_gated(cluster, work, 4)
-    wait_for(lambda: len(held_by(cluster, "w1", ids)) == 3, 60, "the worker to hold three jobs")
-    held = held_by(cluster, "w1", ids)
+    _, work, ids, held = one_slot_holding(cluster, tmp_path, "w1", 3)
     assert all(jobs(cluster)[j].get("held") for j in held)
     table = cluster.kueue("ls", env={"COLUMNS": "200"}).stdout
     assert table.count("waiting for a slot on w1") == 3, table
