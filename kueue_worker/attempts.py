@@ -285,7 +285,10 @@ class Attempts:
         # that were waiting here, so it may send up to that many more.
         room = self.prefetch + self.max_slots if self.prefetch else 0
         if not start and (len(self._waiting) >= room or reservation.slots > self.max_slots):
-            reason = f"no free job slot on {self.worker_name} ({used} of {self.max_slots} in use)"
+            if used + reservation.slots <= self.max_slots and not self._waiting:
+                reason = f"its cpus or RAM are in use on {self.worker_name} by running jobs"
+            else:
+                reason = f"no free job slot on {self.worker_name} ({used} of {self.max_slots} in use)"
             return AssignDecision(reply(False, reason, True), False)
         a = Attempt(job_id, attempt, reservation, stdin_pipe=stdin_pipe)
         # Without a pipe the process reads /dev/null; stray Stdin is acknowledged and dropped.

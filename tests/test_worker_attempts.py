@@ -197,6 +197,15 @@ def test_a_job_offered_beyond_the_free_cpus_waits_instead_of_starting() -> None:
     assert sm.next_to_start() == (2, 1)
 
 
+def test_without_prefetch_a_job_whose_cpus_are_taken_is_refused_saying_so() -> None:
+    sm = Attempts("w", max_slots=3)
+    sm.capacity = Reservation(slots=3, cpus=2, ram_mb=1000)
+    accepted(sm, 1, cpus=2)
+    reply = sm.assign(2, 1, res(cpus=2), "/work", CwdCheck.OK).reply
+    assert (reply.accepted, reply.transient) == (False, True)
+    assert reply.reason == "its cpus or RAM are in use on w by running jobs"
+
+
 def test_a_newcomer_does_not_overtake_waiting_attempts() -> None:
     sm = Attempts("w", max_slots=1, prefetch=2)
     accepted(sm, 1)
