@@ -5,7 +5,8 @@ jobs per second, for an array of N `true` on 1 worker with S slots.
 A profiling aid for item 1 (throughput): CPU time per job is far steadier
 than wall-clock rates on a shared machine, so a change to the per-job path
 shows up here even when the rates swing. With --profile DIR it also records
-py-spy profiles (raw folded stacks) of both processes.
+py-spy profiles (raw folded stacks) of both processes; --wall samples
+every thread all the time, which shows where a saturated loop waits.
 
     python bench/job_cost.py [--jobs N] [--slots S] [--profile DIR]
 """
@@ -32,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--profile", type=Path, help="write py-spy profiles of server and worker here")
+    parser.add_argument(
+        "--wall",
+        action="store_true",
+        help="profile wall time (every thread, waits included) instead of time holding the GIL",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kueue-job-cost-") as tmp:
         work = Path(tmp)
@@ -46,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.profile.mkdir(parents=True, exist_ok=True)
                 for name, pid in pids.items():
                     out = args.profile / f"{name}.txt"
-                    cmd = ["py-spy", "record", "-p", str(pid), "-o", str(out), "-f", "raw", "-r", "200", "--gil"]
+                    cmd = ["py-spy", "record", "-p", str(pid), "-o", str(out), "-f", "raw", "-r", "200"]
+                    if not args.wall:
+                        cmd.append("--gil")
                     spies.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                 time.sleep(1.0)  # py-spy attaches
             before = {name: cpu_seconds(pid) for name, pid in pids.items()}
