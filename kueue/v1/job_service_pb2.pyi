@@ -173,24 +173,38 @@ class ReadOutputResponse(_message.Message):
     def __init__(self, stream: _Optional[_Union[_common_pb2.OutputStream, str]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., finished_job: _Optional[_Union[_common_pb2.Job, _Mapping]] = ...) -> None: ...
 
 class AttachRequest(_message.Message):
-    __slots__ = ("start", "stdin", "signal", "kill")
+    __slots__ = ("start", "stdin", "signal", "kill", "output_ack")
     START_FIELD_NUMBER: _ClassVar[int]
     STDIN_FIELD_NUMBER: _ClassVar[int]
     SIGNAL_FIELD_NUMBER: _ClassVar[int]
     KILL_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_ACK_FIELD_NUMBER: _ClassVar[int]
     start: AttachStart
     stdin: AttachStdin
     signal: int
     kill: bool
-    def __init__(self, start: _Optional[_Union[AttachStart, _Mapping]] = ..., stdin: _Optional[_Union[AttachStdin, _Mapping]] = ..., signal: _Optional[int] = ..., kill: _Optional[bool] = ...) -> None: ...
+    output_ack: AttachOutputAck
+    def __init__(self, start: _Optional[_Union[AttachStart, _Mapping]] = ..., stdin: _Optional[_Union[AttachStdin, _Mapping]] = ..., signal: _Optional[int] = ..., kill: _Optional[bool] = ..., output_ack: _Optional[_Union[AttachOutputAck, _Mapping]] = ...) -> None: ...
 
 class AttachStart(_message.Message):
-    __slots__ = ("spec", "kill_on_detach")
+    __slots__ = ("spec", "kill_on_detach", "paced_output")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     KILL_ON_DETACH_FIELD_NUMBER: _ClassVar[int]
+    PACED_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     spec: _common_pb2.JobSpec
     kill_on_detach: bool
-    def __init__(self, spec: _Optional[_Union[_common_pb2.JobSpec, _Mapping]] = ..., kill_on_detach: _Optional[bool] = ...) -> None: ...
+    paced_output: bool
+    def __init__(self, spec: _Optional[_Union[_common_pb2.JobSpec, _Mapping]] = ..., kill_on_detach: _Optional[bool] = ..., paced_output: _Optional[bool] = ...) -> None: ...
+
+class AttachOutputAck(_message.Message):
+    __slots__ = ("attempt", "stdout_offset", "stderr_offset")
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    STDERR_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    attempt: int
+    stdout_offset: int
+    stderr_offset: int
+    def __init__(self, attempt: _Optional[int] = ..., stdout_offset: _Optional[int] = ..., stderr_offset: _Optional[int] = ...) -> None: ...
 
 class AttachStdin(_message.Message):
     __slots__ = ("attempt", "offset", "data", "eof")

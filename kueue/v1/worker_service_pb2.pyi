@@ -36,7 +36,7 @@ class ConnectRequestBatch(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[ConnectRequest, _Mapping]]] = ...) -> None: ...
 
 class ConnectResponse(_message.Message):
-    __slots__ = ("registered", "assign", "kill", "output_ack", "finished_ack", "stdin", "signal_job", "retract", "batch")
+    __slots__ = ("registered", "assign", "kill", "output_ack", "finished_ack", "stdin", "signal_job", "retract", "batch", "output_window")
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     ASSIGN_FIELD_NUMBER: _ClassVar[int]
     KILL_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,7 @@ class ConnectResponse(_message.Message):
     SIGNAL_JOB_FIELD_NUMBER: _ClassVar[int]
     RETRACT_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_WINDOW_FIELD_NUMBER: _ClassVar[int]
     registered: Registered
     assign: Assign
     kill: Kill
@@ -55,7 +56,8 @@ class ConnectResponse(_message.Message):
     signal_job: SignalJob
     retract: Retract
     batch: ConnectResponseBatch
-    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., assign: _Optional[_Union[Assign, _Mapping]] = ..., kill: _Optional[_Union[Kill, _Mapping]] = ..., output_ack: _Optional[_Union[OutputAck, _Mapping]] = ..., finished_ack: _Optional[_Union[FinishedAck, _Mapping]] = ..., stdin: _Optional[_Union[Stdin, _Mapping]] = ..., signal_job: _Optional[_Union[SignalJob, _Mapping]] = ..., retract: _Optional[_Union[Retract, _Mapping]] = ..., batch: _Optional[_Union[ConnectResponseBatch, _Mapping]] = ...) -> None: ...
+    output_window: OutputWindow
+    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., assign: _Optional[_Union[Assign, _Mapping]] = ..., kill: _Optional[_Union[Kill, _Mapping]] = ..., output_ack: _Optional[_Union[OutputAck, _Mapping]] = ..., finished_ack: _Optional[_Union[FinishedAck, _Mapping]] = ..., stdin: _Optional[_Union[Stdin, _Mapping]] = ..., signal_job: _Optional[_Union[SignalJob, _Mapping]] = ..., retract: _Optional[_Union[Retract, _Mapping]] = ..., batch: _Optional[_Union[ConnectResponseBatch, _Mapping]] = ..., output_window: _Optional[_Union[OutputWindow, _Mapping]] = ...) -> None: ...
 
 class ConnectResponseBatch(_message.Message):
     __slots__ = ("messages",)
@@ -64,7 +66,7 @@ class ConnectResponseBatch(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[ConnectResponse, _Mapping]]] = ...) -> None: ...
 
 class Register(_message.Message):
-    __slots__ = ("worker_id", "name", "system", "capacity", "attempts", "version", "draining", "prefetch", "batches")
+    __slots__ = ("worker_id", "name", "system", "capacity", "attempts", "version", "draining", "prefetch", "batches", "output_windows")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +76,7 @@ class Register(_message.Message):
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     PREFETCH_FIELD_NUMBER: _ClassVar[int]
     BATCHES_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_WINDOWS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     name: str
     system: _common_pb2.SystemInfo
@@ -83,7 +86,8 @@ class Register(_message.Message):
     draining: bool
     prefetch: int
     batches: bool
-    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., system: _Optional[_Union[_common_pb2.SystemInfo, _Mapping]] = ..., capacity: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[AttemptReport, _Mapping]]] = ..., version: _Optional[str] = ..., draining: _Optional[bool] = ..., prefetch: _Optional[int] = ..., batches: _Optional[bool] = ...) -> None: ...
+    output_windows: bool
+    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., system: _Optional[_Union[_common_pb2.SystemInfo, _Mapping]] = ..., capacity: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[AttemptReport, _Mapping]]] = ..., version: _Optional[str] = ..., draining: _Optional[bool] = ..., prefetch: _Optional[int] = ..., batches: _Optional[bool] = ..., output_windows: _Optional[bool] = ...) -> None: ...
 
 class AttemptReport(_message.Message):
     __slots__ = ("job_id", "attempt", "finished", "stdout_offset", "stderr_offset", "waiting", "killed_after_restart", "started_at")
@@ -230,6 +234,16 @@ class OutputAck(_message.Message):
     stream: _common_pb2.OutputStream
     offset: int
     def __init__(self, job_id: _Optional[int] = ..., attempt: _Optional[int] = ..., stream: _Optional[_Union[_common_pb2.OutputStream, str]] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class OutputWindow(_message.Message):
+    __slots__ = ("job_id", "attempt", "limit")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    job_id: int
+    attempt: int
+    limit: int
+    def __init__(self, job_id: _Optional[int] = ..., attempt: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class Retract(_message.Message):
     __slots__ = ("job_id", "attempt")

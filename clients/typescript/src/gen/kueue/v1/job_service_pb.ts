@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kueue/v1/job_service.proto.
  */
 export const file_kueue_v1_job_service: GenFile = /*@__PURE__*/
-  fileDesc("ChprdWV1ZS92MS9qb2Jfc2VydmljZS5wcm90bxIIa3VldWUudjEiXgoRU3VibWl0Sm9ic1JlcXVlc3QSHwoEc3BlYxgBIAEoCzIRLmt1ZXVlLnYxLkpvYlNwZWMSKAoJaW5zdGFuY2VzGAIgAygLMhUua3VldWUudjEuSm9iSW5zdGFuY2UiZgoLSm9iSW5zdGFuY2USKwoDZW52GAEgAygLMh4ua3VldWUudjEuSm9iSW5zdGFuY2UuRW52RW50cnkaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI3ChJTdWJtaXRKb2JzUmVzcG9uc2USDwoHam9iX2lkcxgBIAMoBBIQCgh3YXJuaW5ncxgCIAMoCSJZCg9MaXN0Sm9ic1JlcXVlc3QSIgoGc3RhdGVzGAEgAygOMhIua3VldWUudjEuSm9iU3RhdGUSDQoFbGltaXQYAiABKA0SEwoLaW5jbHVkZV9lbnYYAyABKAgiaAoQTGlzdEpvYnNSZXNwb25zZRIbCgRqb2JzGAEgAygLMg0ua3VldWUudjEuSm9iEiUKB3N1bW1hcnkYAiABKAsyFC5rdWV1ZS52MS5Kb2JTdW1tYXJ5EhAKCG1hdGNoaW5nGAMgASgEIi8KDUdldEpvYlJlcXVlc3QSCgoCaWQYASABKAQSEgoKdGFpbF9ieXRlcxgCIAEoDSJWCg5HZXRKb2JSZXNwb25zZRIaCgNqb2IYASABKAsyDS5rdWV1ZS52MS5Kb2ISEwoLc3Rkb3V0X3RhaWwYAiABKAwSEwoLc3RkZXJyX3RhaWwYAyABKAwiLAoQQ2FuY2VsSm9iUmVxdWVzdBIKCgJpZBgBIAEoBBIMCgRraWxsGAIgASgIIi8KEUNhbmNlbEpvYlJlc3BvbnNlEhoKA2pvYhgBIAEoCzINLmt1ZXVlLnYxLkpvYiIfChBDbGVhbkpvYnNSZXF1ZXN0EgsKA2FsbBgBIAEoCCIkChFDbGVhbkpvYnNSZXNwb25zZRIPCgdyZW1vdmVkGAEgASgEIh8KEFdhdGNoSm9ic1JlcXVlc3QSCwoDaWRzGAEgAygEIlQKEVdhdGNoSm9ic1Jlc3BvbnNlEhoKA2pvYhgBIAEoCzINLmt1ZXVlLnYxLkpvYhIPCgdyZW1vdmVkGAIgASgIEhIKCnJlbW92ZWRfaWQYAyABKAQidwoQV2F0Y2hMaXN0UmVxdWVzdBIiCgZzdGF0ZXMYASADKA4yEi5rdWV1ZS52MS5Kb2JTdGF0ZRINCgVsaW1pdBgCIAEoDRIXCg9pbmNsdWRlX3dvcmtlcnMYAyABKAgSFwoPbWluX2ludGVydmFsX21zGAQgASgNIqQBChFXYXRjaExpc3RSZXNwb25zZRIbCgRqb2JzGAEgAygLMg0ua3VldWUudjEuSm9iEhIKCndpbmRvd19pZHMYAiADKAQSJQoHc3VtbWFyeRgDIAEoCzIULmt1ZXVlLnYxLkpvYlN1bW1hcnkSEAoIbWF0Y2hpbmcYBCABKAQSJQoHd29ya2VycxgFIAEoCzIULmt1ZXVlLnYxLldvcmtlckxpc3QiLwoKV29ya2VyTGlzdBIhCgd3b3JrZXJzGAEgAygLMhAua3VldWUudjEuV29ya2VyImgKEVJlYWRPdXRwdXRSZXF1ZXN0EgoKAmlkGAEgASgEEicKB3N0cmVhbXMYAiADKA4yFi5rdWV1ZS52MS5PdXRwdXRTdHJlYW0SDgoGb2Zmc2V0GAMgASgDEg4KBmZvbGxvdxgEIAEoCCJ/ChJSZWFkT3V0cHV0UmVzcG9uc2USJgoGc3RyZWFtGAEgASgOMhYua3VldWUudjEuT3V0cHV0U3RyZWFtEg4KBm9mZnNldBgCIAEoBBIMCgRkYXRhGAMgASgMEiMKDGZpbmlzaGVkX2pvYhgEIAEoCzINLmt1ZXVlLnYxLkpvYiKIAQoNQXR0YWNoUmVxdWVzdBImCgVzdGFydBgBIAEoCzIVLmt1ZXVlLnYxLkF0dGFjaFN0YXJ0SAASJgoFc3RkaW4YAiABKAsyFS5rdWV1ZS52MS5BdHRhY2hTdGRpbkgAEhAKBnNpZ25hbBgDIAEoBUgAEg4KBGtpbGwYBCABKAhIAEIFCgNtc2ciRgoLQXR0YWNoU3RhcnQSHwoEc3BlYxgBIAEoCzIRLmt1ZXVlLnYxLkpvYlNwZWMSFgoOa2lsbF9vbl9kZXRhY2gYAiABKAgiSQoLQXR0YWNoU3RkaW4SDwoHYXR0ZW1wdBgBIAEoDRIOCgZvZmZzZXQYAiABKAQSDAoEZGF0YRgDIAEoDBILCgNlb2YYBCABKAgizgEKDkF0dGFjaFJlc3BvbnNlEiwKCGFjY2VwdGVkGAEgASgLMhgua3VldWUudjEuQXR0YWNoQWNjZXB0ZWRIABIcCgNqb2IYAiABKAsyDS5rdWV1ZS52MS5Kb2JIABIoCgZvdXRwdXQYAyABKAsyFi5rdWV1ZS52MS5BdHRhY2hPdXRwdXRIABItCglzdGRpbl9hY2sYBCABKAsyGC5rdWV1ZS52MS5BdHRhY2hTdGRpbkFja0gAEhAKBm5vdGljZRgFIAEoCUgAQgUKA21zZyIyCg5BdHRhY2hBY2NlcHRlZBIOCgZqb2JfaWQYASABKAQSEAoId2FybmluZ3MYAiADKAkiZQoMQXR0YWNoT3V0cHV0Eg8KB2F0dGVtcHQYASABKA0SJgoGc3RyZWFtGAIgASgOMhYua3VldWUudjEuT3V0cHV0U3RyZWFtEg4KBm9mZnNldBgDIAEoBBIMCgRkYXRhGAQgASgMIjEKDkF0dGFjaFN0ZGluQWNrEg8KB2F0dGVtcHQYASABKA0SDgoGb2Zmc2V0GAIgASgEMv0ECgpKb2JTZXJ2aWNlEkcKClN1Ym1pdEpvYnMSGy5rdWV1ZS52MS5TdWJtaXRKb2JzUmVxdWVzdBocLmt1ZXVlLnYxLlN1Ym1pdEpvYnNSZXNwb25zZRJBCghMaXN0Sm9icxIZLmt1ZXVlLnYxLkxpc3RKb2JzUmVxdWVzdBoaLmt1ZXVlLnYxLkxpc3RKb2JzUmVzcG9uc2USOwoGR2V0Sm9iEhcua3VldWUudjEuR2V0Sm9iUmVxdWVzdBoYLmt1ZXVlLnYxLkdldEpvYlJlc3BvbnNlEkQKCUNhbmNlbEpvYhIaLmt1ZXVlLnYxLkNhbmNlbEpvYlJlcXVlc3QaGy5rdWV1ZS52MS5DYW5jZWxKb2JSZXNwb25zZRJECglDbGVhbkpvYnMSGi5rdWV1ZS52MS5DbGVhbkpvYnNSZXF1ZXN0Ghsua3VldWUudjEuQ2xlYW5Kb2JzUmVzcG9uc2USRgoJV2F0Y2hKb2JzEhoua3VldWUudjEuV2F0Y2hKb2JzUmVxdWVzdBobLmt1ZXVlLnYxLldhdGNoSm9ic1Jlc3BvbnNlMAESRgoJV2F0Y2hMaXN0Ehoua3VldWUudjEuV2F0Y2hMaXN0UmVxdWVzdBobLmt1ZXVlLnYxLldhdGNoTGlzdFJlc3BvbnNlMAESSQoKUmVhZE91dHB1dBIbLmt1ZXVlLnYxLlJlYWRPdXRwdXRSZXF1ZXN0Ghwua3VldWUudjEuUmVhZE91dHB1dFJlc3BvbnNlMAESPwoGQXR0YWNoEhcua3VldWUudjEuQXR0YWNoUmVxdWVzdBoYLmt1ZXVlLnYxLkF0dGFjaFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_kueue_v1_common]);
+  fileDesc("ChprdWV1ZS92MS9qb2Jfc2VydmljZS5wcm90bxIIa3VldWUudjEiXgoRU3VibWl0Sm9ic1JlcXVlc3QSHwoEc3BlYxgBIAEoCzIRLmt1ZXVlLnYxLkpvYlNwZWMSKAoJaW5zdGFuY2VzGAIgAygLMhUua3VldWUudjEuSm9iSW5zdGFuY2UiZgoLSm9iSW5zdGFuY2USKwoDZW52GAEgAygLMh4ua3VldWUudjEuSm9iSW5zdGFuY2UuRW52RW50cnkaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI3ChJTdWJtaXRKb2JzUmVzcG9uc2USDwoHam9iX2lkcxgBIAMoBBIQCgh3YXJuaW5ncxgCIAMoCSJZCg9MaXN0Sm9ic1JlcXVlc3QSIgoGc3RhdGVzGAEgAygOMhIua3VldWUudjEuSm9iU3RhdGUSDQoFbGltaXQYAiABKA0SEwoLaW5jbHVkZV9lbnYYAyABKAgiaAoQTGlzdEpvYnNSZXNwb25zZRIbCgRqb2JzGAEgAygLMg0ua3VldWUudjEuSm9iEiUKB3N1bW1hcnkYAiABKAsyFC5rdWV1ZS52MS5Kb2JTdW1tYXJ5EhAKCG1hdGNoaW5nGAMgASgEIi8KDUdldEpvYlJlcXVlc3QSCgoCaWQYASABKAQSEgoKdGFpbF9ieXRlcxgCIAEoDSJWCg5HZXRKb2JSZXNwb25zZRIaCgNqb2IYASABKAsyDS5rdWV1ZS52MS5Kb2ISEwoLc3Rkb3V0X3RhaWwYAiABKAwSEwoLc3RkZXJyX3RhaWwYAyABKAwiLAoQQ2FuY2VsSm9iUmVxdWVzdBIKCgJpZBgBIAEoBBIMCgRraWxsGAIgASgIIi8KEUNhbmNlbEpvYlJlc3BvbnNlEhoKA2pvYhgBIAEoCzINLmt1ZXVlLnYxLkpvYiIfChBDbGVhbkpvYnNSZXF1ZXN0EgsKA2FsbBgBIAEoCCIkChFDbGVhbkpvYnNSZXNwb25zZRIPCgdyZW1vdmVkGAEgASgEIh8KEFdhdGNoSm9ic1JlcXVlc3QSCwoDaWRzGAEgAygEIlQKEVdhdGNoSm9ic1Jlc3BvbnNlEhoKA2pvYhgBIAEoCzINLmt1ZXVlLnYxLkpvYhIPCgdyZW1vdmVkGAIgASgIEhIKCnJlbW92ZWRfaWQYAyABKAQidwoQV2F0Y2hMaXN0UmVxdWVzdBIiCgZzdGF0ZXMYASADKA4yEi5rdWV1ZS52MS5Kb2JTdGF0ZRINCgVsaW1pdBgCIAEoDRIXCg9pbmNsdWRlX3dvcmtlcnMYAyABKAgSFwoPbWluX2ludGVydmFsX21zGAQgASgNIqQBChFXYXRjaExpc3RSZXNwb25zZRIbCgRqb2JzGAEgAygLMg0ua3VldWUudjEuSm9iEhIKCndpbmRvd19pZHMYAiADKAQSJQoHc3VtbWFyeRgDIAEoCzIULmt1ZXVlLnYxLkpvYlN1bW1hcnkSEAoIbWF0Y2hpbmcYBCABKAQSJQoHd29ya2VycxgFIAEoCzIULmt1ZXVlLnYxLldvcmtlckxpc3QiLwoKV29ya2VyTGlzdBIhCgd3b3JrZXJzGAEgAygLMhAua3VldWUudjEuV29ya2VyImgKEVJlYWRPdXRwdXRSZXF1ZXN0EgoKAmlkGAEgASgEEicKB3N0cmVhbXMYAiADKA4yFi5rdWV1ZS52MS5PdXRwdXRTdHJlYW0SDgoGb2Zmc2V0GAMgASgDEg4KBmZvbGxvdxgEIAEoCCJ/ChJSZWFkT3V0cHV0UmVzcG9uc2USJgoGc3RyZWFtGAEgASgOMhYua3VldWUudjEuT3V0cHV0U3RyZWFtEg4KBm9mZnNldBgCIAEoBBIMCgRkYXRhGAMgASgMEiMKDGZpbmlzaGVkX2pvYhgEIAEoCzINLmt1ZXVlLnYxLkpvYiK5AQoNQXR0YWNoUmVxdWVzdBImCgVzdGFydBgBIAEoCzIVLmt1ZXVlLnYxLkF0dGFjaFN0YXJ0SAASJgoFc3RkaW4YAiABKAsyFS5rdWV1ZS52MS5BdHRhY2hTdGRpbkgAEhAKBnNpZ25hbBgDIAEoBUgAEg4KBGtpbGwYBCABKAhIABIvCgpvdXRwdXRfYWNrGAUgASgLMhkua3VldWUudjEuQXR0YWNoT3V0cHV0QWNrSABCBQoDbXNnIlwKC0F0dGFjaFN0YXJ0Eh8KBHNwZWMYASABKAsyES5rdWV1ZS52MS5Kb2JTcGVjEhYKDmtpbGxfb25fZGV0YWNoGAIgASgIEhQKDHBhY2VkX291dHB1dBgDIAEoCCJQCg9BdHRhY2hPdXRwdXRBY2sSDwoHYXR0ZW1wdBgBIAEoDRIVCg1zdGRvdXRfb2Zmc2V0GAIgASgEEhUKDXN0ZGVycl9vZmZzZXQYAyABKAQiSQoLQXR0YWNoU3RkaW4SDwoHYXR0ZW1wdBgBIAEoDRIOCgZvZmZzZXQYAiABKAQSDAoEZGF0YRgDIAEoDBILCgNlb2YYBCABKAgizgEKDkF0dGFjaFJlc3BvbnNlEiwKCGFjY2VwdGVkGAEgASgLMhgua3VldWUudjEuQXR0YWNoQWNjZXB0ZWRIABIcCgNqb2IYAiABKAsyDS5rdWV1ZS52MS5Kb2JIABIoCgZvdXRwdXQYAyABKAsyFi5rdWV1ZS52MS5BdHRhY2hPdXRwdXRIABItCglzdGRpbl9hY2sYBCABKAsyGC5rdWV1ZS52MS5BdHRhY2hTdGRpbkFja0gAEhAKBm5vdGljZRgFIAEoCUgAQgUKA21zZyIyCg5BdHRhY2hBY2NlcHRlZBIOCgZqb2JfaWQYASABKAQSEAoId2FybmluZ3MYAiADKAkiZQoMQXR0YWNoT3V0cHV0Eg8KB2F0dGVtcHQYASABKA0SJgoGc3RyZWFtGAIgASgOMhYua3VldWUudjEuT3V0cHV0U3RyZWFtEg4KBm9mZnNldBgDIAEoBBIMCgRkYXRhGAQgASgMIjEKDkF0dGFjaFN0ZGluQWNrEg8KB2F0dGVtcHQYASABKA0SDgoGb2Zmc2V0GAIgASgEMv0ECgpKb2JTZXJ2aWNlEkcKClN1Ym1pdEpvYnMSGy5rdWV1ZS52MS5TdWJtaXRKb2JzUmVxdWVzdBocLmt1ZXVlLnYxLlN1Ym1pdEpvYnNSZXNwb25zZRJBCghMaXN0Sm9icxIZLmt1ZXVlLnYxLkxpc3RKb2JzUmVxdWVzdBoaLmt1ZXVlLnYxLkxpc3RKb2JzUmVzcG9uc2USOwoGR2V0Sm9iEhcua3VldWUudjEuR2V0Sm9iUmVxdWVzdBoYLmt1ZXVlLnYxLkdldEpvYlJlc3BvbnNlEkQKCUNhbmNlbEpvYhIaLmt1ZXVlLnYxLkNhbmNlbEpvYlJlcXVlc3QaGy5rdWV1ZS52MS5DYW5jZWxKb2JSZXNwb25zZRJECglDbGVhbkpvYnMSGi5rdWV1ZS52MS5DbGVhbkpvYnNSZXF1ZXN0Ghsua3VldWUudjEuQ2xlYW5Kb2JzUmVzcG9uc2USRgoJV2F0Y2hKb2JzEhoua3VldWUudjEuV2F0Y2hKb2JzUmVxdWVzdBobLmt1ZXVlLnYxLldhdGNoSm9ic1Jlc3BvbnNlMAESRgoJV2F0Y2hMaXN0Ehoua3VldWUudjEuV2F0Y2hMaXN0UmVxdWVzdBobLmt1ZXVlLnYxLldhdGNoTGlzdFJlc3BvbnNlMAESSQoKUmVhZE91dHB1dBIbLmt1ZXVlLnYxLlJlYWRPdXRwdXRSZXF1ZXN0Ghwua3VldWUudjEuUmVhZE91dHB1dFJlc3BvbnNlMAESPwoGQXR0YWNoEhcua3VldWUudjEuQXR0YWNoUmVxdWVzdBoYLmt1ZXVlLnYxLkF0dGFjaFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_kueue_v1_common]);
 
 /**
  * @generated from message kueue.v1.SubmitJobsRequest
@@ -542,6 +542,14 @@ export type AttachRequest = Message<"kueue.v1.AttachRequest"> & {
      */
     value: boolean;
     case: "kill";
+  } | {
+    /**
+     * Output this client has consumed (with AttachStart.paced_output).
+     *
+     * @generated from field: kueue.v1.AttachOutputAck output_ack = 5;
+     */
+    value: AttachOutputAck;
+    case: "outputAck";
   } | { case: undefined; value?: undefined };
 };
 
@@ -567,6 +575,16 @@ export type AttachStart = Message<"kueue.v1.AttachStart"> & {
    * @generated from field: bool kill_on_detach = 2;
    */
   killOnDetach: boolean;
+
+  /**
+   * Hold the job to this client's pace, as a pipe would: the job's output is
+   * no longer read (so the job blocks on writing it) while more than 4 MiB
+   * of it lies beyond what the client has acknowledged with output_ack.
+   * Nothing is then dropped for a slow client.
+   *
+   * @generated from field: bool paced_output = 3;
+   */
+  pacedOutput: boolean;
 };
 
 /**
@@ -575,6 +593,37 @@ export type AttachStart = Message<"kueue.v1.AttachStart"> & {
  */
 export const AttachStartSchema: GenMessage<AttachStart> = /*@__PURE__*/
   messageDesc(file_kueue_v1_job_service, 19);
+
+/**
+ * How far the client has consumed (written out) the attempt's output: every
+ * byte below these offsets. Offsets only grow; a gap the server announced
+ * with a notice counts as consumed.
+ *
+ * @generated from message kueue.v1.AttachOutputAck
+ */
+export type AttachOutputAck = Message<"kueue.v1.AttachOutputAck"> & {
+  /**
+   * @generated from field: uint32 attempt = 1;
+   */
+  attempt: number;
+
+  /**
+   * @generated from field: uint64 stdout_offset = 2;
+   */
+  stdoutOffset: bigint;
+
+  /**
+   * @generated from field: uint64 stderr_offset = 3;
+   */
+  stderrOffset: bigint;
+};
+
+/**
+ * Describes the message kueue.v1.AttachOutputAck.
+ * Use `create(AttachOutputAckSchema)` to create a new message.
+ */
+export const AttachOutputAckSchema: GenMessage<AttachOutputAck> = /*@__PURE__*/
+  messageDesc(file_kueue_v1_job_service, 20);
 
 /**
  * Standard input for one attempt. Offsets count from the attempt's start: when
@@ -609,7 +658,7 @@ export type AttachStdin = Message<"kueue.v1.AttachStdin"> & {
  * Use `create(AttachStdinSchema)` to create a new message.
  */
 export const AttachStdinSchema: GenMessage<AttachStdin> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_job_service, 20);
+  messageDesc(file_kueue_v1_job_service, 21);
 
 /**
  * @generated from message kueue.v1.AttachResponse
@@ -665,7 +714,7 @@ export type AttachResponse = Message<"kueue.v1.AttachResponse"> & {
  * Use `create(AttachResponseSchema)` to create a new message.
  */
 export const AttachResponseSchema: GenMessage<AttachResponse> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_job_service, 21);
+  messageDesc(file_kueue_v1_job_service, 22);
 
 /**
  * @generated from message kueue.v1.AttachAccepted
@@ -687,7 +736,7 @@ export type AttachAccepted = Message<"kueue.v1.AttachAccepted"> & {
  * Use `create(AttachAcceptedSchema)` to create a new message.
  */
 export const AttachAcceptedSchema: GenMessage<AttachAccepted> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_job_service, 22);
+  messageDesc(file_kueue_v1_job_service, 23);
 
 /**
  * @generated from message kueue.v1.AttachOutput
@@ -721,7 +770,7 @@ export type AttachOutput = Message<"kueue.v1.AttachOutput"> & {
  * Use `create(AttachOutputSchema)` to create a new message.
  */
 export const AttachOutputSchema: GenMessage<AttachOutput> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_job_service, 23);
+  messageDesc(file_kueue_v1_job_service, 24);
 
 /**
  * @generated from message kueue.v1.AttachStdinAck
@@ -743,7 +792,7 @@ export type AttachStdinAck = Message<"kueue.v1.AttachStdinAck"> & {
  * Use `create(AttachStdinAckSchema)` to create a new message.
  */
 export const AttachStdinAckSchema: GenMessage<AttachStdinAck> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_job_service, 24);
+  messageDesc(file_kueue_v1_job_service, 25);
 
 /**
  * JobService is what clients (the `kueue` CLI, the Python API) use.

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kueue/v1/worker_service.proto.
  */
 export const file_kueue_v1_worker_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1rdWV1ZS92MS93b3JrZXJfc2VydmljZS5wcm90bxIIa3VldWUudjEikQMKDkNvbm5lY3RSZXF1ZXN0EiYKCHJlZ2lzdGVyGAEgASgLMhIua3VldWUudjEuUmVnaXN0ZXJIABIoCgloZWFydGJlYXQYAiABKAsyEy5rdWV1ZS52MS5IZWFydGJlYXRIABI1ChBhc3NpZ25tZW50X3JlcGx5GAMgASgLMhkua3VldWUudjEuQXNzaWdubWVudFJlcGx5SAASJAoHc3RhcnRlZBgEIAEoCzIRLmt1ZXVlLnYxLlN0YXJ0ZWRIABIiCgZvdXRwdXQYBSABKAsyEC5rdWV1ZS52MS5PdXRwdXRIABImCghmaW5pc2hlZBgGIAEoCzISLmt1ZXVlLnYxLkZpbmlzaGVkSAASJAoHbGVhdmluZxgHIAEoCzIRLmt1ZXVlLnYxLkxlYXZpbmdIABInCglzdGRpbl9hY2sYCCABKAsyEi5rdWV1ZS52MS5TdGRpbkFja0gAEi4KBWJhdGNoGAkgASgLMh0ua3VldWUudjEuQ29ubmVjdFJlcXVlc3RCYXRjaEgAQgUKA21zZyJBChNDb25uZWN0UmVxdWVzdEJhdGNoEioKCG1lc3NhZ2VzGAEgAygLMhgua3VldWUudjEuQ29ubmVjdFJlcXVlc3QihgMKD0Nvbm5lY3RSZXNwb25zZRIqCgpyZWdpc3RlcmVkGAEgASgLMhQua3VldWUudjEuUmVnaXN0ZXJlZEgAEiIKBmFzc2lnbhgCIAEoCzIQLmt1ZXVlLnYxLkFzc2lnbkgAEh4KBGtpbGwYAyABKAsyDi5rdWV1ZS52MS5LaWxsSAASKQoKb3V0cHV0X2FjaxgEIAEoCzITLmt1ZXVlLnYxLk91dHB1dEFja0gAEi0KDGZpbmlzaGVkX2FjaxgFIAEoCzIVLmt1ZXVlLnYxLkZpbmlzaGVkQWNrSAASIAoFc3RkaW4YBiABKAsyDy5rdWV1ZS52MS5TdGRpbkgAEikKCnNpZ25hbF9qb2IYByABKAsyEy5rdWV1ZS52MS5TaWduYWxKb2JIABIkCgdyZXRyYWN0GAggASgLMhEua3VldWUudjEuUmV0cmFjdEgAEi8KBWJhdGNoGAkgASgLMh4ua3VldWUudjEuQ29ubmVjdFJlc3BvbnNlQmF0Y2hIAEIFCgNtc2ciQwoUQ29ubmVjdFJlc3BvbnNlQmF0Y2gSKwoIbWVzc2FnZXMYASADKAsyGS5rdWV1ZS52MS5Db25uZWN0UmVzcG9uc2Ui6QEKCFJlZ2lzdGVyEhEKCXdvcmtlcl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEiQKBnN5c3RlbRgDIAEoCzIULmt1ZXVlLnYxLlN5c3RlbUluZm8SJQoIY2FwYWNpdHkYBCABKAsyEy5rdWV1ZS52MS5SZXNvdXJjZXMSKQoIYXR0ZW1wdHMYBSADKAsyFy5rdWV1ZS52MS5BdHRlbXB0UmVwb3J0Eg8KB3ZlcnNpb24YBiABKAkSEAoIZHJhaW5pbmcYByABKAgSEAoIcHJlZmV0Y2gYCCABKA0SDwoHYmF0Y2hlcxgJIAEoCCLHAQoNQXR0ZW1wdFJlcG9ydBIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRIkCghmaW5pc2hlZBgDIAEoCzISLmt1ZXVlLnYxLkZpbmlzaGVkEhUKDXN0ZG91dF9vZmZzZXQYBCABKAQSFQoNc3RkZXJyX29mZnNldBgFIAEoBBIPCgd3YWl0aW5nGAYgASgIEhwKFGtpbGxlZF9hZnRlcl9yZXN0YXJ0GAcgASgIEhIKCnN0YXJ0ZWRfYXQYCCABKAEibgoJSGVhcnRiZWF0EiQKBnN5c3RlbRgBIAEoCzIULmt1ZXVlLnYxLlN5c3RlbUluZm8SKQoMZXh0ZXJuYWxfdXNlGAIgASgLMhMua3VldWUudjEuUmVzb3VyY2VzEhAKCGRyYWluaW5nGAMgASgIIowBCg9Bc3NpZ25tZW50UmVwbHkSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SEAoIYWNjZXB0ZWQYAyABKAgSDgoGcmVhc29uGAQgASgJEhEKCXRyYW5zaWVudBgFIAEoCBIOCgZxdWV1ZWQYBiABKAgSEwoLaGFuZGVkX2JhY2sYByABKAgiNwoHU3RhcnRlZBIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRILCgNwaWQYAyABKAUibwoGT3V0cHV0Eg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEiYKBnN0cmVhbRgDIAEoDjIWLmt1ZXVlLnYxLk91dHB1dFN0cmVhbRIOCgZvZmZzZXQYBCABKAQSDAoEZGF0YRgFIAEoDCLRAQoIRmluaXNoZWQSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SFgoJZXhpdF9jb2RlGAMgASgFSACIAQESDgoGc2lnbmFsGAQgASgFEhgKEHJ1bl90aW1lX3NlY29uZHMYBSABKAESGQoRcGVha19tZW1vcnlfYnl0ZXMYBiABKAQSDQoFZXJyb3IYByABKAkSFAoMc3Rkb3V0X2J5dGVzGAggASgEEhQKDHN0ZGVycl9ieXRlcxgJIAEoBEIMCgpfZXhpdF9jb2RlIhkKB0xlYXZpbmcSDgoGcmVhc29uGAEgASgJImwKClJlZ2lzdGVyZWQSEQoJd29ya2VyX2lkGAEgASgJEiIKGmhlYXJ0YmVhdF9pbnRlcnZhbF9zZWNvbmRzGAIgASgBEhYKDnNlcnZlcl92ZXJzaW9uGAMgASgJEg8KB2JhdGNoZXMYBCABKAgiSgoGQXNzaWduEg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEh8KBHNwZWMYAyABKAsyES5rdWV1ZS52MS5Kb2JTcGVjIk4KBEtpbGwSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SDgoGc2lnbmFsGAMgASgFEhUKDWdyYWNlX3NlY29uZHMYBCABKAEiZAoJT3V0cHV0QWNrEg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEiYKBnN0cmVhbRgDIAEoDjIWLmt1ZXVlLnYxLk91dHB1dFN0cmVhbRIOCgZvZmZzZXQYBCABKAQiKgoHUmV0cmFjdBIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDSIuCgtGaW5pc2hlZEFjaxIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDSJTCgVTdGRpbhIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRIOCgZvZmZzZXQYAyABKAQSDAoEZGF0YRgEIAEoDBILCgNlb2YYBSABKAgiOwoIU3RkaW5BY2sSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SDgoGb2Zmc2V0GAMgASgEIjwKCVNpZ25hbEpvYhIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRIOCgZzaWduYWwYAyABKAUyUwoNV29ya2VyU2VydmljZRJCCgdDb25uZWN0Ehgua3VldWUudjEuQ29ubmVjdFJlcXVlc3QaGS5rdWV1ZS52MS5Db25uZWN0UmVzcG9uc2UoATABYgZwcm90bzM", [file_kueue_v1_common]);
+  fileDesc("Ch1rdWV1ZS92MS93b3JrZXJfc2VydmljZS5wcm90bxIIa3VldWUudjEikQMKDkNvbm5lY3RSZXF1ZXN0EiYKCHJlZ2lzdGVyGAEgASgLMhIua3VldWUudjEuUmVnaXN0ZXJIABIoCgloZWFydGJlYXQYAiABKAsyEy5rdWV1ZS52MS5IZWFydGJlYXRIABI1ChBhc3NpZ25tZW50X3JlcGx5GAMgASgLMhkua3VldWUudjEuQXNzaWdubWVudFJlcGx5SAASJAoHc3RhcnRlZBgEIAEoCzIRLmt1ZXVlLnYxLlN0YXJ0ZWRIABIiCgZvdXRwdXQYBSABKAsyEC5rdWV1ZS52MS5PdXRwdXRIABImCghmaW5pc2hlZBgGIAEoCzISLmt1ZXVlLnYxLkZpbmlzaGVkSAASJAoHbGVhdmluZxgHIAEoCzIRLmt1ZXVlLnYxLkxlYXZpbmdIABInCglzdGRpbl9hY2sYCCABKAsyEi5rdWV1ZS52MS5TdGRpbkFja0gAEi4KBWJhdGNoGAkgASgLMh0ua3VldWUudjEuQ29ubmVjdFJlcXVlc3RCYXRjaEgAQgUKA21zZyJBChNDb25uZWN0UmVxdWVzdEJhdGNoEioKCG1lc3NhZ2VzGAEgAygLMhgua3VldWUudjEuQ29ubmVjdFJlcXVlc3QitwMKD0Nvbm5lY3RSZXNwb25zZRIqCgpyZWdpc3RlcmVkGAEgASgLMhQua3VldWUudjEuUmVnaXN0ZXJlZEgAEiIKBmFzc2lnbhgCIAEoCzIQLmt1ZXVlLnYxLkFzc2lnbkgAEh4KBGtpbGwYAyABKAsyDi5rdWV1ZS52MS5LaWxsSAASKQoKb3V0cHV0X2FjaxgEIAEoCzITLmt1ZXVlLnYxLk91dHB1dEFja0gAEi0KDGZpbmlzaGVkX2FjaxgFIAEoCzIVLmt1ZXVlLnYxLkZpbmlzaGVkQWNrSAASIAoFc3RkaW4YBiABKAsyDy5rdWV1ZS52MS5TdGRpbkgAEikKCnNpZ25hbF9qb2IYByABKAsyEy5rdWV1ZS52MS5TaWduYWxKb2JIABIkCgdyZXRyYWN0GAggASgLMhEua3VldWUudjEuUmV0cmFjdEgAEi8KBWJhdGNoGAkgASgLMh4ua3VldWUudjEuQ29ubmVjdFJlc3BvbnNlQmF0Y2hIABIvCg1vdXRwdXRfd2luZG93GAogASgLMhYua3VldWUudjEuT3V0cHV0V2luZG93SABCBQoDbXNnIkMKFENvbm5lY3RSZXNwb25zZUJhdGNoEisKCG1lc3NhZ2VzGAEgAygLMhkua3VldWUudjEuQ29ubmVjdFJlc3BvbnNlIoECCghSZWdpc3RlchIRCgl3b3JrZXJfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIkCgZzeXN0ZW0YAyABKAsyFC5rdWV1ZS52MS5TeXN0ZW1JbmZvEiUKCGNhcGFjaXR5GAQgASgLMhMua3VldWUudjEuUmVzb3VyY2VzEikKCGF0dGVtcHRzGAUgAygLMhcua3VldWUudjEuQXR0ZW1wdFJlcG9ydBIPCgd2ZXJzaW9uGAYgASgJEhAKCGRyYWluaW5nGAcgASgIEhAKCHByZWZldGNoGAggASgNEg8KB2JhdGNoZXMYCSABKAgSFgoOb3V0cHV0X3dpbmRvd3MYCiABKAgixwEKDUF0dGVtcHRSZXBvcnQSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SJAoIZmluaXNoZWQYAyABKAsyEi5rdWV1ZS52MS5GaW5pc2hlZBIVCg1zdGRvdXRfb2Zmc2V0GAQgASgEEhUKDXN0ZGVycl9vZmZzZXQYBSABKAQSDwoHd2FpdGluZxgGIAEoCBIcChRraWxsZWRfYWZ0ZXJfcmVzdGFydBgHIAEoCBISCgpzdGFydGVkX2F0GAggASgBIm4KCUhlYXJ0YmVhdBIkCgZzeXN0ZW0YASABKAsyFC5rdWV1ZS52MS5TeXN0ZW1JbmZvEikKDGV4dGVybmFsX3VzZRgCIAEoCzITLmt1ZXVlLnYxLlJlc291cmNlcxIQCghkcmFpbmluZxgDIAEoCCKMAQoPQXNzaWdubWVudFJlcGx5Eg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEhAKCGFjY2VwdGVkGAMgASgIEg4KBnJlYXNvbhgEIAEoCRIRCgl0cmFuc2llbnQYBSABKAgSDgoGcXVldWVkGAYgASgIEhMKC2hhbmRlZF9iYWNrGAcgASgIIjcKB1N0YXJ0ZWQSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SCwoDcGlkGAMgASgFIm8KBk91dHB1dBIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRImCgZzdHJlYW0YAyABKA4yFi5rdWV1ZS52MS5PdXRwdXRTdHJlYW0SDgoGb2Zmc2V0GAQgASgEEgwKBGRhdGEYBSABKAwi0QEKCEZpbmlzaGVkEg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEhYKCWV4aXRfY29kZRgDIAEoBUgAiAEBEg4KBnNpZ25hbBgEIAEoBRIYChBydW5fdGltZV9zZWNvbmRzGAUgASgBEhkKEXBlYWtfbWVtb3J5X2J5dGVzGAYgASgEEg0KBWVycm9yGAcgASgJEhQKDHN0ZG91dF9ieXRlcxgIIAEoBBIUCgxzdGRlcnJfYnl0ZXMYCSABKARCDAoKX2V4aXRfY29kZSIZCgdMZWF2aW5nEg4KBnJlYXNvbhgBIAEoCSJsCgpSZWdpc3RlcmVkEhEKCXdvcmtlcl9pZBgBIAEoCRIiChpoZWFydGJlYXRfaW50ZXJ2YWxfc2Vjb25kcxgCIAEoARIWCg5zZXJ2ZXJfdmVyc2lvbhgDIAEoCRIPCgdiYXRjaGVzGAQgASgIIkoKBkFzc2lnbhIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRIfCgRzcGVjGAMgASgLMhEua3VldWUudjEuSm9iU3BlYyJOCgRLaWxsEg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEg4KBnNpZ25hbBgDIAEoBRIVCg1ncmFjZV9zZWNvbmRzGAQgASgBImQKCU91dHB1dEFjaxIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRImCgZzdHJlYW0YAyABKA4yFi5rdWV1ZS52MS5PdXRwdXRTdHJlYW0SDgoGb2Zmc2V0GAQgASgEIj4KDE91dHB1dFdpbmRvdxIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRINCgVsaW1pdBgDIAEoBCIqCgdSZXRyYWN0Eg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNIi4KC0ZpbmlzaGVkQWNrEg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNIlMKBVN0ZGluEg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEg4KBm9mZnNldBgDIAEoBBIMCgRkYXRhGAQgASgMEgsKA2VvZhgFIAEoCCI7CghTdGRpbkFjaxIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRIOCgZvZmZzZXQYAyABKAQiPAoJU2lnbmFsSm9iEg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEg4KBnNpZ25hbBgDIAEoBTJTCg1Xb3JrZXJTZXJ2aWNlEkIKB0Nvbm5lY3QSGC5rdWV1ZS52MS5Db25uZWN0UmVxdWVzdBoZLmt1ZXVlLnYxLkNvbm5lY3RSZXNwb25zZSgBMAFiBnByb3RvMw", [file_kueue_v1_common]);
 
 /**
  * Worker -> server.
@@ -171,6 +171,12 @@ export type ConnectResponse = Message<"kueue.v1.ConnectResponse"> & {
      */
     value: ConnectResponseBatch;
     case: "batch";
+  } | {
+    /**
+     * @generated from field: kueue.v1.OutputWindow output_window = 10;
+     */
+    value: OutputWindow;
+    case: "outputWindow";
   } | { case: undefined; value?: undefined };
 };
 
@@ -265,6 +271,13 @@ export type Register = Message<"kueue.v1.Register"> & {
    * @generated from field: bool batches = 9;
    */
   batches: boolean;
+
+  /**
+   * The worker obeys ConnectResponse.output_window.
+   *
+   * @generated from field: bool output_windows = 10;
+   */
+  outputWindows: boolean;
 };
 
 /**
@@ -718,6 +731,41 @@ export const OutputAckSchema: GenMessage<OutputAck> = /*@__PURE__*/
   messageDesc(file_kueue_v1_worker_service, 15);
 
 /**
+ * Flow control for a client attached to the job (Attach with paced_output):
+ * read no more of the attempt's output once `limit` bytes of it (stdout and
+ * stderr together, from the attempt's start) have been read, so the job
+ * blocks on its full pipe until a larger limit comes. 0: no limit. The last
+ * one received holds, across reconnects, until the attempt ends; after
+ * Registered the server sends one for every running attempt it has paced or
+ * that Register reported (0 for those it does not pace).
+ *
+ * @generated from message kueue.v1.OutputWindow
+ */
+export type OutputWindow = Message<"kueue.v1.OutputWindow"> & {
+  /**
+   * @generated from field: uint64 job_id = 1;
+   */
+  jobId: bigint;
+
+  /**
+   * @generated from field: uint32 attempt = 2;
+   */
+  attempt: number;
+
+  /**
+   * @generated from field: uint64 limit = 3;
+   */
+  limit: bigint;
+};
+
+/**
+ * Describes the message kueue.v1.OutputWindow.
+ * Use `create(OutputWindowSchema)` to create a new message.
+ */
+export const OutputWindowSchema: GenMessage<OutputWindow> = /*@__PURE__*/
+  messageDesc(file_kueue_v1_worker_service, 16);
+
+/**
  * Take back an accepted attempt that has not started, for a worker that is
  * idle. The worker answers AssignmentReply{handed_back} if the attempt was
  * still waiting, and ignores this if it has started (its Started is on the
@@ -742,7 +790,7 @@ export type Retract = Message<"kueue.v1.Retract"> & {
  * Use `create(RetractSchema)` to create a new message.
  */
 export const RetractSchema: GenMessage<Retract> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 16);
+  messageDesc(file_kueue_v1_worker_service, 17);
 
 /**
  * @generated from message kueue.v1.FinishedAck
@@ -764,7 +812,7 @@ export type FinishedAck = Message<"kueue.v1.FinishedAck"> & {
  * Use `create(FinishedAckSchema)` to create a new message.
  */
 export const FinishedAckSchema: GenMessage<FinishedAck> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 17);
+  messageDesc(file_kueue_v1_worker_service, 18);
 
 /**
  * Standard input for an attempt whose spec has stdin_pipe (offsets from the
@@ -804,7 +852,7 @@ export type Stdin = Message<"kueue.v1.Stdin"> & {
  * Use `create(StdinSchema)` to create a new message.
  */
 export const StdinSchema: GenMessage<Stdin> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 18);
+  messageDesc(file_kueue_v1_worker_service, 19);
 
 /**
  * Bytes of stdin written into the process's pipe so far; lets the client keep
@@ -834,7 +882,7 @@ export type StdinAck = Message<"kueue.v1.StdinAck"> & {
  * Use `create(StdinAckSchema)` to create a new message.
  */
 export const StdinAckSchema: GenMessage<StdinAck> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 19);
+  messageDesc(file_kueue_v1_worker_service, 20);
 
 /**
  * Deliver a signal to the attempt's process group, nothing more (no SIGKILL
@@ -864,7 +912,7 @@ export type SignalJob = Message<"kueue.v1.SignalJob"> & {
  * Use `create(SignalJobSchema)` to create a new message.
  */
 export const SignalJobSchema: GenMessage<SignalJob> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 20);
+  messageDesc(file_kueue_v1_worker_service, 21);
 
 /**
  * WorkerService is spoken by `kueue_worker`: one bidirectional stream per
