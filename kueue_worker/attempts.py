@@ -148,6 +148,9 @@ class Attempt:
     next_stream: int = STDOUT
     # Started from WAITING, in a slot some other attempt freed.
     promoted: bool = False
+    # Read no more output than this (both streams; 0: no limit): a client
+    # attached to the job sets the pace (OutputWindow).
+    read_limit: int = 0
 
     @property
     def key(self) -> Key:
@@ -445,6 +448,16 @@ class Attempts:
         freed, freed_memory = a.log(stream).ack(offset)
         self._unacked_bytes -= freed
         self._memory_bytes -= freed_memory
+
+    def output_window(self, job_id: int, attempt: int, limit: int) -> None:
+        a = self._attempts.get((job_id, attempt))
+        if a is not None:
+            a.read_limit = limit
+
+    def read_limited(self, job_id: int, attempt: int) -> bool:
+        """Whether the attempt has read all the output its window allows."""
+        a = self._attempts.get((job_id, attempt))
+        return a is not None and 0 < a.read_limit <= a.stdout.produced + a.stderr.produced
 
     def finished_ack(self, job_id: int, attempt: int) -> None:
         a = self._attempts.get((job_id, attempt))

@@ -110,11 +110,31 @@ class OutputBudget:
 
     async def resumed(self) -> None:
         while self.paused():
-            self._changed.clear()
-            await self._changed.wait()
+            await self.wait_changed()
+
+    async def wait_changed(self) -> None:
+        self._changed.clear()
+        await self._changed.wait()
 
     def changed(self) -> None:
         self._changed.set()
+
+
+class AttemptPace:
+    """One attempt's back-pressure: the worker's output budget, and the read
+    limit a client attached to the job sets (OutputWindow)."""
+
+    def __init__(self, budget: OutputBudget, attempts: Attempts, key: Key) -> None:
+        self._budget = budget
+        self._attempts = attempts
+        self._key = key
+
+    def paused(self) -> bool:
+        return self._budget.paused() or self._attempts.read_limited(*self._key)
+
+    async def resumed(self) -> None:
+        while self.paused():
+            await self._budget.wait_changed()
 
 
 class StdinFeed:
@@ -253,6 +273,7 @@ class Worker:
             draining=self.draining,
             prefetch=0 if self.draining else self.settings.prefetch_jobs,
             batches=True,
+            output_windows=True,
         )
 
     def heartbeat_message(self) -> wpb.Heartbeat:
@@ -281,6 +302,10 @@ class Worker:
         elif kind == "output_ack":
             ack = response.output_ack
             self.attempts.output_ack(ack.job_id, ack.attempt, ack.stream, ack.offset)
+            self._budget.changed()
+        elif kind == "output_window":
+            w = response.output_window
+            self.attempts.output_window(w.job_id, w.attempt, w.limit)
             self._budget.changed()
         elif kind == "finished_ack":
             ack = response.finished_ack
@@ -495,7 +520,7 @@ class Worker:
             worker_id=self.worker_id,
             on_started=started,
             on_output=output,
-            backpressure=self._budget,
+            backpressure=AttemptPace(self._budget, self.attempts, key),
             stdin=feed,
         )
         self.processes[key] = proc
