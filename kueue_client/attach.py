@@ -48,6 +48,10 @@ STDIN_WINDOW = 4 << 20
 STDIN_REPLAY_CAP = 16 << 20
 # Large messages: per-message costs, not bytes, limit a big `kueue run cat < file`.
 STDIN_CHUNK = 1 << 20
+# The job's output is paced to ours (AttachStart.paced_output): the server
+# lets its worker read 4 MiB beyond what we acknowledged as written out; we
+# acknowledge every this much, well within that window.
+OUTPUT_ACK_STEP = 1 << 20
 # Stdin messages are encoded by hand (kueue.wire): no copies of their data.
 _STDIN_REQUEST = wire.BytesEnvelope(job_service_pb2.AttachRequest, "stdin")
 # A second Ctrl-C this soon after the first kills the job for good.
@@ -448,6 +452,8 @@ class _Session:
         # Attempt whose output is being written, and how much of each stream.
         self.attempt = 0
         self.written = {STDOUT: 0, STDERR: 0}
+        # Output consumed (both streams) as last acknowledged to the server.
+        self.output_acked = 0
         # attempt -> worker it was seen running on; attempts that wrote output.
         self.ran_on: dict[int, str] = {}
         self.had_output: set[int] = set()
@@ -548,6 +554,7 @@ class _Session:
             return
         previous, self.attempt = self.attempt, attempt
         self.written = {STDOUT: 0, STDERR: 0}
+        self.output_acked = 0
         lost = self.ran_on.get(previous)
         if lost is not None:
             where = f"on {worker}" if worker else "elsewhere"
@@ -608,7 +615,11 @@ class _Session:
         if self.job is not None and self.job.attempt == out.attempt:
             self.ran_on.setdefault(out.attempt, self.job.worker_name)
         self.status.clear()
-        if out.stream == STDOUT:
+        self._write_out(out.stream, data)
+        self._ack_output()
+
+    def _write_out(self, stream: int, data: memoryview) -> None:
+        if stream == STDOUT:
             if self.stdout_broken:
                 return
             try:
@@ -623,6 +634,17 @@ class _Session:
         else:
             with contextlib.suppress(OSError):
                 write_all(self.stderr, data)
+
+    def _ack_output(self) -> None:
+        """Tell the server how far we have written out, so the job may go on."""
+        consumed = self.written[STDOUT] + self.written[STDERR]
+        if consumed - self.output_acked < OUTPUT_ACK_STEP:
+            return
+        self.output_acked = consumed
+        ack = job_service_pb2.AttachOutputAck(
+            attempt=self.attempt, stdout_offset=self.written[STDOUT], stderr_offset=self.written[STDERR]
+        )
+        self._send(job_service_pb2.AttachRequest(output_ack=ack))
 
     # -- the end
 
@@ -660,7 +682,9 @@ class _Session:
         try:
             self._send(
                 job_service_pb2.AttachRequest(
-                    start=job_service_pb2.AttachStart(spec=self.spec, kill_on_detach=self.kill_on_detach)
+                    start=job_service_pb2.AttachStart(
+                        spec=self.spec, kill_on_detach=self.kill_on_detach, paced_output=True
+                    )
                 )
             )
             await asyncio.wait({reader, self._leave}, return_when=asyncio.FIRST_COMPLETED)
@@ -735,6 +759,10 @@ class _Session:
                     id=self.job_id, streams=[stream], offset=self.written[stream]
                 )
                 async for chunk in self.stub.ReadOutput(request, timeout=RECOVER_TIMEOUT_SECONDS):
+                    if chunk.offset > self.written[stream]:
+                        # Cut by the server's output cap: say so, as the stream would have.
+                        name = "stdout" if stream == STDOUT else "stderr"
+                        self.notice(f"{chunk.offset - self.written[stream]} bytes of {name} were dropped")
                     self._output(
                         job_service_pb2.AttachOutput(
                             attempt=job.attempt, stream=stream, offset=chunk.offset, data=chunk.data

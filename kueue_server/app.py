@@ -21,7 +21,7 @@ from kueue.config import Config
 from kueue.v1 import common_pb2
 from kueue.v1 import worker_service_pb2 as wpb
 from kueue_server import convert
-from kueue_server.attach_tap import Chunk, StdinAck, Tap
+from kueue_server.attach_tap import Chunk, StdinAck, Tap, read_limit
 from kueue_server.limits import check_sizes
 from kueue_server.model import ACTIVE, JobRecord, State
 from kueue_server.observe import Observer
@@ -50,6 +50,8 @@ class WorkerConn:
     outbox: asyncio.Queue[wpb.ConnectResponse | bytes | None] = field(default_factory=asyncio.Queue)
     # The worker reads ConnectResponse.batch (Register.batches).
     batches: bool = False
+    # The worker obeys OutputWindow (Register.output_windows).
+    windows: bool = False
 
     def send(self, msg: wpb.ConnectResponse | bytes) -> None:
         self.outbox.put_nowait(msg)
@@ -91,6 +93,8 @@ class App:
         self.conns: dict[str, WorkerConn] = {}
         # Attached clients (kueue run) by job id.
         self.taps: dict[int, set[Tap]] = {}
+        # The read limit last sent for a job's attempt, while it has one.
+        self._windows: dict[int, tuple[int, int]] = {}
         self.watchers = Watchers()
         self._batch = Batch()
         self._after_commit: list[AfterCommit] = []
@@ -240,7 +244,9 @@ class App:
                     assign=wpb.Assign(job_id=job.id, attempt=job.attempt, spec=convert.full_spec(job))
                 )
             )
-            if job.spec.stdin_pipe and job.id not in self.taps:
+            if job.id in self.taps:
+                self.pace(job)
+            elif job.spec.stdin_pipe:
                 # Nobody attached (any more): the process reads end of file.
                 self.send_stdin(job, job.attempt, 0, b"", True)
         for k in effects.kill:
@@ -308,10 +314,53 @@ class App:
             taps.discard(tap)
             if not taps:
                 del self.taps[tap.job_id]
+        job = self.scheduler.jobs.get(tap.job_id)
+        if tap.paced and job is not None:
+            self.pace(job)  # a job must never wait for a client that left
 
     def tap_output(self, job_id: int, attempt: int, stream: int, offset: int, data: bytes) -> None:
         for tap in self.taps.get(job_id, ()):
             tap.put_output(Chunk(attempt, stream, offset, data))
+
+    def pace(self, job: JobRecord) -> None:
+        """Tell the job's worker how far it may read the current attempt's
+        output: as far as its slowest paced client allows."""
+        limit = read_limit(self.taps.get(job.id, ()), job.attempt)
+        last = self._windows.get(job.id, (job.attempt, 0))
+        if job.state not in ACTIVE:
+            self._windows.pop(job.id, None)
+            return
+        if last == (job.attempt, limit):
+            return
+        if limit:
+            self._windows[job.id] = (job.attempt, limit)
+        else:
+            self._windows.pop(job.id, None)
+        conn = self.conns.get(job.worker_id)
+        if conn is not None and conn.windows:
+            conn.send(_window(job.id, job.attempt, limit))
+
+    def resend_windows(self, conn: WorkerConn, attempts: list[tuple[int, int]]) -> None:
+        """After Registered: the read limit of each attempt the worker
+        reported, which keeps what it was told before (0 releases it: this
+        server may be a new one that paces nothing)."""
+        if not conn.windows:
+            return
+        for job_id, attempt in attempts:
+            job = self.scheduler.jobs.get(job_id)
+            limit = 0
+            if (
+                job is not None
+                and job.attempt == attempt
+                and job.worker_id == conn.worker_id
+                and job.state in ACTIVE
+            ):
+                limit = read_limit(self.taps.get(job_id, ()), attempt)
+            if limit:
+                self._windows[job_id] = (attempt, limit)
+            elif self._windows.get(job_id, (0, 0))[0] == attempt:
+                del self._windows[job_id]
+            conn.send(_window(job_id, attempt, limit))
 
     def tap_stdin_ack(self, job_id: int, attempt: int, offset: int) -> None:
         for tap in self.taps.get(job_id, ()):
@@ -337,6 +386,10 @@ class App:
 
     def heartbeat_interval(self) -> float:
         return max(0.2, self.config.server_settings.worker_timeout_seconds / 4)
+
+
+def _window(job_id: int, attempt: int, limit: int) -> wpb.ConnectResponse:
+    return wpb.ConnectResponse(output_window=wpb.OutputWindow(job_id=job_id, attempt=attempt, limit=limit))
 
 
 def _merge(first: Batch, second: Batch) -> Batch:

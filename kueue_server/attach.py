@@ -5,6 +5,11 @@ for low latency. A tap holds a bounded number of bytes; when a slow client
 lets it overflow, chunks are dropped and the gap is filled from the captured
 output files (the capped, durable copy) before anything later is sent, so the
 client sees every byte in order or a notice saying how many were lost.
+
+A paced client (`kueue run`) never lets it overflow: it acknowledges what it
+has consumed, and the job's worker reads no more than OUTPUT_WINDOW beyond
+that (App.pace), so the job blocks on its full pipe as it would with a slow
+reader at home. When the client goes, the limit goes with it (close_tap).
 """
 
 from __future__ import annotations
@@ -30,6 +35,10 @@ from kueue_server.watchers import Watch
 log = logging.getLogger("kueue_server")
 
 READ_CHUNK = 1024 * 1024
+# After the final state, how long the client may take to end the call.
+CLIENT_CLOSE_SECONDS = 5.0
+# Keeps a client's output offsets (and their sum) within a uint64.
+MAX_OFFSET = 1 << 60
 _OUTPUT = wire.BytesEnvelope(jpb.AttachResponse, "output")
 # Signals that, before the job has started, mean "never mind": cancel it.
 CANCELING_SIGNALS = frozenset({signals.SIGINT, signals.SIGTERM, signals.SIGHUP, signals.SIGQUIT})
@@ -46,6 +55,7 @@ class AttachSession:
         self.sent_state: tuple[int, int] | None = None  # (state, attempt) last sent
         self.attempt = 0  # attempt whose output offsets `sent` counts
         self.sent = {1: 0, 2: 0}
+        self.tap: Tap | None = None
 
     async def run(self, first: jpb.AttachRequest) -> None:
         app = self.app
@@ -58,7 +68,7 @@ class AttachSession:
 
         def attach(jobs: list[JobRecord]) -> None:
             watch = app.watchers.add([jobs[0].id])
-            tap = Tap(jobs[0].id, watch.event)
+            tap = Tap(jobs[0].id, watch.event, paced=start.paced_output)
             app.open_tap(tap)
             taps.append((tap, watch))
 
@@ -71,12 +81,18 @@ class AttachSession:
             raise
         self.job_id = job.id
         ((tap, watch),) = taps
+        self.tap = tap
         reader = asyncio.create_task(self._read_requests())
         try:
             await self.context.write(
                 jpb.AttachResponse(accepted=jpb.AttachAccepted(job_id=job.id, warnings=warnings))
             )
-            await self._relay(tap, watch)
+            if await self._relay(tap, watch):
+                # The client has it all: let it end the call. Ending it here
+                # while a request of its is on the way (stdin, an output ack)
+                # makes grpc fail the call on its side, unread responses too.
+                with contextlib.suppress(Exception):  # a timeout, or the reader's failure
+                    await asyncio.wait_for(asyncio.shield(reader), CLIENT_CLOSE_SECONDS)
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -85,12 +101,13 @@ class AttachSession:
             app.watchers.remove(watch)
             self._detach()
 
-    async def _relay(self, tap: Tap, watch: Watch) -> None:
+    async def _relay(self, tap: Tap, watch: Watch) -> bool:
+        """Until the job has ended (True once its final state is sent)."""
         app = self.app
         while True:
             job = app.scheduler.jobs.get(self.job_id)
             if job is None:
-                return  # cleaned away under us: nothing more to say
+                return False  # cleaned away under us: nothing more to say
             if job.state not in FINAL:
                 # The final state goes last, after all of the output.
                 await self._send_job_if_changed(job)
@@ -107,7 +124,7 @@ class AttachSession:
             if job.state in FINAL:
                 await self._catch_up(job)
                 await self._send_job_if_changed(job)
-                return
+                return True
             if tap.dropped:
                 tap.dropped = False
                 await self._catch_up(job)
@@ -192,6 +209,12 @@ class AttachSession:
                 await self._signal(job, msg.signal)
             elif kind == "kill":
                 await self._cancel(job, kill=True)
+            elif kind == "output_ack" and self.tap is not None:
+                a = msg.output_ack
+                # Offsets are the client's word: nonsense only unpaces its own job.
+                consumed = min(a.stdout_offset, MAX_OFFSET) + min(a.stderr_offset, MAX_OFFSET)
+                if self.tap.output_ack(a.attempt, consumed):
+                    app.pace(job)
 
     async def _signal(self, job: JobRecord, signum: int) -> None:
         if job.state is State.RUNNING:

@@ -83,7 +83,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         old = app.conns.get(worker.id)
         if old is not None:
             old.close()
-        conn = WorkerConn(worker.id, worker.session, batches=reg.batches)
+        conn = WorkerConn(worker.id, worker.session, batches=reg.batches, windows=reg.output_windows)
         app.conns[worker.id] = conn
         app.observer.worker_connected(worker, context.peer(), len(reg.attempts))
         conn.send(
@@ -95,6 +95,14 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                     batches=True,
                 )
             )
+        )
+        app.resend_windows(
+            conn,
+            [
+                (a.job_id, a.attempt)
+                for a in reg.attempts
+                if not a.HasField("finished") and not a.killed_after_restart
+            ],
         )
         # Finished attempts in the report are only "known" here: the worker
         # resends their output and then their Finished, in that order, and
