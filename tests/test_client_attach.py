@@ -563,3 +563,29 @@ def test_stdin_past_the_replay_cap_forgets_what_was_acknowledged() -> None:
     feed.ack(1, feed.acked)
     m = feed.next_message()
     assert m is not None and truth[m.offset : m.offset + len(m.data)] == m.data
+
+
+def test_asks_for_paced_output_and_acknowledges_what_it_has_written_out() -> None:
+    from kueue_client.attach import OUTPUT_ACK_STEP
+
+    half = b"o" * (OUTPUT_ACK_STEP // 2)
+
+    async def scenario(peer: Peer) -> AsyncIterator[Any]:
+        start = await peer.next("start")
+        assert start.start.paced_output
+        yield accepted()
+        yield job(State.JOB_STATE_RUNNING)
+        yield output(1, OUT, 0, half)
+        yield output(1, ERR, 0, half)  # together a step's worth: acknowledged
+        got = (await peer.next("output_ack")).output_ack
+        assert (got.attempt, got.stdout_offset, got.stderr_offset) == (1, len(half), len(half))
+        # A new attempt counts from its start again.
+        yield job(State.JOB_STATE_RUNNING, attempt=2)
+        yield output(2, OUT, 0, half + half)
+        got = (await peer.next("output_ack")).output_ack
+        assert (got.attempt, got.stdout_offset, got.stderr_offset) == (2, 2 * len(half), 0)
+        yield job(State.JOB_STATE_SUCCEEDED, attempt=2, exit_code=0)
+
+    outcome = run_against(scenario)
+    assert outcome.result is not None and outcome.result.exit_status == 0, outcome.notices
+    assert outcome.stdout == half + half + half
