@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from kueue import wire
 from kueue.config import Config
+from kueue.logs import one_write
 from kueue.v1 import common_pb2
 from kueue.v1 import worker_service_pb2 as wpb
 from kueue_server import convert
@@ -191,7 +192,8 @@ class App:
                 self._mark_truncated(truncated)
         if error is None:
             self._carry_out(effects)
-            self.observer.committed(effects)
+            with one_write():
+                self.observer.committed(effects)
             for send in acks:
                 send()
         else:
