@@ -93,6 +93,7 @@ class App:
         # Attached clients (kueue run) by job id.
         self.taps: dict[int, set[Tap]] = {}
         self.watchers = Watchers()
+        self._assigns = convert.AssignEncoder()
         self._batch = Batch()
         self._after_commit: list[AfterCommit] = []
         # Acknowledgements to workers: sent after the next commit that succeeds
@@ -237,11 +238,7 @@ class App:
                 or self.scheduler.jobs.get(job.id) is not job
             ):
                 continue  # the reconnect or the offer timeout takes care of it
-            conn.send(
-                wpb.ConnectResponse(
-                    assign=wpb.Assign(job_id=job.id, attempt=job.attempt, spec=convert.full_spec(job))
-                )
-            )
+            conn.send(self._assigns.encode(job))
             if job.spec.stdin_pipe and job.id not in self.taps:
                 # Nobody attached (any more): the process reads end of file.
                 self.send_stdin(job, job.attempt, 0, b"", True)
