@@ -176,10 +176,13 @@ ADDED_JOB_COLUMNS = (("past_attempts", "TEXT"),)
 
 
 def job_row(job: JobRecord) -> tuple[Any, ...]:
+    env = job.extra_env_json
+    if env is None and job.extra_env:
+        env = job.extra_env_json = _env_json(job.extra_env)
     return (
         job.id,
         job.spec_id,
-        _env_json(job.extra_env) if job.extra_env else None,
+        env,
         int(job.state),
         job.issued_at,
         job.offered_at,
@@ -264,4 +267,5 @@ def job_from_row(row: tuple[Any, ...], specs: dict[int, common_pb2.JobSpec]) -> 
         output_truncated=bool(truncated),
         kill_requested=bool(kill),
         past_attempts=_past_attempts(past),
+        extra_env_json=extra_env or None,
     )

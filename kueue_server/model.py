@@ -134,6 +134,9 @@ class JobRecord:
     waiting: bool = False
     # A Retract was sent for it (once is enough).
     retracting: bool = False
+    # extra_env as stored (JSON), made at the first write of the row: the
+    # row is written again at every state change, extra_env never changes.
+    extra_env_json: str | None = None
 
 
 @dataclass(slots=True)
