@@ -165,6 +165,9 @@ class WorkerRecord:
     prefetched: int = 0
     # What those will take once started: offers to its free room leave it to them.
     prefetched_amount: Amount = field(default_factory=Amount)
+    # Their ids, oldest offer first: work stealing looks at these, not at
+    # every job of the worker.
+    held: dict[int, None] = field(default_factory=dict)
 
     @property
     def draining(self) -> bool:

@@ -524,6 +524,7 @@ def test_never_overcommitted_and_each_job_ends_once(evts: list[tuple[str, int, i
             assert sum(j.shape.cpus for j in holding) == worker.reserved.cpus <= max(worker.capacity.cpus, 0)
             assert sum(j.shape.slots for j in holding) == worker.reserved.slots <= worker.capacity.slots
             assert worker.prefetched == len(jobs) - len(holding)
+            assert set(worker.held) == {j.id for j in jobs if j.prefetched}
             assert worker.prefetched_amount.slots == sum(j.shape.slots for j in jobs if j.prefetched)
             assert worker.prefetched_amount.cpus == sum(j.shape.cpus for j in jobs if j.prefetched)
         assert s.prefetched_total == sum(w.prefetched for w in s.workers.values())
