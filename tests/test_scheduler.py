@@ -571,7 +571,14 @@ def test_an_attempt_killed_when_its_crashed_worker_restarted_is_lost_but_started
     # The server never heard that a started (the worker died first); b it did.
     s.started("w1", b, 1, 1.0)
     s.connect_worker(
-        "w1", "w1", Amount(2, 4, 8000), common_pb2.SystemInfo(), "", [], 5.0, killed={(a, 1): 0.5, (b, 1): 0.0}
+        "w1",
+        "w1",
+        Amount(2, 4, 8000),
+        common_pb2.SystemInfo(),
+        "",
+        [],
+        5.0,
+        killed={(a, 1): 0.5, (b, 1): 0.0},
     )
     for job_id, started in ((a, 0.5), (b, 1.0)):
         job = s.jobs[job_id]
