@@ -8,12 +8,11 @@ message only, the JSON format the message and the fields.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from kueue import config as kconfig
@@ -212,20 +211,29 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
 _holding = 0
 
 
-@contextlib.contextmanager
-def one_write() -> Iterator[None]:
-    """Lines logged inside (by code that does not wait: the count is one for
-    the process) go out in one write when it ends, even by an exception."""
-    global _holding
-    _holding += 1
-    try:
-        yield
-    finally:
+class _OneWrite:
+    """See one_write(); a class, as the server enters it after every commit."""
+
+    def __enter__(self) -> None:
+        global _holding
+        _holding += 1
+
+    def __exit__(self, *exc: object) -> None:
+        global _holding
         _holding -= 1
         if not _holding:
             for handler in logging.getLogger().handlers:
                 if isinstance(handler, BatchingHandler):
                     handler.flush()
+
+
+_ONE_WRITE = _OneWrite()
+
+
+def one_write() -> _OneWrite:
+    """Lines logged inside (by code that does not wait: the count is one for
+    the process) go out in one write when it ends, even by an exception."""
+    return _ONE_WRITE
 
 
 _iso_second = -1
