@@ -126,10 +126,25 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     """logging.Formatter with the date and time of the last second kept:
-    formatting them was a good part of a log line's cost."""
+    formatting them was a good part of a log line's cost. With `program`, the
+    format is setup()'s own, and a line without exception or stack is made
+    in one step, as logging.Formatter would make it."""
 
     _second = -1
     _text = ""
+
+    def __init__(self, fmt: str | None = None, *, program: str | None = None) -> None:
+        if program is not None:
+            fmt = _text_format(program)
+        super().__init__(fmt)
+        self._program = program
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self._program is None or record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)
+        record.message = message = record.getMessage()
+        record.asctime = asctime = self.formatTime(record)
+        return f"{asctime} {self._program} {record.levelname} {record.name}: {message}"
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         if datefmt is not None or self.converter is not time.localtime:
@@ -139,6 +154,86 @@ class TextFormatter(logging.Formatter):
             self._text = time.strftime(self.default_time_format, time.localtime(second))
             self._second = second
         return self.default_msec_format % (self._text, record.msecs)
+
+
+def _text_format(program: str) -> str:
+    return f"%(asctime)s {program} %(levelname)s %(name)s: %(message)s"
+
+
+class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler that, inside one_write(), holds lines below WARNING
+    and writes them in one write when the outermost one_write() ends: the
+    server logs three lines per job after its commits, and a write and a
+    flush of the stream per line were most of their cost. Elsewhere, and at
+    WARNING and above, a line goes out at once, after what is held."""
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._held: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self._held.append(line)
+        if _holding and record.levelno < logging.WARNING:
+            return
+        self._write_held(record)
+
+    def _write_held(self, record: logging.LogRecord | None) -> None:
+        held = self._held
+        if not held:
+            return
+        text = self.terminator.join(held) + self.terminator
+        held.clear()
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            if record is not None:
+                self.handleError(record)
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            if self._held:
+                self._write_held(None)
+            elif self.stream and hasattr(self.stream, "flush"):
+                self.stream.flush()
+        finally:
+            self.release()
+
+
+_holding = 0
+
+
+class _OneWrite:
+    """See one_write(); a class, as the server enters it after every commit."""
+
+    def __enter__(self) -> None:
+        global _holding
+        _holding += 1
+
+    def __exit__(self, *exc: object) -> None:
+        global _holding
+        _holding -= 1
+        if not _holding:
+            for handler in logging.getLogger().handlers:
+                if isinstance(handler, BatchingHandler):
+                    handler.flush()
+
+
+_ONE_WRITE = _OneWrite()
+
+
+def one_write() -> _OneWrite:
+    """Lines logged inside (by code that does not wait: the count is one for
+    the process) go out in one write when it ends, even by an exception."""
+    return _ONE_WRITE
 
 
 _iso_second = -1
@@ -160,14 +255,14 @@ def level_of(name: str) -> int | None:
 
 
 def setup(level: str, program: str, fmt: str = "text") -> None:
-    handler = logging.StreamHandler()
+    handler = BatchingHandler()
     if fmt == "json":
         handler.setFormatter(JsonFormatter(program))
         # Whatever else reports on stderr must keep to one object per line too.
         logging.captureWarnings(True)
         sys.excepthook = _log_uncaught
     else:
-        handler.setFormatter(TextFormatter(f"%(asctime)s {program} %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter(program=program))
     # A state change is a log line, so a line must be cheap: neither format
     # shows the caller's file, thread or process, so do not look them up.
     logging._srcfile = None  # type: ignore[attr-defined]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from kueue import wire
 from kueue.config import Config
+from kueue.logs import one_write
 from kueue.v1 import common_pb2
 from kueue.v1 import worker_service_pb2 as wpb
 from kueue_server import convert
@@ -96,6 +97,7 @@ class App:
         # The read limit last sent for a job's attempt, while it has one.
         self._windows: dict[int, tuple[int, int]] = {}
         self.watchers = Watchers()
+        self._assigns = convert.AssignEncoder()
         self._batch = Batch()
         self._after_commit: list[AfterCommit] = []
         # Acknowledgements to workers: sent after the next commit that succeeds
@@ -195,7 +197,8 @@ class App:
                 self._mark_truncated(truncated)
         if error is None:
             self._carry_out(effects)
-            self.observer.committed(effects)
+            with one_write():
+                self.observer.committed(effects)
             for send in acks:
                 send()
         else:
@@ -239,11 +242,7 @@ class App:
                 or self.scheduler.jobs.get(job.id) is not job
             ):
                 continue  # the reconnect or the offer timeout takes care of it
-            conn.send(
-                wpb.ConnectResponse(
-                    assign=wpb.Assign(job_id=job.id, attempt=job.attempt, spec=convert.full_spec(job))
-                )
-            )
+            conn.send(self._assigns.encode(job))
             if job.id in self.taps:
                 self.pace(job)
             elif job.spec.stdin_pipe:

@@ -6,8 +6,10 @@ import json
 from json.encoder import encode_basestring_ascii as _quote  # type: ignore[attr-defined]
 from typing import Any
 
+from kueue import wire
 from kueue.rpc import timestamp
 from kueue.v1 import common_pb2
+from kueue.v1 import worker_service_pb2 as wpb
 from kueue_server.model import ACTIVE, JobRecord, Outcome, PastAttempt, Shape, State, WorkerRecord
 
 
@@ -19,6 +21,47 @@ def full_spec(job: JobRecord, *, include_env: bool = True) -> common_pb2.JobSpec
     elif job.extra_env:
         spec.env.update(job.extra_env)
     return spec
+
+
+def _key(field: object) -> bytes:
+    return wire.varint(field.number << 3 | 2)  # type: ignore[attr-defined]  # length-delimited
+
+
+_ASSIGN_KEY = _key(wpb.ConnectResponse.DESCRIPTOR.fields_by_name["assign"])
+_SPEC_KEY = _key(wpb.Assign.DESCRIPTOR.fields_by_name["spec"])
+# Encoded specs kept, by spec id; an array has one, so few are needed.
+MAX_ENCODED_SPECS = 64
+
+
+class AssignEncoder:
+    """ConnectResponse{assign: Assign{job_id, attempt, spec: full_spec(job)}},
+    encoded, with each submission's spec encoded once: copying the spec (a
+    whole environment) into every Assign and encoding it again was the
+    largest cost of an offer. A message that appears twice on the wire is
+    merged, so the job's extra env follows the spec as a JobSpec of its own:
+    its keys win, as with full_spec's env.update."""
+
+    def __init__(self) -> None:
+        self._specs: dict[int, tuple[common_pb2.JobSpec, bytes]] = {}
+
+    def encode(self, job: JobRecord) -> bytes:
+        cached = self._specs.get(job.spec_id)
+        if cached is None or cached[0] is not job.spec:
+            if len(self._specs) >= MAX_ENCODED_SPECS:
+                self._specs.clear()
+            cached = self._specs[job.spec_id] = (job.spec, job.spec.SerializeToString())
+        spec = cached[1]
+        if job.extra_env:
+            spec += common_pb2.JobSpec(env=job.extra_env).SerializeToString()
+        inner = b"".join(
+            (
+                wpb.Assign(job_id=job.id, attempt=job.attempt).SerializeToString(),
+                _SPEC_KEY,
+                wire.varint(len(spec)),
+                spec,
+            )
+        )
+        return b"".join((_ASSIGN_KEY, wire.varint(len(inner)), inner))
 
 
 def job_message(
@@ -133,10 +176,13 @@ ADDED_JOB_COLUMNS = (("past_attempts", "TEXT"),)
 
 
 def job_row(job: JobRecord) -> tuple[Any, ...]:
+    env = job.extra_env_json
+    if env is None and job.extra_env:
+        env = job.extra_env_json = _env_json(job.extra_env)
     return (
         job.id,
         job.spec_id,
-        _env_json(job.extra_env) if job.extra_env else None,
+        env,
         int(job.state),
         job.issued_at,
         job.offered_at,
@@ -221,4 +267,5 @@ def job_from_row(row: tuple[Any, ...], specs: dict[int, common_pb2.JobSpec]) -> 
         output_truncated=bool(truncated),
         kill_requested=bool(kill),
         past_attempts=_past_attempts(past),
+        extra_env_json=extra_env or None,
     )

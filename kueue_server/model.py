@@ -134,6 +134,9 @@ class JobRecord:
     waiting: bool = False
     # A Retract was sent for it (once is enough).
     retracting: bool = False
+    # extra_env as stored (JSON), made at the first write of the row: the
+    # row is written again at every state change, extra_env never changes.
+    extra_env_json: str | None = None
 
 
 @dataclass(slots=True)
@@ -162,6 +165,9 @@ class WorkerRecord:
     prefetched: int = 0
     # What those will take once started: offers to its free room leave it to them.
     prefetched_amount: Amount = field(default_factory=Amount)
+    # Their ids, oldest offer first: work stealing looks at these, not at
+    # every job of the worker.
+    held: dict[int, None] = field(default_factory=dict)
 
     @property
     def draining(self) -> bool:

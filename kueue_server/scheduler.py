@@ -212,6 +212,10 @@ class Scheduler:
                 worker.prefetched += sign
                 worker.prefetched_amount.add(job.shape, sign)
                 self.prefetched_total += sign
+                if sign > 0:
+                    worker.held[job.id] = None
+                else:
+                    worker.held.pop(job.id, None)
             else:
                 worker.reserved.add(job.shape, sign)
         if not job.prefetched:
@@ -233,6 +237,7 @@ class Scheduler:
             worker.prefetched -= 1
             worker.prefetched_amount.add(job.shape, -1)
             self.prefetched_total -= 1
+            worker.held.pop(job.id, None)
             worker.reserved.add(job.shape)
         for name, n in job.shape.global_:
             self.global_used[name] += n
@@ -771,8 +776,8 @@ class Scheduler:
             job
             for w in self.workers.values()
             if w.prefetched
-            for job in (self.jobs[j] for j in w.jobs)
-            if job.prefetched and not job.retracting and job.state is State.OFFERED
+            for job in (self.jobs[j] for j in w.held)
+            if not job.retracting and job.state is State.OFFERED
         ]
         if not held:
             return

@@ -287,9 +287,7 @@ class Store:
                     if batch.specs:
                         db.executemany("INSERT OR REPLACE INTO specs VALUES (?, ?)", batch.specs)
                     if batch.jobs:
-                        db.executemany(
-                            f"INSERT OR REPLACE INTO jobs ({JOB_COLUMNS}) VALUES ({_marks(21)})", batch.jobs
-                        )
+                        db.executemany(_PUT_JOB, batch.jobs)
                     if batch.deleted_jobs:
                         db.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in batch.deleted_jobs])
                     if batch.workers:
@@ -327,6 +325,9 @@ class Store:
 
 def _marks(n: int) -> str:
     return ", ".join("?" * n)
+
+
+_PUT_JOB = f"INSERT OR REPLACE INTO jobs ({JOB_COLUMNS}) VALUES ({_marks(len(JOB_COLUMNS.split(',')))})"
 
 
 def _inline(batch: Batch) -> bool:

@@ -33,7 +33,9 @@ def test_acks_wait_for_a_successful_commit_and_waiters_get_the_error(tmp_path: P
 
         app.store.write = write_failing_once  # type: ignore[method-assign]
         sent: list[str] = []
-        spec = common_pb2.JobSpec(command=["true"], cwd="/tmp", resources=common_pb2.Resources(slots=1, cpus=1))
+        spec = common_pb2.JobSpec(
+            command=["true"], cwd="/tmp", resources=common_pb2.Resources(slots=1, cpus=1)
+        )
         submit = asyncio.create_task(app.submit(spec))
         await asyncio.sleep(0)  # let submit queue its change
         app.ack_after_commit(lambda: sent.append("ack"))

@@ -3,7 +3,9 @@ module's own way."""
 
 from __future__ import annotations
 
+import io
 import logging
+import sys
 import time
 from collections.abc import Iterator
 
@@ -97,3 +99,88 @@ def test_cached_times_equal_the_formatted_ones() -> None:
             + f".{int((created - seconds) * 1000):03d}Z"
         )
         assert logs._iso_time(created) == iso
+
+
+class Writes(io.StringIO):
+    """A stream that keeps each write apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def test_setup_text_lines_equal_the_logging_formatter_ones() -> None:
+    fast = logs.TextFormatter(program="kueue_server")
+    usual = logging.Formatter("%(asctime)s kueue_server %(levelname)s %(name)s: %(message)s")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        failed = sys.exc_info()
+    records = [
+        logging.LogRecord("kueue_server", logging.INFO, "f", 1, "job %d on %s", (7, "w1"), None),
+        logging.LogRecord("x.y", logging.WARNING, "f", 1, "job %(job)d", ({"job": 3},), None),
+        logging.LogRecord("x", logging.DEBUG, "f", 1, "100%% é\nsecond line", (), None),
+        logging.LogRecord("x", logging.ERROR, "f", 1, "failed", (), failed),
+    ]
+    stacked = logging.LogRecord("x", logging.INFO, "f", 1, "here", (), None, sinfo="Stack (most recent)")
+    for record in [*records, stacked]:
+        assert fast.format(record) == usual.format(record)
+        assert (record.message, record.asctime) == (record.getMessage(), usual.formatTime(record))
+
+
+@pytest.fixture
+def batching() -> Iterator[tuple[logging.Logger, Writes]]:
+    """A BatchingHandler on the root logger, as setup() installs it."""
+    stream = Writes()
+    handler = logs.BatchingHandler(stream)
+    handler.setFormatter(logs.TextFormatter(program="p"))
+    root = logging.getLogger()
+    saved = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield logging.getLogger("kueue_test_batching"), stream
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved)
+
+
+def messages(text: str) -> list[str]:
+    return [line.rsplit(": ", 1)[1] for line in text.splitlines()]
+
+
+def test_lines_logged_in_one_write_go_out_together(batching: tuple[logging.Logger, Writes]) -> None:
+    logger, stream = batching
+    logger.info("alone")
+    assert messages(stream.getvalue()) == ["alone"]
+    with logs.one_write():
+        logger.info("a")
+        with logs.one_write():
+            logs.event(logger, "job_started", "job %d started", 7, job=7)
+        logger.info("c")
+        assert len(stream.writes) == 1
+    assert len(stream.writes) == 2
+    assert messages(stream.writes[1]) == ["a", "job 7 started", "c"]
+
+
+def test_warnings_go_out_at_once_after_what_is_held(batching: tuple[logging.Logger, Writes]) -> None:
+    logger, stream = batching
+    with logs.one_write():
+        logger.info("first")
+        logger.warning("second")
+        assert len(stream.writes) == 1
+        assert messages(stream.writes[0]) == ["first", "second"]
+        logger.info("third")
+    assert messages(stream.getvalue()) == ["first", "second", "third"]
+
+
+def test_held_lines_go_out_when_an_exception_ends_one_write(batching: tuple[logging.Logger, Writes]) -> None:
+    logger, stream = batching
+    with pytest.raises(RuntimeError), logs.one_write():
+        logger.info("before the crash")
+        raise RuntimeError("crash")
+    assert messages(stream.getvalue()) == ["before the crash"]

@@ -524,6 +524,7 @@ def test_never_overcommitted_and_each_job_ends_once(evts: list[tuple[str, int, i
             assert sum(j.shape.cpus for j in holding) == worker.reserved.cpus <= max(worker.capacity.cpus, 0)
             assert sum(j.shape.slots for j in holding) == worker.reserved.slots <= worker.capacity.slots
             assert worker.prefetched == len(jobs) - len(holding)
+            assert set(worker.held) == {j.id for j in jobs if j.prefetched}
             assert worker.prefetched_amount.slots == sum(j.shape.slots for j in jobs if j.prefetched)
             assert worker.prefetched_amount.cpus == sum(j.shape.cpus for j in jobs if j.prefetched)
         assert s.prefetched_total == sum(w.prefetched for w in s.workers.values())
@@ -570,7 +571,14 @@ def test_an_attempt_killed_when_its_crashed_worker_restarted_is_lost_but_started
     # The server never heard that a started (the worker died first); b it did.
     s.started("w1", b, 1, 1.0)
     s.connect_worker(
-        "w1", "w1", Amount(2, 4, 8000), common_pb2.SystemInfo(), "", [], 5.0, killed={(a, 1): 0.5, (b, 1): 0.0}
+        "w1",
+        "w1",
+        Amount(2, 4, 8000),
+        common_pb2.SystemInfo(),
+        "",
+        [],
+        5.0,
+        killed={(a, 1): 0.5, (b, 1): 0.0},
     )
     for job_id, started in ((a, 0.5), (b, 1.0)):
         job = s.jobs[job_id]

@@ -40,6 +40,9 @@ def test_stalled_watchers_do_not_slow_dispatch_nor_pile_up(cluster: Cluster) -> 
     channel = grpc.insecure_channel(f"127.0.0.1:{cluster.port}", options=options)
     calls = []
     try:
+        # Connected before the jobs go in: a watcher whose connection is
+        # still being made when they run first sees some of them finished.
+        grpc.channel_ready_future(channel).result(timeout=60)
         client.submit(job_spec(["true", FAT_ARGUMENT], cpus=10_000), [{}] * FAT_JOBS)
         server = psutil.Process(cluster.server.pid)  # type: ignore[union-attr]
         rss_before = server.memory_info().rss
