@@ -363,7 +363,14 @@ class Connection:
         session = self._session
         if session is None or not session.registered.is_set():
             return False
-        session.send_after_finishes(request(wpb.Leaving(reason=reason)))
+        msg = request(wpb.Leaving(reason=reason))
+        if self.worker.finishes_unsent():
+            # It must not overtake the finishes of the jobs a drain waited for.
+            session.send_after_finishes(msg)
+        else:
+            # Nor may the finishes of the jobs about to be stopped overtake it:
+            # one can be ready before the writer's next turn.
+            session.send(msg)
         return True
 
     async def leave(self) -> None:

@@ -146,6 +146,20 @@ def _since_boot(pid: int) -> float:
         return -1.0
 
 
+# Nanoseconds per clock tick, where a tick is a whole number of them.
+_TICK_NS = 1_000_000_000 // CLOCK_TICKS if 1_000_000_000 % CLOCK_TICKS == 0 else 0
+
+
+def _start_tick(spawned_between: tuple[int, int]) -> float:
+    """The start in seconds since boot as /proc/PID/stat gives it (whole
+    clock ticks, truncated), of a process started between these two
+    CLOCK_BOOTTIME readings in ns; -1 if they fall in different ticks."""
+    before, after = spawned_between
+    if _TICK_NS == 0 or before < 0 or before // _TICK_NS != after // _TICK_NS:
+        return -1.0
+    return (before // _TICK_NS) / CLOCK_TICKS
+
+
 _boot_time: tuple[float, float] = (-1.0, 0.0)  # (read at, in monotonic seconds; value)
 
 
@@ -199,10 +213,23 @@ class Ledger:
         self._records[(job_id, attempt)] = None
         self._append(f'{{"spawn": [{job_id:d}, {attempt:d}]}}\n')
 
-    def record(self, job_id: int, attempt: int, pid: int) -> None:
-        # One read of /proc/PID/stat: this runs at every job start, where
-        # psutil.Process(pid) cost more than the rest of the entry.
-        since_boot = _since_boot(pid)
+    def record(
+        self, job_id: int, attempt: int, pid: int, spawned_between: tuple[int, int] | None = None
+    ) -> None:
+        """The attempt's process runs. With spawned_between (CLOCK_BOOTTIME in
+        ns just before and after spawning it in a session of its own) its start
+        time is known without reading /proc, unless a clock tick fell between."""
+        since_boot = _start_tick(spawned_between) if spawned_between is not None else -1.0
+        if since_boot >= 0:
+            pgid = pid  # the leader of its own session and group
+        else:
+            # One read of /proc/PID/stat: this runs at every job start, where
+            # psutil.Process(pid) cost more than the rest of the entry.
+            since_boot = _since_boot(pid)
+            try:
+                pgid = os.getpgid(pid)
+            except OSError:
+                pgid = pid
         if since_boot >= 0:
             # As psutil.Process.create_time() computes it.
             create_time = since_boot + _boot_time_now()
@@ -213,10 +240,6 @@ class Ledger:
                 # Already gone (and reaped by us, as its parent); the "spawn" entry
                 # stays, for what it may have left running in the background.
                 return
-        try:
-            pgid = os.getpgid(pid)
-        except OSError:
-            pgid = pid
         rec = Record(job_id, attempt, pid, create_time, pgid, since_boot)
         self._records[(job_id, attempt)] = rec
         self._append(_start_line(rec))

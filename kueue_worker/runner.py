@@ -20,8 +20,10 @@ import contextlib
 import fcntl
 import logging
 import os
+import resource
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,22 +33,26 @@ import psutil
 
 from kueue.v1 import common_pb2
 from kueue.v1 import worker_service_pb2 as wpb
+from kueue_worker import spawn
 from kueue_worker.process_tree import living_tree
 
 log = logging.getLogger(__name__)
 
 # Output is read in pieces of up to this size, from pipes made this large
-# (where the system allows): few large messages cost the worker, the server
-# and an attached client far less than many small ones (`kueue run cat` of a
-# big file). A read returns what is there, so small output is not held back.
+# (where the system allows) once a read finds one full at its default size:
+# few large messages cost the worker, the server and an attached client far
+# less than many small ones (`kueue run cat` of a big file), and the many
+# jobs that write little are spared the fcntl. A read returns what is there,
+# so small output is not held back.
 CHUNK_BYTES = 1024 * 1024
 PIPE_BYTES = 1024 * 1024
+DEFAULT_PIPE_BYTES = 65536
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 # After the job's main process exits, how long a descendant may keep its
 # output pipes open before we stop reading them and report the finish.
 PIPE_LINGER_SECONDS = 2.0
-# Memory is sampled soon after the start (short jobs get a sample too), then
-# about once a second.
+# Memory is sampled soon after the start, then about once a second; the
+# peak of the main process also comes from its reaping, where that tells.
 SAMPLE_DELAYS = (0.05, 0.1, 0.2, 0.4)
 SAMPLE_INTERVAL = 1.0
 KILL_POLL_SECONDS = 0.05
@@ -138,7 +144,7 @@ class _Stdio:
     def __init__(self, spec: common_pb2.JobSpec) -> None:
         self.child: dict[int, int] = {}
         self.readers: dict[int, int] = {}
-        self.child_stdin = subprocess.DEVNULL
+        self.child_stdin = spawn.devnull()
         self.stdin_writer: int | None = None
         self._parent_owned: list[int] = []
         try:
@@ -161,13 +167,12 @@ class _Stdio:
     def _target(self, stream: int, path: str, cwd: str, opened: dict[str, int]) -> int:
         if path == "":
             read_end, write_end = os.pipe2(os.O_CLOEXEC)
-            _enlarge(read_end)
             os.set_blocking(read_end, False)
             self.readers[stream] = read_end
             self._parent_owned.append(write_end)
             return write_end
         if path == "null":
-            return subprocess.DEVNULL
+            return spawn.devnull()
         full = os.path.normpath(os.path.join(cwd, path))
         # The same file for both streams must share one open file, or each
         # stream would overwrite the other from offset 0.
@@ -249,7 +254,13 @@ class _PipeWriter:
 
 
 class JobProcess:
-    """One attempt's process, from spawn to the last byte of output."""
+    """One attempt's process, from spawn to the last byte of output.
+
+    Driven by callbacks of the event loop rather than tasks of its own: a
+    reader per output pipe and one for the pidfd that becomes readable when
+    the process exits. With a few hundred short jobs a second on one loop,
+    the tasks and futures of a task per pipe cost more than the job.
+    """
 
     def __init__(
         self,
@@ -276,6 +287,9 @@ class JobProcess:
         self._backpressure = backpressure
         self._stdin = stdin
         self.pid: int | None = None
+        # CLOCK_BOOTTIME (ns) just before and just after the spawn: the
+        # process's start lies between (the orphan ledger's pid-reuse check).
+        self.spawned_between: tuple[int, int] | None = None
         # Latest RSS sum of the tree, for the heartbeat's estimate of others' memory use.
         self.rss_bytes = 0
         self.peak_memory_bytes = 0
@@ -293,6 +307,19 @@ class JobProcess:
         # SignalJob before the spawn, delivered right after it.
         self._early_signals: list[int] = []
         self._killer: asyncio.Task[None] | None = None
+        # Output pipes still read: read end -> stream.
+        self._readers: dict[int, int] = {}
+        self._enlarged: set[int] = set()
+        # Readers paused by backpressure, each with the task that resumes it.
+        self._paused: dict[int, asyncio.Task[None]] = {}
+        self._pidfd = -1
+        # Where there is no pidfd: the thread that waits for the process instead.
+        self._waiter: asyncio.Task[tuple[int, int, resource.struct_rusage]] | None = None
+        self._returncode: int | None = None
+        self._ended = 0.0
+        # Resolved when the process has been reaped, and when the last pipe closed.
+        self._reaping: asyncio.Future[None] | None = None
+        self._drained: asyncio.Future[None] | None = None
 
     @property
     def kill_requested(self) -> bool:
@@ -309,30 +336,32 @@ class JobProcess:
             return await self._run(argv, stdio)
         finally:
             stdio.close_all()
+            self._stop_watching()
             if self._killer is not None and not self._killer.done():
                 self._killer.cancel()
 
     async def _run(self, argv: list[str], stdio: _Stdio) -> Outcome:
         env = environment(self.spec, self.job_id, self.attempt, self.worker_name, self.worker_id)
         try:
-            proc = subprocess.Popen(
+            pid, self.spawned_between = spawn.spawn(
                 argv,
                 cwd=self.spec.cwd or None,
                 env=env,
                 stdin=stdio.child_stdin,
                 stdout=stdio.child[STDOUT],
                 stderr=stdio.child[STDERR],
-                start_new_session=True,
             )
-        except OSError as exc:
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
             return Outcome(error=self._start_error(argv, exc))
         finally:
             stdio.close_child_ends()
         started = time.monotonic()
-        self.pid = proc.pid
-        self._sample_main()
+        self.pid = pid
+        loop = asyncio.get_running_loop()
+        self._reaping = loop.create_future()
+        self._watch_exit(loop, pid)
         if self._on_started is not None:
-            self._on_started(proc.pid)
+            self._on_started(pid)
         for signum in self._early_signals:
             self.send_signal(signum)
         self._early_signals.clear()
@@ -342,34 +371,28 @@ class JobProcess:
         stdin_fd = stdio.take_stdin_writer()
         stdin_pipe = _PipeWriter(stdin_fd) if stdin_fd is not None else None
         feeder = asyncio.create_task(self._feed_stdin(stdin_pipe)) if stdin_pipe is not None else None
-        pumps = [
-            asyncio.create_task(self._pump(stream, stdio.take_reader(stream)))
-            for stream in list(stdio.readers)
-        ]
+        for stream in list(stdio.readers):
+            fd = stdio.take_reader(stream)
+            self._readers[fd] = stream
+            loop.add_reader(fd, self._read, fd)
         self._schedule_sample()
         try:
-            try:
-                returncode = await _exit_status(proc)
-                self._reaped = True
-                run_time = time.monotonic() - started
-                self._exited.set()
-            finally:
-                if self._sampler is not None:
-                    self._sampler.cancel()
-                    self._sampler = None
-            self.rss_bytes = 0
+            await self._reaping
+            run_time = self._ended - started
             if self._killer is not None:
                 await self._killer
-            if pumps:
-                _, lingering = await asyncio.wait(pumps, timeout=PIPE_LINGER_SECONDS)
-                for task in lingering:
-                    task.cancel()
-                if lingering:
+            if self._readers:
+                self._drained = loop.create_future()
+                linger = loop.call_later(PIPE_LINGER_SECONDS, _settle, self._drained)
+                try:
+                    await self._drained
+                finally:
+                    linger.cancel()
+                if self._readers:
                     log.info(
                         "job %d: a background process still holds its output open; not waiting for it",
                         self.job_id,
                     )
-                await asyncio.gather(*pumps, return_exceptions=True)
         finally:
             # Input nobody took (the job ended, or a background process keeps
             # the pipe open without reading) is dropped with the attempt.
@@ -378,6 +401,8 @@ class JobProcess:
                 await asyncio.gather(feeder, return_exceptions=True)
                 # A feeder cancelled before its first step never ran its own cleanup.
                 self._close_stdin(stdin_pipe)
+        returncode = self._returncode
+        assert returncode is not None
         if returncode >= 0:
             return Outcome(
                 exit_code=returncode, run_time_seconds=run_time, peak_memory_bytes=self.peak_memory_bytes
@@ -386,39 +411,137 @@ class JobProcess:
             signal=-returncode, run_time_seconds=run_time, peak_memory_bytes=self.peak_memory_bytes
         )
 
-    def _start_error(self, argv: list[str], exc: OSError) -> str:
+    def _start_error(self, argv: list[str], exc: Exception) -> str:
         cwd = self.spec.cwd
         if cwd and not os.path.isdir(cwd):
             return f"working directory {cwd} does not exist on {self.worker_name}"
         if isinstance(exc, NotADirectoryError | PermissionError) and cwd and not os.access(cwd, os.X_OK):
             return f"working directory {cwd} is not accessible on {self.worker_name}"
-        reason = exc.strerror or str(exc)
+        reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
         return f"cannot start {argv[0]}: {reason}"
+
+    # -- exit --------------------------------------------------------------
+
+    def _watch_exit(self, loop: asyncio.AbstractEventLoop, pid: int) -> None:
+        """Reap the process once it exits, without a thread: a pidfd becomes
+        readable then. (asyncio's subprocesses in Python 3.11 start a thread
+        per child to wait for it, which costs a short job more than its run.)"""
+        try:
+            self._pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError):  # not Linux >= 5.3: a thread waits instead
+            task = asyncio.create_task(asyncio.to_thread(os.wait4, pid, 0))
+            task.add_done_callback(self._waited)
+            self._waiter = task
+            return
+        loop.add_reader(self._pidfd, self._reap)
+
+    def _reap(self) -> None:
+        try:
+            pid, status, usage = os.wait4(self.pid or 0, os.WNOHANG)
+        except ChildProcessError:
+            # Someone else reaped it: its status is lost (Popen says 0 then too).
+            log.warning("job %d: its process was reaped elsewhere; exit status unknown", self.job_id)
+            pid, status, usage = -1, 0, None
+        if pid == 0:
+            return  # not over yet
+        self._exit(os.waitstatus_to_exitcode(status), usage)
+
+    def _waited(self, task: asyncio.Future[tuple[int, int, resource.struct_rusage]]) -> None:
+        if task.cancelled():
+            return
+        try:
+            _, status, usage = task.result()
+        except ChildProcessError:
+            status, usage = 0, None
+        self._exit(os.waitstatus_to_exitcode(status), usage)
+
+    def _exit(self, returncode: int, usage: resource.struct_rusage | None) -> None:
+        self._ended = time.monotonic()
+        self._returncode = returncode
+        self._reaped = True
+        self._exited.set()
+        if self._pidfd >= 0:
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+        if self._sampler is not None:
+            self._sampler.cancel()
+            self._sampler = None
+        self.rss_bytes = 0
+        if usage is not None:
+            self.peak_memory_bytes = max(self.peak_memory_bytes, _own_peak(usage))
+        # Output held back by backpressure must now be read to the end.
+        for fd, resumer in list(self._paused.items()):
+            resumer.cancel()
+            self._resume(fd)
+        if self._reaping is not None:
+            _settle(self._reaping)
 
     # -- output ------------------------------------------------------------
 
-    async def _pump(self, stream: int, fd: int) -> None:
-        loop = asyncio.get_running_loop()
+    def _read(self, fd: int) -> None:
+        stream = self._readers[fd]
         try:
-            while True:
-                try:
-                    data = os.read(fd, CHUNK_BYTES)
-                except BlockingIOError:
-                    await _readable(loop, fd)
-                    continue
-                if not data:
-                    return
-                if self._on_output is not None:
-                    self._on_output(stream, data)
-                # Only while the job runs: after its exit the rest of the pipe
-                # must be read promptly so the finish can be reported.
-                bp = self._backpressure
-                if bp is not None and bp.paused() and not self._exited.is_set():
-                    await _first_of(bp.resumed(), self._exited.wait())
+            data = os.read(fd, CHUNK_BYTES)
+        except BlockingIOError:
+            return
         except OSError as exc:
             log.warning("job %d: reading its output failed: %s", self.job_id, exc)
-        finally:
-            os.close(fd)
+            self._close_reader(fd)
+            return
+        if not data:
+            self._close_reader(fd)
+            return
+        if len(data) >= DEFAULT_PIPE_BYTES and fd not in self._enlarged:
+            # A full pipe at its default size: this job writes a lot.
+            self._enlarged.add(fd)
+            _enlarge(fd)
+        if self._on_output is not None:
+            try:
+                self._on_output(stream, data)
+            except Exception:
+                log.exception("job %d: handling its output failed; not reading it any more", self.job_id)
+                self._close_reader(fd)
+                return
+        # Only while the job runs: after its exit the rest of the pipe must be
+        # read promptly so the finish can be reported.
+        bp = self._backpressure
+        if bp is not None and not self._reaped and bp.paused():
+            asyncio.get_running_loop().remove_reader(fd)
+            self._paused[fd] = asyncio.create_task(self._resume_when(bp, fd))
+
+    async def _resume_when(self, bp: Backpressure, fd: int) -> None:
+        await _first_of(bp.resumed(), self._exited.wait())
+        self._resume(fd)
+
+    def _resume(self, fd: int) -> None:
+        if self._paused.pop(fd, None) is not None and fd in self._readers:
+            asyncio.get_running_loop().add_reader(fd, self._read, fd)
+
+    def _close_reader(self, fd: int) -> None:
+        self._readers.pop(fd, None)
+        self._enlarged.discard(fd)
+        resumer = self._paused.pop(fd, None)
+        if resumer is not None:
+            resumer.cancel()
+        else:
+            asyncio.get_running_loop().remove_reader(fd)
+        os.close(fd)
+        if not self._readers and self._drained is not None:
+            _settle(self._drained)
+
+    def _stop_watching(self) -> None:
+        """Whatever still watches the process or its pipes (after the end, a cancel or a failure)."""
+        for fd in list(self._readers):
+            self._close_reader(fd)
+        if self._pidfd >= 0:
+            with contextlib.suppress(RuntimeError):  # the loop is gone
+                asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+        if self._sampler is not None:
+            self._sampler.cancel()
+            self._sampler = None
 
     # -- input -------------------------------------------------------------
 
@@ -458,24 +581,6 @@ class JobProcess:
         self._samples += 1
         self._sample()
         self._schedule_sample()
-
-    def _sample_main(self) -> None:
-        """The main process alone: at the spawn it has no children yet, and a
-        whole-tree sample scans every process of the machine, which would cost
-        a short job more than its run."""
-        if self.pid is None:
-            return
-        rss = _statm_rss(self.pid)
-        if rss is None:  # not Linux
-            main = self._main_process()
-            if main is None:
-                return
-            try:
-                rss = main.memory_info().rss
-            except psutil.Error:
-                return
-        self.rss_bytes = rss
-        self.peak_memory_bytes = max(self.peak_memory_bytes, rss)
 
     def _main_process(self) -> psutil.Process | None:
         if self._main is None and self.pid is not None and not self._reaped:
@@ -563,63 +668,26 @@ class JobProcess:
                 proc.send_signal(signum)
 
 
-async def _exit_status(proc: subprocess.Popen[bytes]) -> int:
-    """Wait for the process to end and reap it, without a thread: a pidfd
-    becomes readable when the process exits. (asyncio's subprocesses in
-    Python 3.11 start a thread per child to wait for it, which costs a short
-    job more than its own run.)"""
-    loop = asyncio.get_running_loop()
-    if (code := proc.poll()) is not None:
-        return code  # a short job may be over already
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):  # not Linux >= 5.3: a thread waits instead
-        return await asyncio.to_thread(proc.wait)
-    try:
-        while (code := proc.poll()) is None:
-            exited = loop.create_future()
-            loop.add_reader(pidfd, _settle, exited)
-            try:
-                await exited
-            finally:
-                loop.remove_reader(pidfd)
-        return code
-    finally:
-        os.close(pidfd)
+# ru_maxrss is in KiB on Linux (bytes on macOS, where this is not used).
+_MAXRSS_UNIT = 1024 if sys.platform.startswith("linux") else 0
 
 
-PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+def _own_peak(usage: resource.struct_rusage) -> int:
+    """The peak RSS of a reaped process by itself (bytes; 0 where unknown).
 
-
-def _statm_rss(pid: int) -> int | None:
-    """The resident set size of a process, as psutil's memory_info().rss reads
-    it on Linux (at a third of its cost); None without /proc."""
-    try:
-        fd = os.open(f"/proc/{pid}/statm", os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None if not os.path.isdir("/proc/self") else 0
-    except OSError:
-        return None
-    try:
-        return int(os.read(fd, 512).split()[1]) * PAGE_BYTES
-    except (OSError, ValueError, IndexError):
+    The kernel counts into a child's ru_maxrss the peak of the memory it
+    replaced at its exec, which after a vfork is the worker's own: only a
+    figure above the worker's peak is the job's.
+    """
+    child = usage.ru_maxrss
+    if _MAXRSS_UNIT == 0 or child <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss:
         return 0
-    finally:
-        os.close(fd)
+    return child * _MAXRSS_UNIT
 
 
 def _enlarge(fd: int) -> None:
     with contextlib.suppress(OSError):  # not Linux, or over /proc/sys/fs/pipe-max-size
         fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
-
-
-async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
-    ready = loop.create_future()
-    loop.add_reader(fd, _settle, ready)
-    try:
-        await ready
-    finally:
-        loop.remove_reader(fd)
 
 
 def _settle(future: asyncio.Future[None]) -> None:

@@ -477,7 +477,8 @@ class Worker:
             # First, before anything else can go wrong: a job not recorded
             # would outlive a crash of this worker unnoticed.
             if self.ledger is not None:
-                self.ledger.record(job_id, attempt, pid)
+                # The spawn's clock readings spare the ledger a read of /proc.
+                self.ledger.record(job_id, attempt, pid, proc.spawned_between)
             msg = self.attempts.started(job_id, attempt, pid)
             if msg is not None:
                 event(

@@ -1,0 +1,197 @@
+"""Starting a job's process: one fork-and-exec, as subprocess.Popen does it,
+without the Python Popen wraps around it.
+
+On the worker's event loop every spawn blocks everything else, and for a
+short job Popen's own Python (argument checks, encoding the environment and
+every candidate path, /dev/null opened and closed, the error pipe, the
+object) cost as much as the fork and exec. This calls the same
+_posixsubprocess.fork_exec Popen calls, with the same arguments Popen would
+pass for `start_new_session=True, close_fds=True, restore_signals=True` (so
+the child gets the same default signal dispositions, session, closed file
+descriptors and cwd change, done in the child before the exec), and reads
+the exec's failure from the error pipe the way Popen does. The candidate
+paths of a command without a slash are kept per PATH and name. Where
+fork_exec's signature is not the one checked here (another Python), Popen
+does the spawn.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+
+try:
+    import _posixsubprocess
+except ImportError:  # not POSIX
+    _posixsubprocess = None  # type: ignore[assignment]
+
+# fork_exec's positional arguments are the same from 3.11 to 3.13 (read off
+# their subprocess.py); elsewhere Popen spawns.
+LEAN = _posixsubprocess is not None and (3, 11) <= sys.version_info[:2] <= (3, 13)
+
+_ENCODING = sys.getfilesystemencoding()
+_ERRORS = sys.getfilesystemencodeerrors()
+# Candidate paths of a command without a slash, per (PATH, command), as
+# Popen computes them at every spawn; bounded, since PATH comes from jobs.
+_candidates: dict[tuple[str | None, str], tuple[bytes, ...]] = {}
+MAX_CANDIDATE_ENTRIES = 256
+_devnull: tuple[int, int] = (-1, -1)  # (pid that opened it, fd)
+
+
+def encode_environment(env: Mapping[str, str]) -> list[bytes]:
+    """KEY=VALUE entries as the exec takes them (what Popen makes of env=)."""
+    out = []
+    for key, value in env.items():
+        if "=" in key:
+            raise ValueError(f"illegal environment variable name {key!r}")
+        out.append(f"{key}={value}".encode(_ENCODING, _ERRORS))
+    return out
+
+
+def devnull() -> int:
+    """A descriptor of /dev/null kept open for the child's stdio (Popen opens one per spawn)."""
+    global _devnull
+    pid, fd = _devnull
+    if pid != os.getpid():  # a forked test process gets its own
+        fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        _devnull = (os.getpid(), fd)
+    return fd
+
+
+def _executables(program: str, path: str | None) -> tuple[bytes, ...]:
+    """What the child tries to exec, in order (as Popen and os.execvpe search PATH)."""
+    if os.path.dirname(program):
+        return (os.fsencode(program),)
+    key = (path, program)
+    found = _candidates.get(key)
+    if found is None:
+        name = os.fsencode(program)
+        dirs = os.get_exec_path({"PATH": path} if path is not None else {})
+        found = tuple(os.path.join(os.fsencode(d), name) for d in dirs)
+        if len(_candidates) >= MAX_CANDIDATE_ENTRIES:
+            _candidates.clear()
+        _candidates[key] = found
+    return found
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    cwd: str | None,
+    env: Mapping[str, str],
+    stdin: int,
+    stdout: int,
+    stderr: int,
+) -> tuple[int, tuple[int, int] | None]:
+    """Start argv in a session of its own with these descriptors as 0, 1 and 2
+    and every other one closed; its pid, and CLOCK_BOOTTIME (ns) just before
+    and just after its fork, between which its start time lies (None where
+    unknown).
+
+    Raises OSError as Popen does when the exec or the chdir fails (the
+    filename is the program, or the cwd for a failed chdir), ValueError for
+    an environment Popen would refuse. The caller reaps the process.
+    """
+    if not LEAN:
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True
+        )
+        _forget(proc)
+        return proc.pid, None
+    env_list = encode_environment(env)
+    executables = _executables(argv[0], env.get("PATH"))
+    errpipe_read, errpipe_write = os.pipe2(os.O_CLOEXEC)
+    # As Popen: the error pipe must not land on 0, 1 or 2 (a worker started
+    # with those closed), which the child overwrites.
+    low = []
+    while errpipe_write < 3:
+        low.append(errpipe_write)
+        errpipe_write = os.dup(errpipe_write)
+    for fd in low:
+        os.close(fd)
+    try:
+        try:
+            before = _boot_ns()
+            pid = _posixsubprocess.fork_exec(
+                argv,
+                executables,
+                True,  # close_fds
+                (errpipe_write,),  # pass_fds
+                cwd,
+                env_list,
+                stdin,  # p2cread
+                -1,  # p2cwrite
+                -1,  # c2pread
+                stdout,  # c2pwrite
+                -1,  # errread
+                stderr,  # errwrite
+                errpipe_read,
+                errpipe_write,
+                True,  # restore_signals
+                True,  # call_setsid
+                -1,  # pgid_to_set
+                None,  # gid
+                None,  # extra_groups
+                None,  # uid
+                -1,  # child_umask
+                None,  # preexec_fn
+                getattr(subprocess, "_USE_VFORK", True),
+            )
+            after = _boot_ns()
+        finally:
+            os.close(errpipe_write)
+        # EOF once the exec succeeded (the pipe is close-on-exec) or the child
+        # gave up; with vfork that has happened before fork_exec returns.
+        failure = bytearray()
+        while part := os.read(errpipe_read, 50000):
+            failure += part
+            if len(failure) > 50000:
+                break
+    finally:
+        os.close(errpipe_read)
+    if failure:
+        _reap_failed(pid)
+        raise _child_error(bytes(failure), argv[0], cwd)
+    return pid, ((before, after) if before >= 0 else None)
+
+
+_BOOTTIME: int | None = getattr(time, "CLOCK_BOOTTIME", None)
+
+
+def _boot_ns() -> int:
+    """CLOCK_BOOTTIME in ns, the clock of a process's start time in /proc; -1 without it."""
+    return -1 if _BOOTTIME is None else time.clock_gettime_ns(_BOOTTIME)
+
+
+def _reap_failed(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def _child_error(data: bytes, program: str, cwd: str | None) -> Exception:
+    """The exception Popen raises for what the child wrote to the error pipe."""
+    try:
+        name, hex_errno, message = data.split(b":", 2)
+        text = message.decode()
+    except ValueError:
+        return subprocess.SubprocessError(f"Bad exception data from child: {data!r}")
+    kind = getattr(builtins, name.decode("ascii", "replace"), subprocess.SubprocessError)
+    if isinstance(kind, type) and issubclass(kind, OSError) and hex_errno:
+        number = int(hex_errno, 16)
+        # "noexec": it failed before the exec, in the chdir.
+        filename = cwd if text == "noexec" else program
+        return kind(number, os.strerror(number) if number else "", filename)
+    if isinstance(kind, type) and issubclass(kind, BaseException):
+        return kind(text)
+    return subprocess.SubprocessError(text)
+
+
+def _forget(proc: subprocess.Popen[bytes]) -> None:
+    # A Popen dropped while its process runs goes on subprocess's list of
+    # processes to reap at the next Popen; the caller reaps this one itself.
+    proc.returncode = 0

@@ -1,0 +1,181 @@
+"""The lean spawn against subprocess.Popen, with real processes: the same
+child (session, signals, descriptors, environment, cwd) and the same errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from kueue_worker import orphans, spawn
+
+PY = sys.executable
+ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "ONE": "1", "UNICODE": "h\u00e9 \u2603"}
+
+# What the child reports: its session, open descriptors, env and cwd.
+REPORT = """
+import json, os
+print(json.dumps({
+    "sid": os.getsid(0), "pgid": os.getpgid(0), "pid": os.getpid(),
+    "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
+    "env": dict(os.environ), "cwd": os.getcwd(),
+}))
+"""
+# Its signal dispositions and mask, read by a program that leaves them as it found them.
+SIGNALS = ["grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"]
+
+
+def run_lean(argv: list[str], cwd: str | None, env: dict[str, str]) -> tuple[int, bytes]:
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    # An inheritable descriptor of the worker that the job must not get.
+    stray = os.open(os.devnull, os.O_RDONLY)
+    try:
+        pid, window = spawn.spawn(
+            argv, cwd=cwd, env=env, stdin=spawn.devnull(), stdout=write_end, stderr=spawn.devnull()
+        )
+    finally:
+        os.close(write_end)
+        os.close(stray)
+    with os.fdopen(read_end, "rb") as out:
+        data = out.read()
+    _, status = os.waitpid(pid, 0)
+    assert window is None or window[0] <= window[1]
+    return os.waitstatus_to_exitcode(status), data
+
+
+def run_popen(argv: list[str], cwd: str | None, env: dict[str, str]) -> tuple[int, bytes]:
+    proc = subprocess.run(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        check=False,
+    )
+    return proc.returncode, proc.stdout
+
+
+def test_the_child_is_the_one_popen_makes(tmp_path: Path) -> None:
+    import json
+
+    code, out = run_lean([PY, "-c", REPORT], str(tmp_path), ENV)
+    assert code == 0
+    lean = json.loads(out)
+    _, out = run_popen([PY, "-c", REPORT], str(tmp_path), ENV)
+    popen = json.loads(out)
+    assert lean["sid"] == lean["pgid"] == lean["pid"]
+    # 0-2 and the descriptor listdir opens; nothing of the worker's.
+    assert len(lean["fds"]) == len(popen["fds"]) and lean["fds"][:3] == [0, 1, 2]
+    assert lean["env"] == popen["env"] and lean["env"]["UNICODE"] == ENV["UNICODE"]
+    assert lean["cwd"] == popen["cwd"] == str(tmp_path)
+
+
+def test_the_child_gets_the_signal_dispositions_popen_gives(tmp_path: Path) -> None:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc")
+    code, lean = run_lean(SIGNALS, None, ENV)
+    assert code == 0
+    assert lean == run_popen(SIGNALS, None, ENV)[1]
+    fields = dict(line.split(":") for line in lean.decode().splitlines())
+    assert int(fields["SigBlk"], 16) == 0
+    # SIGPIPE, which the worker's Python ignores, is back to its default.
+    assert not int(fields["SigIgn"], 16) & (1 << (signal.SIGPIPE - 1))
+
+
+def test_a_command_is_found_on_the_jobs_path(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "kueue-test-tool"
+    tool.write_text("#!/bin/sh\necho found here\n")
+    tool.chmod(0o755)
+    env = dict(ENV, PATH=f"{tmp_path / 'empty'}:{bin_dir}:{ENV['PATH']}")
+    assert run_lean(["kueue-test-tool"], None, env) == (0, b"found here\n")
+    # The PATH of each job counts, not one remembered from another.
+    with pytest.raises(FileNotFoundError):
+        run_lean(["kueue-test-tool"], None, ENV)
+
+
+def failures(tmp_path: Path) -> list[tuple[list[str], str | None]]:
+    plain = tmp_path / "plain.txt"
+    plain.write_text("not a program\n")
+    script = tmp_path / "not_executable.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    return [
+        (["/no/such/program"], None),
+        (["no-such-program-anywhere"], None),
+        ([str(script)], None),
+        ([str(tmp_path)], None),
+        (["true"], str(tmp_path / "vanished")),
+        (["true"], str(plain)),
+        (["./plain.txt"], str(tmp_path)),
+    ]
+
+
+def test_failures_raise_what_popen_raises(tmp_path: Path) -> None:
+    for argv, cwd in failures(tmp_path):
+        with pytest.raises(OSError) as expected:
+            run_popen(argv, cwd, ENV)
+        children = len(psutil.Process().children())
+        with pytest.raises(OSError) as got:
+            run_lean(argv, cwd, ENV)
+        what = f"{argv} in {cwd}"
+        assert type(got.value) is type(expected.value), what
+        assert (got.value.errno, got.value.strerror, got.value.filename) == (
+            expected.value.errno,
+            expected.value.strerror,
+            expected.value.filename,
+        ), what
+        # The failed child is reaped.
+        assert len(psutil.Process().children()) == children, what
+
+
+def test_an_environment_popen_refuses_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        spawn.spawn(
+            ["true"], cwd=None, env={"A=B": "1"}, stdin=spawn.devnull(), stdout=spawn.devnull(), stderr=2
+        )
+
+
+def test_the_start_time_from_the_spawns_clock_is_procs(tmp_path: Path) -> None:
+    """The ledger's pid-reuse check compares start times exactly: one taken
+    from the clock readings around the spawn must be what /proc shows."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("start times since boot come from /proc")
+    ledger = orphans.Ledger(orphans.ledger_path(tmp_path, "w1"))
+    pids = []
+    told = 0
+    try:
+        for job_id in range(20):
+            pid, window = spawn.spawn(
+                ["sleep", "60"],
+                cwd=None,
+                env=ENV,
+                stdin=spawn.devnull(),
+                stdout=spawn.devnull(),
+                stderr=spawn.devnull(),
+            )
+            pids.append(pid)
+            assert window is not None
+            told += orphans._start_tick(window) >= 0
+            ledger.record(job_id, 1, pid, window)
+        recs = {r.pid: r for r in orphans.read(ledger.path)}
+        for pid in pids:
+            rec = recs[pid]
+            assert (rec.create_time, rec.started_since_boot) == orphans.start_times(psutil.Process(pid))
+            assert rec.pgid == os.getpgid(pid)
+        # Most spawns take well under a clock tick, so most start times were told by the clock.
+        assert told > 0
+    finally:
+        ledger.close()
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
