@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 
 import kueue
-from kueue import allocator, logs
+from kueue import allocator, event_loop, logs
 from kueue import config as kconfig
 from kueue.rpc import SERVER_OPTIONS, AuthInterceptor, add_servicer, server_credentials
 from kueue.v1 import cluster_service_pb2_grpc, job_service_pb2_grpc, worker_service_pb2_grpc
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     if config is None:
         return 2
     try:
-        return asyncio.run(serve(config, args.port_file, args.ephemeral_store))
+        return event_loop.run(serve(config, args.port_file, args.ephemeral_store))
     except StoreError as exc:
         print(f"kueue_server: {exc}", file=sys.stderr)
         return 1

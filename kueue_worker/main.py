@@ -13,7 +13,7 @@ import sys
 import grpc
 
 from kueue import config as kconfig
-from kueue import logs, rpc
+from kueue import event_loop, logs, rpc
 from kueue.logs import event
 from kueue_worker import identity, orphans, output_spool
 from kueue_worker.connection import Connection
@@ -214,6 +214,6 @@ def main(argv: list[str] | None = None) -> int:
     except kconfig.ConfigError as exc:
         print(f"kueue_worker: {exc}", file=sys.stderr)
         return 2
-    status = asyncio.run(serve(cfg, name, worker_id, credentials, args.drain_timeout, reaped))
+    status = event_loop.run(serve(cfg, name, worker_id, credentials, args.drain_timeout, reaped))
     event(log, "worker_stopped", "stopped", worker=name, exit_status=status)
     return status
