@@ -679,10 +679,18 @@ def _own_peak(usage: resource.struct_rusage) -> int:
     replaced at its exec, which after a vfork is the worker's own: only a
     figure above the worker's peak is the job's.
     """
+    global _worker_peak
     child = usage.ru_maxrss
-    if _MAXRSS_UNIT == 0 or child <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss:
+    if _MAXRSS_UNIT == 0 or child <= _worker_peak:
+        return 0  # the worker's peak only grows: no need to ask again
+    _worker_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if child <= _worker_peak:
         return 0
     return child * _MAXRSS_UNIT
+
+
+# The worker's own peak RSS as last read, in ru_maxrss units.
+_worker_peak = 0
 
 
 def _enlarge(fd: int) -> None:

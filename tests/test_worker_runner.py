@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from kueue.v1 import common_pb2
+from kueue_worker import runner
 from kueue_worker.runner import CHUNK_BYTES, JobProcess, Outcome
 
 OUT = common_pb2.OUTPUT_STREAM_STDOUT
@@ -332,6 +333,19 @@ def test_peak_memory_is_measured(tmp_path: Path) -> None:
     outcome, _ = run(python(code, tmp_path))
     assert outcome.exit_code == 0
     assert outcome.peak_memory_bytes >= 60 * 1024 * 1024
+
+
+def test_peak_memory_of_a_job_too_short_to_sample_comes_from_its_reaping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import resource
+
+    monkeypatch.setattr(runner, "SAMPLE_DELAYS", (600.0,))  # no sample: only the reaping can tell
+    # Above this process's own peak, which a job's figure includes after a vfork.
+    size = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 + 64 * 1024 * 1024
+    outcome, _ = run(python(f"block = b'x' * {size}", tmp_path))
+    assert outcome.exit_code == 0
+    assert size <= outcome.peak_memory_bytes < size + 64 * 1024 * 1024
 
 
 class Gate:
