@@ -24,11 +24,32 @@ import grpc
 from kueue import rpc
 from kueue.v1 import common_pb2, worker_service_pb2_grpc
 from kueue.v1 import worker_service_pb2 as wpb
-from kueue_worker.runner import _exit_status
 
 SYSTEM = common_pb2.SystemInfo(
     hostname="fake", kernel="bench", distribution="bench", cpu_cores=2, memory_total_mb=4096
 )
+
+
+async def _exit_status(proc: subprocess.Popen[bytes]) -> int:
+    """The process's exit status, awaited on its pidfd (no thread per job)."""
+    if (code := proc.poll()) is not None:
+        return code
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3
+        return await asyncio.to_thread(proc.wait)
+    loop = asyncio.get_running_loop()
+    try:
+        while (code := proc.poll()) is None:
+            exited = loop.create_future()
+            loop.add_reader(pidfd, lambda f=exited: f.done() or f.set_result(None))
+            try:
+                await exited
+            finally:
+                loop.remove_reader(pidfd)
+        return code
+    finally:
+        os.close(pidfd)
 
 
 @dataclass
