@@ -928,11 +928,16 @@ def test_fuzz_every_method(raw: Raw, method: str) -> None:
     @given(requests=requests_for(method), authed=st.sampled_from([True, True, True, False]))
     def run(requests: list[bytes], authed: bool) -> None:
         metadata = raw.token(method) if authed else None
-        code, details, _ = raw.call(method, requests, metadata, timeout=0.3, max_responses=2)
+        # A refusal comes back at once, so an unauthenticated call may wait for
+        # it as long as a loaded machine needs; an accepted stream stays open,
+        # so it is cut short (DEADLINE_EXCEEDED is allowed for it).
+        refused = not authed and method not in PUBLIC_METHODS
+        timeout = 10 if refused else 0.3
+        code, details, _ = raw.call(method, requests, metadata, timeout=timeout, max_responses=2)
         seen[code.name] += 1
         if undecodable(method, code, details):
             return
-        if not authed and method not in PUBLIC_METHODS:
+        if refused:
             assert code == grpc.StatusCode.UNAUTHENTICATED, (code, details)
         else:
             assert code in ALLOWED, (method, code, details)
