@@ -151,6 +151,7 @@ def local_cluster(
     workers: int = 1,
     ephemeral: bool = False,
     start_workers: bool = True,
+    worker_settings: dict[str, Any] | None = None,
     **server_settings: Any,
 ) -> Iterator[Cluster]:
     """A server and `workers` workers with `slots` job slots each on
@@ -163,7 +164,7 @@ def local_cluster(
         cluster.start_server(*(("--ephemeral-store",) if ephemeral else ()))
         names = [f"bench{i}" for i in range(workers)] if start_workers else []
         for name in names:
-            cluster.start_worker(name, worker_max_parallel_jobs=slots)
+            cluster.start_worker(name, **{"worker_max_parallel_jobs": slots, **(worker_settings or {})})
         if names:
             cluster.wait_workers(*names, timeout=60)
         cluster.write_config(

@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--slots", type=int, default=2)
+    parser.add_argument("--prefetch", type=int, help="worker_settings.prefetch_jobs (default: the config's)")
     parser.add_argument("--profile", type=Path, help="write py-spy profiles of server and worker here")
     parser.add_argument(
         "--wall",
@@ -41,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kueue-job-cost-") as tmp:
         work = Path(tmp)
-        with local_cluster(work / "cluster", slots=args.slots) as cluster, cluster.client() as client:
+        worker_settings = {} if args.prefetch is None else {"prefetch_jobs": args.prefetch}
+        with local_cluster(work / "cluster", slots=args.slots, worker_settings=worker_settings) as cluster, cluster.client() as client:
             assert cluster.server is not None
             pids = {"server": cluster.server.pid, "worker": next(iter(cluster.workers.values())).pid}
             spies: list[subprocess.Popen[bytes]] = []
