@@ -188,6 +188,9 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             await context.write(wire.batch(BATCH_FIELD, batch) if len(batch) > 1 else batch[0])
             if end:
                 return
+            if len(batch) < BATCH_MESSAGES and size < BATCH_BYTES:
+                # Not full: what comes next a moment later shares the next write.
+                await asyncio.sleep(COALESCE_SECONDS)
 
     def _handle(self, conn: WorkerConn, msg: wpb.ConnectRequest) -> None:
         app = self.app

@@ -210,6 +210,10 @@ class Attempts:
         self._waiting: dict[Key, None] = {}
         # Started messages of promoted attempts, sent by next_message.
         self._starts: deque[Key] = deque()
+        # Reservations of the attempts that hold a slot (STARTING or RUNNING):
+        # at most max_slots of them, so admission does not walk every attempt
+        # held (prefetched ones and finishes waiting for their acknowledgement).
+        self._holding: dict[Key, Reservation] = {}
 
     # -- queries ---------------------------------------------------------
 
@@ -227,9 +231,8 @@ class Attempts:
 
     def reserved(self) -> Reservation:
         total = Reservation()
-        for a in self._attempts.values():
-            if a.holds_slot:
-                total += a.reservation
+        for reservation in self._holding.values():
+            total += reservation
         return total
 
     @property
@@ -298,6 +301,7 @@ class Attempts:
         a.stdin.closed = not stdin_pipe
         self._attempts[key] = a
         if start:
+            self._holding[key] = reservation
             return AssignDecision(None, start=True)
         a.phase = Phase.WAITING
         self._waiting[key] = None
@@ -316,6 +320,7 @@ class Attempts:
             return None
         del self._waiting[key]
         a.phase = Phase.STARTING
+        self._holding[key] = a.reservation
         a.promoted = True
         return key
 
@@ -516,6 +521,7 @@ class Attempts:
         finished.stderr_bytes = a.stderr.produced
         a.stdin.discard_rest()
         self._waiting.pop(a.key, None)
+        self._holding.pop(a.key, None)
         a.phase = Phase.FINISHED
         a.finished = finished
         a.finished_sent = False

@@ -656,6 +656,8 @@ def test_random_histories_keep_the_books(ops: list[tuple]) -> None:
                     produced.pop((job, stream), None)
 
         assert sm.reserved().slots <= 3
+        holders = [a.reservation for a in sm.active() if a.holds_slot]
+        assert sm.reserved() == sum(holders, Reservation())
         total_unacked = 0
         for a in [sm.get(k) for k in [(j, 1) for j in range(1, 5)]]:
             if a is None:
@@ -894,5 +896,6 @@ def test_held_attempts_never_overcommit_slots_or_cpus(ops: list[tuple[str, int, 
         held = sm.reserved()
         assert held.slots <= 2
         holders = [a for a in sm.active() if a.holds_slot]
+        assert held == sum((a.reservation for a in holders), Reservation())
         assert len(holders) <= 1 or held.cpus <= 3
         assert sm.waiting == len(order) <= (prefetch + 2 if prefetch else 0)
