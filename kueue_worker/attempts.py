@@ -146,8 +146,11 @@ class Attempt:
     stdin: StdinLog = field(default_factory=StdinLog)
     # Which stream the next send looks at first, so neither starves the other.
     next_stream: int = STDOUT
-    # Started from WAITING, in a slot some other attempt freed.
+    # Started from WAITING, in a slot some other attempt freed (or while a
+    # Finished was pending): its Started waits for the Finisheds before it.
     promoted: bool = False
+    # The process has ended: its slot is free, its Finished is still to come.
+    exited: bool = False
     # Read no more output than this (both streams; 0: no limit): a client
     # attached to the job sets the pace (OutputWindow).
     read_limit: int = 0
@@ -214,6 +217,10 @@ class Attempts:
         # at most max_slots of them, so admission does not walk every attempt
         # held (prefetched ones and finishes waiting for their acknowledgement).
         self._holding: dict[Key, Reservation] = {}
+        # Attempts whose Finished has not gone out on the current stream,
+        # counting those that exited and have no Finished yet: a Started
+        # waits for them, so the server never sees a slot taken twice.
+        self._finish_pending: set[Key] = set()
 
     # -- queries ---------------------------------------------------------
 
@@ -361,6 +368,7 @@ class Attempts:
         del self._waiting[key]
         del self._attempts[key]
         self._unsent.pop(key, None)
+        self._finish_pending.discard(key)
 
     def kill(self, job_id: int, attempt: int) -> bool:
         """Whether the process of this attempt should be killed."""
@@ -473,6 +481,7 @@ class Attempts:
         self._memory_bytes -= a.stdout.clear() + a.stderr.clear()
         del self._attempts[a.key]
         self._unsent.pop(a.key, None)
+        self._finish_pending.discard(a.key)
 
     # -- stimuli from the processes --------------------------------------
 
@@ -486,9 +495,23 @@ class Attempts:
             return None
         a.phase = Phase.RUNNING
         a.pid = pid
-        if a.promoted:
+        if a.promoted or self._finish_pending:
+            a.promoted = True
             self._starts.append(a.key)
         return wpb.Started(job_id=job_id, attempt=attempt, pid=pid)
+
+    def exited(self, job_id: int, attempt: int) -> bool:
+        """The process ended (its output may still be draining): its slot,
+        cpus and RAM are free now, so a held attempt can start without
+        waiting for the bookkeeping of this one. Whether it held a slot."""
+        key = (job_id, attempt)
+        a = self._attempts.get(key)
+        if a is None or not a.holds_slot or a.exited:
+            return False
+        a.exited = True
+        del self._holding[key]
+        self._finish_pending.add(key)
+        return True
 
     def output(self, job_id: int, attempt: int, stream: int, data: bytes) -> bool:
         """A chunk of the job's output; whether there is now something to send."""
@@ -525,6 +548,7 @@ class Attempts:
         a.phase = Phase.FINISHED
         a.finished = finished
         a.finished_sent = False
+        self._finish_pending.add(a.key)
         self._unsent[a.key] = None
         return finished
 
@@ -553,11 +577,14 @@ class Attempts:
             a.stdout.rewind()
             a.stderr.rewind()
             a.finished_sent = False
+            if a.finished is not None:
+                self._finish_pending.add(a.key)
             self._unsent[a.key] = None
 
     def finishes_unsent(self) -> bool:
-        """Whether some attempt's Finished has not gone out on the current stream."""
-        return any(a.finished is not None and not a.finished_sent for a in self._attempts.values())
+        """Whether some attempt's Finished has not gone out on the current
+        stream, or is still to come from a process that exited."""
+        return bool(self._finish_pending)
 
     def next_message(self, limit: int = SEND_CHUNK_BYTES) -> wpb.Output | wpb.Finished | wpb.Started | None:
         """What to send next: output merged up to limit bytes, taking turns
@@ -598,6 +625,7 @@ class Attempts:
             del self._unsent[key]
             if a.finished is not None and not a.finished_sent:
                 a.finished_sent = True
+                self._finish_pending.discard(key)
                 return a.finished
         return None
 

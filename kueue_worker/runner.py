@@ -64,6 +64,8 @@ STDOUT = common_pb2.OUTPUT_STREAM_STDOUT
 STDERR = common_pb2.OUTPUT_STREAM_STDERR
 
 OnStarted = Callable[[int], None]
+# The process has exited (its output may still be draining).
+OnExit = Callable[[], None]
 OnOutput = Callable[[int, bytes], None]
 
 
@@ -272,6 +274,7 @@ class JobProcess:
         kill_grace_seconds: float,
         worker_id: str = "",
         on_started: OnStarted | None = None,
+        on_exit: OnExit | None = None,
         on_output: OnOutput | None = None,
         backpressure: Backpressure | None = None,
         stdin: StdinSource | None = None,
@@ -283,6 +286,7 @@ class JobProcess:
         self.worker_id = worker_id
         self.kill_grace_seconds = kill_grace_seconds
         self._on_started = on_started
+        self._on_exit = on_exit
         self._on_output = on_output
         self._backpressure = backpressure
         self._stdin = stdin
@@ -320,27 +324,61 @@ class JobProcess:
         # Resolved when the process has been reaped, and when the last pipe closed.
         self._reaping: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
+        # Set by start(): what run() then follows (or the outcome of a failed start).
+        self._began = False
+        self._stdio: _Stdio | None = None
+        self._start_outcome: Outcome | None = None
+        self._started_at = 0.0
+        self._stdin_pipe: _PipeWriter | None = None
+        self._feeder: asyncio.Task[None] | None = None
 
     @property
     def kill_requested(self) -> bool:
         return self._kill_deadline is not None
 
-    async def run(self) -> Outcome:
-        """Start the process and return once it and its output are done."""
+    def start(self) -> None:
+        """Spawn the process now, from the caller's step of the loop (a task
+        would spawn it only at the loop's next turn, after whatever else is
+        ready: with short jobs that turn is most of a slot's idle time).
+        run() then follows it; a start that failed makes run() return why."""
+        if self._began:
+            return
+        self._began = True
         try:
             argv = command_line(self.spec)
-            stdio = _Stdio(self.spec)
+            self._stdio = _Stdio(self.spec)
         except StartError as exc:
-            return Outcome(error=str(exc))
+            self._start_outcome = Outcome(error=str(exc))
+            return
         try:
-            return await self._run(argv, stdio)
-        finally:
-            stdio.close_all()
-            self._stop_watching()
-            if self._killer is not None and not self._killer.done():
-                self._killer.cancel()
+            self._spawn(argv, self._stdio)
+        except Exception as exc:
+            # A bug here must still end the attempt through run(), or its slot would be lost.
+            log.exception("job %d attempt %d: starting the process failed", self.job_id, self.attempt)
+            self._clean_up()
+            self._start_outcome = Outcome(error=f"worker {self.worker_name} failed to start the process: {exc}")
+        except BaseException:
+            self._clean_up()
+            raise
 
-    async def _run(self, argv: list[str], stdio: _Stdio) -> Outcome:
+    async def run(self) -> Outcome:
+        """Start the process (unless start() did) and return once it and its output are done."""
+        self.start()
+        try:
+            if self._start_outcome is not None:
+                return self._start_outcome
+            return await self._follow()
+        finally:
+            self._clean_up()
+
+    def _clean_up(self) -> None:
+        if self._stdio is not None:
+            self._stdio.close_all()
+        self._stop_watching()
+        if self._killer is not None and not self._killer.done():
+            self._killer.cancel()
+
+    def _spawn(self, argv: list[str], stdio: _Stdio) -> None:
         env = environment(self.spec, self.job_id, self.attempt, self.worker_name, self.worker_id)
         try:
             pid, self.spawned_between = spawn.spawn(
@@ -352,10 +390,11 @@ class JobProcess:
                 stderr=stdio.child[STDERR],
             )
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
-            return Outcome(error=self._start_error(argv, exc))
+            self._start_outcome = Outcome(error=self._start_error(argv, exc))
+            return
         finally:
             stdio.close_child_ends()
-        started = time.monotonic()
+        self._started_at = time.monotonic()
         self.pid = pid
         loop = asyncio.get_running_loop()
         self._reaping = loop.create_future()
@@ -369,16 +408,22 @@ class JobProcess:
             self._signal_tree(self._pending_signal)
             self._start_killer()
         stdin_fd = stdio.take_stdin_writer()
-        stdin_pipe = _PipeWriter(stdin_fd) if stdin_fd is not None else None
-        feeder = asyncio.create_task(self._feed_stdin(stdin_pipe)) if stdin_pipe is not None else None
+        if stdin_fd is not None:
+            self._stdin_pipe = _PipeWriter(stdin_fd)
+            self._feeder = asyncio.create_task(self._feed_stdin(self._stdin_pipe))
         for stream in list(stdio.readers):
             fd = stdio.take_reader(stream)
             self._readers[fd] = stream
             loop.add_reader(fd, self._read, fd)
         self._schedule_sample()
+
+    async def _follow(self) -> Outcome:
+        assert self._reaping is not None
+        loop = asyncio.get_running_loop()
+        feeder, stdin_pipe = self._feeder, self._stdin_pipe
         try:
             await self._reaping
-            run_time = self._ended - started
+            run_time = self._ended - self._started_at
             if self._killer is not None:
                 await self._killer
             if self._readers:
@@ -476,6 +521,13 @@ class JobProcess:
             self._resume(fd)
         if self._reaping is not None:
             _settle(self._reaping)
+        if self._on_exit is not None:
+            try:
+                self._on_exit()
+            except Exception:
+                # Only what the freed slot starts next is lost to this: the
+                # attempt still ends through run().
+                log.exception("job %d: acting on its exit failed", self.job_id)
 
     # -- output ------------------------------------------------------------
 

@@ -505,6 +505,13 @@ class Worker:
             if self.attempts.output(job_id, attempt, stream, data):
                 self._output_ready()
 
+        def exited() -> None:
+            # The slot is free the moment the process is gone: the next held
+            # job starts now, before this one's output is drained and its
+            # Finished made (its Started still goes after that Finished).
+            if self.attempts.exited(job_id, attempt):
+                self._start_waiting()
+
         if self.ledger is not None:
             # Before the spawn: a crash before started() records the pid must
             # not leave the process unaccounted for.
@@ -520,11 +527,13 @@ class Worker:
             kill_grace_seconds=self.settings.kill_grace_seconds,
             worker_id=self.worker_id,
             on_started=started,
+            on_exit=exited,
             on_output=output,
             backpressure=AttemptPace(self._budget, self.attempts, key),
             stdin=feed,
         )
         self.processes[key] = proc
+        proc.start()
         self._watchers[key] = asyncio.create_task(self._watch(key, proc), name=f"job {job_id}.{attempt}")
 
     async def _watch(self, key: Key, proc: JobProcess) -> None:

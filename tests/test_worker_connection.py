@@ -643,7 +643,9 @@ def test_signal_job_delivers_the_signal_and_ignores_unknown_attempts(tmp_path: P
 
 def test_stdin_before_the_spawn_is_delivered_and_acknowledged_once(tmp_path: Path) -> None:
     async def scenario() -> None:
-        worker = make_worker()
+        # One slot and one job held beyond it: the held job's input arrives
+        # while it waits for the slot (an accepted job spawns at once).
+        worker = make_worker(worker_max_parallel_jobs=1, prefetch_jobs=1)
         sent: list[wpb.ConnectRequest] = []
 
         def pull_all() -> None:
@@ -652,30 +654,43 @@ def test_stdin_before_the_spawn_is_delivered_and_acknowledged_once(tmp_path: Pat
                 sent.append(msg)
 
         worker.attach(sent.append, pull_all)
-        key = (1, 1)
-        await worker.handle(
-            wpb.ConnectResponse(assign=wpb.Assign(job_id=1, attempt=1, spec=piped_spec(tmp_path, ["cat"])))
-        )
-        # Accepted, not spawned yet: nothing ran since the Assign was handled.
-        assert worker.processes[key].pid is None
-        assert worker.attempts.get(key).phase is Phase.STARTING
+        first, key = (1, 1), (2, 1)
+        for job_id in (1, 2):
+            spec = piped_spec(tmp_path, ["cat"])
+            await worker.handle(wpb.ConnectResponse(assign=wpb.Assign(job_id=job_id, attempt=1, spec=spec)))
+        assert worker.processes[first].pid is not None
+        assert key not in worker.processes
+        assert worker.attempts.get(key).phase is Phase.WAITING
         lines = [b"line %d\n" % i for i in range(100)]
         offset = 0
         for line in lines:
-            await worker.handle(wpb.ConnectResponse(stdin=stdin(1, offset, line)))
+            await worker.handle(wpb.ConnectResponse(stdin=stdin(2, offset, line)))
             offset += len(line)
-        await worker.handle(wpb.ConnectResponse(stdin=stdin(1, offset, eof=True)))
-        assert worker.processes[key].pid is None
+        await worker.handle(wpb.ConnectResponse(stdin=stdin(2, offset, eof=True)))
+        assert key not in worker.processes
+        # The first job ends; the held one takes its slot and its input.
+        await worker.handle(wpb.ConnectResponse(stdin=stdin(1, 0, eof=True)))
 
-        await until(lambda: any(m.WhichOneof("msg") == "finished" for m in sent), "the job to finish")
-        kinds = [m.WhichOneof("msg") for m in sent]
-        fin = sent[kinds.index("finished")].finished
-        assert fin.exit_code == 0
-        out = b"".join(m.output.data for m in sent if m.WhichOneof("msg") == "output")
+        def finished(job_id: int) -> list[wpb.Finished]:
+            return [
+                m.finished for m in sent if m.WhichOneof("msg") == "finished" and m.finished.job_id == job_id
+            ]
+
+        await until(lambda: finished(2), "the held job to finish")
+        assert finished(2)[0].exit_code == 0
+        out = b"".join(
+            m.output.data for m in sent if m.WhichOneof("msg") == "output" and m.output.job_id == 2
+        )
         assert out == b"".join(lines)
-        # All queued before the start: one write, so one acknowledgement.
-        assert [m.stdin_ack.offset for m in sent if m.WhichOneof("msg") == "stdin_ack"] == [offset]
-        assert kinds.index("stdin_ack") < kinds.index("finished")
+        mine = [
+            m
+            for m in sent
+            if m.WhichOneof("msg") in ("stdin_ack", "finished")
+            and getattr(m, m.WhichOneof("msg")).job_id == 2
+        ]
+        # All queued before the start: one write, so one acknowledgement, before the Finished.
+        assert [m.WhichOneof("msg") for m in mine] == ["stdin_ack", "finished"]
+        assert mine[0].stdin_ack.offset == offset
 
     asyncio.run(scenario())
 
