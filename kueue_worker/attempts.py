@@ -151,6 +151,10 @@ class Attempt:
     promoted: bool = False
     # The process has ended: its slot is free, its Finished is still to come.
     exited: bool = False
+    # Its Started waits (in Attempts._starts) for the Finisheds of these:
+    # the attempts that had ended, unsaid, when it started.
+    start_after: frozenset[Key] = frozenset()
+    start_pending: bool = False
     # Read no more output than this (both streams; 0: no limit): a client
     # attached to the job sets the pace (OutputWindow).
     read_limit: int = 0
@@ -167,7 +171,7 @@ class Attempt:
     @property
     def holds_slot(self) -> bool:
         """Holds (or is about to hold) a process and its reservation."""
-        return self.phase is Phase.STARTING or self.phase is Phase.RUNNING
+        return (self.phase is Phase.STARTING or self.phase is Phase.RUNNING) and not self.exited
 
     def log(self, stream: int) -> StreamLog:
         if stream == STDOUT:
@@ -497,6 +501,8 @@ class Attempts:
         a.pid = pid
         if a.promoted or self._finish_pending:
             a.promoted = True
+            a.start_after = frozenset(self._finish_pending)
+            a.start_pending = True
             self._starts.append(a.key)
         return wpb.Started(job_id=job_id, attempt=attempt, pid=pid)
 
@@ -602,16 +608,21 @@ class Attempts:
     ) -> tuple[wpb.Output, bytes] | wpb.Finished | wpb.Started | None:
         """next_message with an Output's data apart from the rest of it, to be
         encoded without copies (kueue.wire)."""
-        while self._starts and not self.finishes_unsent():
-            a = self._attempts.get(self._starts.popleft())
-            if a is not None:
+        for key in list(self._starts):  # a few at most: those started since the last write
+            a = self._attempts.get(key)
+            if a is None or not a.start_pending:
+                self._starts.remove(key)
+            elif not (a.start_after & self._finish_pending):
+                self._starts.remove(key)
+                a.start_pending = False
                 return wpb.Started(job_id=a.job_id, attempt=a.attempt, pid=a.pid)
-        while self._unsent:
-            key = next(iter(self._unsent))
+        for key in list(self._unsent):
             a = self._attempts.get(key)
             if a is None:
                 del self._unsent[key]
                 continue
+            if a.start_pending:
+                continue  # nothing of it before its Started
             first = a.next_stream
             for stream in (first, STDERR if first == STDOUT else STDOUT):
                 chunk = a.log(stream).take(limit)

@@ -899,3 +899,74 @@ def test_held_attempts_never_overcommit_slots_or_cpus(ops: list[tuple[str, int, 
         assert held == sum((a.reservation for a in holders), Reservation())
         assert len(holders) <= 1 or held.cpus <= 3
         assert sm.waiting == len(order) <= (prefetch + 2 if prefetch else 0)
+
+
+_order_op = st.tuples(st.sampled_from(["assign", "started", "exit", "finish", "send"]), st.integers(0, 30))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_order_op, max_size=100), st.integers(0, 3))
+def test_the_server_never_sees_more_jobs_running_than_slots(
+    ops: list[tuple[str, int]], prefetch: int
+) -> None:
+    """A slot is free the moment its process exits, and a held attempt starts
+    in it before the Finished of the one that left exists; in the messages the
+    server reads, a Started still never comes before the Finished that freed
+    its slot."""
+    sm = Attempts("w", max_slots=2, prefetch=prefetch)
+    seen_running: set[Key] = set()  # what the server makes of the messages
+
+    def deliver(msg: wpb.Started | wpb.Finished | wpb.Output) -> None:
+        if isinstance(msg, wpb.Started):
+            seen_running.add((msg.job_id, msg.attempt))
+        elif isinstance(msg, wpb.Finished):
+            seen_running.discard((msg.job_id, msg.attempt))
+        assert len(seen_running) <= 2, "the server sees more jobs running than the worker has slots"
+
+    def send_all() -> None:
+        while (msg := sm.next_message()) is not None:
+            deliver(msg)
+
+    next_id = 1
+    for kind, pick in ops:
+        if kind == "assign":
+            sm.assign(next_id, 1, res(cpus=0, ram_mb=0), "/work", CwdCheck.OK)
+            next_id += 1
+        elif kind == "started":
+            starting = [a for a in sm.active() if a.phase is Phase.STARTING]
+            if starting:
+                a = starting[pick % len(starting)]
+                msg = sm.started(a.job_id, a.attempt, 100)
+                assert msg is not None
+                if not a.promoted:
+                    deliver(msg)  # the worker writes it at once (Worker._emit)
+        elif kind == "exit":
+            running = [a for a in sm.active() if a.phase is Phase.RUNNING and not a.exited]
+            if running:
+                a = running[pick % len(running)]
+                assert sm.exited(a.job_id, a.attempt)
+                assert not sm.exited(a.job_id, a.attempt)  # once
+        elif kind == "finish":
+            gone = [a for a in sm.active() if a.exited]
+            if gone:
+                a = gone[pick % len(gone)]
+                sm.finish(a.job_id, a.attempt, exited(0))
+        else:
+            send_all()
+        while sm.next_to_start() is not None:
+            pass
+        assert sm.reserved().slots == sum(1 for a in sm.active() if a.holds_slot) <= 2
+    # Everything ends and is said: the server's view is the worker's.
+    for _ in range(4 * next_id):
+        for a in sm.active():
+            if a.phase is Phase.STARTING:
+                msg = sm.started(a.job_id, a.attempt, 100)
+                if msg is not None and not a.promoted:
+                    deliver(msg)
+            elif a.phase is Phase.RUNNING:
+                sm.exited(a.job_id, a.attempt)
+                sm.finish(a.job_id, a.attempt, exited(0))
+        send_all()
+        while sm.next_to_start() is not None:
+            pass
+    assert not sm.active() and not seen_running
