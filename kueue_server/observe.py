@@ -177,7 +177,9 @@ class Observer:
         elif new in FINAL:
             self._requeued_at.pop(job.id, None)
             m.finished.inc(1, (STATE_NAMES[new],))
-            if new is not State.CANCELED:
+            # Attempts whose process ran and ended (with an exit code or a
+            # signal, killed on request included); one that never started has none.
+            if job.exit_code is not None or job.signal:
                 m.run_time.observe(job.run_time)
         if logging_on:
             self._log_job_change(change)

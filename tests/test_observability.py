@@ -129,6 +129,19 @@ def test_metrics_endpoint_counts_jobs_workers_and_commits(cluster: Cluster, tmp_
     assert value(after, "kueue_job_run_seconds_count") == 3
     assert value(after, "kueue_job_run_seconds_sum") >= 0
     assert value(after, "kueue_workers_connected") == 1
+    # Run time counts processes that ran: one that never started adds none,
+    # one killed on request adds its run.
+    unstartable = submit(cluster, tmp_path, "./no-such-program-here")
+    cluster.kueue("wait", str(unstartable), check=False)
+    assert state(cluster, unstartable) == "JOB_STATE_FAILED"
+    assert value(parse_exposition(scrape(port)[2]), "kueue_job_run_seconds_count") == 3
+    killed = submit(cluster, tmp_path, "sleep", "600")
+    wait_for(lambda: state(cluster, killed) == "JOB_STATE_RUNNING", timeout=60, what="sleep to run")
+    cluster.kueue("rm", "--kill", str(killed))
+    cluster.kueue("wait", str(killed), check=False)
+    assert state(cluster, killed) == "JOB_STATE_CANCELED"
+    after = parse_exposition(scrape(port)[2])
+    assert value(after, "kueue_job_run_seconds_count") == 4
     assert value(after, "kueue_store_commit_seconds_count") > value(
         before, "kueue_store_commit_seconds_count"
     )
