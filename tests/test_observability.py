@@ -200,7 +200,9 @@ def test_json_logs_have_one_event_per_state_change_in_order(cluster: Cluster, tm
     wait_for(lambda: state(cluster, moved) == "JOB_STATE_RUNNING", what="the job to run")
     # w1 stops and hands the job back; it runs again on w2 and is killed there.
     cluster.kill_worker("w1", signal.SIGTERM)
-    cluster.start_worker("w2")
+    # w2 from the command line instead of its config.
+    del cluster.common_settings["log_format"]
+    cluster.start_worker("w2", "--log-format", "json")
     wait_for(lambda: state(cluster, moved) == "JOB_STATE_RUNNING", what="the job to run again")
     cluster.kueue("rm", "-k", str(moved))
     wait_for(lambda: state(cluster, moved) == "JOB_STATE_CANCELED", what="the job to be canceled")
@@ -256,3 +258,9 @@ def test_json_logs_have_one_event_per_state_change_in_order(cluster: Cluster, tm
     ended, killed = [r for r in w1 if r.get("event") == "attempt_finished"]
     assert (ended["exit_code"], ended["attempt"], ended["worker"]) == (3, 1, "w1")
     assert (killed["signal"], "exit_code" in killed) == (15, False)
+    w2 = json_lines(cluster.root / "worker-w2.log")
+    assert [(r["event"], r.get("job")) for r in w2 if r.get("event", "").startswith("attempt_")] == [
+        ("attempt_started", moved),
+        ("attempt_killing", moved),
+        ("attempt_finished", moved),
+    ]
