@@ -36,6 +36,10 @@ SERVER_OPTIONS = [
     ("grpc.so_reuseport", 0),
 ]
 
+# The status details a stopping server ends each worker's Connect stream with
+# (code UNAVAILABLE): the worker keeps its jobs and reconnects with backoff.
+SERVER_STOPPING = "the server is stopping; keep running jobs and reconnect when it is back"
+
 
 def _read_pem(config: Config, key: str, value: str) -> bytes:
     try:

@@ -106,6 +106,8 @@ class App:
         self._acks: list[Callable[[], None]] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # Set by part_from_workers(): the server is going and takes no workers.
+        self.stopping = False
         log.info(
             "store %s: %d jobs loaded (%s)",
             self.store.path,
@@ -119,6 +121,21 @@ class App:
         self.store.start(asyncio.get_running_loop())
         self._tasks = [asyncio.create_task(self._flusher()), asyncio.create_task(self._ticker())]
         self.kick()
+
+    async def part_from_workers(self) -> None:
+        """The server is stopping: make durable what the workers have sent so
+        far, which acknowledges it to them, then end each worker's stream
+        with a goodbye (WorkerService ends it with kueue.rpc.SERVER_STOPPING).
+        They keep their jobs and report them to the next server; what they
+        send from now on is not acknowledged, so they send it again then."""
+        self.stopping = True
+        try:
+            await self.commit()
+        except Exception as exc:  # a failing store: they resend what was not acknowledged
+            log.warning("could not store the workers' last messages before stopping: %s", exc)
+        for conn in list(self.conns.values()):
+            # After the acknowledgements just queued: the outbox keeps order.
+            conn.close()
 
     async def stop(self) -> None:
         for conn in self.conns.values():

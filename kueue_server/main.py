@@ -146,7 +146,15 @@ async def serve(config: kconfig.Config, port_file: str | None, ephemeral_store: 
     log.info("shutting down")
     # Health checkers (load balancers) see NOT_SERVING before calls are refused.
     await health.enter_graceful_shutdown()
-    await server.stop(grace=2.0)
+    # First refuse new calls: grpc does that in the first step of stop(),
+    # before it waits (up to the grace time) for the calls in flight.
+    stopping = asyncio.create_task(server.stop(grace=2.0))
+    await asyncio.sleep(0)
+    # Then commit what the workers sent and tell them the server is going
+    # (they keep their jobs and reconnect later): their streams end now, not
+    # cut off when the grace time is up.
+    await app.part_from_workers()
+    await stopping
     if metrics is not None:
         await metrics.stop()
     await app.stop()

@@ -11,7 +11,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 import kueue
-from kueue import wire
+from kueue import rpc, wire
 from kueue.v1 import worker_service_pb2 as wpb
 from kueue.v1 import worker_service_pb2_grpc
 from kueue_server.app import App, WorkerConn
@@ -49,6 +49,9 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
 
     async def Connect(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:
         app = self.app
+        if app.stopping:
+            # Came in as the server began to stop: the same goodbye as the others got.
+            await context.abort(grpc.StatusCode.UNAVAILABLE, rpc.SERVER_STOPPING)
         try:
             first = await context.read()
         except DecodeError:
@@ -116,6 +119,11 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         reader.add_done_callback(_consume)
         try:
             done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            if writer in done and app.stopping:
+                # The server is going (App.part_from_workers): say so rather
+                # than end the stream as for a replaced or dropped worker.
+                context.set_code(grpc.StatusCode.UNAVAILABLE)
+                context.set_details(rpc.SERVER_STOPPING)
             # Else the stream ended, or was replaced by a newer one, or the worker was dropped.
             failure = reader.exception() if reader in done and not reader.cancelled() else None
             if isinstance(failure, _Malformed):

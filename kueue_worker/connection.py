@@ -39,6 +39,8 @@ BACKOFF_MAX = 10.0
 AUTH_RETRY_SECONDS = 30.0
 # A server that accepts the stream but never answers Register is treated as down.
 REGISTER_TIMEOUT = 60.0
+# Logged when the server ends the stream because it is stopping.
+STOPPING_REASON = "the server is stopping"
 # How long a leaving worker waits for the server to take its last messages.
 LEAVE_TIMEOUT = 10.0
 # Heartbeats asked for early (a job started or ended, draining began) come at
@@ -235,6 +237,10 @@ class Connection:
                 log.error("%s", message)
             self._outage_reason = self._auth_failure = message
             return message
+        if exc.code() == grpc.StatusCode.UNAVAILABLE and exc.details() == rpc.SERVER_STOPPING:
+            # A planned stop: nothing to do but what any outage asks (keep the
+            # jobs, reconnect with backoff), so only the words differ.
+            return STOPPING_REASON
         return f"{exc.code().name}: {exc.details()}"
 
     def _note_outage(self, reason: str) -> None:

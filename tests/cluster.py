@@ -305,7 +305,10 @@ class Cluster:
 
 class Relay:
     """A TCP relay between a worker and the server that a test can cut (every
-    connection dropped, new ones refused) and heal: a network partition."""
+    connection dropped, new ones refused) and heal: a network partition. Or
+    pause (nothing goes through, every connection stays open: a silent
+    partition, where packets are lost and nobody is told) and resume, which
+    delivers what was held, as TCP resends it once the network is back."""
 
     def __init__(self, target_port: int) -> None:
         import socket
@@ -318,6 +321,9 @@ class Relay:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._closed = False
+        # Cleared while paused: the pumps hold what they read.
+        self._flowing = threading.Event()
+        self._flowing.set()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -345,6 +351,8 @@ class Relay:
     def _pump(self, src: Any, dst: Any) -> None:
         try:
             while data := src.recv(65536):
+                # Paused: this pump reads no more, so the sender's buffers fill.
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass
@@ -369,7 +377,14 @@ class Relay:
     def heal(self) -> None:
         self._open = True
 
+    def pause(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
     def close(self) -> None:
         self._closed = True
         self.cut()
+        self._flowing.set()  # the pumps find their sockets closed and end
         self._listener.close()

@@ -8,10 +8,17 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
+
+from kueue.v1 import common_pb2
+from kueue_worker.connection import STOPPING_REASON
 from tests.cluster import Cluster, wait_for
 
 
-def test_counter_survives_server_restarts(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
+def test_counter_survives_server_restarts(tmp_path: Path, sig: signal.Signals) -> None:
+    """The server goes away twice while a job prints, killed or stopped
+    cleanly: the job goes on as the same attempt and all its output arrives."""
     cluster = Cluster(tmp_path / "c")
     try:
         cluster.start_server()
@@ -28,9 +35,21 @@ def test_counter_survives_server_restarts(tmp_path: Path) -> None:
             out = cluster.kueue("log", job_id, check=False).stdout.split()
             return len(out)
 
-        for threshold in (15, 50):
+        for stops, threshold in enumerate((15, 50), start=1):
             wait_for(lambda threshold=threshold: printed() >= threshold, 60, f"{threshold} lines of output")
-            cluster.stop_server(signal.SIGKILL)
+            code = cluster.stop_server(sig)
+            if sig == signal.SIGTERM:
+                assert code == 0, cluster.server_log()[-5000:]
+                # It told the worker it was going: the stream ended with that, not cut.
+                wait_for(
+                    lambda stops=stops: (
+                        cluster.worker_log("w1").count(f"({STOPPING_REASON}); 1 job(s)") == stops
+                    ),
+                    30,
+                    "the worker to be told",
+                )
+            else:
+                assert code == -signal.SIGKILL
             cluster.start_server()
         wait_for(
             lambda: (
@@ -42,6 +61,10 @@ def test_counter_survives_server_restarts(tmp_path: Path) -> None:
         )
         assert cluster.kueue("log", job_id).stdout.split() == [str(i) for i in range(120)]
         assert cluster.kueue("log", "--stderr", job_id).stdout.split() == [f"e{i}" for i in range(120)]
+        # The same attempt throughout: nothing was given up or run again.
+        job = cluster.client().get_job(int(job_id)).job
+        assert job.attempt == 1 and [a.number for a in job.attempts] == [1], list(job.attempts)
+        assert job.attempts[0].outcome == common_pb2.ATTEMPT_OUTCOME_FINISHED, job.attempts[0]
     finally:
         cluster.close()
         print(cluster.logs())
@@ -80,8 +103,10 @@ def test_output_beyond_the_memory_bound_is_spooled_and_delivered(tmp_path: Path)
         )
         (job_id,) = cluster.kueue("cmd", sys.executable, "-c", writer, cwd=tmp_path).stdout.split()
         wait_for(
-            lambda: json.loads(cluster.kueue("show", job_id, "--json").stdout)["job"]["state"]
-            == "JOB_STATE_RUNNING",
+            lambda: (
+                json.loads(cluster.kueue("show", job_id, "--json").stdout)["job"]["state"]
+                == "JOB_STATE_RUNNING"
+            ),
             60,
             "the job to run",
         )

@@ -1,6 +1,8 @@
 """A worker cut off from the server longer than the timeout: its job runs
 elsewhere; when it comes back, its stale attempt is killed and its late
-result ignored (fencing by attempt number)."""
+result ignored (fencing by attempt number). Cut off loudly (connections
+reset) or silently (nothing goes through, connections stay open: the server
+learns only from the missing heartbeats)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import json
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.cluster import Cluster, Relay, wait_for
 
@@ -16,7 +19,8 @@ def show(cluster: Cluster, job_id: str) -> dict:
     return json.loads(cluster.kueue("show", job_id, "--json").stdout)["job"]
 
 
-def test_partitioned_worker_is_fenced_off(tmp_path: Path) -> None:
+@pytest.mark.parametrize("silent", [False, True], ids=["cut", "silent"])
+def test_partitioned_worker_is_fenced_off(tmp_path: Path, silent: bool) -> None:
     cluster = Cluster(tmp_path / "c", worker_timeout_seconds=3)
     marks = tmp_path / "marks"
     relay = None
@@ -33,7 +37,10 @@ def test_partitioned_worker_is_fenced_off(tmp_path: Path) -> None:
         wait_for(lambda: marks.exists() and "far 1" in marks.read_text(), 30, "the job to start on 'far'")
         stale_pid = int(marks.read_text().split()[2])
 
-        relay.cut()
+        if silent:
+            relay.pause()
+        else:
+            relay.cut()
         cluster.start_worker("near")
         job = wait_for(
             lambda: (j := show(cluster, job_id))["state"] == "JOB_STATE_SUCCEEDED" and j,
@@ -41,10 +48,18 @@ def test_partitioned_worker_is_fenced_off(tmp_path: Path) -> None:
             "the job to be requeued after the timeout and finish on 'near'",
         )
         assert job["worker_name"] == "near" and job["attempt"] == 2
+        if silent:
+            # No stream ended: the server gave 'far' up for its missing heartbeats alone.
+            log = cluster.server_log()
+            lost, ended = log.find("worker far lost (silent for"), log.find("worker far disconnected")
+            assert lost >= 0 and (ended == -1 or lost < ended), log[-5000:]
         # The cut-off attempt is still running: nobody could tell it to stop.
         assert psutil.pid_exists(stale_pid)
 
-        relay.heal()
+        if silent:
+            relay.resume()
+        else:
+            relay.heal()
 
         def stale_gone() -> bool:
             try:

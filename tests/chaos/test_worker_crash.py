@@ -155,8 +155,13 @@ def gone(pid: int) -> bool:
         return True
 
 
+# Timeouts no test waits out: a job that runs again within the test's own
+# bound was given up at once, not after the worker or offer timeout.
+NEVER = 600
+
+
 def test_a_job_spawned_but_not_recorded_is_killed_before_the_worker_registers_again(tmp_path: Path) -> None:
-    cluster = Cluster(tmp_path / "c")
+    cluster = Cluster(tmp_path / "c", worker_timeout_seconds=NEVER, job_offer_timeout_seconds=NEVER)
     work = tmp_path / "work"
     work.mkdir()
     faults = tmp_path / "faults"
@@ -206,14 +211,94 @@ def test_a_job_spawned_but_not_recorded_is_killed_before_the_worker_registers_ag
         def finished() -> bool:
             return client.get_job(job_id).job.state == common_pb2.JOB_STATE_SUCCEEDED
 
+        # Given up at once: the timeouts are far beyond this bound.
         wait_for(finished, 60, "the job to run again and succeed")
         got = client.get_job(job_id)
         assert got.job.attempt == 2
         assert got.stdout_tail == b"attempt 2\n"
+        lost, last = got.job.attempts
+        assert lost.outcome == common_pb2.ATTEMPT_OUTCOME_WORKER_LOST, lost
+        assert "crashed while it ran" in lost.reason and lost.HasField("started_at"), lost
+        assert last.outcome == common_pb2.ATTEMPT_OUTCOME_FINISHED, last
         client.close()
     finally:
         cluster.close()
         for proc in leftovers:
             with contextlib.suppress(psutil.Error):
                 proc.kill()  # only if the test failed: the pid still names that process
+        print(cluster.logs())
+
+
+# Fault injection as above, a step earlier: the worker is SIGKILLed as it is
+# about to note in its ledger that it spawns the attempt it was given. Nothing
+# of the attempt exists then, not even on the worker's disk.
+CRASH_BEFORE_SPAWN = """
+import os
+import signal
+
+from kueue_worker import orphans
+
+
+def spawning(self, job_id, attempt):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+orphans.Ledger.spawning = spawning
+"""
+
+
+def test_an_attempt_the_restarted_worker_does_not_report_is_given_up_at_once(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path / "c", worker_timeout_seconds=NEVER, job_offer_timeout_seconds=NEVER)
+    work = tmp_path / "work"
+    work.mkdir()
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    (faults / "sitecustomize.py").write_text(CRASH_BEFORE_SPAWN)
+    try:
+        cluster.start_server()
+        pythonpath = f"{faults}{os.pathsep}{Cluster.env()['PYTHONPATH']}"
+        worker = cluster.start_worker("w1", env={"PYTHONPATH": pythonpath})
+        cluster.wait_workers("w1")
+        client = cluster.client()
+        [first] = [w for w in client.list_workers() if w.name == "w1"]
+        job_id = int(
+            cluster.kueue(
+                "cmd", 'echo "$KUEUE_ATTEMPT" >> ran; echo "attempt $KUEUE_ATTEMPT"', cwd=work
+            ).stdout
+        )
+        assert worker.wait(timeout=60) == -signal.SIGKILL, cluster.worker_log("w1")
+        # The server placed attempt 1 on w1 and waits for it to start.
+        job = client.get_job(job_id).job
+        assert (job.state, job.attempt, job.worker_name) == (common_pb2.JOB_STATE_OFFERED, 1, "w1"), job
+
+        # The same worker (same identity) again, knowing nothing of attempt 1.
+        cluster.start_worker("w1")
+
+        def registered_again() -> bool:
+            return any(
+                w.name == "w1" and w.connected and w.connected_at != first.connected_at
+                for w in client.list_workers()
+            )
+
+        wait_for(registered_again, 60, "the restarted worker to register")
+        assert [w.id for w in client.list_workers() if w.name == "w1"] == [first.id]
+
+        def finished() -> bool:
+            return client.get_job(job_id).job.state == common_pb2.JOB_STATE_SUCCEEDED
+
+        # Given up at once: the timeouts are far beyond this bound.
+        wait_for(finished, 60, "the job to run again and succeed")
+        got = client.get_job(job_id)
+        assert got.job.attempt == 2 and got.stdout_tail == b"attempt 2\n"
+        lost, last = got.job.attempts
+        assert lost.outcome == common_pb2.ATTEMPT_OUTCOME_WORKER_LOST, lost
+        assert lost.reason == "worker w1 restarted without attempt 1" and not lost.HasField("started_at"), (
+            lost
+        )
+        assert last.outcome == common_pb2.ATTEMPT_OUTCOME_FINISHED, last
+        # Attempt 1 never ran.
+        assert (work / "ran").read_text() == "2\n"
+        client.close()
+    finally:
+        cluster.close()
         print(cluster.logs())
