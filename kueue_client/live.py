@@ -110,7 +110,7 @@ def run(client: Client, request: Request, screen: Screen, rows: Callable[[int], 
     from rich.console import Console
     from rich.live import Live
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, no_color=terminal.no_color())
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
