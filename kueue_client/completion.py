@@ -31,6 +31,8 @@ class VerbInfo:
     valued_flags: list[str]
     # "jobs", "workers" or "" for what the positional arguments are.
     ids: str
+    # The fixed values of its positional argument, if any (`complete`: shells).
+    choices: list[str]
 
 
 def _flags(parser: argparse.ArgumentParser) -> tuple[list[str], list[str]]:
@@ -42,6 +44,10 @@ def _flags(parser: argparse.ArgumentParser) -> tuple[list[str], list[str]]:
         if action.nargs != 0:
             valued += action.option_strings
     return flags, valued
+
+
+def _choices(parser: argparse.ArgumentParser) -> list[str]:
+    return [str(c) for a in parser._actions if not a.option_strings and a.choices for c in a.choices]
 
 
 def describe(parser: argparse.ArgumentParser) -> tuple[list[VerbInfo], list[str], list[str]]:
@@ -56,7 +62,7 @@ def describe(parser: argparse.ArgumentParser) -> tuple[list[VerbInfo], list[str]
             continue
         flags, valued = _flags(sub)
         verbs[id(sub)] = VerbInfo(
-            name, [], helps.get(name, ""), flags, valued, sub.get_default("complete_ids")
+            name, [], helps.get(name, ""), flags, valued, sub.get_default("complete_ids"), _choices(sub)
         )
     flags, valued = _flags(parser)
     return list(verbs.values()), flags, valued
@@ -77,19 +83,17 @@ def bash(parser: argparse.ArgumentParser) -> str:
     cases = []
     for v in verbs:
         names = "|".join([v.name, *v.aliases])
-        ids = f'kueue ${{config:+--config "$config"}} complete --ids {v.ids} 2>/dev/null' if v.ids else ""
-        words = f"$({ids}) " if ids else ""
         cases.append(
             f"        {names})\n"
             f'            flags="{_words(v.flags)}"; valued="{_words(v.valued_flags)}"; '
-            f'args="{words}";;'
+            f'ids="{v.ids or ""}"; choices="{_words(v.choices)}";;'
         )
     all_verbs = _words([n for v in verbs for n in [v.name, *v.aliases]])
     return f"""\
 # bash completion for kueue; in ~/.bashrc: eval "$(kueue complete bash)"
 _kueue() {{
     local cur="${{COMP_WORDS[COMP_CWORD]}}" prev="${{COMP_WORDS[COMP_CWORD-1]}}"
-    local verb="" i=1 flags="" valued="" args="" config=""
+    local verb="" i=1 flags="" valued="" ids="" choices="" config=""
     while (( i < COMP_CWORD )); do
         case "${{COMP_WORDS[i]}}" in
             --config) config="${{COMP_WORDS[i+1]}}"; (( i++ ));;{_other_valued_case(valued, "i")}
@@ -127,8 +131,12 @@ _kueue() {{
     if [[ " $valued " == *" $prev "* ]]; then return 0; fi
     if [[ "$cur" == -* ]]; then
         COMPREPLY=( $(compgen -W "$flags" -- "$cur") )
-    elif [[ -n "$args" ]]; then
-        COMPREPLY=( $(compgen -W "$args" -- "$cur") )
+    elif [[ -n "$ids" ]]; then
+        # Only now ask the server (up to a few seconds when it is slow): never
+        # for a flag or a flag's value.
+        COMPREPLY=( $(compgen -W "$(kueue ${{config:+--config "$config"}} complete --ids "$ids" 2>/dev/null)" -- "$cur") )
+    elif [[ -n "$choices" ]]; then
+        COMPREPLY=( $(compgen -W "$choices" -- "$cur") )
     fi
 }}
 complete -o default -o bashdefault -F _kueue kueue
@@ -154,6 +162,8 @@ def zsh(parser: argparse.ArgumentParser) -> str:
         action = (
             f'compadd -- ${{(f)"$(kueue ${{config:+--config}} $config complete --ids {v.ids} 2>/dev/null)"}}'
             if v.ids
+            else f"compadd -- {_words(v.choices)}"
+            if v.choices
             else "_files"
         )
         if v.name == "cmd":
@@ -212,10 +222,33 @@ def _fish_quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+# Ids from the server, asked with the --config given on the command line (as
+# bash and zsh do): without it they would come from another server's config.
+_FISH_IDS = """\
+function __kueue_ids -d 'job or worker ids from the server of the command line'
+    set -l tokens (commandline -opc)
+    set -l config
+    for i in (seq 2 (count $tokens))
+        set -l value
+        switch $tokens[$i]
+            case --config
+                set value $tokens[(math $i + 1)]
+            case '--config=*'
+                set value (string replace -- --config= '' $tokens[$i])
+        end
+        if test -n "$value"
+            set config --config (string replace -r '^~/' "$HOME/" -- $value)
+        end
+    end
+    kueue $config complete --ids $argv[1] 2>/dev/null
+end"""
+
+
 def fish(parser: argparse.ArgumentParser) -> str:
     verbs, _, _ = describe(parser)
     lines = [
         "# fish completion for kueue: kueue complete fish > ~/.config/fish/completions/kueue.fish",
+        _FISH_IDS,
         "complete -c kueue -f",
         "complete -c kueue -n __fish_use_subcommand -l config -r -F -d 'config file'",
         "complete -c kueue -n __fish_use_subcommand -l version -d 'print the version'",
@@ -229,7 +262,9 @@ def fish(parser: argparse.ArgumentParser) -> str:
             value = " -r" if flag in v.valued_flags else ""
             lines.append(f"complete -c kueue -n {seen} {option}{value}")
         if v.ids:
-            lines.append(f"complete -c kueue -n {seen} -a '(kueue complete --ids {v.ids} 2>/dev/null)'")
+            lines.append(f"complete -c kueue -n {seen} -a '(__kueue_ids {v.ids})'")
+        if v.choices:
+            lines.append(f"complete -c kueue -n {seen} -a {_fish_quote(_words(v.choices))}")
         if v.name == "cmd":
             lines.append(f"complete -c kueue -n {seen} -F")
     return "\n".join(lines) + "\n"

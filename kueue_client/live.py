@@ -110,7 +110,7 @@ def run(client: Client, request: Request, screen: Screen, rows: Callable[[int], 
     from rich.console import Console
     from rich.live import Live
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, no_color=terminal.no_color())
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -149,6 +149,10 @@ def run(client: Client, request: Request, screen: Screen, rows: Callable[[int], 
     return status
 
 
+def _select(fds: list[int], timeout: float) -> list[int]:
+    return select.select(fds, [], [], timeout)[0]
+
+
 def _loop(
     live: Live,
     console: Console,
@@ -158,7 +162,13 @@ def _loop(
     keys: _Keys,
     signals: _Signals,
     wake_r: int,
+    clock: Callable[[], float] = time.monotonic,
+    wait: Callable[[list[int], float], list[int]] = _select,
 ) -> None:
+    """Redraw when woken, but not sooner than 1/REDRAWS_PER_SECOND after the
+    last redraw, and at least every TICK_SECONDS. `clock` and `wait(fds,
+    timeout) -> ready fds` are injectable so the pacing can be tested on
+    simulated time."""
     interval = 1.0 / REDRAWS_PER_SECOND
     last_draw = -TICK_SECONDS
     dirty = True
@@ -168,7 +178,7 @@ def _loop(
             signals.suspend = False
             _suspend(live, keys)
             last_draw, dirty = -TICK_SECONDS, True
-        now = time.monotonic()
+        now = clock()
         due = last_draw + (interval if dirty else TICK_SECONDS)
         if now >= due:
             width, height = console.size
@@ -176,7 +186,7 @@ def _loop(
             live.update(screen(feed.snapshot(), width, height), refresh=True)
             last_draw, dirty = now, False
             continue
-        ready, _, _ = select.select(watched, [], [], due - now)
+        ready = wait(watched, due - now)
         if wake_r in ready:
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_r, 4096)

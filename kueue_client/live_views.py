@@ -148,10 +148,18 @@ def problem_line(problem: str, width: int) -> Text:
 
 def footer(snap: Snapshot, frame: Frame, shown: int, width: int) -> list[RenderableType]:
     """Counts per state, average run time and ETA, then the progress bar:
-    always FOOTER_LINES lines, so the rows above keep their place."""
-    lines = views.jobs_footer(snap.summary, shown, None)
+    always FOOTER_LINES lines, so the rows above keep their place.
+
+    With a state filter the counts, like the progress bar, are of the states
+    the listing covers; the average run time and the ETA are the server's,
+    of the whole queue, and say so."""
+    lines = views.jobs_footer(snap.summary, shown, None, frame.states)
     counts = _line(lines[0], width)
-    times = _line(lines[1], width) if len(lines) > 1 else Text("")
+    times = Text("")
+    if len(lines) > 1:
+        if frame.states:
+            lines[1] = [views.Cell("whole queue: " + lines[1][0].text, lines[1][0].style)]
+        times = _line(lines[1], width)
     return [counts, times, progress_line(snap, frame, shown, width)]
 
 
@@ -219,6 +227,8 @@ def _jobs_note(snap: Snapshot, frame: Frame) -> str:
             snap.summary.canceled,
         )
     )
+    if frame.states:
+        return f"{snap.matching} of {plural(total, 'job')}"
     return plural(total, "job")
 
 

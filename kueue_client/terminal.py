@@ -24,8 +24,14 @@ def is_terminal(stream: TextIO | None = None) -> bool:
         return False
 
 
+def no_color() -> bool:
+    """NO_COLOR is set, to any value, even empty (rich alone would ignore
+    an empty one: the live views pass this on so they agree with the rest)."""
+    return "NO_COLOR" in os.environ
+
+
 def use_rich(stream: TextIO | None = None) -> bool:
-    if "NO_COLOR" in os.environ or os.environ.get("TERM") == "dumb":
+    if no_color() or os.environ.get("TERM") == "dumb":
         return False
     return is_terminal(stream)
 

@@ -263,7 +263,12 @@ def jobs_grid(
     return Grid(columns, rows, footer, empty_message="no jobs")
 
 
-def jobs_footer(summary: common_pb2.JobSummary, shown: int, matching: int | None) -> list[list[Cell]]:
+def jobs_footer(
+    summary: common_pb2.JobSummary, shown: int, matching: int | None, states: Iterable[int] = ()
+) -> list[list[Cell]]:
+    """Counts per state (only those in `states` when given), then what is
+    shown, the average run time and the ETA."""
+    wanted = frozenset(states)
     counts = [
         ("pending", summary.pending, JobState.JOB_STATE_PENDING),
         ("offered", summary.offered, JobState.JOB_STATE_OFFERED),
@@ -274,6 +279,8 @@ def jobs_footer(summary: common_pb2.JobSummary, shown: int, matching: int | None
     ]
     first: list[Cell] = []
     for name, count, state in counts:
+        if wanted and state not in wanted:
+            continue
         if first:
             first.append(Cell(", "))
         first.append(Cell(f"{count} {name}", STATE_STYLES[state] if count else "dim"))

@@ -350,3 +350,96 @@ def test_bash_completion_completes_verbs_and_flags(tmp_path: Path) -> None:
     assert set(complete("ls", "--")) >= {"--json", "--running", "--pending"}
     assert "--each-line" in complete("cmd", "--e")
     assert complete("cmd", "echo", "--e") == []  # the command's own arguments
+
+
+def _fake_kueue(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """A `kueue` on PATH standing in for the server's answer to
+    `kueue complete --ids`: it logs its arguments and prints two ids."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls.log"
+    fake = bin_dir / "kueue"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nprintf "101\\n102\\n"\n')
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    return env, calls
+
+
+def test_bash_completion_asks_the_server_for_ids_only_for_a_non_flag_word(tmp_path: Path) -> None:
+    if not shutil.which("bash"):
+        pytest.skip("no bash")
+    path = tmp_path / "kueue.bash"
+    path.write_text(script("bash", build_parser()))
+    env, calls = _fake_kueue(tmp_path)
+
+    def complete(*words: str) -> list[str]:
+        quoted = " ".join(f"'{w}'" for w in ["kueue", *words])
+        probe = (
+            f"source {path}; COMP_WORDS=({quoted}); COMP_CWORD={len(words)}; "
+            f'COMP_LINE="kueue {" ".join(words)}"; _kueue; printf "%s\\n" "${{COMPREPLY[@]}}"'
+        )
+        result = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, env=env, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.split()
+
+    def asked() -> list[str]:
+        text = calls.read_text() if calls.exists() else ""
+        calls.unlink(missing_ok=True)
+        return text.splitlines()
+
+    # Flags, and the value of a flag: completed without the server.
+    assert complete("show", "-") == ["-h", "--help", "--config", "--tail", "--json"]
+    assert complete("show", "--j") == ["--json"]
+    assert complete("log", "--tail", "") == []
+    assert complete("rm", "3", "--k") == ["--kill"]
+    assert asked() == []
+    # An id: asked of the server, with the --config of the command line.
+    assert complete("show", "") == ["101", "102"]
+    assert asked() == ["complete --ids jobs"]
+    assert complete("--config", "/etc/k.toml", "drain", "1") == ["101", "102"]
+    assert asked() == ["--config /etc/k.toml complete --ids workers"]
+    # Verbs without ids never ask.
+    assert complete("ls", "") == []
+    assert asked() == []
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_offers_the_shells_after_complete(shell: str, tmp_path: Path) -> None:
+    text = script(shell, build_parser())
+    if shell == "bash":
+        assert (
+            'complete)\n            flags="-h --help --config"; valued="--config"; ids=""; choices="bash zsh fish";;'
+            in text
+        )
+    elif shell == "zsh":
+        assert "        complete)\n" in text
+        assert "else compadd -- bash zsh fish; fi;;" in text.split("        complete)\n")[1].split("\n")[3]
+    else:
+        assert (
+            "complete -c kueue -n '__fish_seen_subcommand_from complete' -a 'bash zsh fish'"
+            in text.splitlines()
+        )
+    if shell != "bash" or not shutil.which("bash"):
+        return  # zsh and fish are not installed here: their text is what can be checked
+    path = tmp_path / "kueue.bash"
+    path.write_text(text)
+    for word, offered in (("", "bash zsh fish"), ("z", "zsh"), ("--", "--help --config")):
+        probe = (
+            f"source {path}; COMP_WORDS=(kueue complete '{word}'); COMP_CWORD=2; "
+            f'COMP_LINE="kueue complete {word}"; _kueue; echo "${{COMPREPLY[@]}}"'
+        )
+        result = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=60)
+        assert result.stdout.strip() == offered, (word, result.stdout, result.stderr)
+
+
+def test_fish_asks_for_ids_with_the_config_of_the_command_line() -> None:
+    # fish is not installed here (its end-to-end test is skipped): check that
+    # every ids completion goes through the function that passes --config on.
+    text = script("fish", build_parser())
+    id_lines = [line for line in text.splitlines() if "--ids" in line or "__kueue_ids" in line]
+    function = text.split("function __kueue_ids", 1)[1].split("\nend\n", 1)[0]
+    assert "(commandline -opc)" in function
+    assert "case --config" in function and "case '--config=*'" in function
+    assert function.rstrip().endswith("kueue $config complete --ids $argv[1] 2>/dev/null")
+    completions = [line for line in id_lines if line.startswith("complete ")]
+    assert completions and all("-a '(__kueue_ids " in line for line in completions)

@@ -151,6 +151,30 @@ def test_ls_screen_with_a_filter() -> None:
     lines = render(live_views.ls_screen(snap([], matching=0), frame(states=running), 80, 24, NOW), 80, 24)
     assert "· running ·" in lines[0] and lines[1] == "no running jobs"
     assert "done" not in lines[-1], "nothing in a filter without a final state is ever done"
+    # The counts, like the progress, are of the filter's states (the last,
+    # empty, progress line is cut by render()).
+    assert "1 running" in lines and not any("pending" in line for line in lines)
+
+
+@pytest.mark.parametrize(("width", "height"), SIZES)
+def test_ls_screen_footer_follows_the_filter(width: int, height: int) -> None:
+    states = frozenset({State.JOB_STATE_PENDING, State.JOB_STATE_SUCCEEDED})
+    shown = [j for j in JOBS if j.state in states]
+    lines = render(
+        live_views.ls_screen(snap(shown, matching=99), frame(states=states), width, height, NOW),
+        width,
+        height,
+    )
+    title = " kueue ls --watch · server:11236 · pending, succeeded · 99 of 100 jobs"
+    assert lines[0].startswith(title[: width - len(" 22:13:20 · q quits ") - 1])
+    # Counts and progress cover the same jobs: the 99 pending or succeeded.
+    assert lines[-3] == "1 pending, 98 succeeded"
+    assert "98/99 done (98%)" in lines[-1]
+    # Run time and ETA are the whole queue's, and say so.
+    assert lines[-2] == "whole queue: average run time 30s, ETA 1m 00s"
+    # Unfiltered, nothing is labelled: it is all the whole queue.
+    lines = render(live_views.ls_screen(snap(), frame(), width, height, NOW), width, height)
+    assert lines[-2] == "average run time 30s, ETA 1m 00s" and " of 100 jobs" not in lines[0]
 
 
 def test_progress_counts_the_jobs_the_listing_covers() -> None:

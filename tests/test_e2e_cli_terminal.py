@@ -286,3 +286,18 @@ def test_fish_completes_job_ids_from_the_server(cluster: Cluster, tmp_path: Path
         timeout=60,
     )
     assert {line.split("\t")[0] for line in result.stdout.splitlines()} >= {"list-jobs", "list-workers"}
+    # --config on the command line is used for the ids too (as in bash and zsh).
+    env["KUEUE_CONFIG"] = str(tmp_path / "no-such-config.toml")
+    for line in (
+        f"kueue --config {cluster.client_config} show ",
+        f"kueue log --config {cluster.client_config} ",
+    ):
+        result = subprocess.run(
+            ["fish", "--no-config", "-c", f"source {script}; complete -C '{line}'"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        offered = {out.split("\t")[0] for out in result.stdout.splitlines()}
+        assert {str(i) for i in ids} <= offered, line + result.stdout + result.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -23,6 +24,7 @@ SHOW_CURSOR = b"\x1b[?25h"
 HIDE_CURSOR = b"\x1b[?25l"
 ENTER_ALT_SCREEN = b"\x1b[?1049h"
 LEAVE_ALT_SCREEN = b"\x1b[?1049l"
+SGR = re.compile(rb"\x1b\[([0-9;:]*)m")  # style and colour codes
 # A job that waits (at most 60 s) for a file to appear in its directory.
 WAIT_FOR = "i=0; while [ ! -e {0} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; [ -e {0} ]"
 
@@ -35,14 +37,20 @@ class Terminal:
     """`kueue ARGS...` on a pseudo-terminal of cols x rows, its output kept
     both raw and as the screen a terminal would show."""
 
-    def __init__(self, cluster: Cluster, *args: str, cols: int = 120, rows: int = 30) -> None:
+    def __init__(
+        self, cluster: Cluster, *args: str, cols: int = 120, rows: int = 30, env: dict[str, str] | None = None
+    ) -> None:
         self.master, self.slave = os.openpty()
         fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
         self.cooked = termios.tcgetattr(self.slave)
+        # The tty's mode as the program left it (taken when it exits).
+        self.left_mode: list[object] | None = None
+        extra_env = env
         env = _env()
         env["TERM"] = "xterm-256color"
         for name in ("COLUMNS", "LINES", "NO_COLOR"):
             env.pop(name, None)
+        env.update(extra_env or {})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kueue_client", "--config", str(cluster.client_config), *args],
             stdin=self.slave,
@@ -108,14 +116,24 @@ class Terminal:
 
     def exit_status(self, timeout: float = 30.0) -> int:
         code = self.proc.wait(timeout)
+        # The program is gone: keep the mode it left the tty in, then close
+        # our end of the slave, so that the reader gets EIO as soon as it has
+        # read everything (while the slave is open it would wait for more).
+        if self.slave >= 0:
+            self.left_mode = termios.tcgetattr(self.slave)
+            os.close(self.slave)
+            self.slave = -1
         self._reader.join(10)
+        assert not self._reader.is_alive(), "the program's output did not end"
         return code
 
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
-        os.close(self.slave)
+        if self.slave >= 0:
+            os.close(self.slave)
+            self.slave = -1
         self._reader.join(10)
         os.close(self.master)
 
@@ -136,7 +154,8 @@ class Terminal:
         tail = raw[last_draw:]
         assert SHOW_CURSOR in tail and LEAVE_ALT_SCREEN in tail, tail[-300:]
         assert raw.rfind(LEAVE_ALT_SCREEN) > raw.rfind(ENTER_ALT_SCREEN)
-        now = termios.tcgetattr(self.slave)
+        now = self.left_mode if self.slave < 0 else termios.tcgetattr(self.slave)
+        assert now is not None
         assert now == self.cooked
         assert now[3] & termios.ICANON and now[3] & termios.ECHO
 
@@ -196,6 +215,59 @@ def test_live_view_follows_jobs_from_pending_to_finished(
         term.assert_restored()
     finally:
         term.close()
+
+
+def colour_codes(raw: bytes) -> list[bytes]:
+    """The SGR sequences in `raw` that set a colour (foreground or
+    background, of 8, 16, 256 or 16M colours); bold, dim, reverse and the
+    cursor movements are not colour."""
+    found = []
+    for match in SGR.finditer(raw):
+        params = [int(p) for p in re.split(rb"[;:]", match.group(1)) if p]
+        if any(30 <= p <= 38 or 40 <= p <= 48 or 90 <= p <= 97 or 100 <= p <= 107 for p in params):
+            found.append(match.group(0))
+    return found
+
+
+def test_no_color_gives_the_live_views_no_colour(small_cluster: Cluster, tmp_path: Path) -> None:
+    """NO_COLOR (any value, as the static listings) takes the colour out of the
+    live views; what draws them on the screen stays. Checked against the
+    same screens without it, which are coloured."""
+    cluster = small_cluster
+    cluster.kueue("cmd", "exit 3", cwd=tmp_path)
+    cluster.kueue("cmd", "true", cwd=tmp_path)
+    running = submit_waiting(cluster, tmp_path, "go")
+    pending = submit_waiting(cluster, tmp_path, "go")
+
+    def shown(term: Terminal, verb: str) -> bool:
+        if verb == "workers":
+            return any("w1" in line.split()[:2] and "connected" in line for line in term.lines())
+        return (
+            "failed with code 3" in term.text()
+            and "running for" in term.row(running)
+            and "pending since" in term.row(pending)
+        )
+
+    try:
+        for verb in (("ls", "--watch"), ("top",), ("workers", "--watch")):
+            for no_color in (None, "1", ""):
+                env = {} if no_color is None else {"NO_COLOR": no_color}
+                term = Terminal(cluster, *verb, env=env)
+                try:
+                    term.wait(lambda term=term, verb=verb: shown(term, verb[0]), f"{verb} drawn")
+                    term.press(b"q")
+                    assert term.exit_status() == 0
+                    term.assert_restored()
+                    raw = bytes(term.raw)
+                finally:
+                    term.close()
+                assert ENTER_ALT_SCREEN in raw and b"\x1b[" in raw.replace(ENTER_ALT_SCREEN, b"")
+                if no_color is None:
+                    assert colour_codes(raw), (verb, "coloured without NO_COLOR")
+                else:
+                    assert colour_codes(raw) == [], (verb, repr(no_color), colour_codes(raw)[:5])
+    finally:
+        (tmp_path / "go").touch()
 
 
 def test_ctrl_c_leaves_cleanly_and_a_lost_server_is_waited_for(
