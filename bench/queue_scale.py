@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(tmp),
             jobs=args.jobs or (3000 if args.quick else 100_000),
             take=100 if args.quick else 1000,
-            rounds=1 if args.quick else 3,
+            rounds=1 if args.quick else 5,
             ls_runs=1 if args.quick else 5,
         )
     report(results, rows, args.output)
