@@ -60,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
                     spies.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                 time.sleep(1.0)  # py-spy attaches
             before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-            rate = array_rate(client, args.jobs, str(work))
-            after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            after: dict[str, float] = {}
+            rate = array_rate(
+                client, args.jobs, str(work), on_done=lambda: after.update({n: cpu_seconds(p) for n, p in pids.items()})
+            )
             for spy in spies:
                 spy.send_signal(2)
             for spy in spies:

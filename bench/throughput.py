@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -60,8 +60,10 @@ def kueue_rate(work: Path, n: int, *, ephemeral: bool = False, workers: int = 1,
         return array_rate(client, n, str(work))
 
 
-def array_rate(client: Any, n: int, cwd: str) -> float:
-    """Submit n `true` as one array and wait until all have ended; jobs per second."""
+def array_rate(client: Any, n: int, cwd: str, on_done: Callable[[], None] | None = None) -> float:
+    """Submit n `true` as one array and wait until all have ended; jobs per
+    second. on_done is called once they have, before the listing that finds
+    when the last one ended (for CPU figures that leave that listing out)."""
     from kueue_client.spec import array_instances, job_spec
 
     spec = job_spec(["true"], cpus=0, ram_mb=0, cwd=cwd)
@@ -78,6 +80,8 @@ def array_rate(client: Any, n: int, cwd: str) -> float:
         return s.succeeded + s.failed + s.canceled - done_before >= n
 
     wait_for(finished, timeout=max(120.0, n / 5), what=f"{n} jobs to finish")
+    if on_done is not None:
+        on_done()
     # The end is the server's record of the last finish, not the moment this
     # poll (up to 0.2 s apart) noticed it: that delay is a few % of a run.
     jobs = [job for job in client.list_jobs(limit=n + 1000).jobs if job.id in ids]
