@@ -4,6 +4,7 @@ over a real ssh connection to a real sshd on 127.0.0.1."""
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import os
 import shlex
@@ -104,6 +105,7 @@ def test_starts_a_worker_over_ssh_where_none_is_connected(
         tmp_path / "restart.toml",
         port=cluster.port,
         restart_workers={
+            "ssh_user": getpass.getuser(),
             "hostnames": host,
             "sleep_minutes_before_recheck": 1,
             "ssh_port": sshd.port,
