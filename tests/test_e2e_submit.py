@@ -72,6 +72,39 @@ def test_output_cap_keeps_the_tail(tmp_path: Path) -> None:
         cluster.close()
 
 
+def test_a_job_printing_without_end_fills_neither_disk_nor_memory(tmp_path: Path) -> None:
+    import psutil
+
+    cluster = Cluster(tmp_path / "c", job_output_cap_mb=1)
+    try:
+        cluster.start_server()
+        assert cluster.server is not None
+        server = psutil.Process(cluster.server.pid)
+        cluster.start_worker("w1")
+        cluster.wait_workers("w1")
+        rss_before = server.memory_info().rss
+        (job_id,) = ids_of(cluster.kueue("cmd", "yes", "a line that never ends", cwd=tmp_path))
+
+        def stdout_bytes() -> int:
+            job = json.loads(cluster.kueue("show", str(job_id), "--json").stdout)
+            return int(job.get("job", job).get("stdout_bytes", 0))
+
+        # Fifty times the cap has gone through the server ...
+        wait_for(lambda: stdout_bytes() >= 50 * 1024 * 1024, 240, "50 MB of output")
+        data = cluster.root / "server-data" / "output" / str(job_id)
+        # ... and it keeps about the cap on disk, and no more of it in memory.
+        assert sum(f.stat().st_size for f in data.iterdir()) <= 1024 * 1024
+        assert server.memory_info().rss - rss_before < 64 * 1024 * 1024
+        cluster.kueue("rm", "--kill", str(job_id))
+        cluster.kueue("wait", str(job_id), check=False)
+        job = json.loads(cluster.kueue("show", str(job_id), "--json").stdout)
+        job = job.get("job", job)
+        assert (job["state"], job["output_truncated"]) == ("JOB_STATE_CANCELED", True)
+        assert cluster.kueue("log", str(job_id)).stdout.endswith("a line that never ends\n")
+    finally:
+        cluster.close()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
