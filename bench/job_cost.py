@@ -43,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="kueue-job-cost-") as tmp:
         work = Path(tmp)
         worker_settings = {} if args.prefetch is None else {"prefetch_jobs": args.prefetch}
-        with local_cluster(work / "cluster", slots=args.slots, worker_settings=worker_settings) as cluster, cluster.client() as client:
+        with (
+            local_cluster(work / "cluster", slots=args.slots, worker_settings=worker_settings) as cluster,
+            cluster.client() as client,
+        ):
             assert cluster.server is not None
             pids = {"server": cluster.server.pid, "worker": next(iter(cluster.workers.values())).pid}
             spies: list[subprocess.Popen[bytes]] = []
@@ -62,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
             before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             after: dict[str, float] = {}
             rate = array_rate(
-                client, args.jobs, str(work), on_done=lambda: after.update({n: cpu_seconds(p) for n, p in pids.items()})
+                client,
+                args.jobs,
+                str(work),
+                on_done=lambda: after.update({n: cpu_seconds(p) for n, p in pids.items()}),
             )
             for spy in spies:
                 spy.send_signal(2)

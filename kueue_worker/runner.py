@@ -356,7 +356,9 @@ class JobProcess:
             # A bug here must still end the attempt through run(), or its slot would be lost.
             log.exception("job %d attempt %d: starting the process failed", self.job_id, self.attempt)
             self._clean_up()
-            self._start_outcome = Outcome(error=f"worker {self.worker_name} failed to start the process: {exc}")
+            self._start_outcome = Outcome(
+                error=f"worker {self.worker_name} failed to start the process: {exc}"
+            )
         except BaseException:
             self._clean_up()
             raise

@@ -528,7 +528,8 @@ def test_loading_never_touches_the_real_home(tmp_path: Path, monkeypatch: pytest
 
 
 @pytest.mark.parametrize(
-    ("line", "key"), [("output_memory_mb = 0", "output_memory_mb"), ("output_spill_mb = -1", "output_spill_mb")]
+    ("line", "key"),
+    [("output_memory_mb = 0", "output_memory_mb"), ("output_spill_mb = -1", "output_spill_mb")],
 )
 def test_output_limits_must_be_sane(line: str, key: str) -> None:
     with pytest.raises(config.ConfigError, match=key):

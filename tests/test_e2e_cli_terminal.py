@@ -89,7 +89,10 @@ def test_show_tells_the_history_of_a_job_whose_worker_crashed(cluster: Cluster, 
     with on_terminal(cluster, "show", str(job_id), cols=120) as screen:
         assert screen.wait_exit() == 0
         assert f"job {job_id}: finished after" in screen.text()
-        assert "╭" in screen.text() and "crashed while it ran (ended when the worker restarted); queued again" in screen.text()
+        assert (
+            "╭" in screen.text()
+            and "crashed while it ran (ended when the worker restarted); queued again" in screen.text()
+        )
         assert SGR.search(screen.raw)
 
 
