@@ -205,3 +205,51 @@ def test_server_unreachable_starts_nothing(cluster: Cluster, tmp_path: Path) -> 
     assert "cannot ask the server which workers are connected" in result.stderr
     assert "starting none" in result.stderr
     assert "lab01:" not in result.stderr
+
+
+def _fake_systemctl(bin_dir: Path, calls: Path, start_status: int) -> None:
+    """A systemctl that knows the unit, records its arguments and starts it
+    with start_status: the remote script's systemd branch without systemd."""
+    bin_dir.mkdir()
+    script = bin_dir / "systemctl"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {shlex.quote(str(calls))}\n'
+        'case "$2" in\n'
+        "  cat) exit 0 ;;\n"
+        f"  start) exit {start_status} ;;\n"
+        "esac\n"
+        "exit 3\n"
+    )
+    script.chmod(0o755)
+
+
+@pytest.mark.parametrize("start_status", [0, 1])
+def test_remote_script_starts_the_systemd_user_unit_where_there_is_one(
+    tmp_path: Path, start_status: int
+) -> None:
+    calls = tmp_path / "calls"
+    _fake_systemctl(tmp_path / "bin", calls, start_status)
+    never = tmp_path / "never-started"
+    done = subprocess.run(
+        ["sh", "-s"],
+        input=remote_script(f"touch {shlex.quote(str(never))}"),
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}"},
+        timeout=60,
+    )
+    assert calls.read_text().splitlines()[:2] == [
+        "--user cat kueue-worker.service",
+        "--user start kueue-worker.service",
+    ]
+    if start_status == 0:
+        assert (done.returncode, done.stdout.strip()) == (
+            0,
+            "started kueue-worker.service (systemd user unit)",
+        )
+    else:
+        assert done.returncode == 1
+        assert "systemctl --user start kueue-worker.service failed" in done.stderr
+    # The unit is the worker: no second one started beside it.
+    assert not never.exists()
