@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 from tests.cluster import Cluster, _env, wait_for
+from tests.pty_session import PtySession
 
 # Waits in a job for a file the test creates (no sleeping in the test itself).
 WAIT_FOR_FILE = 'while [ ! -e "{0}" ]; do sleep 0.02; done'
@@ -356,50 +357,6 @@ def test_run_killed_the_job_goes_on_and_log_has_all_output(ready: Cluster, tmp_p
     assert log.stdout == f"start {job_id}\nend\n"
 
 
-class OnTerminal:
-    """A `kueue` command with its stderr on a pseudo-terminal, where it shows
-    its progress line; the test reads what the terminal shows."""
-
-    def __init__(self, cluster: Cluster, *args: str, cwd: Path) -> None:
-        master, slave = pty.openpty()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kueue_client", "--config", str(cluster.client_config), *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=slave,
-            cwd=cwd,
-            env=dict(_env(), TERM="xterm"),
-        )
-        os.close(slave)
-        self._master = master
-        self._shown = bytearray()
-        self._lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        while True:
-            try:
-                chunk = os.read(self._master, 4096)
-            except OSError:  # EIO: the process is gone
-                return
-            if not chunk:
-                return
-            with self._lock:
-                self._shown += chunk
-
-    def shown(self) -> str:
-        with self._lock:
-            return self._shown.decode(errors="replace")
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.kill()
-        self.proc.wait(30)
-        self._reader.join(30)
-        os.close(self._master)
-
-
 @pytest.mark.parametrize("verb", ["wait", "log -f"])
 def test_wait_or_log_follow_killed_the_job_goes_on(ready: Cluster, tmp_path: Path, verb: str) -> None:
     """Client gone: a `kueue wait` or `kueue log -f` SIGKILLed while the job
@@ -411,14 +368,16 @@ def test_wait_or_log_follow_killed_the_job_goes_on(ready: Cluster, tmp_path: Pat
         f'{WAIT_FOR_FILE.format(go)}; for i in $(seq 1 2000); do echo "after $i"; done'
     )
     job_id = int(ready.kueue("cmd", script, cwd=tmp_path).stdout)
-    client: OnTerminal | Run
+    client: PtySession | Run
     if verb == "wait":
-        client = term = OnTerminal(ready, "wait", str(job_id), cwd=tmp_path)
-        # Its progress line counts the job running: the watch is live.
-        live, what = (lambda: "1 running" in term.shown()), "the wait to see the job run"
+        # On a terminal, where its progress line counts the job running: the watch is live.
+        client = term = PtySession(ready.kueue_argv("wait", str(job_id)), env=ready.env(), cwd=tmp_path)
+        live, what = (lambda: "1 running" in term.text()), "the wait to see the job run"
+        stop = term.close
     else:
         client = run = Run(ready, "-f", str(job_id), cwd=tmp_path, stdin=subprocess.DEVNULL, verb="log")
         live, what = (lambda: "before 2000\n" in run.out.text()), "the follower to get the first output"
+        stop = run.kill
     try:
         wait_for(live, 60, what)
         # Mid-job: the job waits for `go`, the client for the job.
@@ -426,7 +385,7 @@ def test_wait_or_log_follow_killed_the_job_goes_on(ready: Cluster, tmp_path: Pat
         client.proc.kill()
         assert client.proc.wait(30) == -signal.SIGKILL
     finally:
-        client.kill()
+        stop()
     assert job_json(ready, job_id)["state"] == "JOB_STATE_RUNNING"
     go.touch()
     job = wait_state(ready, job_id, "JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELED")
