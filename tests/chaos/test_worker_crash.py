@@ -20,8 +20,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import psutil
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from kueue.v1 import common_pb2
+from kueue_client.api import Client
 from kueue_worker import orphans
 from tests.cluster import Cluster, wait_for
 
@@ -160,17 +162,32 @@ def gone(pid: int) -> bool:
 NEVER = 600
 
 
-def test_a_job_spawned_but_not_recorded_is_killed_before_the_worker_registers_again(tmp_path: Path) -> None:
+def with_fault(tmp_path: Path, fault: str) -> tuple[Cluster, Path, str]:
+    """A cluster with those timeouts, a working directory, and the PYTHONPATH
+    that makes a worker run `fault` (a sitecustomize) as it starts."""
     cluster = Cluster(tmp_path / "c", worker_timeout_seconds=NEVER, job_offer_timeout_seconds=NEVER)
     work = tmp_path / "work"
     work.mkdir()
     faults = tmp_path / "faults"
     faults.mkdir()
-    (faults / "sitecustomize.py").write_text(CRASH_AFTER_SPAWN)
+    (faults / "sitecustomize.py").write_text(fault)
+    return cluster, work, f"{faults}{os.pathsep}{Cluster.env()['PYTHONPATH']}"
+
+
+def wait_registered_again(client: Client, name: str, before: Timestamp) -> None:
+    """Until the worker `name` is connected in a session newer than `before`."""
+
+    def registered_again() -> bool:
+        return any(w.name == name and w.connected and w.connected_at != before for w in client.list_workers())
+
+    wait_for(registered_again, 60, "the restarted worker to register")
+
+
+def test_a_job_spawned_but_not_recorded_is_killed_before_the_worker_registers_again(tmp_path: Path) -> None:
+    cluster, work, pythonpath = with_fault(tmp_path, CRASH_AFTER_SPAWN)
     leftovers: list[psutil.Process] = []
     try:
         cluster.start_server()
-        pythonpath = f"{faults}{os.pathsep}{Cluster.env()['PYTHONPATH']}"
         worker = cluster.start_worker("w1", env={"PYTHONPATH": pythonpath})
         cluster.wait_workers("w1")
         client = cluster.client()
@@ -195,14 +212,7 @@ def test_a_job_spawned_but_not_recorded_is_killed_before_the_worker_registers_ag
         assert not any("start" in entry for entry in entries), entries
 
         cluster.start_worker("w1")
-
-        def registered_again() -> bool:
-            return any(
-                w.name == "w1" and w.connected and w.connected_at != first_session
-                for w in client.list_workers()
-            )
-
-        wait_for(registered_again, 60, "the restarted worker to register")
+        wait_registered_again(client, "w1", first_session)
         # Nothing of the lost attempt runs any more, or the next one would run beside it.
         assert [pid for pid in pids if not gone(pid)] == [], cluster.worker_log("w1")
         assert f"job {job_id} attempt 1 from a previous run of this worker killed" in cluster.worker_log("w1")
@@ -248,15 +258,9 @@ orphans.Ledger.spawning = spawning
 
 
 def test_an_attempt_the_restarted_worker_does_not_report_is_given_up_at_once(tmp_path: Path) -> None:
-    cluster = Cluster(tmp_path / "c", worker_timeout_seconds=NEVER, job_offer_timeout_seconds=NEVER)
-    work = tmp_path / "work"
-    work.mkdir()
-    faults = tmp_path / "faults"
-    faults.mkdir()
-    (faults / "sitecustomize.py").write_text(CRASH_BEFORE_SPAWN)
+    cluster, work, pythonpath = with_fault(tmp_path, CRASH_BEFORE_SPAWN)
     try:
         cluster.start_server()
-        pythonpath = f"{faults}{os.pathsep}{Cluster.env()['PYTHONPATH']}"
         worker = cluster.start_worker("w1", env={"PYTHONPATH": pythonpath})
         cluster.wait_workers("w1")
         client = cluster.client()
@@ -273,14 +277,7 @@ def test_an_attempt_the_restarted_worker_does_not_report_is_given_up_at_once(tmp
 
         # The same worker (same identity) again, knowing nothing of attempt 1.
         cluster.start_worker("w1")
-
-        def registered_again() -> bool:
-            return any(
-                w.name == "w1" and w.connected and w.connected_at != first.connected_at
-                for w in client.list_workers()
-            )
-
-        wait_for(registered_again, 60, "the restarted worker to register")
+        wait_registered_again(client, "w1", first.connected_at)
         assert [w.id for w in client.list_workers() if w.name == "w1"] == [first.id]
 
         def finished() -> bool:
