@@ -272,29 +272,9 @@ def test_fish_completes_job_ids_from_the_server(cluster: Cluster, tmp_path: Path
     script.write_text(cluster.kueue("complete", "fish").stdout)
     env = completion_env(cluster, tmp_path)
     env["HOME"] = str(tmp_path)  # fish writes its own state there
-    result = subprocess.run(
-        ["fish", "--no-config", "-c", f"source {script}; complete -C 'kueue show '"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    offered = {line.split("\t")[0] for line in result.stdout.splitlines()}
-    assert {str(i) for i in ids} <= offered, result.stdout + result.stderr
-    result = subprocess.run(
-        ["fish", "--no-config", "-c", f"source {script}; complete -C 'kueue li'"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    assert {line.split("\t")[0] for line in result.stdout.splitlines()} >= {"list-jobs", "list-workers"}
-    # --config on the command line is used for the ids too (as in bash and zsh).
-    env["KUEUE_CONFIG"] = str(tmp_path / "no-such-config.toml")
-    for line in (
-        f"kueue --config {cluster.client_config} show ",
-        f"kueue log --config {cluster.client_config} ",
-    ):
+
+    def offered(line: str) -> tuple[set[str], str]:
+        """What fish offers to complete `line`, and all it printed (for failures)."""
         result = subprocess.run(
             ["fish", "--no-config", "-c", f"source {script}; complete -C '{line}'"],
             capture_output=True,
@@ -302,5 +282,16 @@ def test_fish_completes_job_ids_from_the_server(cluster: Cluster, tmp_path: Path
             env=env,
             timeout=60,
         )
-        offered = {out.split("\t")[0] for out in result.stdout.splitlines()}
-        assert {str(i) for i in ids} <= offered, line + result.stdout + result.stderr
+        return {out.split("\t")[0] for out in result.stdout.splitlines()}, result.stdout + result.stderr
+
+    got, printed = offered("kueue show ")
+    assert {str(i) for i in ids} <= got, printed
+    assert offered("kueue li")[0] >= {"list-jobs", "list-workers"}
+    # --config on the command line is used for the ids too (as in bash and zsh).
+    env["KUEUE_CONFIG"] = str(tmp_path / "no-such-config.toml")
+    for line in (
+        f"kueue --config {cluster.client_config} show ",
+        f"kueue log --config {cluster.client_config} ",
+    ):
+        got, printed = offered(line)
+        assert {str(i) for i in ids} <= got, line + printed
