@@ -154,7 +154,6 @@ class Attempt:
     # Its Started waits (in Attempts._starts) for the Finisheds of these:
     # the attempts that had ended, unsaid, when it started.
     start_after: frozenset[Key] = frozenset()
-    start_pending: bool = False
     # Read no more output than this (both streams; 0: no limit): a client
     # attached to the job sets the pace (OutputWindow).
     read_limit: int = 0
@@ -215,8 +214,9 @@ class Attempts:
         self._unsent: dict[Key, None] = {}
         # WAITING attempts in the order they were accepted.
         self._waiting: dict[Key, None] = {}
-        # Started messages of promoted attempts, sent by next_message.
-        self._starts: deque[Key] = deque()
+        # Promoted attempts whose Started next_message has still to send, in
+        # the order they started; nothing else of theirs goes before it.
+        self._starts: dict[Key, None] = {}
         # Reservations of the attempts that hold a slot (STARTING or RUNNING):
         # at most max_slots of them, so admission does not walk every attempt
         # held (prefetched ones and finishes waiting for their acknowledgement).
@@ -502,8 +502,7 @@ class Attempts:
         if a.promoted or self._finish_pending:
             a.promoted = True
             a.start_after = frozenset(self._finish_pending)
-            a.start_pending = True
-            self._starts.append(a.key)
+            self._starts[a.key] = None
         return wpb.Started(job_id=job_id, attempt=attempt, pid=pid)
 
     def exited(self, job_id: int, attempt: int) -> bool:
@@ -512,7 +511,7 @@ class Attempts:
         waiting for the bookkeeping of this one. Whether it held a slot."""
         key = (job_id, attempt)
         a = self._attempts.get(key)
-        if a is None or not a.holds_slot or a.exited:
+        if a is None or not a.holds_slot:
             return False
         a.exited = True
         del self._holding[key]
@@ -610,18 +609,17 @@ class Attempts:
         encoded without copies (kueue.wire)."""
         for key in list(self._starts):  # a few at most: those started since the last write
             a = self._attempts.get(key)
-            if a is None or not a.start_pending:
-                self._starts.remove(key)
+            if a is None:
+                del self._starts[key]
             elif not (a.start_after & self._finish_pending):
-                self._starts.remove(key)
-                a.start_pending = False
+                del self._starts[key]
                 return wpb.Started(job_id=a.job_id, attempt=a.attempt, pid=a.pid)
         for key in list(self._unsent):
             a = self._attempts.get(key)
             if a is None:
                 del self._unsent[key]
                 continue
-            if a.start_pending:
+            if key in self._starts:
                 continue  # nothing of it before its Started
             first = a.next_stream
             for stream in (first, STDERR if first == STDOUT else STDOUT):
