@@ -11,6 +11,7 @@ cut; the switch stays for whoever wants to measure it on their machines.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -26,8 +27,6 @@ def run(main: Coroutine[Any, Any, T]) -> T:
         try:
             import uvloop
         except ImportError:
-            import logging
-
             logging.getLogger("kueue").warning(
                 "%s=uvloop but uvloop is not installed (pip install uvloop): running the standard loop", ENV
             )
