@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import RESULTS, Cluster, Row, cpu_seconds, local_cluster, log, report
 from bench.fake_workers import FakeFleet
+from bench.sizes import sizes
 from bench.throughput import array_rate, pool_rate
 
 
@@ -121,11 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kueue-bench-", ignore_cleanup_errors=True) as tmp:
         results = measure(
-            Path(tmp),
-            workers=args.workers or (5 if args.quick else 200),
-            jobs=args.jobs or (20 if args.quick else 2000),
-            rounds=1 if args.quick else 2,
-            idle_seconds=2.0 if args.quick else 10.0,
+            Path(tmp), **sizes("many_workers", args.quick, workers=args.workers, jobs=args.jobs)
         )
     report(results, rows, args.output)
     return 0

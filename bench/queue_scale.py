@@ -40,6 +40,7 @@ from bench.common import (
     timed,
 )
 from bench.fake_workers import FakeFleet
+from bench.sizes import sizes
 
 SMALL_QUEUE = 1000
 DISPATCH_SLOTS = 8
@@ -188,13 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS / "queue_scale.json")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kueue-bench-", ignore_cleanup_errors=True) as tmp:
-        results = measure(
-            Path(tmp),
-            jobs=args.jobs or (3000 if args.quick else 100_000),
-            take=100 if args.quick else 1000,
-            rounds=1 if args.quick else 5,
-            ls_runs=1 if args.quick else 5,
-        )
+        results = measure(Path(tmp), **sizes("queue_scale", args.quick, jobs=args.jobs))
     report(results, rows, args.output)
     return 0
 

@@ -18,6 +18,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import RESULTS, Row, interleaved, kueue_argv, local_cluster, log, report, summary, timed
+from bench.sizes import sizes
 from bench.sshd import ssh_command
 
 
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS / "round_trip.json")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kueue-bench-", ignore_cleanup_errors=True) as tmp:
-        results = measure(Path(tmp), runs=args.runs or (3 if args.quick else 50))
+        results = measure(Path(tmp), **sizes("round_trip", args.quick, runs=args.runs))
     report(results, rows, args.output)
     return 0
 

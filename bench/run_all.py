@@ -27,24 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import many_workers, queue_scale, round_trip, streaming, submit_latency, throughput
 from bench.common import RESULTS, log, machine
+from bench.sizes import FULL, QUICK
 from bench.table import markdown, render
 
-QUICK = {
-    "throughput": {"jobs": 40, "rounds": 1},
-    "submit_latency": {"runs": 2, "lines": 100, "line_runs": 1},
-    "round_trip": {"runs": 3},
-    "queue_scale": {"jobs": 3000, "take": 100, "rounds": 1, "ls_runs": 1},
-    "many_workers": {"workers": 5, "jobs": 20, "rounds": 1, "idle_seconds": 2.0},
-    "streaming": {"mb": 4, "rounds": 1},
-}
-FULL = {
-    "throughput": {"jobs": 2000, "rounds": 3},
-    "submit_latency": {"runs": 30, "lines": 10_000, "line_runs": 3},
-    "round_trip": {"runs": 50},
-    "queue_scale": {"jobs": 100_000, "take": 1000, "rounds": 3, "ls_runs": 5},
-    "many_workers": {"workers": 200, "jobs": 2000, "rounds": 2, "idle_seconds": 10.0},
-    "streaming": {"mb": 500, "rounds": 2},
-}
 MODULES: dict[str, Any] = {
     "throughput": throughput,
     "submit_latency": submit_latency,

@@ -23,6 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import RESULTS, Row, env, interleaved, kueue_argv, local_cluster, log, report
+from bench.sizes import sizes
 
 MB = 1024 * 1024
 
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS / "streaming.json")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kueue-bench-", ignore_cleanup_errors=True) as tmp:
-        results = measure(Path(tmp), mb=args.mb or (4 if args.quick else 500), rounds=1 if args.quick else 2)
+        results = measure(Path(tmp), **sizes("streaming", args.quick, mb=args.mb))
     report(results, rows, args.output)
     return 0
 

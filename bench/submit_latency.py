@@ -24,6 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import RESULTS, Row, interleaved, kueue_argv, local_cluster, log, report, summary, timed
+from bench.sizes import sizes
 
 
 def measure(work: Path, *, runs: int, lines: int, line_runs: int) -> dict[str, Any]:
@@ -92,12 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS / "submit_latency.json")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kueue-bench-", ignore_cleanup_errors=True) as tmp:
-        results = measure(
-            Path(tmp),
-            runs=args.runs or (2 if args.quick else 30),
-            lines=args.lines or (100 if args.quick else 10_000),
-            line_runs=1 if args.quick else 3,
-        )
+        results = measure(Path(tmp), **sizes("submit_latency", args.quick, runs=args.runs, lines=args.lines))
     report(results, rows, args.output)
     return 0
 

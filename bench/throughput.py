@@ -37,6 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import RESULTS, Row, local_cluster, log, report, wait_for, which
+from bench.sizes import sizes
 
 SLOTS = 2
 
@@ -275,11 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS / "throughput.json")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kueue-bench-", ignore_cleanup_errors=True) as tmp:
-        results = measure(
-            Path(tmp),
-            jobs=args.jobs or (40 if args.quick else 2000),
-            rounds=args.rounds or (1 if args.quick else 3),
-        )
+        results = measure(Path(tmp), **sizes("throughput", args.quick, jobs=args.jobs, rounds=args.rounds))
     report(results, rows, args.output)
     return 0
 
