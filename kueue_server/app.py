@@ -374,7 +374,7 @@ class App:
                 limit = read_limit(self.taps.get(job_id, ()), attempt)
             if limit:
                 self._windows[job_id] = (attempt, limit)
-            elif self._windows.get(job_id, (0, 0))[0] == attempt:
+            elif (known := self._windows.get(job_id)) is not None and known[0] == attempt:
                 del self._windows[job_id]
             conn.send(_window(job_id, attempt, limit))
 

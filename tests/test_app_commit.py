@@ -9,7 +9,7 @@ import pytest
 
 from kueue import config as kconfig
 from kueue.v1 import common_pb2
-from kueue_server.app import App
+from kueue_server.app import App, WorkerConn
 from kueue_server.store import StoreError
 
 
@@ -49,3 +49,16 @@ def test_acks_wait_for_a_successful_commit_and_waiters_get_the_error(tmp_path: P
         app.store.close()
 
     asyncio.run(scenario())
+
+
+def test_read_limits_for_attempts_a_worker_reports_that_this_server_never_knew(tmp_path: Path) -> None:
+    """Register may report attempts (even job 0, attempt 0: the fuzz test found
+    that one) that this server never paced: each gets limit 0, nothing breaks."""
+    app = make_app(tmp_path)
+    conn = WorkerConn("w", 1, batches=False, windows=True)
+    app.resend_windows(conn, [(0, 0), (7, 1)])
+    windows = []
+    while not conn.outbox.empty():
+        msg = conn.outbox.get_nowait()
+        windows.append((msg.output_window.job_id, msg.output_window.attempt, msg.output_window.limit))
+    assert windows == [(0, 0, 0), (7, 1, 0)]
