@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -92,8 +93,17 @@ def test_a_job_printing_without_end_fills_neither_disk_nor_memory(tmp_path: Path
         # Fifty times the cap has gone through the server ...
         wait_for(lambda: stdout_bytes() >= 50 * 1024 * 1024, 240, "50 MB of output")
         data = cluster.root / "server-data" / "output" / str(job_id)
+
+        def on_disk() -> int:
+            total = 0
+            for f in data.iterdir():
+                # The server drops old segments as it goes: one gone since the listing holds nothing.
+                with contextlib.suppress(FileNotFoundError):
+                    total += f.stat().st_size
+            return total
+
         # ... and it keeps about the cap on disk, and no more of it in memory.
-        assert sum(f.stat().st_size for f in data.iterdir()) <= 1024 * 1024
+        assert on_disk() <= 1024 * 1024
         assert server.memory_info().rss - rss_before < 64 * 1024 * 1024
         cluster.kueue("rm", "--kill", str(job_id))
         cluster.kueue("wait", str(job_id), check=False)
