@@ -34,6 +34,12 @@ log = logging.getLogger("kueue_server")
 
 TICK_SECONDS = 1.0
 STORE_RETRY_SECONDS = 1.0
+# Output received but not yet durable waits in memory. Past this much the worker
+# streams stop reading until a commit frees some: gRPC flow control then holds
+# the workers back, which spool it or pause their jobs' pipes. Without the bound
+# a job printing without end made every batch bigger than the last (a bigger
+# batch takes longer to commit, while a bigger one gathers), gigabytes of them.
+OUTPUT_HELD_LIMIT = 16 * 1024 * 1024
 
 _STDIN = wire.BytesEnvelope(wpb.ConnectResponse, "stdin")
 
@@ -104,6 +110,9 @@ class App:
         # (kept across failed ones, or the worker would hold its data until it
         # next reconnects).
         self._acks: list[Callable[[], None]] = []
+        # Bytes of output in the batches not yet committed (see OUTPUT_HELD_LIMIT).
+        self._output_held = 0
+        self._output_room = asyncio.Event()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         # Set by part_from_workers(): the server is going and takes no workers.
@@ -171,6 +180,17 @@ class App:
 
     def add_output(self, write: OutputWrite) -> None:
         self._batch.outputs.append(write)
+        self._output_held += len(write.data)
+
+    def output_backlogged(self) -> bool:
+        return self._output_held > OUTPUT_HELD_LIMIT
+
+    async def output_room(self) -> None:
+        """Returns once the output waiting for a commit is within OUTPUT_HELD_LIMIT."""
+        while self._output_held > OUTPUT_HELD_LIMIT:
+            self._output_room.clear()
+            self.kick()
+            await self._output_room.wait()
 
     def add_spec(self, spec: common_pb2.JobSpec) -> int:
         spec_id = self.next_spec_id
@@ -212,6 +232,10 @@ class App:
                 error = exc
             else:
                 self._mark_truncated(truncated)
+                if batch.outputs:
+                    self._output_held -= sum(len(w.data) for w in batch.outputs)
+                    if self._output_held <= OUTPUT_HELD_LIMIT:
+                        self._output_room.set()
         if error is None:
             self._carry_out(effects)
             with one_write():

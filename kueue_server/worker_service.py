@@ -32,6 +32,9 @@ BATCH_BYTES = 1024 * 1024
 # See the worker's writer (kueue_worker/connection.py).
 COALESCE_SECONDS = 0.002
 BATCH_FIELD = wpb.ConnectResponse.DESCRIPTOR.fields_by_name["batch"].number
+# While a stream is held back (App.OUTPUT_HELD_LIMIT), how often its worker is
+# marked as heard from: the silence is ours, not the worker's.
+HELD_BACK_TOUCH_SECONDS = 1.0
 
 
 class _Malformed(Exception):
@@ -161,6 +164,15 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                     self._handle(conn, inner)
             else:
                 self._handle(conn, msg)
+            if self.app.output_backlogged():
+                await self._hold_back(conn)
+
+    async def _hold_back(self, conn: WorkerConn) -> None:
+        app = self.app
+        while app.output_backlogged():
+            app.scheduler.touch(conn.worker_id, app.clock())
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(app.output_room(), HELD_BACK_TOUCH_SECONDS)
 
     async def _write(self, conn: WorkerConn, context: grpc.aio.ServicerContext) -> None:
         outbox = conn.outbox

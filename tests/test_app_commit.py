@@ -9,8 +9,10 @@ import pytest
 
 from kueue import config as kconfig
 from kueue.v1 import common_pb2
-from kueue_server.app import App, WorkerConn
-from kueue_server.store import StoreError
+from kueue_server import output_files, worker_service
+from kueue_server.app import OUTPUT_HELD_LIMIT, App, WorkerConn
+from kueue_server.model import Amount
+from kueue_server.store import OutputWrite, StoreError
 
 
 def make_app(tmp_path: Path) -> App:
@@ -62,3 +64,90 @@ def test_read_limits_for_attempts_a_worker_reports_that_this_server_never_knew(t
         msg = conn.outbox.get_nowait()
         windows.append((msg.output_window.job_id, msg.output_window.attempt, msg.output_window.limit))
     assert windows == [(0, 0, 0), (7, 1, 0)]
+
+
+def test_output_past_the_limit_holds_readers_back_until_a_commit_frees_it(tmp_path: Path) -> None:
+    """A job printing faster than the store commits must not fill the server's
+    memory: past OUTPUT_HELD_LIMIT the worker streams wait (WorkerService),
+    and a failed commit frees nothing."""
+
+    async def scenario() -> None:
+        app = make_app(tmp_path)
+        app.store.start(asyncio.get_running_loop())
+        real_write = app.store.write
+        failures = [StoreError("disk full (injected)", out_of_space=True)]
+
+        async def write_failing_once(batch):  # type: ignore[no-untyped-def]
+            if failures:
+                raise failures.pop()
+            return await real_write(batch)
+
+        app.store.write = write_failing_once  # type: ignore[method-assign]
+        chunk = b"y" * (1024 * 1024)
+        offset = 0
+        while not app.output_backlogged():
+            app.add_output(OutputWrite(1, 1, 1, offset, chunk))
+            offset += len(chunk)
+        assert offset > OUTPUT_HELD_LIMIT
+        room = asyncio.create_task(app.output_room())
+        assert await app.flush_now() is False
+        await asyncio.sleep(0)
+        assert not room.done() and app.output_backlogged()  # nothing durable: all still held
+        assert await app.flush_now() is True
+        await asyncio.wait_for(room, 10)
+        assert not app.output_backlogged()
+        # What was held reached the files (the cap keeps the tail of it).
+        start, kept = output_files.read(app.store.output_root, 1, 1, 1, 0, offset, offset)
+        assert kept and start + len(kept) == offset and kept == b"y" * len(kept)
+        app.store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_worker_held_back_by_a_failing_store_is_not_timed_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While its stream waits for room (the store failing), the server hears
+    nothing from the worker, by its own choice: that is no silence of the worker."""
+    monkeypatch.setattr(worker_service, "HELD_BACK_TOUCH_SECONDS", 0.01)
+    now = [1000.0]
+
+    async def scenario() -> None:
+        cfg = kconfig.parse(kconfig.template(), tmp_path / "config.toml")
+        cfg.server_settings.data_dir = str(tmp_path / "data")
+        app = App(cfg, clock=lambda: now[0])
+        app.store.start(asyncio.get_running_loop())
+        real_write = app.store.write
+        failing = [True]
+
+        async def write_failing_for_now(batch):  # type: ignore[no-untyped-def]
+            if failing[0]:
+                raise StoreError("disk full (injected)", out_of_space=True)
+            return await real_write(batch)
+
+        app.store.write = write_failing_for_now  # type: ignore[method-assign]
+        sched = app.scheduler
+        worker = sched.connect_worker(
+            "w", "w1", Amount(1, 1, 100), common_pb2.SystemInfo(), "peer", [], now[0]
+        )
+        conn = WorkerConn("w", worker.session)
+        offset = 0
+        while not app.output_backlogged():
+            app.add_output(OutputWrite(1, 1, 1, offset, b"z" * 65536))
+            offset += 65536
+        held = asyncio.create_task(worker_service.WorkerService(app)._hold_back(conn))
+        for _ in range(4):
+            now[0] += sched.limits.worker_timeout / 2
+            assert await app.flush_now() is False
+            for _ in range(1000):  # until the held stream has touched its worker
+                if worker.last_seen == now[0]:
+                    break
+                await asyncio.sleep(0.01)
+            sched.tick(now[0])
+            assert worker.connected and not held.done()
+        failing[0] = False
+        assert await app.flush_now() is True
+        await asyncio.wait_for(held, 10)
+        app.store.close()
+
+    asyncio.run(scenario())
