@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psutil
 
+from kueue import process_start
 from kueue_client.api import Client
 from kueue_client.context import Context
 from kueue_client.errors import KueueError
@@ -46,6 +47,9 @@ class Started:
     create_time: float
     log: str
     command: list[str]
+    # The start in seconds since boot (Linux; -1 elsewhere, and in files
+    # written before it was kept): unlike create_time, no clock step moves it.
+    started_since_boot: float = -1.0
 
 
 def _state_path(ctx: Context) -> Path:
@@ -74,7 +78,10 @@ def _process(started: Started, role: str) -> psutil.Process | None:
     """The recorded process if it still runs; None if gone or the pid was reused."""
     try:
         proc = psutil.Process(started.pid)
-        if abs(proc.create_time() - started.create_time) > 1.0 or proc.status() == psutil.STATUS_ZOMBIE:
+        if (
+            not process_start.same_start(proc, started.create_time, started.started_since_boot)
+            or proc.status() == psutil.STATUS_ZOMBIE
+        ):
             return None
         if not any(PROGRAMS[role] in part for part in proc.cmdline()):
             return None
@@ -110,10 +117,10 @@ def _start(role: str, config_path: Path, log_dir: Path) -> Started:
             env=_child_env(),
         )
     try:
-        create_time = psutil.Process(proc.pid).create_time()
+        create_time, since_boot = process_start.start_times(psutil.Process(proc.pid))
     except psutil.NoSuchProcess:
-        create_time = time.time()
-    return Started(proc.pid, create_time, str(log), command)
+        create_time, since_boot = time.time(), -1.0
+    return Started(proc.pid, create_time, str(log), command, since_boot)
 
 
 def _last_line(log: str) -> str:

@@ -72,6 +72,9 @@ from typing import Any, BinaryIO
 
 import psutil
 
+from kueue import process_start
+from kueue.process_start import CLOCK_TICKS, start_times
+from kueue.process_start import since_boot as _since_boot
 from kueue_worker import identity
 from kueue_worker.process_tree import living_tree
 
@@ -86,11 +89,6 @@ SIGKILL_WAIT_SECONDS = 5.0
 POLL_SECONDS = 0.05
 
 
-# A recorded start time in seconds since boot matches within a clock tick.
-SAME_START_SECONDS = 0.001
-# Wall-clock start times may differ by clock steps (NTP) between the runs of
-# a worker, but not by a reboot's worth: this tells a pid after a reboot apart.
-SAME_WALL_START_SECONDS = 60.0
 # Appended lines beyond twice the running attempts before the ledger is
 # rewritten (three a job: spawn, start, end).
 COMPACT_LINES = 300
@@ -115,35 +113,9 @@ class Record:
         return (self.job_id, self.attempt)
 
 
-def _clock_ticks() -> int:
-    try:
-        return os.sysconf("SC_CLK_TCK")
-    except (AttributeError, ValueError, OSError):
-        return 100
-
-
-# Like psutil's CLOCK_TICKS, so that the start times computed here equal its own.
-CLOCK_TICKS = _clock_ticks()
 # The boot time (seconds since the epoch) moves with clock steps; it is read
 # again after this long.
 BOOT_TIME_SECONDS = 10.0
-
-
-def _since_boot(pid: int) -> float:
-    """The start of a process in seconds since boot, from /proc (Linux); -1 elsewhere."""
-    try:
-        # os.open/os.read: half the cost of open(), and this runs at every job start.
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            stat = os.read(fd, 4096)
-        finally:
-            os.close(fd)
-        # Fields after the command name (which may contain anything, even ")");
-        # starttime is the 22nd field of the line, in clock ticks.
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        return int(fields[19]) / CLOCK_TICKS
-    except (OSError, ValueError, IndexError):
-        return -1.0
 
 
 # Nanoseconds per clock tick, where a tick is a whole number of them.
@@ -174,18 +146,9 @@ def _boot_time_now() -> float:
     return value
 
 
-def start_times(proc: psutil.Process) -> tuple[float, float]:
-    """The process's start in seconds since the epoch and since boot (-1 where unknown)."""
-    return proc.create_time(), _since_boot(proc.pid)
-
-
 def _same_start(proc: psutil.Process, create_time: float, since_boot: float) -> bool:
-    wall, now_since_boot = start_times(proc)
-    if since_boot >= 0 and now_since_boot >= 0:
-        return abs(now_since_boot - since_boot) < SAME_START_SECONDS and abs(wall - create_time) < (
-            SAME_WALL_START_SECONDS
-        )
-    return abs(wall - create_time) < 0.01
+    # Without a start since boot, the worker recorded create_time itself: exact.
+    return process_start.same_start(proc, create_time, since_boot, wall_tolerance=0.01)
 
 
 def ledger_path(data_dir: Path, name: str, hostname: str | None = None) -> Path:

@@ -173,9 +173,16 @@ def test_up_runs_a_first_job_and_down_stops_everything(tmp_path: Path) -> None:
         job_id = waited.stdout.split()[0]
         assert kueue("log", job_id).stdout == "hello from kueue\n"
         assert "already" in kueue("up").stdout + kueue("up").stderr
+        # The clock stepped back 30 s since (NTP, a resumed virtual machine):
+        # each recorded start time now reads 30 s late, and they are still ours.
+        pids = home / ".local" / "share" / "kueue" / "local-cluster.json"
+        state = json.loads(pids.read_text())
+        for role in ("server", "worker"):
+            state[role]["create_time"] += 30.0
+        pids.write_text(json.dumps(state))
+        assert "already" in kueue("up").stdout
     finally:
         down = kueue("down")
     assert down.returncode == 0, down.stderr
     assert kueue("ls").returncode != 0  # the server is gone
-    pids = home / ".local" / "share" / "kueue" / "local-cluster.json"
     wait_for(lambda: not pids.exists(), 10, "the pid file to be removed")
