@@ -19,6 +19,7 @@ from kueue.v1 import cluster_service_pb2_grpc, job_service_pb2_grpc, worker_serv
 from kueue_server import metrics_http
 from kueue_server.app import App
 from kueue_server.cluster_service import ClusterService
+from kueue_server.grpc_log import quiet_call_end_races
 from kueue_server.job_service import JobService
 from kueue_server.standard_services import PUBLIC_SERVICES, add_standard_services
 from kueue_server.store import StoreError
@@ -167,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     config = logs.start_program("kueue_server", args.config, args.log_format)
     if config is None:
         return 2
+    quiet_call_end_races()
     try:
         return event_loop.run(serve(config, args.port_file, args.ephemeral_store))
     except StoreError as exc:
