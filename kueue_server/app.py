@@ -142,8 +142,10 @@ class App:
             await self.commit()
         except Exception as exc:  # a failing store: they resend what was not acknowledged
             log.warning("could not store the workers' last messages before stopping: %s", exc)
+        goodbye = wpb.ConnectResponse(server_stopping=wpb.ServerStopping())
         for conn in list(self.conns.values()):
             # After the acknowledgements just queued: the outbox keeps order.
+            conn.send(goodbye)
             conn.close()
 
     async def stop(self) -> None:

@@ -41,6 +41,8 @@ AUTH_RETRY_SECONDS = 30.0
 REGISTER_TIMEOUT = 60.0
 # Logged when the server ends the stream because it is stopping.
 STOPPING_REASON = "the server is stopping"
+# After a write failed, how long the stream's status may take to arrive.
+STATUS_AFTER_FAILED_WRITE = 5.0
 # How long a leaving worker waits for the server to take its last messages.
 LEAVE_TIMEOUT = 10.0
 # Heartbeats asked for early (a job started or ended, draining began) come at
@@ -185,6 +187,8 @@ class Connection:
         self._outage_since: float | None = None
         self._outage_reason = ""
         self._auth_failure = ""
+        # The server said it is stopping (ServerStopping) on the current stream.
+        self._told_stopping = False
         # Streams opened and registrations answered, for logs and tests.
         self.streams_opened = 0
         self.registrations = 0
@@ -197,6 +201,7 @@ class Connection:
             while not self._stopping.is_set():
                 registered_before = self.registrations
                 began = time.monotonic()
+                self._told_stopping = False
                 try:
                     await self._session_once(stub)
                     reason = "the server closed the stream"
@@ -208,6 +213,8 @@ class Connection:
                     # Whatever broke this stream, jobs keep running and the next one may work.
                     log.debug("stream failed", exc_info=True)
                     reason = f"{type(exc).__name__}: {exc}"
+                if self._told_stopping:
+                    reason = STOPPING_REASON
                 if self._stopping.is_set():
                     break
                 # A stream that registered and lived a while was a success: retry
@@ -324,6 +331,14 @@ class Connection:
             while not reader.done():
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
+                    if task is not reader and not task.cancelled() and task.exception() is not None:
+                        # A write fails when the stream ends under it ("RPC already
+                        # finished", "Internal error from Core"); the status the
+                        # server ended it with, which the reader gets, says why.
+                        await asyncio.wait({reader}, timeout=STATUS_AFTER_FAILED_WRITE)
+                        if reader.done():
+                            reader.result()
+                            return
                     # The writer or the heartbeat failing ends the stream too.
                     task.result()
         finally:
@@ -342,9 +357,15 @@ class Connection:
             kind = response.WhichOneof("msg")
             if kind == "registered" and not session.registered.is_set():
                 self._registered(session, response.registered)
+            elif kind == "server_stopping":
+                self._told_stopping = True
+                return  # ends the stream; the jobs keep running
             elif kind == "batch":
                 for inner in response.batch.messages:
                     inner_kind = inner.WhichOneof("msg")
+                    if inner_kind == "server_stopping":
+                        self._told_stopping = True
+                        return
                     if inner_kind == "registered" and not session.registered.is_set():
                         # Not allowed there; taken anyway rather than never registering.
                         self._registered(session, inner.registered)

@@ -31,8 +31,9 @@ from kueue import rpc
 from kueue.config import WorkerSettings
 from kueue.v1 import common_pb2, worker_service_pb2_grpc
 from kueue.v1 import worker_service_pb2 as wpb
+from kueue_worker import connection
 from kueue_worker.attempts import Phase
-from kueue_worker.connection import Connection, _Session
+from kueue_worker.connection import STOPPING_REASON, Connection, _Session
 from kueue_worker.worker import Worker
 
 OUT = common_pb2.OUTPUT_STREAM_STDOUT
@@ -49,6 +50,7 @@ class ScriptedStream:
         self.log: list[wpb.ConnectRequest] = []
         self.ended = asyncio.Event()
         self.finish: asyncio.Future[grpc.StatusCode | None] = asyncio.get_running_loop().create_future()
+        self.details = "scripted failure"
 
     async def read_all(self) -> None:
         while (msg := await self.context.read()) is not grpc.aio.EOF:
@@ -67,8 +69,9 @@ class ScriptedStream:
             if msg.WhichOneof("msg") == kind:
                 return getattr(msg, kind)
 
-    def close(self, code: grpc.StatusCode | None = None) -> None:
+    def close(self, code: grpc.StatusCode | None = None, details: str = "scripted failure") -> None:
         """End the stream from the server's side: OK, or an error status."""
+        self.details = details
         if not self.finish.done():
             self.finish.set_result(code)
 
@@ -90,7 +93,7 @@ class ScriptedServer(worker_service_pb2_grpc.WorkerServiceServicer):
         reader.cancel()
         code = stream.finish.result()
         if code is not None:
-            await context.abort(code, "scripted failure")
+            await context.abort(code, stream.details)
 
     async def next_stream(self) -> ScriptedStream:
         return await asyncio.wait_for(self.streams.get(), DEADLINE)
@@ -301,6 +304,44 @@ def test_one_warning_per_outage_and_reconnect_when_the_server_appears(
             assert conn.announce_leaving("done")
             await conn.leave()
             await asyncio.wait_for(conn_task, DEADLINE)
+
+    asyncio.run(scenario())
+
+
+def test_a_stream_the_server_ends_mid_write_is_reported_with_the_server_s_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server stops while the worker writes a job's output as fast as it
+    can. A write in flight as the stream ends fails ("RPC already finished")
+    and makes grpcio report INTERNAL for the stream instead of the server's
+    status (seen here about one time in three): the ServerStopping message
+    the server sends first is what tells the reason."""
+    caplog.set_level(logging.INFO, logger="kueue_worker")
+    monkeypatch.setattr(connection, "BACKOFF_MAX", 0.05)  # many reconnects, quickly
+
+    async def scenario() -> None:
+        async with scripted_server() as (server, port):
+            # Unacknowledged output (none is, here) stops the job at 16 MB; each
+            # new stream resends it, so the writer is busy whenever the stream ends.
+            worker = make_worker(output_memory_mb=16, output_spill_mb=0)
+            conn, task, s = await connected(server, port, worker)
+            spec = job_spec(tmp_path, "import sys\nwhile True: sys.stdout.write('y' * 65536)\n")
+            await s.send(assign=wpb.Assign(job_id=1, attempt=1, spec=spec))
+            for stop in range(1, 11):
+                await s.next("output")  # the writer is busy
+                # As kueue_server's App.part_from_workers says goodbye.
+                await s.send(server_stopping=wpb.ServerStopping())
+                s.close(grpc.StatusCode.UNAVAILABLE, rpc.SERVER_STOPPING)
+                s = await server.next_stream()
+                await s.next("register")
+                outages = [
+                    r.getMessage() for r in caplog.records if "no connection to the server" in r.getMessage()
+                ]
+                assert len(outages) == stop and all(f"({STOPPING_REASON})" in m for m in outages), outages
+                await s.send(registered=wpb.Registered(heartbeat_interval_seconds=60))
+                await until(lambda stop=stop: conn.registrations == stop + 1, "the registration")
+            await worker.stop_jobs(signal.SIGKILL)
+            await leave(conn, task)
 
     asyncio.run(scenario())
 

@@ -36,7 +36,7 @@ class ConnectRequestBatch(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[ConnectRequest, _Mapping]]] = ...) -> None: ...
 
 class ConnectResponse(_message.Message):
-    __slots__ = ("registered", "assign", "kill", "output_ack", "finished_ack", "stdin", "signal_job", "retract", "batch", "output_window")
+    __slots__ = ("registered", "assign", "kill", "output_ack", "finished_ack", "stdin", "signal_job", "retract", "batch", "output_window", "server_stopping")
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     ASSIGN_FIELD_NUMBER: _ClassVar[int]
     KILL_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class ConnectResponse(_message.Message):
     RETRACT_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    SERVER_STOPPING_FIELD_NUMBER: _ClassVar[int]
     registered: Registered
     assign: Assign
     kill: Kill
@@ -57,7 +58,8 @@ class ConnectResponse(_message.Message):
     retract: Retract
     batch: ConnectResponseBatch
     output_window: OutputWindow
-    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., assign: _Optional[_Union[Assign, _Mapping]] = ..., kill: _Optional[_Union[Kill, _Mapping]] = ..., output_ack: _Optional[_Union[OutputAck, _Mapping]] = ..., finished_ack: _Optional[_Union[FinishedAck, _Mapping]] = ..., stdin: _Optional[_Union[Stdin, _Mapping]] = ..., signal_job: _Optional[_Union[SignalJob, _Mapping]] = ..., retract: _Optional[_Union[Retract, _Mapping]] = ..., batch: _Optional[_Union[ConnectResponseBatch, _Mapping]] = ..., output_window: _Optional[_Union[OutputWindow, _Mapping]] = ...) -> None: ...
+    server_stopping: ServerStopping
+    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., assign: _Optional[_Union[Assign, _Mapping]] = ..., kill: _Optional[_Union[Kill, _Mapping]] = ..., output_ack: _Optional[_Union[OutputAck, _Mapping]] = ..., finished_ack: _Optional[_Union[FinishedAck, _Mapping]] = ..., stdin: _Optional[_Union[Stdin, _Mapping]] = ..., signal_job: _Optional[_Union[SignalJob, _Mapping]] = ..., retract: _Optional[_Union[Retract, _Mapping]] = ..., batch: _Optional[_Union[ConnectResponseBatch, _Mapping]] = ..., output_window: _Optional[_Union[OutputWindow, _Mapping]] = ..., server_stopping: _Optional[_Union[ServerStopping, _Mapping]] = ...) -> None: ...
 
 class ConnectResponseBatch(_message.Message):
     __slots__ = ("messages",)
@@ -244,6 +246,10 @@ class OutputWindow(_message.Message):
     attempt: int
     limit: int
     def __init__(self, job_id: _Optional[int] = ..., attempt: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ServerStopping(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class Retract(_message.Message):
     __slots__ = ("job_id", "attempt")
