@@ -77,6 +77,9 @@ class Reservation:
     def __add__(self, other: Reservation) -> Reservation:
         return Reservation(self.slots + other.slots, self.cpus + other.cpus, self.ram_mb + other.ram_mb)
 
+    def __sub__(self, other: Reservation) -> Reservation:
+        return Reservation(self.slots - other.slots, self.cpus - other.cpus, self.ram_mb - other.ram_mb)
+
 
 @dataclass(frozen=True)
 class AssignDecision:
@@ -221,6 +224,8 @@ class Attempts:
         # at most max_slots of them, so admission does not walk every attempt
         # held (prefetched ones and finishes waiting for their acknowledgement).
         self._holding: dict[Key, Reservation] = {}
+        # Their sum, kept as they come and go (asked at every Assign and start).
+        self._reserved = Reservation()
         # Attempts whose Finished has not gone out on the current stream,
         # counting those that exited and have no Finished yet: a Started
         # waits for them, so the server never sees a slot taken twice.
@@ -241,10 +246,16 @@ class Attempts:
         return [a for a in self._attempts.values() if a.active]
 
     def reserved(self) -> Reservation:
-        total = Reservation()
-        for reservation in self._holding.values():
-            total += reservation
-        return total
+        return self._reserved
+
+    def _hold(self, key: Key, reservation: Reservation) -> None:
+        self._holding[key] = reservation
+        self._reserved += reservation
+
+    def _release(self, key: Key) -> None:
+        reservation = self._holding.pop(key, None)
+        if reservation is not None:
+            self._reserved -= reservation
 
     @property
     def waiting(self) -> int:
@@ -312,7 +323,7 @@ class Attempts:
         a.stdin.closed = not stdin_pipe
         self._attempts[key] = a
         if start:
-            self._holding[key] = reservation
+            self._hold(key, reservation)
             return AssignDecision(None, start=True)
         a.phase = Phase.WAITING
         self._waiting[key] = None
@@ -331,7 +342,7 @@ class Attempts:
             return None
         del self._waiting[key]
         a.phase = Phase.STARTING
-        self._holding[key] = a.reservation
+        self._hold(key, a.reservation)
         a.promoted = True
         return key
 
@@ -514,7 +525,7 @@ class Attempts:
         if a is None or not a.holds_slot:
             return False
         a.exited = True
-        del self._holding[key]
+        self._release(key)
         self._finish_pending.add(key)
         return True
 
@@ -549,7 +560,7 @@ class Attempts:
         finished.stderr_bytes = a.stderr.produced
         a.stdin.discard_rest()
         self._waiting.pop(a.key, None)
-        self._holding.pop(a.key, None)
+        self._release(a.key)
         a.phase = Phase.FINISHED
         a.finished = finished
         a.finished_sent = False
