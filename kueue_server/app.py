@@ -117,6 +117,10 @@ class App:
         self._tasks: list[asyncio.Task[None]] = []
         # Set by part_from_workers(): the server is going and takes no workers.
         self.stopping = False
+        # Whether the last commit succeeded; told to on_store_health when it
+        # changes (the health service says NOT_SERVING while the store fails).
+        self.store_ok = True
+        self.on_store_health: Callable[[bool], None] | None = None
         log.info(
             "store %s: %d jobs loaded (%s)",
             self.store.path,
@@ -217,6 +221,15 @@ class App:
             except Exception:  # never let one bad flush stop the server
                 log.exception("flush failed")
 
+    def _store_health(self, ok: bool) -> None:
+        if ok == self.store_ok:
+            return
+        self.store_ok = ok
+        if ok:
+            log.info("the store takes commits again")
+        if self.on_store_health is not None:
+            self.on_store_health(ok)
+
     async def flush_now(self) -> bool:
         """One round of dispatch and commit; False when the store failed."""
         now = self.clock()
@@ -238,6 +251,8 @@ class App:
                     self._output_held -= sum(len(w.data) for w in batch.outputs)
                     if self._output_held <= OUTPUT_HELD_LIMIT:
                         self._output_room.set()
+            # Only a write says how the store is: an empty round succeeds anyway.
+            self._store_health(error is None)
         if error is None:
             self._carry_out(effects)
             with one_write():

@@ -125,6 +125,7 @@ async def serve(config: kconfig.Config, port_file: str | None, ephemeral_store: 
     await app.start()
     # The store is open and the app runs: health says SERVING from the first call.
     await health.serving()
+    app.on_store_health = health.follow_store
     await server.start()
     log.info(
         "kueue_server %s listening on %s%s (data in %s)",

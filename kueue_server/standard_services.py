@@ -8,6 +8,7 @@ whether the server serves, and reflection describes the public protos/ files.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -38,11 +39,24 @@ class Health(health.aio.HealthServicer):
         super().__init__()
         # grpcio's servicer starts with the server SERVING; ours is not yet.
         self._server_status = {name: NOT_SERVING for name in ("", *KUEUE_SERVICES)}
+        # Status changes in progress (kept referenced until done).
+        self._updates: set[asyncio.Future[None]] = set()
 
     async def serving(self) -> None:
         """The store is open and the server listens: every service serves."""
         for name in ("", *KUEUE_SERVICES):
             await self.set(name, SERVING)
+
+    async def not_serving(self) -> None:
+        """The store fails its commits: reads work, but no change can be kept."""
+        for name in ("", *KUEUE_SERVICES):
+            await self.set(name, NOT_SERVING)
+
+    def follow_store(self, ok: bool) -> None:
+        """App.on_store_health: NOT_SERVING while the store fails, SERVING again after."""
+        task = asyncio.ensure_future(self.serving() if ok else self.not_serving())
+        self._updates.add(task)
+        task.add_done_callback(self._updates.discard)
 
     async def List(
         self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext

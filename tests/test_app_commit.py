@@ -151,3 +151,33 @@ def test_a_worker_held_back_by_a_failing_store_is_not_timed_out(
         app.store.close()
 
     asyncio.run(scenario())
+
+
+def test_the_store_health_follows_the_writes_not_the_empty_rounds(tmp_path: Path) -> None:
+    """What the health service says (NOT_SERVING while the store fails) comes
+    from commits that wrote something: a round with nothing to write proves nothing."""
+
+    async def scenario() -> None:
+        app = make_app(tmp_path)
+        app.store.start(asyncio.get_running_loop())
+        seen: list[bool] = []
+        app.on_store_health = seen.append
+        real_write = app.store.write
+        failing = [True]
+
+        async def write_failing_for_now(batch):  # type: ignore[no-untyped-def]
+            if failing[0]:
+                raise StoreError("disk full (injected)", out_of_space=True)
+            return await real_write(batch)
+
+        app.store.write = write_failing_for_now  # type: ignore[method-assign]
+        assert await app.flush_now() is True and seen == []  # nothing to write
+        app.add_spec(common_pb2.JobSpec(command=["true"]))
+        assert await app.flush_now() is False and seen == [False]
+        assert await app.flush_now() is False and seen == [False]  # the kept batch fails again
+        failing[0] = False
+        assert await app.flush_now() is True and seen == [False, True]
+        assert await app.flush_now() is True and seen == [False, True]
+        app.store.close()
+
+    asyncio.run(scenario())

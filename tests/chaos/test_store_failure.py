@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kueue import rpc
 from kueue.v1 import common_pb2, job_service_pb2, job_service_pb2_grpc
@@ -73,6 +74,14 @@ def test_full_disk_fails_writes_clearly_and_loses_nothing(tmp_path: Path) -> Non
         assert {int(small), int(big), *accepted.values()} <= {j.id for j in client.list_jobs().jobs}
         client.close()
         assert cluster.server is not None and cluster.server.poll() is None
+        # Health checkers (no secret needed) learn that the server cannot store.
+        health = health_pb2_grpc.HealthStub(channel)
+
+        def health_is(status: int) -> bool:
+            reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+            return reply.status == status
+
+        wait_for(lambda: health_is(health_pb2.HealthCheckResponse.NOT_SERVING), 30, "NOT_SERVING")
 
         # Space again: restart without the limit. The worker resends what was
         # not acknowledged; the refused submissions never existed.
