@@ -279,7 +279,9 @@ class App:
         for worker_id in effects.workers:
             worker = self.scheduler.workers.get(worker_id)
             if worker is not None:
-                batch.workers.append((worker.id, worker.name, worker.system.SerializeToString()))
+                batch.workers.append(
+                    (worker.id, worker.name, worker.system.SerializeToString(), worker.drained_by_operator)
+                )
 
     def _mark_truncated(self, job_ids: list[int]) -> None:
         for job_id in set(job_ids):

@@ -11,7 +11,9 @@ from kueue.v1 import cluster_service_pb2 as cpb
 from kueue.v1 import cluster_service_pb2_grpc, common_pb2
 from kueue_server import convert
 from kueue_server.app import App
+from kueue_server.job_service import abort_on
 from kueue_server.model import WorkerRecord
+from kueue_server.store import StoreError
 
 log = logging.getLogger("kueue_server")
 
@@ -46,7 +48,10 @@ class ClusterService(cluster_service_pb2_grpc.ClusterServiceServicer):
         worker = await self._find(request.id, context)
         self.app.scheduler.drain(worker.id, request.drain)
         self.app.observer.worker_drained(worker, request.drain)
-        self.app.kick()
+        try:
+            await self.app.commit()  # a drain outlives a restart of the server
+        except StoreError as exc:
+            await abort_on(context, exc)
         return cpb.DrainWorkerResponse(worker=convert.worker_message(worker))
 
     async def GetWorker(

@@ -421,6 +421,7 @@ class Scheduler:
         """An operator stops (or resumes) new offers to a worker."""
         worker = self.workers[worker_id]
         worker.drained_by_operator = drain
+        self._effects.workers.add(worker_id)  # kept across restarts
         if drain:
             self._retract_all(worker)
 

@@ -48,6 +48,8 @@ CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, name TEXT NOT NULL, sys
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 SCHEMA_VERSION = "1"
+# Added to workers since: an operator's drain (kueue drain) outlives a restart.
+ADDED_WORKER_COLUMNS = [("drained", "INTEGER")]
 # Largest batch committed on the caller's thread: rows cost ~10 us each, so
 # this bounds the stall of the event loop to about a millisecond.
 MAX_INLINE_ROWS = 64
@@ -78,7 +80,8 @@ class Batch:
     specs: list[tuple[int, bytes]] = field(default_factory=list)
     jobs: list[tuple[Any, ...]] = field(default_factory=list)
     deleted_jobs: list[int] = field(default_factory=list)
-    workers: list[tuple[str, str, bytes]] = field(default_factory=list)
+    # id, name, SystemInfo, drained by an operator
+    workers: list[tuple[str, str, bytes, bool]] = field(default_factory=list)
     outputs: list[OutputWrite] = field(default_factory=list)
     # Drop specs no job refers to any more (after cleanups).
     gc_specs: bool = False
@@ -137,6 +140,10 @@ class Store:
         for name, kind in ADDED_JOB_COLUMNS:
             if name not in have:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(workers)")}
+        for name, kind in ADDED_WORKER_COLUMNS:
+            if name not in have:
+                self._db.execute(f"ALTER TABLE workers ADD COLUMN {name} {kind}")
         self.outputs = output_files.OutputFiles(self.output_root, output_cap_bytes)
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -162,8 +169,10 @@ class Store:
             next_spec_id = max(next_spec_id, spec_id + 1)
         jobs = [job_from_row(row, specs) for row in self._db.execute(f"SELECT {JOB_COLUMNS} FROM jobs")]
         workers = []
-        for worker_id, name, system in self._db.execute("SELECT id, name, system FROM workers"):
-            worker = WorkerRecord(id=worker_id, name=name)
+        for worker_id, name, system, drained in self._db.execute(
+            "SELECT id, name, system, drained FROM workers"
+        ):
+            worker = WorkerRecord(id=worker_id, name=name, drained_by_operator=bool(drained))
             if system:
                 worker.system = common_pb2.SystemInfo.FromString(system)
             workers.append(worker)
@@ -291,7 +300,10 @@ class Store:
                     if batch.deleted_jobs:
                         db.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in batch.deleted_jobs])
                     if batch.workers:
-                        db.executemany("INSERT OR REPLACE INTO workers VALUES (?, ?, ?)", batch.workers)
+                        db.executemany(
+                            "INSERT OR REPLACE INTO workers (id, name, system, drained) VALUES (?, ?, ?, ?)",
+                            batch.workers,
+                        )
                     if batch.gc_specs:
                         db.execute("DELETE FROM specs WHERE id NOT IN (SELECT DISTINCT spec_id FROM jobs)")
                 db.execute("COMMIT")

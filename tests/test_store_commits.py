@@ -87,3 +87,31 @@ def test_a_stored_env_reads_back_as_json_dumps_wrote_it(env: dict[str, str]) -> 
     text = convert.job_row(job)[2]
     assert text == json.dumps(env)
     assert json.loads(text) == env
+
+
+def test_a_store_of_an_older_server_gains_the_drained_column_and_keeps_its_workers(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "kueue.sqlite3")
+    # The workers table as the first servers made it, with one worker in it.
+    db.executescript(
+        "CREATE TABLE workers (id TEXT PRIMARY KEY, name TEXT NOT NULL, system BLOB);"
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);"
+        "INSERT INTO meta VALUES ('schema', '1');"
+        "INSERT INTO workers VALUES ('old', 'w-old', NULL);"
+    )
+    db.commit()
+    db.close()
+
+    async def scenario() -> None:
+        store = Store(tmp_path, 1 << 20)
+        assert [(w.id, w.name, w.drained_by_operator) for w in store.load().workers] == [
+            ("old", "w-old", False)
+        ]
+        store.start(asyncio.get_running_loop())
+        await store.write(Batch(workers=[("new", "w-new", b"", True)]))
+        store.close()
+
+    asyncio.run(scenario())
+    store = Store(tmp_path, 1 << 20)
+    workers = {w.id: w.drained_by_operator for w in store.load().workers}
+    store.close()
+    assert workers == {"old": False, "new": True}

@@ -30,7 +30,15 @@ def test_drain_and_undrain_by_an_operator(cluster: Cluster, tmp_path: Path) -> N
     # Nothing is offered to a drained worker: the job stays pending while it is.
     assert state(cluster, job_id) == "JOB_STATE_PENDING"
     assert "no worker" in cluster.kueue("cmd", "true", cwd=tmp_path).stderr
+    # The drain outlives a crash of the server: nothing is offered after it either.
+    cluster.stop_server(signal.SIGKILL)
+    cluster.start_server()
+    cluster.wait_workers("w1")
+    assert draining(cluster, "w1")
+    (after,) = cluster.kueue("cmd", "echo", "after", cwd=tmp_path).stdout.split()
+    assert state(cluster, job_id) == state(cluster, after) == "JOB_STATE_PENDING"
     cluster.kueue("undrain", "w1")
+    wait_for(lambda: state(cluster, after) == "JOB_STATE_SUCCEEDED", 30, "the job to run after undrain")
     wait_for(lambda: state(cluster, job_id) == "JOB_STATE_SUCCEEDED", 30, "the job to run after undrain")
     unknown = cluster.kueue("drain", "nope", check=False)
     assert unknown.returncode != 0 and "no worker" in unknown.stderr
