@@ -108,42 +108,20 @@ class Store:
     def __init__(self, data_dir: Path, output_cap_bytes: int, *, in_memory: bool = False) -> None:
         """in_memory keeps the database in memory (nothing survives a restart):
         only for measuring what durability costs (kueue_server --ephemeral-store)."""
-        data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / "kueue.sqlite3"
         self.output_root = data_dir / "output"
-        self._db = sqlite3.connect(
-            ":memory:" if in_memory else self.path, check_same_thread=False, isolation_level=None
-        )
-        if not in_memory:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode survives a crash of the process (the case we
-            # promise); only a power loss may lose the last commits.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            # The writer thread checkpoints (see CHECKPOINT_EVERY), not
-            # whichever commit happens to fill the WAL, which may be inline.
-            self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._in_memory = in_memory
-        # SQLite's default page cache is 2 MB; with 100 000 jobs the table is
-        # several times that, and every commit re-read pages the OS had to
-        # hand over again (dispatch with 100 000 queued ran ~15% slower than
-        # with 1 000). Pages are only held as they are used.
-        self._db.execute("PRAGMA cache_size=-65536")
-        self._db.executescript(SCHEMA)
-        version = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        if version is None:
-            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-        elif version[0] != SCHEMA_VERSION:
-            raise StoreError(f"{self.path}: schema version {version[0]} is not supported by this server")
-        # New columns are optional (NULL in old rows), so an older server can
-        # still open the file: no new schema version for them.
-        have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-        for name, kind in ADDED_JOB_COLUMNS:
-            if name not in have:
-                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
-        have = {row[1] for row in self._db.execute("PRAGMA table_info(workers)")}
-        for name, kind in ADDED_WORKER_COLUMNS:
-            if name not in have:
-                self._db.execute(f"ALTER TABLE workers ADD COLUMN {name} {kind}")
+        try:
+            self._db = self._open(data_dir)
+        except (sqlite3.Error, OSError) as exc:
+            # A directory in the way, no permission, a file that is no database:
+            # one line for the operator, not a traceback.
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            if data_dir.exists() and not data_dir.is_dir():
+                reason = f"{data_dir} is not a directory"
+            raise StoreError(
+                f"cannot open the store {self.path}: {reason} (check server_settings.data_dir)"
+            ) from None
         self.outputs = output_files.OutputFiles(self.output_root, output_cap_bytes)
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -160,6 +138,42 @@ class Store:
         # Told how long each commit took and whether it succeeded (from the
         # writer thread, or the caller's for an inline commit).
         self.on_commit: Callable[[float, bool], None] | None = None
+
+    def _open(self, data_dir: Path) -> sqlite3.Connection:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(
+            ":memory:" if self._in_memory else self.path, check_same_thread=False, isolation_level=None
+        )
+        if not self._in_memory:
+            db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a crash of the process (the case we
+            # promise); only a power loss may lose the last commits.
+            db.execute("PRAGMA synchronous=NORMAL")
+            # The writer thread checkpoints (see CHECKPOINT_EVERY), not
+            # whichever commit happens to fill the WAL, which may be inline.
+            db.execute("PRAGMA wal_autocheckpoint=0")
+        # SQLite's default page cache is 2 MB; with 100 000 jobs the table is
+        # several times that, and every commit re-read pages the OS had to
+        # hand over again (dispatch with 100 000 queued ran ~15% slower than
+        # with 1 000). Pages are only held as they are used.
+        db.execute("PRAGMA cache_size=-65536")
+        db.executescript(SCHEMA)
+        version = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if version is None:
+            db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        elif version[0] != SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: schema version {version[0]} is not supported by this server")
+        # New columns are optional (NULL in old rows), so an older server can
+        # still open the file: no new schema version for them.
+        have = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+        for name, kind in ADDED_JOB_COLUMNS:
+            if name not in have:
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+        have = {row[1] for row in db.execute("PRAGMA table_info(workers)")}
+        for name, kind in ADDED_WORKER_COLUMNS:
+            if name not in have:
+                db.execute(f"ALTER TABLE workers ADD COLUMN {name} {kind}")
+        return db
 
     def load(self) -> Loaded:
         specs = {}

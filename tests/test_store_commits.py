@@ -9,13 +9,14 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from kueue.v1 import common_pb2
 from kueue_server import convert
 from kueue_server.model import JobRecord, Shape, State
-from kueue_server.store import CHECKPOINT_EVERY, Batch, OutputWrite, Store
+from kueue_server.store import CHECKPOINT_EVERY, Batch, OutputWrite, Store, StoreError
 
 
 def make_job(job_id: int) -> JobRecord:
@@ -115,3 +116,21 @@ def test_a_store_of_an_older_server_gains_the_drained_column_and_keeps_its_worke
     workers = {w.id: w.drained_by_operator for w in store.load().workers}
     store.close()
     assert workers == {"old": False, "new": True}
+
+
+def test_a_store_that_cannot_be_opened_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "in-the-way").mkdir()
+    (tmp_path / "in-the-way" / "kueue.sqlite3").mkdir()
+    (tmp_path / "garbage").mkdir()
+    (tmp_path / "garbage" / "kueue.sqlite3").write_bytes(b"not a database, " * 1000)
+    (tmp_path / "a-file").write_text("")
+    for data_dir, reason in (
+        (tmp_path / "in-the-way", "unable to open database file"),
+        (tmp_path / "garbage", "file is not a database"),
+        (tmp_path / "a-file", f"{tmp_path / 'a-file'} is not a directory"),
+    ):
+        with pytest.raises(StoreError) as caught:
+            Store(data_dir, 1 << 20)
+        message = str(caught.value)
+        assert message.startswith(f"cannot open the store {data_dir / 'kueue.sqlite3'}: {reason}"), message
+        assert "server_settings.data_dir" in message and "\n" not in message
