@@ -135,13 +135,29 @@ def _last_line(log: str) -> str:
 
 
 def _check_alive(role: str, started: Started) -> None:
+    how = ""
     with contextlib.suppress(ChildProcessError):  # not our child: init reaps it
-        os.waitpid(started.pid, os.WNOHANG)  # reap our dead child, so it is not a zombie
+        # Reap our dead child, so it is not a zombie, and learn how it ended.
+        pid, status = os.waitpid(started.pid, os.WNOHANG)
+        if pid == started.pid:
+            if os.WIFSIGNALED(status):
+                how = f" (killed by signal {os.WTERMSIG(status)})"
+            elif os.WIFEXITED(status):
+                how = f" (exit status {os.WEXITSTATUS(status)})"
     if _process(started, role) is None:
         last = _last_line(started.log)
+        if not how and _running(started.pid):
+            how = " (its pid now names another process)"
         raise KueueError(
-            f"{PROGRAMS[role]} exited during start-up{': ' + last if last else ''} (log: {started.log})"
+            f"{PROGRAMS[role]} exited during start-up{how}{': ' + last if last else ''} (log: {started.log})"
         )
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _wait_for_server(client: Client, started: Started, deadline: float) -> None:

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.cluster import REPO, Cluster, wait_for
@@ -129,7 +130,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_up_runs_a_first_job_and_down_stops_everything(tmp_path: Path) -> None:
+Kueue = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+def fresh_home(tmp_path: Path) -> tuple[Path, Kueue]:
+    """A home of its own, and `kueue` run there; its first run has written
+    the config template, pointed at a free loopback port."""
     home = tmp_path / "home"
     home.mkdir()
     env = {
@@ -151,7 +157,6 @@ def test_up_runs_a_first_job_and_down_stops_everything(tmp_path: Path) -> None:
             timeout=120,
         )
 
-    # First start writes the template; point it at a free loopback port.
     assert kueue("--version").returncode == 0
     config = home / ".config" / "kueue" / "config.toml"
     kueue("ls")  # creates the config (the server is not running yet: fails)
@@ -165,6 +170,22 @@ def test_up_runs_a_first_job_and_down_stops_everything(tmp_path: Path) -> None:
         .replace("dynamic_cpu_load_scale_factor = 1.0", "dynamic_cpu_load_scale_factor = 1000000.0")
     )
     assert "dynamic_cpu_load_scale_factor = 1000000.0" in config.read_text()
+    return home, kueue
+
+
+def test_up_says_how_a_server_that_could_not_start_ended(tmp_path: Path) -> None:
+    home, kueue = fresh_home(tmp_path)
+    data = home / ".local" / "share" / "kueue"
+    (data / "kueue.sqlite3").mkdir(parents=True)  # no store can be opened there
+    up = kueue("up")
+    assert up.returncode != 0
+    assert "kueue_server exited during start-up (exit status 1): " in up.stderr, up.stderr
+    assert "kueue.sqlite3" in up.stderr and len(up.stderr.strip().splitlines()) == 1, up.stderr
+    assert not (data / "local-cluster.json").exists()  # nothing left recorded as running
+
+
+def test_up_runs_a_first_job_and_down_stops_everything(tmp_path: Path) -> None:
+    home, kueue = fresh_home(tmp_path)
     try:
         up = kueue("up")
         assert up.returncode == 0, up.stderr
