@@ -21,19 +21,31 @@ def make_app(tmp_path: Path) -> App:
     return App(cfg)
 
 
+class FailingWrites:
+    """Makes app.store.write fail as on a full disk: `times` times, or until stop() (-1)."""
+
+    def __init__(self, app: App, times: int = -1) -> None:
+        self.left = times
+        real_write = app.store.write
+
+        async def write(batch):  # type: ignore[no-untyped-def]
+            if self.left:
+                if self.left > 0:
+                    self.left -= 1
+                raise StoreError("disk full (injected)", out_of_space=True)
+            return await real_write(batch)
+
+        app.store.write = write  # type: ignore[method-assign]
+
+    def stop(self) -> None:
+        self.left = 0
+
+
 def test_acks_wait_for_a_successful_commit_and_waiters_get_the_error(tmp_path: Path) -> None:
     async def scenario() -> None:
         app = make_app(tmp_path)
         app.store.start(asyncio.get_running_loop())
-        real_write = app.store.write
-        failures = [StoreError("disk full (injected)", out_of_space=True)]
-
-        async def write_failing_once(batch):  # type: ignore[no-untyped-def]
-            if failures:
-                raise failures.pop()
-            return await real_write(batch)
-
-        app.store.write = write_failing_once  # type: ignore[method-assign]
+        FailingWrites(app, times=1)
         sent: list[str] = []
         spec = common_pb2.JobSpec(
             command=["true"], cwd="/tmp", resources=common_pb2.Resources(slots=1, cpus=1)
@@ -74,15 +86,7 @@ def test_output_past_the_limit_holds_readers_back_until_a_commit_frees_it(tmp_pa
     async def scenario() -> None:
         app = make_app(tmp_path)
         app.store.start(asyncio.get_running_loop())
-        real_write = app.store.write
-        failures = [StoreError("disk full (injected)", out_of_space=True)]
-
-        async def write_failing_once(batch):  # type: ignore[no-untyped-def]
-            if failures:
-                raise failures.pop()
-            return await real_write(batch)
-
-        app.store.write = write_failing_once  # type: ignore[method-assign]
+        FailingWrites(app, times=1)
         chunk = b"y" * (1024 * 1024)
         offset = 0
         while not app.output_backlogged():
@@ -117,15 +121,7 @@ def test_a_worker_held_back_by_a_failing_store_is_not_timed_out(
         cfg.server_settings.data_dir = str(tmp_path / "data")
         app = App(cfg, clock=lambda: now[0])
         app.store.start(asyncio.get_running_loop())
-        real_write = app.store.write
-        failing = [True]
-
-        async def write_failing_for_now(batch):  # type: ignore[no-untyped-def]
-            if failing[0]:
-                raise StoreError("disk full (injected)", out_of_space=True)
-            return await real_write(batch)
-
-        app.store.write = write_failing_for_now  # type: ignore[method-assign]
+        failing = FailingWrites(app)
         sched = app.scheduler
         worker = sched.connect_worker(
             "w", "w1", Amount(1, 1, 100), common_pb2.SystemInfo(), "peer", [], now[0]
@@ -145,7 +141,7 @@ def test_a_worker_held_back_by_a_failing_store_is_not_timed_out(
                 await asyncio.sleep(0.01)
             sched.tick(now[0])
             assert worker.connected and not held.done()
-        failing[0] = False
+        failing.stop()
         assert await app.flush_now() is True
         await asyncio.wait_for(held, 10)
         app.store.close()
@@ -162,20 +158,12 @@ def test_the_store_health_follows_the_writes_not_the_empty_rounds(tmp_path: Path
         app.store.start(asyncio.get_running_loop())
         seen: list[bool] = []
         app.on_store_health = seen.append
-        real_write = app.store.write
-        failing = [True]
-
-        async def write_failing_for_now(batch):  # type: ignore[no-untyped-def]
-            if failing[0]:
-                raise StoreError("disk full (injected)", out_of_space=True)
-            return await real_write(batch)
-
-        app.store.write = write_failing_for_now  # type: ignore[method-assign]
+        failing = FailingWrites(app)
         assert await app.flush_now() is True and seen == []  # nothing to write
         app.add_spec(common_pb2.JobSpec(command=["true"]))
         assert await app.flush_now() is False and seen == [False]
         assert await app.flush_now() is False and seen == [False]  # the kept batch fails again
-        failing[0] = False
+        failing.stop()
         assert await app.flush_now() is True and seen == [False, True]
         assert await app.flush_now() is True and seen == [False, True]
         app.store.close()

@@ -8,22 +8,14 @@ from collections.abc import Iterator
 import pytest
 
 from kueue_server.grpc_log import GRPC_CORE_LOGGER, quiet_call_end_races
-
-
-class Recorder(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+from tests.test_logs import Keep
 
 
 @pytest.fixture
-def recorded() -> Iterator[tuple[logging.Logger, Recorder]]:
+def recorded() -> Iterator[tuple[logging.Logger, Keep]]:
     logger = logging.getLogger(GRPC_CORE_LOGGER)
     root = logging.getLogger()
-    recorder = Recorder()
+    recorder = Keep()
     saved = (list(logger.filters), root.level)
     root.addHandler(recorder)
     try:
@@ -47,7 +39,7 @@ def _grpcio_complains(logger: logging.Logger) -> None:
         )
 
 
-def test_a_send_to_an_ended_call_is_debug_not_error(recorded: tuple[logging.Logger, Recorder]) -> None:
+def test_a_send_to_an_ended_call_is_debug_not_error(recorded: tuple[logging.Logger, Keep]) -> None:
     logger, recorder = recorded
     logging.getLogger().setLevel(logging.INFO)
     _grpcio_complains(logger)
@@ -57,7 +49,7 @@ def test_a_send_to_an_ended_call_is_debug_not_error(recorded: tuple[logging.Logg
     assert [r.levelname for r in recorder.records] == ["DEBUG"]
 
 
-def test_grpcio_s_other_errors_stay_errors(recorded: tuple[logging.Logger, Recorder]) -> None:
+def test_grpcio_s_other_errors_stay_errors(recorded: tuple[logging.Logger, Keep]) -> None:
     logger, recorder = recorded
     logging.getLogger().setLevel(logging.INFO)
     logger.error("Unexpected [ValueError] raised by servicer method [/kueue.v1.JobService/Submit]")
