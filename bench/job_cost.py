@@ -63,23 +63,37 @@ def main(argv: list[str] | None = None) -> int:
                     spies.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                 time.sleep(1.0)  # py-spy attaches
             before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            busy_before = machine_busy()
             after: dict[str, float] = {}
-            rate = array_rate(
-                client,
-                args.jobs,
-                str(work),
-                on_done=lambda: after.update({n: cpu_seconds(p) for n, p in pids.items()}),
-            )
+            busy_after: list[tuple[float, float]] = []
+
+            def done() -> None:
+                after.update({n: cpu_seconds(p) for n, p in pids.items()})
+                busy_after.append(machine_busy())
+
+            rate = array_rate(client, args.jobs, str(work), on_done=done)
             for spy in spies:
                 spy.send_signal(2)
             for spy in spies:
                 spy.wait(timeout=60)
     per_job = {name: 1000 * (after[name] - before[name]) / args.jobs for name in pids}
+    busy = busy_after[0][0] - busy_before[0]
+    idle = 100 * (1 - busy / max(busy_after[0][1] - busy_before[1], 1e-9))
     print(
         f"{args.jobs} jobs, {args.slots} slots: {rate:.0f} jobs/s; CPU per job: "
-        f"server {per_job['server']:.2f} ms, worker {per_job['worker']:.2f} ms"
+        f"server {per_job['server']:.2f} ms, worker {per_job['worker']:.2f} ms, "
+        f"whole machine {1000 * busy / args.jobs:.2f} ms; machine idle {idle:.0f}%"
     )
     return 0
+
+
+def machine_busy() -> tuple[float, float]:
+    """CPU seconds the machine spent busy and in all, summed over its CPUs (from /proc/stat)."""
+    import psutil
+
+    t = psutil.cpu_times()
+    total = sum(t)
+    return total - t.idle - getattr(t, "iowait", 0.0), total
 
 
 if __name__ == "__main__":
