@@ -78,7 +78,7 @@ class WorkerSettings:
     # Ours: jobs taken beyond the free slots, started the moment a slot
     # frees without a round trip to the server (taken back for an idle
     # worker); 0 turns it off.
-    prefetch_jobs: int = 16
+    prefetch_jobs: int = 32
 
 
 @dataclass
@@ -231,7 +231,7 @@ output_memory_mb = 64
 output_spill_mb = 2048
 # Jobs taken beyond the free slots, to start the moment a slot frees without
 # waiting for the server (it takes them back for an idle worker); 0: none.
-prefetch_jobs = 16
+prefetch_jobs = 32
 
 [client_settings]
 # Resources a job asks for unless given on the command line.

@@ -11,7 +11,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 import kueue
-from kueue import rpc, wire
+from kueue import rpc, wire, write_pace
 from kueue.v1 import worker_service_pb2 as wpb
 from kueue.v1 import worker_service_pb2_grpc
 from kueue_server.app import App, WorkerConn
@@ -29,8 +29,8 @@ MAX_REASON_CHARS = 4096
 # At most this many messages, or about this many bytes, in one batch write.
 BATCH_MESSAGES = 256
 BATCH_BYTES = 1024 * 1024
-# See the worker's writer (kueue_worker/connection.py).
-COALESCE_SECONDS = 0.002
+# See the worker's writer (kueue_worker/connection.py) and kueue.write_pace.
+COALESCE_SECONDS = write_pace.QUIET_SECONDS
 BATCH_FIELD = wpb.ConnectResponse.DESCRIPTOR.fields_by_name["batch"].number
 # While a stream is held back (App.OUTPUT_HELD_LIMIT), how often its worker is
 # marked as heard from: the silence is ours, not the worker's.
@@ -210,7 +210,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                 return
             if len(batch) < BATCH_MESSAGES and size < BATCH_BYTES:
                 # Not full: what comes next a moment later shares the next write.
-                await asyncio.sleep(COALESCE_SECONDS)
+                await asyncio.sleep(write_pace.after_batch(len(batch)))
 
     def _handle(self, conn: WorkerConn, msg: wpb.ConnectRequest) -> None:
         app = self.app

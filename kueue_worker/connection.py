@@ -26,7 +26,7 @@ from pathlib import Path
 
 import grpc
 
-from kueue import rpc, wire
+from kueue import rpc, wire, write_pace
 from kueue.logs import event
 from kueue.v1 import worker_service_pb2 as wpb
 from kueue_worker.worker import Worker, request
@@ -53,12 +53,10 @@ MIN_HEARTBEAT_GAP = 0.1
 BATCH_MESSAGES = 256
 BATCH_BYTES = 1024 * 1024
 BATCH_FIELD = wpb.ConnectRequest.DESCRIPTOR.fields_by_name["batch"].number
-# After a quiet moment, and after a batch that did not fill up, the writer
-# waits this long before writing, so that messages a moment apart (a finish,
-# the next start, a heartbeat) share one write: a write costs far more CPU
-# than waiting does (about 125 us each side), and at hundreds of jobs a second
-# writing whenever one message is ready meant a write per message.
-COALESCE_SECONDS = 0.002
+# After a quiet moment the writer waits this long before writing, so that
+# messages a moment apart (a finish, the next start, a heartbeat) share one
+# write; after a batch that did not fill up, as long as write_pace says.
+COALESCE_SECONDS = write_pace.QUIET_SECONDS
 
 
 class _Session:
@@ -93,10 +91,10 @@ class _Session:
         closing = False
         while True:
             if self.batches:
-                full = await self._write_batch(pull, finishes_unsent)
-                if full is not None:
-                    if not full:
-                        await asyncio.sleep(COALESCE_SECONDS)
+                pause = await self._write_batch(pull, finishes_unsent)
+                if pause is not None:
+                    if pause:
+                        await asyncio.sleep(pause)
                     continue
             if self.control:
                 await self.call.write(self.control.popleft())
@@ -123,11 +121,11 @@ class _Session:
 
     async def _write_batch(
         self, pull: Callable[[], wpb.ConnectRequest | bytes | None], finishes_unsent: Callable[[], bool]
-    ) -> bool | None:
+    ) -> float | None:
         """Control messages, then pulled ones, in one write, in the order the
-        unbatched writer would send them; whether the batch was full, or None
-        when there is nothing to send (the caller goes on one by one: Leaving,
-        the half-close, waiting)."""
+        unbatched writer would send them; how long to wait before the next
+        write (0 after a full batch), or None when there is nothing to send
+        (the caller goes on one by one: Leaving, the half-close, waiting)."""
         if self.after_finishes and not finishes_unsent():
             return None
         messages: list[wpb.ConnectRequest | bytes] = []
@@ -150,7 +148,9 @@ class _Session:
             await self.call.write(messages[0])
         else:
             await self.call.write(wire.batch(BATCH_FIELD, messages))
-        return len(messages) >= BATCH_MESSAGES or size >= BATCH_BYTES
+        if len(messages) >= BATCH_MESSAGES or size >= BATCH_BYTES:
+            return 0.0
+        return write_pace.after_batch(len(messages))
 
 
 class _WorkerServiceStub:

@@ -536,8 +536,8 @@ def test_output_limits_must_be_sane(line: str, key: str) -> None:
         parse(FULL.replace(f"{key} = {8 if key == 'output_memory_mb' else 100}", line))
 
 
-def test_prefetch_jobs_defaults_to_16_and_must_not_be_negative() -> None:
-    assert parse(with_secret("")).worker_settings.prefetch_jobs == 16
+def test_prefetch_jobs_defaults_to_32_and_must_not_be_negative() -> None:
+    assert parse(with_secret("")).worker_settings.prefetch_jobs == 32
     assert parse(with_secret("[worker_settings]\nprefetch_jobs = 0\n")).worker_settings.prefetch_jobs == 0
     with pytest.raises(config.ConfigError, match="prefetch_jobs must not be negative"):
         parse(with_secret("[worker_settings]\nprefetch_jobs = -1\n"))
