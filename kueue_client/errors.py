@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kueue import status_details
+
 # Exit statuses of the CLI.
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -56,6 +58,12 @@ def from_rpc_error(exc: Any, address: str, config_path: Path | str | None) -> Ku
             f"the kueue server at {address} closed the connection during set-up: it may use TLS "
             f"(set common_settings.tls_ca) or require a client certificate (tls_client_cert, "
             f"tls_client_key) in {where}",
+            code=name,
+        )
+    if name == "UNAVAILABLE" and details == status_details.CLIENT_STREAM_STOPPING:
+        return KueueError(
+            f"the kueue server at {address} is stopping; jobs keep running on their workers "
+            "(ask again once it is back: kueue ls)",
             code=name,
         )
     if name == "UNAVAILABLE":

@@ -30,7 +30,7 @@ from kueue_server.app import App
 from kueue_server.attach_tap import Chunk, StdinAck, Tap
 from kueue_server.model import FINAL, JobRecord, State
 from kueue_server.scheduler import SchedulerError
-from kueue_server.watchers import Watch
+from kueue_server.watchers import StreamsClosed, Watch
 
 log = logging.getLogger("kueue_server")
 
@@ -132,6 +132,8 @@ class AttachSession:
             if not tap.items and not tap.dropped and (int(job.state), job.attempt) == self.sent_state:
                 watch.take()  # clears the event, which job changes share with the tap
                 await tap.event.wait()
+            if watch.closed:
+                raise StreamsClosed
 
     async def _send_job_if_changed(self, job: JobRecord) -> None:
         key = (int(job.state), job.attempt)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterable
 import grpc
 from google.protobuf.message import DecodeError
 
+from kueue import status_details
 from kueue.v1 import job_service_pb2 as jpb
 from kueue.v1 import job_service_pb2_grpc
 from kueue_server import convert, limits, list_watch, output_files
@@ -18,6 +19,7 @@ from kueue_server.convert import summary_message
 from kueue_server.model import FINAL, JobRecord, State
 from kueue_server.scheduler import Scheduler, SchedulerError
 from kueue_server.store import StoreError
+from kueue_server.watchers import StreamsClosed
 
 log = logging.getLogger("kueue_server")
 
@@ -70,6 +72,8 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             await AttachSession(self.app, context).run(first)
         except (SchedulerError, StoreError) as exc:
             await abort_on(context, exc)
+        except StreamsClosed:
+            await _stopping(context)
 
     async def ListJobs(
         self, request: jpb.ListJobsRequest, context: grpc.aio.ServicerContext
@@ -155,6 +159,8 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                 yield _watch_message(sched, job_id)
             while True:
                 await watch.event.wait()
+                if watch.closed:
+                    await _stopping(context)
                 for job_id in watch.take():
                     yield _watch_message(sched, job_id)
         finally:
@@ -164,8 +170,11 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         self, request: jpb.WatchListRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[jpb.WatchListResponse]:
         states = await _states(request.states, context)
-        async for msg in list_watch.stream(self.app, list_watch.Params.of(request, states)):
-            yield msg
+        try:
+            async for msg in list_watch.stream(self.app, list_watch.Params.of(request, states)):
+                yield msg
+        except StreamsClosed:
+            await _stopping(context)
 
     async def ReadOutput(
         self, request: jpb.ReadOutputRequest, context: grpc.aio.ServicerContext
@@ -213,10 +222,17 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                     return
                 if not done:
                     await watch.event.wait()
+                    if watch.closed:
+                        await _stopping(context)
                     watch.take()
         finally:
             if watch is not None:
                 app.watchers.remove(watch)
+
+
+async def _stopping(context: grpc.aio.ServicerContext) -> None:
+    """End a watching stream: the server is stopping (the client may ask again later)."""
+    await context.abort(grpc.StatusCode.UNAVAILABLE, status_details.CLIENT_STREAM_STOPPING)
 
 
 async def _states(values: Iterable[int], context: grpc.aio.ServicerContext) -> frozenset[State] | None:

@@ -27,6 +27,7 @@ from kueue_server.app import App
 from kueue_server.convert import summary_message
 from kueue_server.model import State
 from kueue_server.scheduler import Scheduler
+from kueue_server.watchers import StreamsClosed
 
 MAX_LIMIT = 1000
 DEFAULT_INTERVAL = 0.25
@@ -104,6 +105,8 @@ async def stream(app: App, params: Params) -> AsyncIterator[jpb.WatchListRespons
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(timeout):
                         await watch.event.wait()
+            if watch.closed:
+                raise StreamsClosed
     finally:
         app.watchers.remove(watch)
 

@@ -156,6 +156,9 @@ async def serve(config: kconfig.Config, port_file: str | None, ephemeral_store: 
     # (they keep their jobs and reconnect later): their streams end now, not
     # cut off when the grace time is up.
     await app.part_from_workers()
+    # And the clients' watching streams (wait, log -f, ls --watch, run),
+    # which would otherwise hold the stop for the whole grace time.
+    app.watchers.close()
     await stopping
     if metrics is not None:
         await metrics.stop()

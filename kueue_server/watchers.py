@@ -11,11 +11,17 @@ import asyncio
 from collections.abc import Collection, Iterable
 
 
+class StreamsClosed(Exception):
+    """The server is stopping: a watching stream ends now (Watchers.close)."""
+
+
 class Watch:
     def __init__(self, ids: frozenset[int] | None, cap: int | None = None) -> None:
         self.ids = ids
         self.changed: dict[int, None] = {}
         self.event = asyncio.Event()
+        # Set by Watchers.close(), with the event: the stream's owner ends it.
+        self.closed = False
         # With a cap, more changes than `cap` between two looks collapse into
         # `overflow` ("anything may have changed"): memory stays constant
         # however many jobs change while the reader is slow.
@@ -46,9 +52,13 @@ class Watchers:
     def __init__(self) -> None:
         self._all: set[Watch] = set()
         self._by_job: dict[int, set[Watch]] = {}
+        self.closed = False
 
     def add(self, ids: Iterable[int] | None, cap: int | None = None) -> Watch:
         watch = Watch(frozenset(ids) if ids is not None else None, cap)
+        if self.closed:
+            watch.closed = True
+            watch.event.set()
         if watch.ids is None:
             self._all.add(watch)
         else:
@@ -76,6 +86,15 @@ class Watchers:
             for watch in self._by_job.get(job_id, ()):
                 watch.changed[job_id] = None
                 watch.event.set()
+
+    def close(self) -> None:
+        """The server is stopping: wake every watch, marked closed, so that
+        the streams end now rather than when the server's grace time for
+        calls in flight is up (a watching stream never ends by itself)."""
+        self.closed = True
+        for watch in [*self._all, *(w for ws in self._by_job.values() for w in ws)]:
+            watch.closed = True
+            watch.event.set()
 
     def __len__(self) -> int:
         return len(self._all) + sum(len(w) for w in self._by_job.values())

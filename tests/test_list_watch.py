@@ -24,7 +24,7 @@ from kueue_server.app import App
 from kueue_server.list_watch import CHANGED_CAP, MIN_INTERVAL, Params, next_window, stream
 from kueue_server.model import Amount, State
 from kueue_server.scheduler import Scheduler
-from kueue_server.watchers import Watch, Watchers
+from kueue_server.watchers import StreamsClosed, Watch, Watchers
 from tests.test_scheduler import make, submit
 
 STATES = list(State)
@@ -291,5 +291,36 @@ def test_stream_sends_the_whole_window_after_overflow(tmp_path: Path) -> None:
                 assert _ids(msg) == [window[0]]
             finally:
                 await gen.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_closing_the_watchers_ends_a_waiting_stream(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with _running_app(tmp_path) as app:
+            await _submit(app, 3)
+            gen = stream(app, Params(None, 5, False, MIN_INTERVAL))
+            try:
+                await _next(gen)
+                waiting = asyncio.ensure_future(_next(gen))
+                await app.watchers.events[0].parked_at_least(1)  # it waits for a change
+                app.watchers.close()
+                with pytest.raises(StreamsClosed):
+                    await waiting
+            finally:
+                await gen.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_closing_the_watchers_wakes_every_watch_and_later_ones_come_closed() -> None:
+    async def scenario() -> None:
+        watchers = Watchers()
+        every, one = watchers.add(None), watchers.add([7])
+        watchers.close()
+        later = watchers.add([8])
+        for watch in (every, one, later):
+            assert watch.closed
+            await asyncio.wait_for(watch.event.wait(), DEADLINE)
 
     asyncio.run(scenario())
