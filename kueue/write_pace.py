@@ -8,9 +8,9 @@ a stream carrying a few messages now and then (an attached `kueue run`: a
 Started, some output, a Finished) is answered within the short wait, while
 one whose last batch was busy (an array of short jobs: an acknowledgement,
 a start and a finish per job, hundreds a second) waits longer and so writes
-fewer, larger batches. With 2 ms after every write, such an array took a
-write per three jobs on each side once the worker stopped blocking in its
-spawns, and the two processes spent a third more CPU per job.
+fewer, larger batches. Against 2 ms after every write, this took the
+server's CPU per job in an array of `true` from about 0.35 to 0.27 ms
+(bench/job_cost.py, three rounds each).
 """
 
 from __future__ import annotations

@@ -404,9 +404,6 @@ class JobProcess:
         finally:
             stdio.close_child_ends()
         self._started_at = time.monotonic()
-        self._follow_spawned(pid, stdio)
-
-    def _follow_spawned(self, pid: int, stdio: _Stdio) -> None:
         self.pid = pid
         loop = asyncio.get_running_loop()
         self._watch = fd_watch.of(loop)

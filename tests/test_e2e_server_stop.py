@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from kueue_client.errors import KueueError
-from tests.cluster import Cluster, wait_for
+from tests.cluster import Cluster
 from tests.test_e2e_core import submit, wait_state
 
 
@@ -54,7 +54,7 @@ def test_a_stopping_server_ends_watching_streams_saying_so(
     reader.start()
     assert cluster.stop_server(signal.SIGTERM) == 0
     reader.join(timeout=30)
-    wait_for(lambda: ended, what="the stream to end")
+    assert ended, "the stream did not end"
     (error,) = ended
     assert isinstance(error, KueueError), error
     assert error.code == "UNAVAILABLE"
