@@ -129,7 +129,12 @@ def command_line(spec: common_pb2.JobSpec) -> list[str]:
 def environment(
     spec: common_pb2.JobSpec, job_id: int, attempt: int, worker_name: str, worker_id: str = ""
 ) -> dict[str, str]:
-    env = dict(os.environ) if spec.use_worker_env else dict(spec.env)
+    if spec.use_worker_env:
+        env = dict(os.environ)
+    else:
+        # Not dict(spec.env): that goes through a Python KeysView, twice as slow.
+        src = spec.env
+        env = {key: src[key] for key in src}
     env["KUEUE_JOB_ID"] = str(job_id)
     env["KUEUE_ATTEMPT"] = str(attempt)
     env["KUEUE_WORKER"] = worker_name

@@ -38,19 +38,26 @@ _ENCODING = sys.getfilesystemencoding()
 _ERRORS = sys.getfilesystemencodeerrors()
 # Candidate paths of a command without a slash, per (PATH, command), as
 # Popen computes them at every spawn; bounded, since PATH comes from jobs.
-_candidates: dict[tuple[str | None, str], tuple[bytes, ...]] = {}
+# Each comes with when it was computed (see _executables).
+_candidates: dict[tuple[str | None, str], tuple[tuple[bytes, ...], float]] = {}
 MAX_CANDIDATE_ENTRIES = 256
+# How long the directory a command was found in is tried first.
+FOUND_SECONDS = 1.0
 _devnull: tuple[int, int] = (-1, -1)  # (pid that opened it, fd)
 
 
 def encode_environment(env: Mapping[str, str]) -> list[bytes]:
     """KEY=VALUE entries as the exec takes them (what Popen makes of env=)."""
-    out = []
-    for key, value in env.items():
+    for key in env:
         if "=" in key:
             raise ValueError(f"illegal environment variable name {key!r}")
-        out.append(f"{key}={value}".encode(_ENCODING, _ERRORS))
-    return out
+    entries = [f"{key}={value}" for key, value in env.items()]
+    # One encode of the whole instead of one per entry: a third of the cost.
+    joined = "\0".join(entries)
+    if joined.count("\0") != len(entries) - 1:
+        # A NUL inside: entry by entry, so that the exec refuses it as before.
+        return [entry.encode(_ENCODING, _ERRORS) for entry in entries]
+    return joined.encode(_ENCODING, _ERRORS).split(b"\0") if entries else []
 
 
 def devnull() -> int:
@@ -64,19 +71,42 @@ def devnull() -> int:
 
 
 def _executables(program: str, path: str | None) -> tuple[bytes, ...]:
-    """What the child tries to exec, in order (as Popen and os.execvpe search PATH)."""
-    if os.path.dirname(program):
+    """What the child tries to exec, in order (as Popen and os.execvpe search PATH).
+
+    As a shell's command hash does, the directory the command was last found
+    in comes first, for FOUND_SECONDS: the loop waits in the vfork while the
+    child tries each directory before it (about 1.5 us each; PATHs of 15 are
+    common). The whole PATH follows, so a command moved away is still found;
+    one newly put in an earlier directory is seen within FOUND_SECONDS.
+    """
+    if "/" in program:
         return (os.fsencode(program),)
     key = (path, program)
-    found = _candidates.get(key)
-    if found is None:
-        name = os.fsencode(program)
-        dirs = os.get_exec_path({"PATH": path} if path is not None else {})
-        found = tuple(os.path.join(os.fsencode(d), name) for d in dirs)
-        if len(_candidates) >= MAX_CANDIDATE_ENTRIES:
-            _candidates.clear()
-        _candidates[key] = found
+    now = time.monotonic()
+    cached = _candidates.get(key)
+    if cached is not None and now - cached[1] < FOUND_SECONDS:
+        return cached[0]
+    name = os.fsencode(program)
+    dirs = os.get_exec_path({"PATH": path} if path is not None else {})
+    found = tuple(os.path.join(os.fsencode(d), name) for d in dirs)
+    first = _first_executable(found)
+    if first:
+        found = (found[first], *found)
+    if len(_candidates) >= MAX_CANDIDATE_ENTRIES:
+        _candidates.clear()
+    _candidates[key] = (found, now)
     return found
+
+
+def _first_executable(candidates: tuple[bytes, ...]) -> int | None:
+    """Where the exec would succeed, as far as the worker can tell; None if
+    not found or if a directory is relative (the child's cwd decides that)."""
+    for i, candidate in enumerate(candidates):
+        if not candidate.startswith(b"/"):
+            return None
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return i
+    return None
 
 
 def spawn(

@@ -145,6 +145,64 @@ def test_an_environment_popen_refuses_is_refused(tmp_path: Path) -> None:
         )
 
 
+def test_a_nul_in_the_environment_is_refused_as_popen_refuses_it() -> None:
+    # Encoded in one piece, a NUL would otherwise split an entry in two.
+    env = dict(ENV, SPLIT="a\0B=b")
+    with pytest.raises(ValueError) as expected:
+        run_popen(["true"], None, env)
+    with pytest.raises(ValueError) as got:
+        run_lean(["true"], None, env)
+    assert str(got.value) == str(expected.value)
+
+
+def test_the_environment_is_encoded_as_popen_encodes_it() -> None:
+    env = dict(ENV, EMPTY="", EQUALS="a=b", SURROGATE="\udcff", LAST="x")
+    assert spawn.encode_environment(env) == [
+        f"{k}={v}".encode(sys.getfilesystemencoding(), "surrogateescape") for k, v in env.items()
+    ]
+    assert spawn.encode_environment({}) == []
+
+
+def test_the_directory_a_command_was_found_in_is_tried_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spawn, "FOUND_SECONDS", 3600.0)
+    early, late, later = tmp_path / "early", tmp_path / "late", tmp_path / "later"
+    for d in (early, late, later):
+        d.mkdir()
+
+    def put(d: Path, text: str) -> Path:
+        tool = d / "kueue-test-hashed"
+        tool.write_text(f"#!/bin/sh\necho {text}\n")
+        tool.chmod(0o755)
+        return tool
+
+    tool = put(late, "late")
+    env = dict(ENV, PATH=f"{early}:{late}:{later}:{ENV['PATH']}")
+    assert run_lean(["kueue-test-hashed"], None, env) == (0, b"late\n")
+    assert spawn._executables("kueue-test-hashed", env["PATH"])[0] == os.fsencode(tool)
+    # Moved further down the PATH: still found, the hash notwithstanding.
+    tool.rename(later / tool.name)
+    assert run_lean(["kueue-test-hashed"], None, env) == (0, b"late\n")
+    # As with a shell's hash, one put earlier on the PATH is seen once it expires.
+    put(late, "late again")
+    put(early, "early")
+    assert run_lean(["kueue-test-hashed"], None, env) == (0, b"late again\n")
+    monkeypatch.setattr(spawn, "FOUND_SECONDS", 0.0)
+    assert run_lean(["kueue-test-hashed"], None, env) == (0, b"early\n")
+
+
+def test_a_relative_directory_on_the_path_keeps_the_path_order(tmp_path: Path) -> None:
+    # Relative to the job's cwd, which the worker cannot look into for it.
+    env = dict(ENV, PATH=f"bin:{ENV['PATH']}")
+    (tmp_path / "bin").mkdir()
+    tool = tmp_path / "bin" / "true"
+    tool.write_text("#!/bin/sh\necho relative\n")
+    tool.chmod(0o755)
+    assert spawn._executables("true", env["PATH"])[0] == b"bin/true"
+    assert run_lean(["true"], str(tmp_path), env) == (0, b"relative\n")
+
+
 def test_the_start_time_from_the_spawns_clock_is_procs(tmp_path: Path) -> None:
     """The ledger's pid-reuse check compares start times exactly: one taken
     from the clock readings around the spawn must be what /proc shows."""
