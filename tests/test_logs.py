@@ -4,6 +4,7 @@ module's own way."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import sys
 import time
@@ -184,3 +185,119 @@ def test_held_lines_go_out_when_an_exception_ends_one_write(batching: tuple[logg
         logger.info("before the crash")
         raise RuntimeError("crash")
     assert messages(stream.getvalue()) == ["before the crash"]
+
+
+@pytest.fixture
+def only_handler(set_up_logging: None) -> Iterator[Writes]:
+    """A stream for _install(), which makes setup()'s kind of handler the root
+    logger's only one: the root's handlers are put back afterwards."""
+    stream = Writes()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    root.handlers[:] = []
+    root.setLevel(logging.INFO)
+    try:
+        yield stream
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+
+
+def _install(stream: Writes, fmt: str) -> logs.BatchingHandler:
+    """In the test's body: pytest adds its capturing handlers to the root
+    only once the test is called, and with them event() takes the usual way."""
+    handler = logs.BatchingHandler(stream)
+    handler.setFormatter(
+        logs.JsonFormatter("kueue_server") if fmt == "json" else logs.TextFormatter(program="kueue_server")
+    )
+    logging.getLogger().handlers[:] = [handler]
+    return handler
+
+
+def _without_time(line: str, fmt: str) -> object:
+    if fmt == "json":
+        out = json.loads(line)
+        del out["time"]
+        return out
+    return line.split(" ", 2)[2]
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+@pytest.mark.parametrize("args", [(7, "w1"), ({"job": 7},), ()])
+def test_event_lines_made_directly_equal_those_made_from_a_record(
+    only_handler: Writes, fmt: str, args: tuple[object, ...]
+) -> None:
+    handler = _install(only_handler, fmt)
+    logger = logging.getLogger("kueue_test_direct.child")
+    message = (
+        "job %(job)d" if args and isinstance(args[0], dict) else ("job %d on %s" if args else "100% done")
+    )
+    fields = {"job": 7, "worker": "w1", "signal": None, "program": "not me"}
+    assert logs._direct_handler(logger, logging.INFO) is handler
+    logs.event(logger, "job_started", message, *args, **fields)
+    # A filter anywhere (here one that lets everything through) needs the record: the usual way.
+    logger.addFilter(lambda record: True)
+    try:
+        assert logs._direct_handler(logger, logging.INFO) is None
+        logs.event(logger, "job_started", message, *args, **fields)
+    finally:
+        logger.filters.clear()
+    direct, usual = only_handler.getvalue().splitlines()
+    assert _without_time(direct, fmt) == _without_time(usual, fmt)
+    # Each line went out at once (not inside one_write).
+    assert len(only_handler.writes) == 2
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_event_lines_made_directly_carry_the_time_a_record_would(only_handler: Writes, fmt: str) -> None:
+    handler = _install(only_handler, fmt)
+    formatter = handler.formatter
+    start = time.time()
+    for created in [start, start + 0.999, start + 61.5, 0.25]:
+        record = logging.LogRecord("x.y", logging.WARNING, "(unknown file)", 0, "job %d", (3,), None)
+        record.created = created
+        record.msecs = int((created - int(created)) * 1000) + 0.0
+        record.kueue_event = "job_started"
+        record.kueue_fields = {"job": 3}
+        assert isinstance(formatter, logs.TextFormatter | logs.JsonFormatter)
+        if isinstance(formatter, logs.JsonFormatter):
+            line = formatter.event_line(
+                created, logging.WARNING, "x.y", "job %d", (3,), "job_started", {"job": 3}
+            )
+        else:
+            line = formatter.event_line(created, logging.WARNING, "x.y", "job %d", (3,))
+        assert line == formatter.format(record)
+
+
+def test_events_reach_every_handler_when_there_are_more(only_handler: Writes) -> None:
+    handler = _install(only_handler, "text")
+    keep = Keep()
+    logging.getLogger().addHandler(keep)
+    try:
+        logger = logging.getLogger("kueue_test_direct")
+        assert logs._direct_handler(logger, logging.INFO) is None
+        logs.event(logger, "job_started", "job %d", 1, job=1)
+    finally:
+        logging.getLogger().removeHandler(keep)
+    assert [r.getMessage() for r in keep.records] == ["job 1"]
+    assert messages(only_handler.getvalue()) == ["job 1"]
+    # A handler's own filter and level are honoured too.
+    handler.addFilter(lambda record: record.getMessage() != "job 2")
+    logs.event(logger, "job_started", "job %d", 2, job=2)
+    handler.filters.clear()
+    handler.setLevel(logging.WARNING)
+    logs.event(logger, "job_started", "job %d", 3, job=3)
+    logs.event(logger, "job_failed", "job %d", 4, level=logging.WARNING, job=4)
+    assert messages(only_handler.getvalue()) == ["job 1", "job 4"]
+
+
+def test_events_made_directly_are_held_inside_one_write(only_handler: Writes) -> None:
+    _install(only_handler, "text")
+    logger = logging.getLogger("kueue_test_direct")
+    with logs.one_write():
+        logs.event(logger, "a", "first")
+        logs.event(logger, "b", "second")
+        assert only_handler.writes == []
+        logs.event(logger, "c", "third", level=logging.WARNING)
+        assert len(only_handler.writes) == 1
+    assert messages(only_handler.getvalue()) == ["first", "second", "third"]
