@@ -348,6 +348,32 @@ def test_peak_memory_of_a_job_too_short_to_sample_comes_from_its_reaping(
     assert size <= outcome.peak_memory_bytes < size + 64 * 1024 * 1024
 
 
+def test_running_jobs_are_sampled_and_ended_ones_are_forgotten(tmp_path: Path) -> None:
+    code = """
+        import sys, time
+        block = b"x" * (48 * 1024 * 1024)
+        print("allocated", flush=True)
+        time.sleep(60)
+    """
+
+    async def go() -> None:
+        caps = [Captured() for _ in range(3)]
+        procs = [job(python(code, tmp_path), cap) for cap in caps]
+        tasks = [asyncio.create_task(p.run()) for p in procs]
+        # Each of them, sampled by the one timer, shows its memory while it runs.
+        await until(lambda: all(p.rss_bytes >= 40 * 1024 * 1024 for p in procs), "samples of every job")
+        sampler = runner._Sampler.of(asyncio.get_running_loop())
+        assert set(sampler._due) == set(procs)
+        for p in procs:
+            p.kill(signal.SIGKILL)
+        await asyncio.wait_for(asyncio.gather(*tasks), DEADLINE)
+        # Nothing of them left to sample, and the timer stops with the last.
+        assert sampler._due == {}
+        await until(lambda: sampler._timer is None, "the sampling timer to stop")
+
+    asyncio.run(go())
+
+
 class Gate:
     def __init__(self) -> None:
         self.open = asyncio.Event()
