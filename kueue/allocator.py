@@ -9,19 +9,29 @@ showed page faults at 15-25% of every process's CPU. Keeping buffers of up to
 MMAP_THRESHOLD in the heap, and up to TRIM_THRESHOLD of free heap top for
 reuse, removes most of it, at the price of that much memory held after a
 burst (not per job: the heap is reused).
+
+Those thresholds hold per malloc arena, and glibc gives each thread that
+allocates an arena of its own, up to eight per core: gRPC's threads and the
+event loop's each kept megabytes. Two arenas (unless MALLOC_ARENA_MAX says
+otherwise) cut the server's peak RSS over `kueue run cat` of 300 MB from
+about 105 to 80 MB and the worker's from 84 to 70 MB, at the same speed
+(one arena was 10-20% slower: the threads wait for each other).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
 log = logging.getLogger(__name__)
 
 # mallopt() parameters (malloc.h).
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
 MMAP_THRESHOLD = 4 * 1024 * 1024
 TRIM_THRESHOLD = 16 * 1024 * 1024
+ARENA_MAX = 2
 
 _result: bool | None = None
 
@@ -43,6 +53,10 @@ def tune() -> bool:
     mallopt.restype = ctypes.c_int
     # mallopt returns 1 on success.
     ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+    # Arenas made from here on; the caller tunes before starting threads. A
+    # MALLOC_ARENA_MAX of the user's has been applied by glibc already.
+    if ok and "MALLOC_ARENA_MAX" not in os.environ:
+        ok = mallopt(M_ARENA_MAX, ARENA_MAX) == 1
     if not ok:
         log.debug("mallopt refused the settings; keeping glibc's defaults")
     _result = ok
