@@ -72,10 +72,14 @@ def _words(items: list[str]) -> str:
     return " ".join(items)
 
 
-def _other_valued_case(valued: list[str], index: str) -> str:
-    """A case branch skipping the value of global flags other than --config."""
+def _other_valued_case(valued: list[str], index: str, words: str = "") -> str:
+    """A case branch skipping the value of global flags other than --config
+    (with `words`, bash's: its words split `--flag=value` at the `=`)."""
     others = [flag for flag in valued if flag != "--config"]
-    return f"\n            {'|'.join(others)}) (( {index}++ ));;" if others else ""
+    if not others:
+        return ""
+    equals = f'[[ "${{{words}[{index}+1]}}" == = ]] && (( {index}++ )); ' if words else ""
+    return f"\n            {'|'.join(others)}) {equals}(( {index}++ ));;"
 
 
 def bash(parser: argparse.ArgumentParser) -> str:
@@ -94,21 +98,42 @@ def bash(parser: argparse.ArgumentParser) -> str:
 _kueue() {{
     local cur="${{COMP_WORDS[COMP_CWORD]}}" prev="${{COMP_WORDS[COMP_CWORD-1]}}"
     local verb="" i=1 flags="" valued="" ids="" choices="" config=""
+    # bash splits `--flag=value` into three words (= is in COMP_WORDBREAKS):
+    # the flag, "=", the value; right after the = the word completed is "=".
+    # Either way it is the flag's value, and bash's default completion would
+    # take the "=" for part of a file name: values are completed here then.
+    local after_equals=""
+    if [[ "$cur" == = ]]; then
+        cur=""; after_equals=1
+    elif [[ "$prev" == = ]] && (( COMP_CWORD > 1 )); then
+        prev="${{COMP_WORDS[COMP_CWORD-2]}}"; after_equals=1
+    fi
     while (( i < COMP_CWORD )); do
         case "${{COMP_WORDS[i]}}" in
-            --config) config="${{COMP_WORDS[i+1]}}"; (( i++ ));;{_other_valued_case(valued, "i")}
+            --config) [[ "${{COMP_WORDS[i+1]}}" == = ]] && (( i++ )); (( i++ ));;
+            --config=*) ;;{_other_valued_case(valued, "i", "COMP_WORDS")}
             -*) ;;
             *) verb="${{COMP_WORDS[i]}}"; break;;
         esac
         (( i++ ))
     done
-    local k
-    for (( k = i + 1; k < COMP_CWORD - 1; k++ )); do
-        if [[ "${{COMP_WORDS[k]}}" == --config ]]; then config="${{COMP_WORDS[k+1]}}"; fi
+    # --config, before or after the verb, for the ids the server gives.
+    local k w
+    for (( k = 1; k < COMP_CWORD; k++ )); do
+        w="${{COMP_WORDS[k]}}"
+        if [[ "$w" == --config ]]; then
+            [[ "${{COMP_WORDS[k+1]}}" == = ]] && (( k++ ))
+            (( k + 1 < COMP_CWORD )) && config="${{COMP_WORDS[k+1]}}"
+        elif [[ "$w" == --config=* ]]; then
+            config="${{w#--config=}}"
+        fi
     done
     if [[ "$config" == "~/"* ]]; then config="$HOME/${{config#"~/"}}"; fi
     if [[ -z "$verb" ]]; then
-        if [[ "$prev" == --config ]]; then return 0; fi
+        if [[ "$prev" == --config ]]; then
+            [[ -n "$after_equals" ]] && COMPREPLY=( $(compgen -f -- "$cur") )
+            return 0
+        fi
         COMPREPLY=( $(compgen -W "{all_verbs} {_words(flags)}" -- "$cur") )
         return 0
     fi
@@ -121,14 +146,17 @@ _kueue() {{
         local j=$(( i + 1 )) skip=""
         while (( j < COMP_CWORD )); do
             local w="${{COMP_WORDS[j]}}"
-            if [[ -n "$skip" ]]; then skip=""
+            if [[ -n "$skip" ]]; then [[ "$w" == = ]] || skip=""
             elif [[ " $valued " == *" $w "* ]]; then skip=1
             elif [[ "$w" != -* ]]; then return 0
             fi
             (( j++ ))
         done
     fi
-    if [[ " $valued " == *" $prev "* ]]; then return 0; fi
+    if [[ " $valued " == *" $prev "* ]]; then
+        [[ -n "$after_equals" ]] && COMPREPLY=( $(compgen -f -- "$cur") )
+        return 0
+    fi
     if [[ "$cur" == -* ]]; then
         COMPREPLY=( $(compgen -W "$flags" -- "$cur") )
     elif [[ -n "$ids" ]]; then
@@ -180,16 +208,24 @@ def zsh(parser: argparse.ArgumentParser) -> str:
 #compdef kueue
 # zsh completion for kueue: kueue complete zsh > ~/.zfunc/_kueue (fpath+=~/.zfunc)
 _kueue() {{
-    local verb config i=2
+    local verb config i=2 k
     local -a flags valued
     while (( i < CURRENT )); do
         case ${{words[i]}} in
-            --config) config=${{words[i+1]}}; (( i++ ));;{_other_valued_case(valued, "i")}
+            --config) (( i++ ));;{_other_valued_case(valued, "i")}
             -*) ;;
             *) verb=${{words[i]}}; break;;
         esac
         (( i++ ))
     done
+    # --config, before or after the verb, for the ids the server gives.
+    for (( k = 2; k < CURRENT; k++ )); do
+        case ${{words[k]}} in
+            --config) (( k + 1 < CURRENT )) && config=${{words[k+1]}};;
+            --config=*) config=${{words[k]#--config=}};;
+        esac
+    done
+    [[ $config == '~/'* ]] && config=$HOME/${{config#'~/'}}
     if [[ -z $verb ]]; then
         local -a verbs
         verbs=(

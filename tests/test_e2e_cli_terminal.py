@@ -244,6 +244,90 @@ def test_bash_completes_job_ids_and_worker_names_from_the_server(cluster: Cluste
     assert sorted(map(int, complete("log", "--config", str(cluster.client_config), ""))) == sorted(ids)
 
 
+def bash_words(line: str) -> list[str]:
+    """COMP_WORDS after `kueue` as bash makes them of `line`: = is one of its
+    COMP_WORDBREAKS, so `--config=PATH` is three words, and right after the
+    = the word being completed is the = itself."""
+    words: list[str] = []
+    for token in line.split(" "):
+        head, *rest = token.split("=")
+        words.append(head)
+        for part in rest:
+            words.append("=")
+            if part:
+                words.append(part)
+    if words[-1] == "" and len(words) > 1 and words[-2] == "=":
+        words.pop()  # the cursor right after =: completing "="
+    return words
+
+
+@pytest.mark.skipif(not shutil.which("bash"), reason="bash is not installed")
+def test_bash_completion_takes_flag_values_written_with_equals(cluster: Cluster, tmp_path: Path) -> None:
+    start(cluster)
+    ids = submit(cluster, "--array", "1-2", "true", cwd=tmp_path)
+    script = tmp_path / "kueue.bash"
+    script.write_text(cluster.kueue("complete", "bash").stdout)
+    env = completion_env(cluster, tmp_path)
+    # Only the --config of the command line can lead to the server.
+    env["KUEUE_CONFIG"] = str(tmp_path / "no-such-config.toml")
+    config = cluster.client_config
+
+    def complete(line: str) -> list[str]:
+        result = bash_complete(script, env, *bash_words(line))
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        return result.stdout.split()
+
+    assert sorted(map(int, complete(f"--config={config} show "))) == sorted(ids)
+    assert sorted(map(int, complete(f"show --config={config} "))) == sorted(ids)
+    assert sorted(map(int, complete(f"wait --config={config} {ids[0]} "))) == sorted(ids)
+    # A flag after a value given with = is still a flag; the value itself is a file.
+    assert complete("cmd --cpus=2 --no-e") == ["--no-env"]
+    assert complete(f"--config={config.parent}/{config.name[:3]}") == [str(config)]
+    assert str(config) in complete(f"--config={config.parent}/")
+    assert complete(f"show --config={config.parent}/{config.name[:3]}") == [str(config)]
+
+
+@pytest.mark.skipif(not shutil.which("zsh"), reason="zsh is not installed")
+def test_zsh_completes_job_ids_from_the_server_of_the_command_line(cluster: Cluster, tmp_path: Path) -> None:
+    start(cluster)
+    ids = submit(cluster, "--array", "1-2", "true", cwd=tmp_path)
+    script = tmp_path / "_kueue"
+    script.write_text(cluster.kueue("complete", "zsh").stdout)
+    env = completion_env(cluster, tmp_path)
+    env["KUEUE_CONFIG"] = str(tmp_path / "no-such-config.toml")
+    env["HOME"] = str(tmp_path)
+    home_config = tmp_path / "home.toml"
+    home_config.write_text(cluster.client_config.read_text())
+
+    def offered(*words: str) -> list[str]:
+        """What _kueue offers for `kueue WORDS`, run by zsh itself with the
+        completion system's builtins standing in as functions that print."""
+        quoted = " ".join("'" + w.replace("'", "'\\''") + "'" for w in ["kueue", *words])
+        probe = (
+            'compdef() { : }; compadd() { [[ $1 == -- ]] && shift; print -rl -- "$@" }; '
+            "_describe() { print -rl -- ${(P)2%%:*} }; _files() { print _files }; "
+            f"source {script}; words=({quoted}); CURRENT={len(words) + 1}; PREFIX={words[-1]!r}; _kueue"
+        )
+        result = subprocess.run(
+            ["zsh", "-f", "-c", probe], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert result.returncode == 0 and result.stderr == "", result.stdout + result.stderr
+        return result.stdout.split()
+
+    expected = sorted(ids)
+    for words in (
+        ("--config", str(cluster.client_config), "show", ""),
+        (f"--config={cluster.client_config}", "show", ""),
+        ("show", "--config", str(cluster.client_config), ""),
+        ("log", f"--config={cluster.client_config}", ""),
+        ("--config", "~/home.toml", "show", ""),
+    ):
+        assert sorted(map(int, offered(*words))) == expected, words
+    assert "show" in offered("sh") and "list-jobs" in offered("")
+    assert {"--json", "--tail", "--config"} <= set(offered("show", "--j"))
+    assert offered("show", "--tail", "") == ["_files"]
+
+
 @pytest.mark.skipif(not shutil.which("bash"), reason="bash is not installed")
 def test_bash_completion_offers_nothing_when_the_server_does_not_answer(
     cluster: Cluster, tmp_path: Path
