@@ -22,6 +22,8 @@ class ConfigError(Exception):
 
 @dataclass
 class CommonSettings:
+    """[common_settings]: what server, workers and clients share."""
+
     shared_secret: str = ""
     server_name: str = "localhost"
     server_port: int = 11236
@@ -39,6 +41,8 @@ class CommonSettings:
 
 @dataclass
 class ServerSettings:
+    """[server_settings]: the server's own."""
+
     bind_addresses: str = "0.0.0.0 [::]"
     maintenance_interval_seconds: int = 60
     worker_timeout_seconds: int = 300
@@ -61,6 +65,8 @@ class ServerSettings:
 
 @dataclass
 class WorkerSettings:
+    """[worker_settings]: each worker's own."""
+
     system_update_interval_seconds: int = 60
     worker_max_parallel_jobs: int = 10
     dynamic_check_free_resources: bool = True
@@ -83,6 +89,8 @@ class WorkerSettings:
 
 @dataclass
 class ClientSettings:
+    """[client_settings]: defaults of the `kueue` client."""
+
     # Kueue defaults to 8 CPUs, which never fits a small machine; we ask for 1.
     job_default_cpus: int = 1
     job_default_ram_mb: int = 512
@@ -90,6 +98,8 @@ class ClientSettings:
 
 @dataclass
 class RestartWorkers:
+    """[restart_workers]: how kueue_restart_workers reaches the workers' hosts."""
+
     ssh_user: str = ""
     hostnames: str = ""
     sleep_minutes_before_recheck: int = 60
@@ -103,6 +113,8 @@ class RestartWorkers:
 
 @dataclass
 class Config:
+    """A whole config file, section by section."""
+
     common_settings: CommonSettings = field(default_factory=CommonSettings)
     server_settings: ServerSettings = field(default_factory=ServerSettings)
     worker_settings: WorkerSettings = field(default_factory=WorkerSettings)
