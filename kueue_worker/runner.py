@@ -391,6 +391,10 @@ class JobProcess:
         self._stop_watching()
         if self._killer is not None and not self._killer.done():
             self._killer.cancel()
+        # Nothing more comes from the process. Its callbacks usually close
+        # over this object (the worker's do): dropping them lets it go at
+        # once rather than at the next collection of cycles.
+        self._on_started = self._on_exit = self._on_output = None
 
     def _spawn(self, argv: list[str], stdio: _Stdio) -> None:
         # On the loop, although the loop waits in the vfork until the child

@@ -374,6 +374,40 @@ def test_running_jobs_are_sampled_and_ended_ones_are_forgotten(tmp_path: Path) -
     asyncio.run(go())
 
 
+def test_a_finished_job_is_freed_without_waiting_for_the_cycle_collector(tmp_path: Path) -> None:
+    import gc
+    import weakref
+
+    async def go() -> weakref.ref[JobProcess]:
+        holder: list[JobProcess] = []
+
+        def started(pid: int) -> None:
+            # As the worker's callbacks do: they close over the process.
+            assert holder[0].pid == pid
+
+        proc = JobProcess(
+            spec(["true"], tmp_path),
+            job_id=1,
+            attempt=1,
+            worker_name="testworker",
+            kill_grace_seconds=5.0,
+            on_started=started,
+            on_exit=lambda: None,
+            on_output=lambda stream, data: None,
+        )
+        holder.append(proc)
+        outcome = await asyncio.wait_for(proc.run(), DEADLINE)
+        assert outcome.exit_code == 0
+        return weakref.ref(proc)
+
+    gc.disable()
+    try:
+        gone = asyncio.run(go())
+        assert gone() is None
+    finally:
+        gc.enable()
+
+
 class Gate:
     def __init__(self) -> None:
         self.open = asyncio.Event()
