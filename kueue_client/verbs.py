@@ -7,7 +7,6 @@ start faster without them.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,8 @@ LS_RESERVED_LINES = 4
 
 
 def _print_json(value: Any) -> None:
+    import json  # here: `kueue cmd` and `run` start faster without it
+
     json.dump(value, sys.stdout, indent=2)
     sys.stdout.write("\n")
 
