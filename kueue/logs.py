@@ -137,19 +137,14 @@ class JsonFormatter(logging.Formatter):
         self.program = program
 
     def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "time": _iso_time(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "program": self.program,
-            "message": record.getMessage(),
-        }
-        name = getattr(record, _EVENT, None)
-        if name is not None:
-            out["event"] = name
-            for key, value in getattr(record, _FIELDS, {}).items():
-                if value is not None:
-                    out.setdefault(key, value)
+        out = self._object(
+            record.created,
+            record.levelname,
+            record.name,
+            record.getMessage(),
+            getattr(record, _EVENT, None),
+            getattr(record, _FIELDS, {}),
+        )
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:
@@ -167,18 +162,31 @@ class JsonFormatter(logging.Formatter):
         fields: Mapping[str, Any],
     ) -> str:
         """What format() makes of event()'s record, without the record."""
+        text = message % args if args else message
+        return _ENCODER.encode(self._object(created, logging.getLevelName(level), logger, text, name, fields))
+
+    def _object(
+        self,
+        created: float,
+        levelname: str,
+        logger: str,
+        message: str,
+        name: str | None,
+        fields: Mapping[str, Any],
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {
             "time": _iso_time(created),
-            "level": logging.getLevelName(level).lower(),
+            "level": levelname.lower(),
             "logger": logger,
             "program": self.program,
-            "message": message % args if args else message,
-            "event": name,
+            "message": message,
         }
-        for key, value in fields.items():
-            if value is not None:
-                out.setdefault(key, value)
-        return _ENCODER.encode(out)
+        if name is not None:
+            out["event"] = name
+            for key, value in fields.items():
+                if value is not None:
+                    out.setdefault(key, value)
+        return out
 
 
 class TextFormatter(logging.Formatter):
@@ -201,7 +209,11 @@ class TextFormatter(logging.Formatter):
             return super().format(record)
         record.message = message = record.getMessage()
         record.asctime = asctime = self.formatTime(record)
-        return f"{asctime} {self._program} {record.levelname} {record.name}: {message}"
+        return self._line(asctime, record.levelname, record.name, message)
+
+    def _line(self, asctime: str, levelname: str, logger: str, message: str) -> str:
+        """setup()'s format, made in one step as logging.Formatter would make it."""
+        return f"{asctime} {self._program} {levelname} {logger}: {message}"
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         if datefmt is not None or self.converter is not time.localtime:
@@ -223,7 +235,7 @@ class TextFormatter(logging.Formatter):
         # As LogRecord computes msecs.
         msecs = int((created - int(created)) * 1000) + 0.0
         text = message % args if args else message
-        return f"{self._time_text(created, msecs)} {self._program} {logging.getLevelName(level)} {logger}: {text}"
+        return self._line(self._time_text(created, msecs), logging.getLevelName(level), logger, text)
 
 
 def _text_format(program: str) -> str:
