@@ -398,10 +398,10 @@ class JobProcess:
 
     def _spawn(self, argv: list[str], stdio: _Stdio) -> None:
         # On the loop, although the loop waits in the vfork until the child
-        # has exec'ed (0.5-1 ms on a busy 2-core machine): a spawner thread
-        # that let the loop go on meanwhile cost more in handing the GIL to
-        # and fro than it saved (bench/job_cost.py: 0.8 against 0.6 ms of
-        # worker CPU per job, and 890 against 1 050 jobs a second).
+        # has exec'ed (130 us alone; during an array of `true` on 2 cores 230
+        # us at the median and 2-3 ms at the 99th percentile). Handing spawns
+        # to a thread (the GIL going to and fro) or to a helper process (its
+        # wake-ups) cost more than the wait: README, Performance.
         env = environment(self.spec, self.job_id, self.attempt, self.worker_name, self.worker_id)
         try:
             pid, self.spawned_between = spawn.spawn(
@@ -804,7 +804,7 @@ class _Sampler:
         self._timer = None
         now = asyncio.get_running_loop().time()
         for proc, due in list(self._due.items()):
-            if due <= now and self._due.get(proc) == due:
+            if due <= now:
                 try:
                     proc._sample_due()
                 except Exception:
