@@ -208,6 +208,18 @@ def completion_env(cluster: Cluster, tmp_path: Path, config: Path | None = None)
     return env
 
 
+def completing(
+    cluster: Cluster, tmp_path: Path, shell: str, script_name: str, jobs: int = 2
+) -> tuple[list[int], Path, dict[str, str]]:
+    """A cluster with `jobs` finished jobs, the shell's completion script
+    written, and the environment to run it in: the ids, script and env."""
+    start(cluster)
+    ids = submit(cluster, "--array", f"1-{jobs}", "true", cwd=tmp_path)
+    script = tmp_path / script_name
+    script.write_text(cluster.kueue("complete", shell).stdout)
+    return ids, script, completion_env(cluster, tmp_path)
+
+
 def bash_complete(script: Path, env: dict[str, str], *words: str) -> subprocess.CompletedProcess[str]:
     """Runs bash's completion function as bash would for `kueue WORDS<TAB>`."""
     quoted = " ".join(f"'{w}'" for w in ["kueue", *words])
@@ -220,11 +232,7 @@ def bash_complete(script: Path, env: dict[str, str], *words: str) -> subprocess.
 
 @pytest.mark.skipif(not shutil.which("bash"), reason="bash is not installed")
 def test_bash_completes_job_ids_and_worker_names_from_the_server(cluster: Cluster, tmp_path: Path) -> None:
-    start(cluster)
-    ids = submit(cluster, "--array", "1-3", "true", cwd=tmp_path)
-    script = tmp_path / "kueue.bash"
-    script.write_text(cluster.kueue("complete", "bash").stdout)
-    env = completion_env(cluster, tmp_path)
+    ids, script, env = completing(cluster, tmp_path, "bash", "kueue.bash", jobs=3)
 
     def complete(*words: str) -> list[str]:
         result = bash_complete(script, env, *words)
@@ -263,11 +271,7 @@ def bash_words(line: str) -> list[str]:
 
 @pytest.mark.skipif(not shutil.which("bash"), reason="bash is not installed")
 def test_bash_completion_takes_flag_values_written_with_equals(cluster: Cluster, tmp_path: Path) -> None:
-    start(cluster)
-    ids = submit(cluster, "--array", "1-2", "true", cwd=tmp_path)
-    script = tmp_path / "kueue.bash"
-    script.write_text(cluster.kueue("complete", "bash").stdout)
-    env = completion_env(cluster, tmp_path)
+    ids, script, env = completing(cluster, tmp_path, "bash", "kueue.bash")
     # Only the --config of the command line can lead to the server.
     env["KUEUE_CONFIG"] = str(tmp_path / "no-such-config.toml")
     config = cluster.client_config
@@ -289,11 +293,7 @@ def test_bash_completion_takes_flag_values_written_with_equals(cluster: Cluster,
 
 @pytest.mark.skipif(not shutil.which("zsh"), reason="zsh is not installed")
 def test_zsh_completes_job_ids_from_the_server_of_the_command_line(cluster: Cluster, tmp_path: Path) -> None:
-    start(cluster)
-    ids = submit(cluster, "--array", "1-2", "true", cwd=tmp_path)
-    script = tmp_path / "_kueue"
-    script.write_text(cluster.kueue("complete", "zsh").stdout)
-    env = completion_env(cluster, tmp_path)
+    ids, script, env = completing(cluster, tmp_path, "zsh", "_kueue")
     env["KUEUE_CONFIG"] = str(tmp_path / "no-such-config.toml")
     env["HOME"] = str(tmp_path)
     home_config = tmp_path / "home.toml"
@@ -350,11 +350,7 @@ def test_bash_completion_offers_nothing_when_the_server_does_not_answer(
 
 @pytest.mark.skipif(not shutil.which("fish"), reason="fish is not installed")
 def test_fish_completes_job_ids_from_the_server(cluster: Cluster, tmp_path: Path) -> None:
-    start(cluster)
-    ids = submit(cluster, "--array", "1-2", "true", cwd=tmp_path)
-    script = tmp_path / "kueue.fish"
-    script.write_text(cluster.kueue("complete", "fish").stdout)
-    env = completion_env(cluster, tmp_path)
+    ids, script, env = completing(cluster, tmp_path, "fish", "kueue.fish")
     env["HOME"] = str(tmp_path)  # fish writes its own state there
 
     def offered(line: str) -> tuple[set[str], str]:
