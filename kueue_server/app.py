@@ -59,6 +59,8 @@ class WorkerConn:
     batches: bool = False
     # The worker obeys OutputWindow (Register.output_windows).
     windows: bool = False
+    # The worker takes Assign.environ (Register.environ_blocks).
+    environ_blocks: bool = False
 
     def send(self, msg: wpb.ConnectResponse | bytes) -> None:
         self.outbox.put_nowait(msg)
@@ -302,7 +304,7 @@ class App:
                 or self.scheduler.jobs.get(job.id) is not job
             ):
                 continue  # the reconnect or the offer timeout takes care of it
-            conn.send(self._assigns.encode(job))
+            conn.send(self._assigns.encode(job, environ_block=conn.environ_blocks))
             if job.id in self.taps:
                 self.pace(job)
             elif job.spec.stdin_pipe:

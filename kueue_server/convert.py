@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _quote  # type: ignore[attr-defined]
 from typing import Any
 
@@ -29,39 +31,86 @@ def _key(field: object) -> bytes:
 
 _ASSIGN_KEY = _key(wpb.ConnectResponse.DESCRIPTOR.fields_by_name["assign"])
 _SPEC_KEY = _key(wpb.Assign.DESCRIPTOR.fields_by_name["spec"])
+_ENVIRON_KEY = _key(wpb.Assign.DESCRIPTOR.fields_by_name["environ"])
 # Encoded specs kept, by spec id; an array has one, so few are needed.
 MAX_ENCODED_SPECS = 64
 
 
+def environ_block(env: Mapping[str, str]) -> bytes | None:
+    """env as Assign.environ carries it; None where that cannot say it (a key
+    with "=", a NUL): such a spec goes with its env, for the worker to refuse."""
+    text = "".join(f"{key}={value}\0" for key, value in env.items())
+    if text.count("\0") != len(env) or any("=" in key for key in env):
+        return None
+    return text.encode()
+
+
+@dataclass(slots=True)
+class _Encoded:
+    spec: common_pb2.JobSpec
+    full: bytes  # the spec, env included
+    # For workers that take Assign.environ, made at the first such Assign:
+    # the spec without its env, the env's block (None: it cannot be one), and its keys.
+    bare: bytes | None = None
+    block: bytes | None = None
+    keys: frozenset[str] = frozenset()
+
+
 class AssignEncoder:
-    """ConnectResponse{assign: Assign{job_id, attempt, spec: full_spec(job)}},
-    encoded, with each submission's spec encoded once: copying the spec (a
-    whole environment) into every Assign and encoding it again was the
+    """Assign messages, encoded by hand around each submission's spec encoded
+    once: encoding a spec with a few dozen environment variables was the
     largest cost of an offer. A message that appears twice on the wire is
     merged, so the job's extra env follows the spec as a JobSpec of its own:
-    its keys win, as with full_spec's env.update."""
+    its keys win, as with full_spec's env.update. A worker that takes
+    Assign.environ gets the environment there instead, as one block made
+    once per submission."""
 
     def __init__(self) -> None:
-        self._specs: dict[int, tuple[common_pb2.JobSpec, bytes]] = {}
+        self._specs: dict[int, _Encoded] = {}
 
-    def encode(self, job: JobRecord) -> bytes:
+    def encode(self, job: JobRecord, *, environ_block: bool = False) -> bytes:
         cached = self._specs.get(job.spec_id)
-        if cached is None or cached[0] is not job.spec:
+        if cached is None or cached.spec is not job.spec:
             if len(self._specs) >= MAX_ENCODED_SPECS:
                 self._specs.clear()
-            cached = self._specs[job.spec_id] = (job.spec, job.spec.SerializeToString())
-        spec = cached[1]
-        if job.extra_env:
-            spec += common_pb2.JobSpec(env=job.extra_env).SerializeToString()
+            cached = self._specs[job.spec_id] = _Encoded(job.spec, job.spec.SerializeToString())
+        block = self._block(cached, job.extra_env) if environ_block and not job.spec.use_worker_env else None
+        if block is not None:
+            assert cached.bare is not None
+            spec = cached.bare
+            tail = (_ENVIRON_KEY, wire.varint(len(block)), block)
+        else:
+            spec = cached.full
+            if job.extra_env:
+                spec += common_pb2.JobSpec(env=job.extra_env).SerializeToString()
+            tail = ()
         inner = b"".join(
             (
                 wpb.Assign(job_id=job.id, attempt=job.attempt).SerializeToString(),
                 _SPEC_KEY,
                 wire.varint(len(spec)),
                 spec,
+                *tail,
             )
         )
         return b"".join((_ASSIGN_KEY, wire.varint(len(inner)), inner))
+
+    @staticmethod
+    def _block(cached: _Encoded, extra: dict[str, str] | None) -> bytes | None:
+        if cached.bare is None:
+            bare = common_pb2.JobSpec()
+            bare.CopyFrom(cached.spec)
+            bare.ClearField("env")
+            cached.bare = bare.SerializeToString()
+            cached.block = environ_block(cached.spec.env)
+            cached.keys = frozenset(cached.spec.env)
+        if cached.block is None or not extra:
+            return cached.block
+        if cached.keys.isdisjoint(extra):
+            more = environ_block(extra)
+            return None if more is None else cached.block + more
+        # The job's own values replace the spec's (rare: arrays add new names).
+        return environ_block({**cached.spec.env, **extra})
 
 
 def job_message(

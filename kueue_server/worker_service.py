@@ -89,7 +89,13 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         old = app.conns.get(worker.id)
         if old is not None:
             old.close()
-        conn = WorkerConn(worker.id, worker.session, batches=reg.batches, windows=reg.output_windows)
+        conn = WorkerConn(
+            worker.id,
+            worker.session,
+            batches=reg.batches,
+            windows=reg.output_windows,
+            environ_blocks=reg.environ_blocks,
+        )
         app.conns[worker.id] = conn
         app.observer.worker_connected(worker, context.peer(), len(reg.attempts))
         conn.send(

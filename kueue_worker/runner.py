@@ -139,13 +139,32 @@ def environment(
         # Not dict(spec.env): that goes through a Python KeysView, twice as slow.
         src = spec.env
         env = {key: src[key] for key in src}
-    env["KUEUE_JOB_ID"] = str(job_id)
-    env["KUEUE_ATTEMPT"] = str(attempt)
-    env["KUEUE_WORKER"] = worker_name
-    # How a restart after a crash finds the job's processes (orphans.py).
-    env["KUEUE_WORKER_ID"] = worker_id
-    env["PWD"] = spec.cwd
+    env.update(own_variables(spec, job_id, attempt, worker_name, worker_id))
     return env
+
+
+def own_variables(
+    spec: common_pb2.JobSpec, job_id: int, attempt: int, worker_name: str, worker_id: str
+) -> dict[str, str]:
+    """What the worker sets in every job's environment, over the spec's."""
+    return {
+        "KUEUE_JOB_ID": str(job_id),
+        "KUEUE_ATTEMPT": str(attempt),
+        "KUEUE_WORKER": worker_name,
+        # How a restart after a crash finds the job's processes (orphans.py).
+        "KUEUE_WORKER_ID": worker_id,
+        "PWD": spec.cwd,
+    }
+
+
+def exec_environment(
+    spec: common_pb2.JobSpec, environ: bytes, job_id: int, attempt: int, worker_name: str, worker_id: str
+) -> spawn.Environ:
+    """The environment the job's exec gets: from the block the server
+    encoded (Assign.environ) where it sent one, else from spec.env."""
+    if environ and not spec.env and not spec.use_worker_env:
+        return spawn.Environ.from_block(environ, own_variables(spec, job_id, attempt, worker_name, worker_id))
+    return spawn.Environ.of(environment(spec, job_id, attempt, worker_name, worker_id))
 
 
 class _Stdio:
@@ -282,6 +301,7 @@ class JobProcess:
         worker_name: str,
         kill_grace_seconds: float,
         worker_id: str = "",
+        environ: bytes = b"",
         on_started: OnStarted | None = None,
         on_exit: OnExit | None = None,
         on_output: OnOutput | None = None,
@@ -293,6 +313,8 @@ class JobProcess:
         self.attempt = attempt
         self.worker_name = worker_name
         self.worker_id = worker_id
+        # Assign.environ, where the server sent the environment that way.
+        self.environ = environ
         self.kill_grace_seconds = kill_grace_seconds
         self._on_started = on_started
         self._on_exit = on_exit
@@ -402,8 +424,10 @@ class JobProcess:
         # us at the median and 2-3 ms at the 99th percentile). Handing spawns
         # to a thread (the GIL going to and fro) or to a helper process (its
         # wake-ups) cost more than the wait: README, Performance.
-        env = environment(self.spec, self.job_id, self.attempt, self.worker_name, self.worker_id)
         try:
+            env = exec_environment(
+                self.spec, self.environ, self.job_id, self.attempt, self.worker_name, self.worker_id
+            )
             pid, self.spawned_between = spawn.spawn(
                 argv,
                 cwd=self.spec.cwd or None,

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import os
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 try:
     import _posixsubprocess
@@ -58,6 +61,58 @@ def encode_environment(env: Mapping[str, str]) -> list[bytes]:
         # A NUL inside: entry by entry, so that the exec refuses it as before.
         return [entry.encode(_ENCODING, _ERRORS) for entry in entries]
     return joined.encode(_ENCODING, _ERRORS).split(b"\0") if entries else []
+
+
+# Whether a block the server encoded (UTF-8) is what encode_environment
+# would make here.
+BLOCKS_MATCH = (_ENCODING, _ERRORS) == ("utf-8", "surrogateescape")
+
+
+@dataclass(slots=True)
+class Environ:
+    """A job's environment as the exec takes it, and its PATH (where the
+    command is looked up)."""
+
+    entries: list[bytes]
+    path: str | None
+
+    @classmethod
+    def of(cls, env: Mapping[str, str]) -> Environ:
+        return cls(encode_environment(env), env.get("PATH"))
+
+    @classmethod
+    def from_block(cls, block: bytes, own: Mapping[str, str]) -> Environ:
+        """A block of KEY=VALUE entries each ended by a NUL (Assign.environ),
+        with `own` added in place of any entries of the same names."""
+        if block and not block.endswith(b"\0"):
+            block += b"\0"
+        # With a NUL in front every entry follows one: one search finds PATH
+        # and any of the names in `own` (the client leaves those out).
+        marked = b"\0" + block
+        finder, names = _finder(tuple(own))
+        found = {m[1]: m.end() for m in finder.finditer(marked)}
+        entries = block.split(b"\0")
+        entries.pop()  # what follows the last NUL: nothing
+        if not names.isdisjoint(found):
+            entries = [e for e in entries if e.partition(b"=")[0] not in names]
+        entries += encode_environment(own)
+        path = own.get("PATH")
+        if path is None and b"PATH" in found:
+            start = found[b"PATH"]
+            path = marked[start : marked.index(b"\0", start)].decode(_ENCODING, _ERRORS)
+        return cls(entries, path)
+
+    def as_dict(self) -> dict[str, str]:
+        pairs = (entry.decode(_ENCODING, _ERRORS).partition("=") for entry in self.entries)
+        return {key: value for key, _, value in pairs}
+
+
+@functools.cache
+def _finder(own: tuple[str, ...]) -> tuple[re.Pattern[bytes], frozenset[bytes]]:
+    """What finds PATH and the names in `own` at the start of an entry; those names encoded."""
+    names = frozenset(name.encode(_ENCODING, _ERRORS) for name in own)
+    alternatives = sorted(names | {b"PATH"}, key=len, reverse=True)
+    return re.compile(b"\\0(" + b"|".join(map(re.escape, alternatives)) + b")="), names
 
 
 def devnull() -> int:
@@ -113,7 +168,7 @@ def spawn(
     argv: Sequence[str],
     *,
     cwd: str | None,
-    env: Mapping[str, str],
+    env: Mapping[str, str] | Environ,
     stdin: int,
     stdout: int,
     stderr: int,
@@ -128,13 +183,16 @@ def spawn(
     an environment Popen would refuse. The caller reaps the process.
     """
     if not LEAN:
+        if isinstance(env, Environ):
+            env = env.as_dict()
         proc = subprocess.Popen(
             argv, cwd=cwd, env=env, stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True
         )
         _forget(proc)
         return proc.pid, None
-    env_list = encode_environment(env)
-    executables = _executables(argv[0], env.get("PATH"))
+    if not isinstance(env, Environ):
+        env = Environ.of(env)
+    executables = _executables(argv[0], env.path)
     errpipe_read, errpipe_write = os.pipe2(os.O_CLOEXEC)
     # As Popen: the error pipe must not land on 0, 1 or 2 (a worker started
     # with those closed), which the child overwrites.
@@ -153,7 +211,7 @@ def spawn(
                 True,  # close_fds
                 (errpipe_write,),  # pass_fds
                 cwd,
-                env_list,
+                env.entries,
                 stdin,  # p2cread
                 -1,  # p2cwrite
                 -1,  # c2pread

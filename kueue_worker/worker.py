@@ -24,7 +24,7 @@ from kueue.config import WorkerSettings
 from kueue.logs import event
 from kueue.v1 import common_pb2
 from kueue.v1 import worker_service_pb2 as wpb
-from kueue_worker import sysinfo
+from kueue_worker import spawn, sysinfo
 from kueue_worker.attempts import Attempts, CwdCheck, Key, Reservation, StdinResult
 from kueue_worker.orphans import Ledger
 from kueue_worker.output_spool import SpoolDir
@@ -192,8 +192,8 @@ class Worker:
         # Attempts of a crashed previous run whose processes were killed at
         # start-up, reported until the server has taken a Register with them.
         self.killed_after_restart: list[wpb.AttemptReport] = []
-        # Specs of the attempts waiting for a slot (Attempts.next_to_start).
-        self._waiting_specs: dict[Key, common_pb2.JobSpec] = {}
+        # The Assigns of the attempts waiting for a slot (Attempts.next_to_start).
+        self._waiting_assigns: dict[Key, wpb.Assign] = {}
         # Finishing the running jobs before stopping: the server offers nothing new.
         self.draining = False
         self._watchers: dict[Key, asyncio.Task[None]] = {}
@@ -274,6 +274,7 @@ class Worker:
             prefetch=0 if self.draining else self.settings.prefetch_jobs,
             batches=True,
             output_windows=True,
+            environ_blocks=spawn.BLOCKS_MATCH,
         )
 
     def heartbeat_message(self) -> wpb.Heartbeat:
@@ -346,27 +347,28 @@ class Worker:
                 reason=reason,
             )
         if decision.start:
-            self._start(msg.job_id, msg.attempt, spec)
+            self._start(msg.job_id, msg.attempt, spec, msg.environ)
         elif reply is not None and reply.queued:
-            self._waiting_specs[(msg.job_id, msg.attempt)] = spec
+            self._waiting_assigns[(msg.job_id, msg.attempt)] = msg
 
     def on_retract(self, msg: wpb.Retract) -> None:
         reply = self.attempts.hand_back(msg.job_id, msg.attempt)
         if reply is None:
             log.debug("retract of job %d attempt %d: not waiting here", msg.job_id, msg.attempt)
             return
-        self._waiting_specs.pop((msg.job_id, msg.attempt), None)
+        self._waiting_assigns.pop((msg.job_id, msg.attempt), None)
         self._emit(reply)
 
     def _hand_back_waiting(self, reason: str) -> None:
         for reply in self.attempts.hand_back_all(reason):
-            self._waiting_specs.pop((reply.job_id, reply.attempt), None)
+            self._waiting_assigns.pop((reply.job_id, reply.attempt), None)
             self._emit(reply)
 
     def _start_waiting(self) -> None:
         """Start held attempts while slots are free: no round trip to the server."""
         while (key := self.attempts.next_to_start()) is not None:
-            self._start(*key, self._waiting_specs.pop(key))
+            assign = self._waiting_assigns.pop(key)
+            self._start(*key, assign.spec, assign.environ)
 
     async def _check_cwd(self, cwd: str) -> CwdCheck:
         # A directory found usable is taken as such for a moment: an array of
@@ -392,9 +394,9 @@ class Worker:
     def on_kill(self, msg: wpb.Kill) -> None:
         key = (msg.job_id, msg.attempt)
         proc = self.processes.get(key)
-        if key in self._waiting_specs:
+        if key in self._waiting_assigns:
             # Never started: it ends here, as if killed at once.
-            del self._waiting_specs[key]
+            del self._waiting_assigns[key]
             if self.attempts.finish(msg.job_id, msg.attempt, wpb.Finished(signal=9)) is not None:
                 self._output_ready()
             return
@@ -470,7 +472,7 @@ class Worker:
 
     # -- processes -----------------------------------------------------------------
 
-    def _start(self, job_id: int, attempt: int, spec: common_pb2.JobSpec) -> None:
+    def _start(self, job_id: int, attempt: int, spec: common_pb2.JobSpec, environ: bytes = b"") -> None:
         key = (job_id, attempt)
 
         def started(pid: int) -> None:
@@ -526,6 +528,7 @@ class Worker:
             worker_name=self.name,
             kill_grace_seconds=self.settings.kill_grace_seconds,
             worker_id=self.worker_id,
+            environ=environ,
             on_started=started,
             on_exit=exited,
             on_output=output,

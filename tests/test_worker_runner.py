@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from kueue.v1 import common_pb2
+from kueue_server import convert
 from kueue_worker import runner
 from kueue_worker.runner import CHUNK_BYTES, JobProcess, Outcome
 
@@ -158,6 +159,47 @@ def test_environment_and_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert env["FOO"] == "bar"
     assert "KUEUE_TEST_WORKER_VAR" not in env
     assert os.path.samefile(seen["cwd"], tmp_path)
+
+
+def test_an_environment_sent_as_a_block_is_the_one_sent_as_a_map(tmp_path: Path) -> None:
+    """Assign.environ (what the server sends a worker that takes it) gives the
+    job the environment spec.env gives: the worker's own variables replace
+    the submitter's of the same names, and the command is found on its PATH."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "kueue-test-env").write_text(f"#!{PY}\nimport json, os\nprint(json.dumps(dict(os.environ)))\n")
+    (tools / "kueue-test-env").chmod(0o755)
+    env = {
+        "PATH": f"{tools}:/usr/bin:/bin",
+        "FOO": "bar",
+        "EMPTY": "",
+        "PWD": "/submitter",
+        "KUEUE_JOB_ID": "1",
+    }
+
+    def seen(s: common_pb2.JobSpec, environ: bytes) -> dict[str, str]:
+        cap = Captured()
+        p = JobProcess(
+            s,
+            job_id=42,
+            attempt=3,
+            worker_name="w",
+            kill_grace_seconds=1.0,
+            environ=environ,
+            on_output=cap.on_output,
+        )
+        outcome = asyncio.run(asyncio.wait_for(p.run(), DEADLINE))
+        assert outcome.exit_code == 0, outcome
+        return json.loads(cap.data(OUT))
+
+    as_map = seen(spec(["kueue-test-env"], tmp_path, env=env), b"")
+    block = convert.environ_block(env)
+    assert block is not None
+    as_block = seen(spec(["kueue-test-env"], tmp_path, env={}), block)
+    assert as_block == as_map
+    assert as_block["FOO"] == "bar" and as_block["KUEUE_JOB_ID"] == "42" and as_block["PWD"] == str(tmp_path)
+    # A spec that has its env (from a server that does not send blocks) keeps it.
+    assert seen(spec(["kueue-test-env"], tmp_path, env=env), b"NOT=used\0")["FOO"] == "bar"
 
 
 def test_use_worker_env_takes_the_workers_environment(

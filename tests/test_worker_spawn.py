@@ -237,3 +237,37 @@ def test_the_start_time_from_the_spawns_clock_is_procs(tmp_path: Path) -> None:
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
+
+
+def test_an_environment_block_gets_the_workers_own_variables_in_place_of_its_own() -> None:
+    block = b"PATH=/opt/bin:/bin\0ONE=1\0PWD=/submitter\0EQUALS=a=b\0"
+    own = {"KUEUE_JOB_ID": "7", "PWD": "/job"}
+    environ = spawn.Environ.from_block(block, own)
+    assert environ.entries == [b"PATH=/opt/bin:/bin", b"ONE=1", b"EQUALS=a=b", b"KUEUE_JOB_ID=7", b"PWD=/job"]
+    assert environ.path == "/opt/bin:/bin"
+    assert environ.as_dict() == {
+        "PATH": "/opt/bin:/bin",
+        "ONE": "1",
+        "EQUALS": "a=b",
+        "KUEUE_JOB_ID": "7",
+        "PWD": "/job",
+    }
+    # A name inside another entry's value is not an entry of that name.
+    inside = spawn.Environ.from_block(b"X=PWD=y\0", own)
+    assert inside.entries == [b"X=PWD=y", b"KUEUE_JOB_ID=7", b"PWD=/job"] and inside.path is None
+    # Without the last NUL, and empty.
+    assert spawn.Environ.from_block(b"A=1\0PATH=/bin", {}).entries == [b"A=1", b"PATH=/bin"]
+    assert spawn.Environ.from_block(b"A=1\0PATH=/bin", {}).path == "/bin"
+    assert spawn.Environ.from_block(b"", own).entries == [b"KUEUE_JOB_ID=7", b"PWD=/job"]
+    # The worker's own PATH, were it to set one, is where commands are looked up.
+    assert spawn.Environ.from_block(block, {"PATH": "/mine"}).path == "/mine"
+
+
+def test_a_child_spawned_with_an_environment_block_is_the_one_popen_makes(tmp_path: Path) -> None:
+    import json
+
+    block = "".join(f"{k}={v}\0" for k, v in ENV.items()).encode()
+    code, out = run_lean([PY, "-c", REPORT], str(tmp_path), spawn.Environ.from_block(block, {"OWN": "x"}))
+    assert code == 0
+    _, expected = run_popen([PY, "-c", REPORT], str(tmp_path), dict(ENV, OWN="x"))
+    assert json.loads(out)["env"] == json.loads(expected)["env"]

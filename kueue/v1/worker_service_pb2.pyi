@@ -68,7 +68,7 @@ class ConnectResponseBatch(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[ConnectResponse, _Mapping]]] = ...) -> None: ...
 
 class Register(_message.Message):
-    __slots__ = ("worker_id", "name", "system", "capacity", "attempts", "version", "draining", "prefetch", "batches", "output_windows")
+    __slots__ = ("worker_id", "name", "system", "capacity", "attempts", "version", "draining", "prefetch", "batches", "output_windows", "environ_blocks")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,7 @@ class Register(_message.Message):
     PREFETCH_FIELD_NUMBER: _ClassVar[int]
     BATCHES_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    ENVIRON_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     name: str
     system: _common_pb2.SystemInfo
@@ -89,7 +90,8 @@ class Register(_message.Message):
     prefetch: int
     batches: bool
     output_windows: bool
-    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., system: _Optional[_Union[_common_pb2.SystemInfo, _Mapping]] = ..., capacity: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[AttemptReport, _Mapping]]] = ..., version: _Optional[str] = ..., draining: _Optional[bool] = ..., prefetch: _Optional[int] = ..., batches: _Optional[bool] = ..., output_windows: _Optional[bool] = ...) -> None: ...
+    environ_blocks: bool
+    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., system: _Optional[_Union[_common_pb2.SystemInfo, _Mapping]] = ..., capacity: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[AttemptReport, _Mapping]]] = ..., version: _Optional[str] = ..., draining: _Optional[bool] = ..., prefetch: _Optional[int] = ..., batches: _Optional[bool] = ..., output_windows: _Optional[bool] = ..., environ_blocks: _Optional[bool] = ...) -> None: ...
 
 class AttemptReport(_message.Message):
     __slots__ = ("job_id", "attempt", "finished", "stdout_offset", "stderr_offset", "waiting", "killed_after_restart", "started_at")
@@ -204,14 +206,16 @@ class Registered(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., heartbeat_interval_seconds: _Optional[float] = ..., server_version: _Optional[str] = ..., batches: _Optional[bool] = ...) -> None: ...
 
 class Assign(_message.Message):
-    __slots__ = ("job_id", "attempt", "spec")
+    __slots__ = ("job_id", "attempt", "spec", "environ")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    ENVIRON_FIELD_NUMBER: _ClassVar[int]
     job_id: int
     attempt: int
     spec: _common_pb2.JobSpec
-    def __init__(self, job_id: _Optional[int] = ..., attempt: _Optional[int] = ..., spec: _Optional[_Union[_common_pb2.JobSpec, _Mapping]] = ...) -> None: ...
+    environ: bytes
+    def __init__(self, job_id: _Optional[int] = ..., attempt: _Optional[int] = ..., spec: _Optional[_Union[_common_pb2.JobSpec, _Mapping]] = ..., environ: _Optional[bytes] = ...) -> None: ...
 
 class Kill(_message.Message):
     __slots__ = ("job_id", "attempt", "signal", "grace_seconds")
