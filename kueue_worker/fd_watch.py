@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import select
 import weakref
 from collections.abc import Callable
@@ -42,6 +43,13 @@ class FdWatch:
         """Stop watching fd; before it is closed (its number may come back)."""
         if self._callbacks.pop(fd, None) is not None:
             self._epoll.unregister(fd)
+
+    def close(self, fd: int) -> None:
+        """Stop watching fd and close it. The close takes it out of the epoll
+        (ours is the only descriptor of its file), which spares a syscall: a
+        job's three descriptors are closed this way."""
+        self._callbacks.pop(fd, None)
+        os.close(fd)
 
     def _dispatch(self) -> None:
         callbacks = self._callbacks
@@ -73,6 +81,10 @@ class _LoopReaders:
         loop = self._loop()
         if loop is not None:
             loop.remove_reader(fd)
+
+    def close(self, fd: int) -> None:
+        self.remove(fd)
+        os.close(fd)
 
 
 Watch = FdWatch | _LoopReaders

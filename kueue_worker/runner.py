@@ -554,8 +554,7 @@ class JobProcess:
         self._reaped = True
         self._exited.set()
         if self._pidfd >= 0:
-            self._watch.remove(self._pidfd)
-            os.close(self._pidfd)
+            self._watch.close(self._pidfd)
             self._pidfd = -1
         if self._sampler is not None:
             self._sampler.remove(self)
@@ -626,10 +625,10 @@ class JobProcess:
         self._enlarged.discard(fd)
         resumer = self._paused.pop(fd, None)
         if resumer is not None:
-            resumer.cancel()
+            resumer.cancel()  # not watched meanwhile
+            os.close(fd)
         else:
-            self._watch.remove(fd)
-        os.close(fd)
+            self._watch.close(fd)
         if not self._readers and self._drained is not None:
             _settle(self._drained)
 
@@ -638,8 +637,7 @@ class JobProcess:
         for fd in list(self._readers):
             self._close_reader(fd)
         if self._pidfd >= 0:
-            self._watch.remove(self._pidfd)
-            os.close(self._pidfd)
+            self._watch.close(self._pidfd)
             self._pidfd = -1
         if self._sampler is not None:
             self._sampler.remove(self)

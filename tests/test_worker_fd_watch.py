@@ -125,3 +125,43 @@ def test_the_epoll_goes_with_its_loop() -> None:
         asyncio.run(make())
     gc.collect()
     assert epolls() <= before
+
+
+def watched(watch: fd_watch.Watch) -> list[int]:
+    """The descriptors in the watch's epoll, as the kernel lists them."""
+    assert isinstance(watch, fd_watch.FdWatch)
+    with open(f"/proc/self/fdinfo/{watch._epoll.fileno()}") as info:
+        return [int(line.split()[1]) for line in info if line.startswith("tfd:")]
+
+
+def test_a_descriptor_closed_through_the_watch_leaves_its_epoll() -> None:
+    async def go() -> None:
+        watch = fd_watch.of(asyncio.get_running_loop())
+        r, w = os.pipe()
+        old: list[bytes] = []
+        watch.add(r, lambda: old.append(b"called"))
+        assert r in watched(watch)
+        os.write(w, b"ready")  # readable, and then closed unserved
+        watch.close(r)
+        os.close(w)
+        assert r not in watched(watch)
+        with pytest.raises(OSError):
+            os.fstat(r)
+        # The next descriptor gets the same number; only its own readiness counts.
+        r2, w2 = os.pipe()
+        assert r2 == r
+        served = asyncio.Event()
+
+        def readable() -> None:
+            assert os.read(r2, 100) == b"new"
+            watch.close(r2)
+            served.set()
+
+        watch.add(r2, readable)
+        os.write(w2, b"new")
+        await asyncio.wait_for(served.wait(), DEADLINE)
+        assert old == []
+        assert r2 not in watched(watch)
+        os.close(w2)
+
+    asyncio.run(go())

@@ -649,3 +649,23 @@ def test_send_signal_before_the_spawn_is_delivered_after_it(tmp_path: Path) -> N
 
     outcome = asyncio.run(go())
     assert outcome.signal == signal.SIGUSR1
+
+
+def test_ended_jobs_leave_no_descriptor_open_or_watched(tmp_path: Path) -> None:
+    from kueue_worker import fd_watch
+
+    def fds() -> set[int]:
+        return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+    async def go() -> None:
+        watch = fd_watch.of(asyncio.get_running_loop())
+        assert isinstance(watch, fd_watch.FdWatch)
+        runner.spawn.devnull()  # kept open for all jobs
+        before = fds()
+        for code in ("print('x' * 100000)", "import sys; sys.exit(3)", "pass"):
+            await asyncio.wait_for(job(python(code, tmp_path), Captured()).run(), DEADLINE)
+        assert fds() == before
+        with open(f"/proc/self/fdinfo/{watch._epoll.fileno()}") as info:
+            assert [line for line in info if line.startswith("tfd:")] == []
+
+    asyncio.run(go())
