@@ -36,11 +36,18 @@ _ENVIRON_KEY = _key(wpb.Assign.DESCRIPTOR.fields_by_name["environ"])
 MAX_ENCODED_SPECS = 64
 
 
+# What the worker sets in every job's environment, over the submitter's
+# values (worker_service.proto, Assign.environ): left out of the block.
+WORKER_SETS = frozenset({"KUEUE_JOB_ID", "KUEUE_ATTEMPT", "KUEUE_WORKER", "KUEUE_WORKER_ID", "PWD"})
+
+
 def environ_block(env: Mapping[str, str]) -> bytes | None:
-    """env as Assign.environ carries it; None where that cannot say it (a key
-    with "=", a NUL): such a spec goes with its env, for the worker to refuse."""
-    text = "".join(f"{key}={value}\0" for key, value in env.items())
-    if text.count("\0") != len(env) or any("=" in key for key in env):
+    """env as Assign.environ carries it, without what the worker sets; None
+    where a block cannot say it (a key with "=", a NUL): such a spec goes
+    with its env, for the worker to refuse."""
+    kept = [(key, value) for key, value in env.items() if key not in WORKER_SETS]
+    text = "".join(f"{key}={value}\0" for key, value in kept)
+    if text.count("\0") != len(kept) or any("=" in key for key, _ in kept):
         return None
     return text.encode()
 

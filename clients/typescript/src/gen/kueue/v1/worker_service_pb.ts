@@ -669,10 +669,11 @@ export type Assign = Message<"kueue.v1.Assign"> & {
    * To a worker that registered environ_blocks, in place of spec.env (then
    * empty): the job's environment as the exec takes it, every KEY=VALUE
    * entry UTF-8 encoded and followed by a NUL, no key holding "=" and no
-   * entry a NUL. The worker adds its own variables (KUEUE_JOB_ID, ...),
-   * which replace any of the same name. The server makes it once per
-   * submission, where the worker would build and encode the environment of
-   * every job.
+   * entry a NUL. The worker adds its own variables (KUEUE_JOB_ID,
+   * KUEUE_ATTEMPT, KUEUE_WORKER, KUEUE_WORKER_ID, PWD), which the server
+   * leaves out (a worker still replaces any it finds). The server makes it
+   * once per submission, where the worker would build and encode the
+   * environment of every job.
    *
    * @generated from field: bytes environ = 4;
    */
