@@ -45,11 +45,13 @@ def environ_block(env: Mapping[str, str]) -> bytes | None:
     """env as Assign.environ carries it, without what the worker sets; None
     where a block cannot say it (a key with "=", a NUL): such a spec goes
     with its env, for the worker to refuse."""
-    kept = [(key, value) for key, value in env.items() if key not in WORKER_SETS]
-    text = "".join(f"{key}={value}\0" for key, value in kept)
-    if text.count("\0") != len(kept) or any("=" in key for key, _ in kept):
-        return None
-    return text.encode()
+    entries = []
+    for key, value in env.items():
+        if key not in WORKER_SETS:
+            if "=" in key or "\0" in key or "\0" in value:
+                return None
+            entries.append(f"{key}={value}\0")
+    return "".join(entries).encode()
 
 
 @dataclass(slots=True)
