@@ -142,6 +142,8 @@ async def serve(
         credentials=credentials,
     )
     loop = asyncio.get_running_loop()
+    # Two lines a job, written with whatever else the loop's turn logs.
+    logs.hold_each_turn(loop)
     signals: asyncio.Queue[int] = asyncio.Queue()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, signals.put_nowait, signum)
@@ -180,6 +182,9 @@ async def serve(
         impatient.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await impatient
+        if worker.ledger is not None:
+            worker.ledger.close()  # with the entries still held for the loop's turn
+        logs.hold_each_turn(None)
     return 0
 
 

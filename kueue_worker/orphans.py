@@ -11,9 +11,12 @@ file: JSON lines, the owning worker first, then for each attempt a "spawn"
 entry written before its process is started, a "start" entry once it runs
 (pid, the process's create_time, its process group) and an "end" entry when
 it is over; compacted by an atomic rewrite once it has grown well beyond the
-attempts it holds. An append is one write(2) of a short line, so a crash of
+attempts it holds. An append is one write(2) of short lines, so a crash of
 the worker never leaves half an entry; rewriting the whole file at every
-start and end cost a millisecond each, more than a short job.
+start and end cost a millisecond each, more than a short job. The "start"
+and "end" entries wait for the next write or the end of the loop's turn (a
+job's entries take one or two writes rather than three), and what a crash
+meanwhile loses is covered (see Ledger._append).
 
 Every job process carries the worker's id in its environment
 (KUEUE_WORKER_ID, beside KUEUE_JOB_ID and KUEUE_ATTEMPT). On start-up, before
@@ -59,6 +62,7 @@ so in its log).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import json
@@ -169,6 +173,10 @@ class Ledger:
         # Open for appending once this process has written the file afresh.
         self._file: BinaryIO | None = None
         self._lines = 0
+        # "start" and "end" entries not written yet (see _append).
+        self._pending: list[str] = []
+        # The loop whose turn's end writes them (None: none asked yet).
+        self._flush_loop: asyncio.AbstractEventLoop | None = None
 
     def spawning(self, job_id: int, attempt: int) -> None:
         """Before the attempt's process is spawned: should this worker die
@@ -205,11 +213,17 @@ class Ledger:
                 return
         rec = Record(job_id, attempt, pid, create_time, pgid, since_boot)
         self._records[(job_id, attempt)] = rec
-        self._append(_start_line(rec))
+        self._append(_start_line(rec), defer=True)
 
     def forget(self, job_id: int, attempt: int) -> None:
         if self._records.pop((job_id, attempt), None) is not None:
-            self._append(f'{{"end": [{job_id:d}, {attempt:d}]}}\n')
+            self._append(f'{{"end": [{job_id:d}, {attempt:d}]}}\n', defer=True)
+
+    def flush(self) -> None:
+        """Write the entries held back (the worker's loop does at the end of its turn)."""
+        self._flush_loop = None
+        if self._pending:
+            self._append("")
 
     def _owner(self) -> dict[str, float]:
         # Read once per process (a fork in a test gets its own).
@@ -224,30 +238,59 @@ class Ledger:
         return [r for r in self._records.values() if r is not None]
 
     def close(self) -> None:
+        self.flush()
+        self._close_file()
+
+    def _close_file(self) -> None:
         if self._file is not None:
             with contextlib.suppress(OSError):
                 self._file.close()
             self._file = None
 
-    def _append(self, entry: str) -> None:
-        """Append one entry, a line of JSON made by the caller (json.dumps cost more than the write)."""
-        if self._file is None or self._lines > COMPACT_LINES + 2 * len(self._records):
-            self._rewrite()
+    def _append(self, entry: str, defer: bool = False) -> None:
+        """Append entries, lines of JSON made by the caller (json.dumps cost
+        more than the write), in one write.
+
+        A deferred entry ("start", "end") waits for the next write or the end
+        of the loop's turn, so that a job's three entries take one or two
+        writes rather than three. What a crash meanwhile loses is covered:
+        without its "start" an attempt's processes are found by their
+        environment, and without its "end" an ended attempt is only looked
+        for again (as when the crash comes just before the end was known)."""
+        if defer:
+            self._pending.append(entry)
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop: at once
+                self.flush()
+                return
+            if self._flush_loop is not loop:
+                self._flush_loop = loop
+                loop.call_soon(self.flush)
             return
-        line = entry.encode()
+        pending = self._pending
+        lines = len(pending) + (1 if entry else 0)
+        if pending:
+            entry = "".join(pending) + entry
+            pending.clear()
+        if self._file is None or self._lines > COMPACT_LINES + 2 * len(self._records):
+            self._rewrite()  # from the records, which hold what was pending
+            return
+        data = entry.encode()
         try:
-            written = self._file.write(line)
-            if written != len(line):
+            written = self._file.write(data)
+            if written != len(data):
                 # Cut short (a full disk): the rest must not follow on the same line.
-                raise OSError(errno.ENOSPC, f"short write ({written} of {len(line)} bytes)")
+                raise OSError(errno.ENOSPC, f"short write ({written} of {len(data)} bytes)")
         except OSError as exc:
             self._failed(exc)
-            self.close()  # the next change rewrites the whole file
+            self._close_file()  # the next change rewrites the whole file
         else:
-            self._lines += 1
+            self._lines += lines
 
     def _rewrite(self) -> None:
-        self.close()
+        self._pending.clear()  # the records hold what they said
+        self._close_file()
         lines = [json.dumps({"worker": self._owner()})]
         lines += [
             json.dumps({"spawn": list(key)} if r is None else {"start": _as_dict(r)})

@@ -375,6 +375,7 @@ def test_the_worker_records_an_attempt_while_its_process_runs(tmp_path: Path) ->
             assert time.monotonic() < deadline, "the job did not start"
             await asyncio.sleep(0.01)
         pid = worker.processes[(4, 2)].pid
+        await asyncio.sleep(0)  # the "start" entry goes out at the end of the loop's turn
         [rec] = orphans.read(path)
         assert (rec.job_id, rec.attempt, rec.pid, rec.pgid) == (4, 2, pid, pid)
         # Known before the spawn; the process is marked as this worker's.
@@ -391,6 +392,7 @@ def test_the_worker_records_an_attempt_while_its_process_runs(tmp_path: Path) ->
         [rec] = orphans.previous_attempts(path)
         assert rec.key == (4, 2) and rec.create_time == pytest.approx(psutil_create_time, abs=1.0)
         await worker.handle(wpb.ConnectResponse(finished_ack=wpb.FinishedAck(job_id=4, attempt=2)))
+        await asyncio.sleep(0)  # the "end" entry goes out at the end of the loop's turn
         assert orphans.read(path) == []
 
     asyncio.run(scenario())
@@ -420,3 +422,36 @@ def test_a_recorded_start_time_is_psutils(tmp_path: Path, spawned: list[subproce
     # As start-up compares them: exactly what it will read of the process.
     assert (rec.create_time, rec.started_since_boot) == orphans.start_times(psutil.Process(proc.pid))
     ledger.close()
+
+
+def test_start_and_end_entries_wait_for_the_next_write_or_the_end_of_the_turn(tmp_path: Path) -> None:
+    path = tmp_path / "ledger"
+
+    def kinds() -> list[str]:
+        return [next(iter(json.loads(line))) for line in path.read_text().splitlines()]
+
+    async def scenario() -> None:
+        ledger = orphans.Ledger(path)
+        ledger.spawning(1, 1)  # before the spawn: written at once
+        assert kinds() == ["worker", "spawn"]
+        ledger.record(1, 1, os.getpid())
+        assert kinds() == ["worker", "spawn"]
+        await asyncio.sleep(0)
+        assert kinds() == ["worker", "spawn", "start"]
+        # An end, then the next spawn in the same turn: one write, in order.
+        ledger.forget(1, 1)
+        ledger.spawning(2, 1)
+        assert kinds() == ["worker", "spawn", "start", "end", "spawn"]
+        ledger.record(2, 1, os.getpid())
+        ledger.close()  # writes what waits
+        assert kinds()[-1] == "start"
+        [rec] = orphans.previous_attempts(path)
+        assert rec.key == (2, 1)
+
+    asyncio.run(scenario())
+    # Without a running loop, at once.
+    ledger = orphans.Ledger(path)
+    ledger.forget(2, 1)  # not this ledger's: nothing
+    ledger.spawning(3, 1)
+    ledger.record(3, 1, os.getpid())
+    assert kinds()[-2:] == ["spawn", "start"]
