@@ -11,11 +11,15 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kueue import config as kconfig
+
+if TYPE_CHECKING:
+    import asyncio
 
 LEVELS = {
     "off": logging.CRITICAL + 10,
@@ -246,8 +250,10 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A StreamHandler that, inside one_write(), holds lines below WARNING
     and writes them in one write when the outermost one_write() ends: the
     server logs three lines per job after its commits, and a write and a
-    flush of the stream per line were most of their cost. Elsewhere, and at
-    WARNING and above, a line goes out at once, after what is held."""
+    flush of the stream per line were most of their cost. On the loop given
+    to hold_each_turn() (the worker's), lines logged on its thread are held
+    until the end of its turn. Elsewhere, and at WARNING and above, a line
+    goes out at once, after what is held."""
 
     def __init__(self, stream: Any = None) -> None:
         super().__init__(stream)
@@ -260,7 +266,7 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.handleError(record)
             return
         self._held.append(line)
-        if _holding and record.levelno < logging.WARNING:
+        if record.levelno < logging.WARNING and (_holding or _held_for_turn()):
             return
         self._write_held(record)
 
@@ -291,7 +297,7 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.acquire()
         try:
             self._held.append(line)
-            if not (_holding and level < logging.WARNING):
+            if not (level < logging.WARNING and (_holding or _held_for_turn())):
                 self._write_held(None, report=True)
         finally:
             self.release()
@@ -339,12 +345,52 @@ class _OneWrite:
         global _holding
         _holding -= 1
         if not _holding:
-            for handler in logging.getLogger().handlers:
-                if isinstance(handler, BatchingHandler):
-                    handler.flush()
+            _flush_batching()
 
 
 _ONE_WRITE = _OneWrite()
+
+# The loop whose turns hold lines, and its thread (hold_each_turn).
+_turn: tuple[asyncio.AbstractEventLoop, int] | None = None
+_turn_flush_due = False
+
+
+def hold_each_turn(loop: asyncio.AbstractEventLoop | None) -> None:
+    """Hold lines below WARNING logged on loop's thread until the end of its
+    turn, then write them in one write (None: stop, writing what is held).
+    The worker logs two lines per job, from callbacks of one turn or the next."""
+    global _turn, _turn_flush_due
+    _turn = None if loop is None else (loop, threading.get_ident())
+    _turn_flush_due = False
+    if loop is None:
+        _flush_batching()
+
+
+def _held_for_turn() -> bool:
+    global _turn_flush_due
+    turn = _turn
+    if turn is None or threading.get_ident() != turn[1]:
+        return False
+    if not _turn_flush_due:
+        loop = turn[0]
+        if loop.is_closed():
+            return False
+        _turn_flush_due = True
+        loop.call_soon(_end_of_turn)
+    return True
+
+
+def _end_of_turn() -> None:
+    global _turn_flush_due
+    _turn_flush_due = False
+    if not _holding:  # else the outermost one_write() writes them
+        _flush_batching()
+
+
+def _flush_batching() -> None:
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, BatchingHandler):
+            handler.flush()
 
 
 def one_write() -> _OneWrite:

@@ -3,6 +3,7 @@ module's own way."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -301,3 +302,43 @@ def test_events_made_directly_are_held_inside_one_write(only_handler: Writes) ->
         logs.event(logger, "c", "third", level=logging.WARNING)
         assert len(only_handler.writes) == 1
     assert messages(only_handler.getvalue()) == ["first", "second", "third"]
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_lines_of_a_loops_turn_go_out_together_at_its_end(only_handler: Writes, direct: bool) -> None:
+    """hold_each_turn (the worker's loop): lines below WARNING logged on the
+    loop's thread wait for the end of its turn; a warning, or a line from
+    another thread, goes out at once."""
+    if direct:
+        _install(only_handler, "text")
+    else:  # a record the usual way: a filter on the way needs it
+        _install(only_handler, "text").addFilter(lambda record: True)
+    logger = logging.getLogger("kueue_test_turns")
+
+    async def scenario() -> None:
+        logs.hold_each_turn(asyncio.get_running_loop())
+        try:
+            logs.event(logger, "a", "first")
+            logger.info("second")
+            assert only_handler.writes == []
+            await asyncio.sleep(0)  # the turn ends
+            assert [messages(w) for w in only_handler.writes] == [["first", "second"]]
+            logs.event(logger, "c", "third")
+            logger.warning("fourth")
+            assert [messages(w) for w in only_handler.writes[1:]] == [["third", "fourth"]]
+            await asyncio.to_thread(logger.info, "from a thread")
+            assert messages(only_handler.writes[-1]) == ["from a thread"]
+            logs.event(logger, "d", "fifth")
+            with logs.one_write():  # the outermost one_write writes it, not the turn
+                logger.info("sixth")
+                await asyncio.sleep(0)
+                assert messages(only_handler.writes[-1]) == ["from a thread"]
+            assert messages(only_handler.writes[-1]) == ["fifth", "sixth"]
+            logger.info("seventh")
+        finally:
+            logs.hold_each_turn(None)  # writes what is held
+        assert messages(only_handler.writes[-1]) == ["seventh"]
+        logger.info("eighth")  # no longer held
+        assert messages(only_handler.writes[-1]) == ["eighth"]
+
+    asyncio.run(scenario())
