@@ -355,9 +355,10 @@ class JobProcess:
         self._waiter: asyncio.Task[tuple[int, int, resource.struct_rusage]] | None = None
         self._returncode: int | None = None
         self._ended = 0.0
-        # Resolved when the process has been reaped, and when the last pipe closed.
-        self._reaping: asyncio.Future[None] | None = None
-        self._drained: asyncio.Future[None] | None = None
+        # Told the outcome once the process is reaped, its killer done and
+        # its pipes closed (or given up on after PIPE_LINGER_SECONDS).
+        self._done: Callable[[Outcome], None] | None = None
+        self._linger: asyncio.TimerHandle | None = None
         # Set by start(): what run() then follows (or the outcome of a failed start).
         self._began = False
         self._stdio: _Stdio | None = None
@@ -374,7 +375,8 @@ class JobProcess:
         """Spawn the process now, from the caller's step of the loop (a task
         would spawn it only at the loop's next turn, after whatever else is
         ready: with short jobs that turn is most of a slot's idle time).
-        run() then follows it; a start that failed makes run() return why."""
+        follow() or run() then follows it; a start that failed makes them
+        tell why."""
         if self._began:
             return
         self._began = True
@@ -397,15 +399,93 @@ class JobProcess:
             self._clean_up()
             raise
 
-    async def run(self) -> Outcome:
-        """Start the process (unless start() did) and return once it and its output are done."""
+    def follow(self, done: Callable[[Outcome], None]) -> None:
+        """Start the process (unless start() did) and call done(outcome) once
+        it and its output are done: from the callback that sees the last of
+        them (its reaping, mostly), with no task of its own (a task and its
+        futures cost a short job about 10 us), or, where it did not start, a
+        turn of the loop later. Once per process."""
         self.start()
+        self._done = done
+        if self._start_outcome is not None:
+            asyncio.get_running_loop().call_soon(self._end)
+        else:
+            self._check_done()
+
+    async def run(self) -> Outcome:
+        """follow(), awaited. Cancelled, it stops following the process (which runs on)."""
+        result: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+
+        def done(outcome: Outcome) -> None:
+            if not result.done():
+                result.set_result(outcome)
+
+        self.follow(done)
         try:
-            if self._start_outcome is not None:
-                return self._start_outcome
-            return await self._follow()
+            return await result
         finally:
-            self._clean_up()
+            if not result.done():
+                self._done = None
+                if self._feeder is not None:
+                    self._feeder.cancel()
+                if self._stdin_pipe is not None:
+                    self._close_stdin(self._stdin_pipe)
+                self._clean_up()
+
+    def _check_done(self) -> None:
+        """Whether the process and its output are done, at each step there."""
+        if self._done is None or not self._reaped:
+            return
+        if self._killer is not None and not self._killer.done():
+            return  # its end looks again
+        if self._readers:
+            if self._linger is None:
+                self._linger = asyncio.get_running_loop().call_later(PIPE_LINGER_SECONDS, self._linger_over)
+            return
+        self._finish()
+
+    def _linger_over(self) -> None:
+        self._linger = None
+        if self._done is not None and self._readers:
+            log.info(
+                "job %d: a background process still holds its output open; not waiting for it", self.job_id
+            )
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        if self._feeder is None:
+            self._end()
+        else:
+            # The feeder must be gone before its pipe is closed (its writer
+            # would otherwise be removed from a descriptor reused meanwhile).
+            self._feeder.cancel()
+            asyncio.get_running_loop().create_task(self._end_after_feeder(self._feeder))
+
+    async def _end_after_feeder(self, feeder: asyncio.Task[None]) -> None:
+        await asyncio.gather(feeder, return_exceptions=True)
+        self._end()
+
+    def _end(self) -> None:
+        done, self._done = self._done, None
+        if done is None:
+            return
+        outcome = self._start_outcome
+        if outcome is None:
+            try:
+                outcome = self._outcome()
+            except Exception as exc:
+                # A bug here must still end the attempt, or its slot would be lost.
+                log.exception("job %d attempt %d: following the process failed", self.job_id, self.attempt)
+                outcome = Outcome(error=f"worker {self.worker_name} failed to watch the process: {exc}")
+        # Input nobody took (the job ended, or a background process keeps
+        # the pipe open without reading) is dropped with the attempt.
+        if self._stdin_pipe is not None:
+            self._close_stdin(self._stdin_pipe)
+        self._clean_up()
+        done(outcome)
 
     def _clean_up(self) -> None:
         if self._stdio is not None:
@@ -445,7 +525,6 @@ class JobProcess:
         self.pid = pid
         loop = asyncio.get_running_loop()
         self._watch = fd_watch.of(loop)
-        self._reaping = loop.create_future()
         self._watch_exit(loop, pid)
         if self._on_started is not None:
             self._on_started(pid)
@@ -465,37 +544,10 @@ class JobProcess:
             self._watch.add(fd, self._reader_of(fd))
         self._schedule_sample()
 
-    async def _follow(self) -> Outcome:
-        assert self._reaping is not None
-        loop = asyncio.get_running_loop()
-        feeder, stdin_pipe = self._feeder, self._stdin_pipe
-        try:
-            await self._reaping
-            run_time = self._ended - self._started_at
-            if self._killer is not None:
-                await self._killer
-            if self._readers:
-                self._drained = loop.create_future()
-                linger = loop.call_later(PIPE_LINGER_SECONDS, _settle, self._drained)
-                try:
-                    await self._drained
-                finally:
-                    linger.cancel()
-                if self._readers:
-                    log.info(
-                        "job %d: a background process still holds its output open; not waiting for it",
-                        self.job_id,
-                    )
-        finally:
-            # Input nobody took (the job ended, or a background process keeps
-            # the pipe open without reading) is dropped with the attempt.
-            if feeder is not None and stdin_pipe is not None:
-                feeder.cancel()
-                await asyncio.gather(feeder, return_exceptions=True)
-                # A feeder cancelled before its first step never ran its own cleanup.
-                self._close_stdin(stdin_pipe)
+    def _outcome(self) -> Outcome:
         returncode = self._returncode
         assert returncode is not None
+        run_time = self._ended - self._started_at
         if returncode >= 0:
             return Outcome(
                 exit_code=returncode, run_time_seconds=run_time, peak_memory_bytes=self.peak_memory_bytes
@@ -566,15 +618,14 @@ class JobProcess:
         for fd, resumer in list(self._paused.items()):
             resumer.cancel()
             self._resume(fd)
-        if self._reaping is not None:
-            _settle(self._reaping)
         if self._on_exit is not None:
             try:
                 self._on_exit()
             except Exception:
                 # Only what the freed slot starts next is lost to this: the
-                # attempt still ends through run().
+                # attempt still ends through follow().
                 log.exception("job %d: acting on its exit failed", self.job_id)
+        self._check_done()
 
     # -- output ------------------------------------------------------------
 
@@ -629,8 +680,8 @@ class JobProcess:
             os.close(fd)
         else:
             self._watch.close(fd)
-        if not self._readers and self._drained is not None:
-            _settle(self._drained)
+        if not self._readers:
+            self._check_done()
 
     def _stop_watching(self) -> None:
         """Whatever still watches the process or its pipes (after the end, a cancel or a failure)."""
@@ -741,6 +792,7 @@ class JobProcess:
     def _start_killer(self) -> None:
         if self._killer is None:
             self._killer = asyncio.create_task(self._enforce_kill())
+            self._killer.add_done_callback(lambda _: self._check_done())
 
     async def _enforce_kill(self) -> None:
         killed_at: float | None = None
@@ -839,11 +891,6 @@ class _Sampler:
 def _enlarge(fd: int) -> None:
     with contextlib.suppress(OSError):  # not Linux, or over /proc/sys/fs/pipe-max-size
         fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
-
-
-def _settle(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 async def _first_of(*aws: Awaitable[object]) -> None:

@@ -196,7 +196,8 @@ class Worker:
         self._waiting_assigns: dict[Key, wpb.Assign] = {}
         # Finishing the running jobs before stopping: the server offers nothing new.
         self.draining = False
-        self._watchers: dict[Key, asyncio.Task[None]] = {}
+        # Done when each attempt has ended (wait_idle, stop_jobs).
+        self._watchers: dict[Key, asyncio.Future[None]] = {}
         self._feeds: dict[Key, StdinFeed] = {}
         self._acks_due: set[Key] = set()
         self._ack_timer: asyncio.TimerHandle | None = None
@@ -536,21 +537,22 @@ class Worker:
             stdin=feed,
         )
         self.processes[key] = proc
-        proc.start()
-        self._watchers[key] = asyncio.create_task(self._watch(key, proc), name=f"job {job_id}.{attempt}")
+        ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._watchers[key] = ended
+        proc.follow(lambda outcome: self._ended(key, outcome, ended))
 
-    async def _watch(self, key: Key, proc: JobProcess) -> None:
-        job_id, attempt = key
+    def _ended(self, key: Key, outcome: Outcome, ended: asyncio.Future[None]) -> None:
+        """The attempt's process and output are done (or it did not start)."""
+        self.processes.pop(key, None)
+        self._watchers.pop(key, None)
+        self._feeds.pop(key, None)
         try:
-            outcome = await proc.run()
-        except Exception as exc:
-            # A bug here must still end the attempt, or its slot would be lost.
-            log.exception("job %d attempt %d: watching the process failed", job_id, attempt)
-            outcome = Outcome(error=f"worker {self.name} failed to watch the process: {exc}")
+            self._report_end(key, outcome)
         finally:
-            self.processes.pop(key, None)
-            self._watchers.pop(key, None)
-            self._feeds.pop(key, None)
+            ended.set_result(None)
+
+    def _report_end(self, key: Key, outcome: Outcome) -> None:
+        job_id, attempt = key
         finished = self.attempts.finish(job_id, attempt, outcome.as_finished())
         # The final stdin position (input left unwritten counts as discarded)
         # goes before the Finished, after which the server may not listen.

@@ -669,3 +669,47 @@ def test_ended_jobs_leave_no_descriptor_open_or_watched(tmp_path: Path) -> None:
             assert [line for line in info if line.startswith("tfd:")] == []
 
     asyncio.run(go())
+
+
+def test_follow_tells_each_outcome_once_without_a_task_per_job(tmp_path: Path) -> None:
+    async def go() -> None:
+        tasks_before = len(asyncio.all_tasks())
+        outcomes: dict[int, list[Outcome]] = {}
+        all_done = asyncio.Event()
+        codes = [0, 3, 7]
+        for code in codes:
+            p = JobProcess(
+                spec(["sh", "-c", f"exit {code}"], tmp_path),
+                job_id=code,
+                attempt=1,
+                worker_name="w",
+                kill_grace_seconds=1.0,
+            )
+
+            def done(outcome: Outcome, code: int = code) -> None:
+                outcomes.setdefault(code, []).append(outcome)
+                if len(outcomes) == len(codes):
+                    all_done.set()
+
+            p.follow(done)
+        # The processes are followed by callbacks of the loop, not by tasks.
+        assert len(asyncio.all_tasks()) == tasks_before
+        await asyncio.wait_for(all_done.wait(), DEADLINE)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert {code: [o.exit_code for o in seen] for code, seen in outcomes.items()} == {
+            0: [0],
+            3: [3],
+            7: [7],
+        }
+        # A start that fails is told a turn later, not from inside follow().
+        failed: list[Outcome] = []
+        bad = JobProcess(
+            spec(["/nonexistent/x"], tmp_path), job_id=9, attempt=1, worker_name="w", kill_grace_seconds=1.0
+        )
+        bad.follow(failed.append)
+        assert failed == []
+        await asyncio.sleep(0)
+        assert len(failed) == 1 and "cannot start /nonexistent/x" in failed[0].error
+
+    asyncio.run(go())
