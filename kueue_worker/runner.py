@@ -424,13 +424,11 @@ class JobProcess:
         try:
             return await result
         finally:
-            if not result.done():
+            # Cancelled (the await cancels result too): no outcome comes.
+            if result.cancelled() or not result.done():
                 self._done = None
-                if self._feeder is not None:
-                    self._feeder.cancel()
-                if self._stdin_pipe is not None:
-                    self._close_stdin(self._stdin_pipe)
-                self._clean_up()
+                await self._feeder_gone()
+                self._release()
 
     def _check_done(self) -> None:
         """Whether the process and its output are done, at each step there."""
@@ -459,14 +457,26 @@ class JobProcess:
         if self._feeder is None:
             self._end()
         else:
-            # The feeder must be gone before its pipe is closed (its writer
-            # would otherwise be removed from a descriptor reused meanwhile).
-            self._feeder.cancel()
-            asyncio.get_running_loop().create_task(self._end_after_feeder(self._feeder))
+            asyncio.get_running_loop().create_task(self._end_after_feeder())
 
-    async def _end_after_feeder(self, feeder: asyncio.Task[None]) -> None:
-        await asyncio.gather(feeder, return_exceptions=True)
+    async def _end_after_feeder(self) -> None:
+        await self._feeder_gone()
         self._end()
+
+    async def _feeder_gone(self) -> None:
+        """Stop the stdin feeder and wait until it has: it must be gone
+        before its pipe is closed, or its writer would be removed from a
+        descriptor reused meanwhile."""
+        if self._feeder is not None:
+            self._feeder.cancel()
+            await asyncio.gather(self._feeder, return_exceptions=True)
+
+    def _release(self) -> None:
+        # Input nobody took (the job ended, or a background process keeps
+        # the pipe open without reading) is dropped with the attempt.
+        if self._stdin_pipe is not None:
+            self._close_stdin(self._stdin_pipe)
+        self._clean_up()
 
     def _end(self) -> None:
         done, self._done = self._done, None
@@ -480,11 +490,7 @@ class JobProcess:
                 # A bug here must still end the attempt, or its slot would be lost.
                 log.exception("job %d attempt %d: following the process failed", self.job_id, self.attempt)
                 outcome = Outcome(error=f"worker {self.worker_name} failed to watch the process: {exc}")
-        # Input nobody took (the job ended, or a background process keeps
-        # the pipe open without reading) is dropped with the attempt.
-        if self._stdin_pipe is not None:
-            self._close_stdin(self._stdin_pipe)
-        self._clean_up()
+        self._release()
         done(outcome)
 
     def _clean_up(self) -> None:

@@ -713,3 +713,25 @@ def test_follow_tells_each_outcome_once_without_a_task_per_job(tmp_path: Path) -
         assert len(failed) == 1 and "cannot start /nonexistent/x" in failed[0].error
 
     asyncio.run(go())
+
+
+def test_a_cancelled_run_returns_once_its_stdin_feeder_is_gone(tmp_path: Path) -> None:
+    # The feeder blocks writing more than the pipe holds into a job that reads
+    # nothing; its pipe may only be closed once it is gone (its writer would
+    # otherwise be removed from whatever reuses the descriptor's number).
+    source = QueueStdin(b"x" * (4 * 1024 * 1024))
+    cap = Captured()
+    p = piped_job(spec(["sleep", "30"], tmp_path), cap, source, grace=1.0)
+
+    async def go() -> None:
+        others = asyncio.all_tasks()
+        task = asyncio.create_task(p.run())
+        await until(lambda: source.written_bytes > 0, "the feeder to fill the pipe")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert asyncio.all_tasks() - others == set()
+        assert source.closed_count == 1
+        os.kill(cap.pids[0], signal.SIGKILL)
+
+    asyncio.run(go())
