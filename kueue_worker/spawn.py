@@ -87,7 +87,7 @@ class Environ:
         if block and not block.endswith(b"\0"):
             block += b"\0"
         # With a NUL in front every entry follows one: one search finds PATH
-        # and any of the names in `own` (the client leaves those out).
+        # and any of the names in `own` (the server leaves those out).
         marked = b"\0" + block
         finder, names = _finder(tuple(own))
         found = {m[1]: m.end() for m in finder.finditer(marked)}
