@@ -473,7 +473,7 @@ class Worker:
 
     # -- processes -----------------------------------------------------------------
 
-    def _start(self, job_id: int, attempt: int, spec: common_pb2.JobSpec, environ: bytes = b"") -> None:
+    def _start(self, job_id: int, attempt: int, spec: common_pb2.JobSpec, environ: bytes) -> None:
         key = (job_id, attempt)
 
         def started(pid: int) -> None:
