@@ -263,6 +263,49 @@ def test_an_environment_block_gets_the_workers_own_variables_in_place_of_its_own
     assert spawn.Environ.from_block(block, {"PATH": "/mine"}).path == "/mine"
 
 
+def _block_reference(block: bytes, own: dict[str, str]) -> tuple[list[bytes], str | None]:
+    """What from_block makes, the slow and plain way."""
+    entries = [e for e in block.split(b"\0") if e]
+    names = {name.encode() for name in own}
+    kept = [e for e in entries if not (b"=" in e and e.partition(b"=")[0] in names)]
+    paths = [e.partition(b"=")[2] for e in entries if e.startswith(b"PATH=")]
+    path = own.get("PATH", paths[-1].decode() if paths else None)
+    return kept + [f"{k}={v}".encode() for k, v in own.items()], path
+
+
+def test_environment_blocks_split_once_per_array_are_the_same_as_split_afresh() -> None:
+    own = {"KUEUE_JOB_ID": "7", "PWD": "/job"}
+    head = b"PATH=/opt/bin:/bin\0ONE=1\0EQUALS=a=b\0"
+    blocks = [
+        *(head + f"KUEUE_ARRAY_ID={i}\0".encode() for i in range(3)),  # an array's members
+        head + b"PWD=/submitter\0",  # the last entry one of the worker's own
+        head + b"PATH=/last\0",  # a second PATH, last
+        b"PWD=/submitter\0" + head + b"TWO=2\0",  # one of the worker's own in the head
+        b"ONLY=1\0",
+        b"PATH=/x\0",
+        b"A=1\0NOEQUALS\0",
+        b"",
+    ]
+    spawn._heads.clear()
+    for block in [*blocks, *blocks]:  # split afresh, then from what was split before
+        environ = spawn.Environ.from_block(block, own)
+        assert (environ.entries, environ.path) == _block_reference(block, own), block
+        mine = spawn.Environ.from_block(block, {"PATH": "/mine"})
+        assert (mine.entries, mine.path) == _block_reference(block, {"PATH": "/mine"}), block
+    # The members of the array share one split head.
+    assert sum(key[0] == head for key in spawn._heads) == 2  # once per set of own names
+    # A split entry handed out is the caller's: changing it changes no later one.
+    spawn.Environ.from_block(blocks[0], own).entries.append(b"X=1")
+    assert spawn.Environ.from_block(blocks[1], own).entries == _block_reference(blocks[1], own)[0]
+
+
+def test_the_split_environment_blocks_kept_are_bounded() -> None:
+    spawn._heads.clear()
+    for i in range(3 * spawn.MAX_HEADS):
+        spawn.Environ.from_block(f"A={i}\0B=1\0".encode(), {})
+    assert 0 < len(spawn._heads) <= spawn.MAX_HEADS
+
+
 def test_a_child_spawned_with_an_environment_block_is_the_one_popen_makes(tmp_path: Path) -> None:
     import json
 
