@@ -48,9 +48,11 @@ MAX_CANDIDATE_ENTRIES = 256
 FOUND_SECONDS = 1.0
 _devnull: tuple[int, int] = (-1, -1)  # (pid that opened it, fd)
 # Environment blocks split, by all but their last entry and the names the
-# worker sets (Environ.from_block); bounded, as the blocks come from jobs.
+# worker sets (Environ.from_block); bounded in count and size, as the blocks
+# come from jobs (an environment may take 4 MB): a larger one is split anew.
 _heads: dict[tuple[bytes, tuple[str, ...]], tuple[list[bytes], bytes | None]] = {}
-MAX_HEADS = 64
+MAX_HEADS = 32
+MAX_HEAD_BYTES = 32 * 1024
 
 
 def encode_environment(env: Mapping[str, str]) -> list[bytes]:
@@ -99,9 +101,11 @@ class Environ:
         key = (head, own_names)
         parsed = _heads.get(key)
         if parsed is None:
-            if len(_heads) >= MAX_HEADS:
-                _heads.clear()
-            parsed = _heads[key] = _split_head(head, own_names)
+            parsed = _split_head(head, own_names)
+            if len(head) <= MAX_HEAD_BYTES:
+                if len(_heads) >= MAX_HEADS:
+                    _heads.clear()
+                _heads[key] = parsed
         head_entries, head_path = parsed
         entries = head_entries.copy()
         path_value = head_path

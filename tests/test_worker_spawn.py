@@ -304,6 +304,11 @@ def test_the_split_environment_blocks_kept_are_bounded() -> None:
     for i in range(3 * spawn.MAX_HEADS):
         spawn.Environ.from_block(f"A={i}\0B=1\0".encode(), {})
     assert 0 < len(spawn._heads) <= spawn.MAX_HEADS
+    # A large environment is split each time rather than kept.
+    spawn._heads.clear()
+    big = b"BIG=" + b"x" * spawn.MAX_HEAD_BYTES + b"\0LAST=1\0"
+    assert spawn.Environ.from_block(big, {}).entries == big.split(b"\0")[:2]
+    assert not spawn._heads
 
 
 def test_a_child_spawned_with_an_environment_block_is_the_one_popen_makes(tmp_path: Path) -> None:
