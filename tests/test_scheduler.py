@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
+from typing import Any
 
 import pytest
 from hypothesis import example, given, settings
@@ -27,8 +29,19 @@ def make(limits: Limits | None = None) -> Scheduler:
     return Scheduler(limits or Limits(global_resources={"genus": 2}))
 
 
-def connect(s: Scheduler, wid: str, slots: int = 4, cpus: int = 4, ram: int = 8000, now: float = 0.0) -> None:
-    s.connect_worker(wid, wid, Amount(slots, cpus, ram), common_pb2.SystemInfo(), "", [], now)
+def connect(
+    s: Scheduler,
+    wid: str,
+    slots: int = 4,
+    cpus: int = 4,
+    ram: int = 8000,
+    now: float = 0.0,
+    running: Iterable[tuple[int, int]] = (),
+    **report: Any,
+) -> None:
+    """A worker (re)connects, reporting `running` and, as keywords, what
+    else Register says (finished, waiting, prefetch, killed)."""
+    s.connect_worker(wid, wid, Amount(slots, cpus, ram), common_pb2.SystemInfo(), "", running, now, **report)
 
 
 def submit(s: Scheduler, n: int = 1, now: float = 0.0, **kw: int) -> list[int]:
@@ -176,7 +189,7 @@ def test_reconnect_without_attempt_requeues_at_once_and_stale_is_killed() -> Non
     assigned(s)
     s.take_effects()
     # w1 comes back reporting only job a, plus an attempt the server never gave it.
-    s.connect_worker("w1", "w1", Amount(4, 4, 8000), common_pb2.SystemInfo(), "", [(a, 1), (99, 3)], 1.0)
+    connect(s, "w1", now=1.0, running=[(a, 1), (99, 3)])
     assert s.jobs[a].state is State.RUNNING
     assert s.jobs[b].state is State.PENDING
     kills = [(k.job_id, k.attempt) for k in s.take_effects().kill]
@@ -191,9 +204,7 @@ def test_reconnect_reporting_a_finished_attempt_does_not_requeue_it() -> None:
     s.started("w1", job_id, 1, 0.5)
     # The server restarted; the worker comes back with the attempt finished
     # but never acknowledged.
-    s.connect_worker(
-        "w1", "w1", Amount(4, 4, 8000), common_pb2.SystemInfo(), "", [], 1.0, finished=[(job_id, 1)]
-    )
+    connect(s, "w1", now=1.0, finished=[(job_id, 1)])
     assert s.jobs[job_id].state is State.RUNNING
     assert s.finished("w1", job_id, 1, 0, 0, 0.5, 0, "", 1.0)
     assert s.jobs[job_id].state is State.SUCCEEDED and s.jobs[job_id].attempt == 1
@@ -304,7 +315,7 @@ def test_load_keeps_active_jobs_with_their_worker() -> None:
     fresh.load(list(s.jobs.values()), [], now=100.0)
     assert fresh.jobs[a].state is State.RUNNING and fresh.jobs[b].state is State.SUCCEEDED
     # The worker reconnects in time with the attempt: it keeps running.
-    fresh.connect_worker("w1", "w1", Amount(4, 4, 8000), common_pb2.SystemInfo(), "", [(a, 1)], 105.0)
+    connect(fresh, "w1", now=105.0, running=[(a, 1)])
     fresh.tick(106.0)
     assert fresh.jobs[a].state is State.RUNNING
     assert fresh.next_job_id == b + 1
@@ -314,9 +325,7 @@ def test_load_keeps_active_jobs_with_their_worker() -> None:
 
 
 def connect_prefetching(s: Scheduler, wid: str, slots: int, prefetch: int, cpus: int = 4) -> None:
-    s.connect_worker(
-        wid, wid, Amount(slots, cpus, 8000), common_pb2.SystemInfo(), "", [], 0.0, prefetch=prefetch
-    )
+    connect(s, wid, slots=slots, cpus=cpus, prefetch=prefetch)
 
 
 def test_prefetch_offers_beyond_free_slots_without_holding_resources() -> None:
@@ -396,17 +405,7 @@ def test_a_reconnecting_worker_keeps_its_waiting_attempts() -> None:
     assigned(s)
     s.started("w1", ids[0], 1, 1.0)
     s.disconnect_worker("w1", s.workers["w1"].session, 2.0)
-    s.connect_worker(
-        "w1",
-        "w1",
-        Amount(1, 4, 8000),
-        common_pb2.SystemInfo(),
-        "",
-        [(ids[0], 1)],
-        3.0,
-        waiting=[(ids[1], 1)],
-        prefetch=1,
-    )
+    connect(s, "w1", slots=1, now=3.0, running=[(ids[0], 1)], waiting=[(ids[1], 1)], prefetch=1)
     s.tick(50.0)
     assert s.jobs[ids[0]].state is State.RUNNING
     assert s.jobs[ids[1]].state is State.OFFERED and s.jobs[ids[1]].waiting
@@ -422,16 +421,7 @@ def test_an_overfull_report_is_believed_and_nothing_more_sent() -> None:
     connect_prefetching(s, "w1", slots=1, prefetch=1)
     ids = submit(s, 4)
     assert [j for _, j, _ in assigned(s)] == ids[:2]  # one in the slot, one held for it
-    s.connect_worker(
-        "w1",
-        "w1",
-        Amount(1, 4, 8000),
-        common_pb2.SystemInfo(),
-        "",
-        [(ids[0], 1), (ids[1], 1)],
-        1.0,
-        prefetch=1,
-    )
+    connect(s, "w1", slots=1, now=1.0, running=[(ids[0], 1), (ids[1], 1)], prefetch=1)
     s.take_effects()
     w = s.workers["w1"]
     assert [s.jobs[j].state for j in ids[:2]] == [State.RUNNING, State.RUNNING]
@@ -515,14 +505,13 @@ def test_never_overcommitted_and_each_job_ends_once(evts: list[tuple[str, int, i
                     running.append((j.id, j.attempt))
                 else:
                     waiting.append((j.id, j.attempt))
-            s.connect_worker(
+            connect(
+                s,
                 wid,
-                wid,
-                Amount(2, 4, 4000),
-                common_pb2.SystemInfo(),
-                "",
-                running,
-                now,
+                slots=2,
+                ram=4000,
+                now=now,
+                running=running,
                 waiting=waiting,
                 prefetch=0 if w == 2 else n,
             )
@@ -625,16 +614,7 @@ def test_an_attempt_killed_when_its_crashed_worker_restarted_is_lost_but_started
     assigned(s)
     # The server never heard that a started (the worker died first); b it did.
     s.started("w1", b, 1, 1.0)
-    s.connect_worker(
-        "w1",
-        "w1",
-        Amount(2, 4, 8000),
-        common_pb2.SystemInfo(),
-        "",
-        [],
-        5.0,
-        killed={(a, 1): 0.5, (b, 1): 0.0},
-    )
+    connect(s, "w1", slots=2, now=5.0, killed={(a, 1): 0.5, (b, 1): 0.0})
     for job_id, started in ((a, 0.5), (b, 1.0)):
         job = s.jobs[job_id]
         assert job.state is State.PENDING
