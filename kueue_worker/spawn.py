@@ -47,10 +47,12 @@ MAX_CANDIDATE_ENTRIES = 256
 # How long the directory a command was found in is tried first.
 FOUND_SECONDS = 1.0
 _devnull: tuple[int, int] = (-1, -1)  # (pid that opened it, fd)
+# A split block: its entries, its PATH's value, the worker's own names encoded.
+_Head = tuple[list[bytes], bytes | None, frozenset[bytes]]
 # Environment blocks split, by all but their last entry and the names the
 # worker sets (Environ.from_block); bounded in count and size, as the blocks
 # come from jobs (an environment may take 4 MB): a larger one is split anew.
-_heads: dict[tuple[bytes, tuple[str, ...]], tuple[list[bytes], bytes | None]] = {}
+_heads: dict[tuple[bytes, tuple[str, ...]], _Head] = {}
 MAX_HEADS = 32
 MAX_HEAD_BYTES = 32 * 1024
 
@@ -107,12 +109,11 @@ class Environ:
                 if len(_heads) >= MAX_HEADS:
                     _heads.clear()
                 _heads[key] = parsed
-        head_entries, head_path = parsed
+        head_entries, path_value, names = parsed
         entries = head_entries.copy()
-        path_value = head_path
         if last:
             name, eq, value = last.partition(b"=")
-            if not (eq and name in _finder(own_names)[1]):
+            if not (eq and name in names):
                 entries.append(last)
             if eq and name == b"PATH":
                 path_value = value
@@ -127,9 +128,10 @@ class Environ:
         return {key: value for key, _, value in pairs}
 
 
-def _split_head(block: bytes, own: tuple[str, ...]) -> tuple[list[bytes], bytes | None]:
+def _split_head(block: bytes, own: tuple[str, ...]) -> _Head:
     """The entries of a block (each ended by a NUL) without those of the
-    names in `own`, and the value of its (last) PATH entry, if any."""
+    names in `own`, the value of its (last) PATH entry if any, and those
+    names encoded."""
     # With a NUL in front every entry follows one: one search finds PATH
     # and any of the names in `own` (the server leaves those out).
     marked = b"\0" + block
@@ -143,7 +145,7 @@ def _split_head(block: bytes, own: tuple[str, ...]) -> tuple[list[bytes], bytes 
     if b"PATH" in found:
         start = found[b"PATH"]
         path = marked[start : marked.index(b"\0", start)]
-    return entries, path
+    return entries, path, names
 
 
 def _named(entry: bytes, names: frozenset[bytes]) -> bool:
