@@ -251,9 +251,9 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
     and writes them in one write when the outermost one_write() ends: the
     server logs three lines per job after its commits, and a write and a
     flush of the stream per line were most of their cost. On the loop given
-    to hold_each_turn() (the worker's), lines logged on its thread are held
-    until the end of its turn. Elsewhere, and at WARNING and above, a line
-    goes out at once, after what is held."""
+    to hold_briefly() (the worker's), lines logged on its thread are held
+    for up to HOLD_SECONDS. Elsewhere, and at WARNING and above, a line goes
+    out at once, after what is held."""
 
     def __init__(self, stream: Any = None) -> None:
         super().__init__(stream)
@@ -350,15 +350,23 @@ class _OneWrite:
 
 _ONE_WRITE = _OneWrite()
 
-# The loop whose turns hold lines, and its thread (hold_each_turn).
+# How long at most lines below WARNING logged on the worker's loop wait, to
+# go out together (hold_briefly). The worker logs two lines a job: a write
+# and a loop callback for each turn of its loop cost a short job about 5 us,
+# a write every 20 ms next to nothing, and a line 20 ms late tells a reader
+# the same (its time is when it was logged).
+HOLD_SECONDS = 0.02
+
+# The loop whose lines are held, and its thread (hold_briefly).
 _turn: tuple[asyncio.AbstractEventLoop, int] | None = None
 _turn_flush_due = False
 
 
-def hold_each_turn(loop: asyncio.AbstractEventLoop | None) -> None:
-    """Hold lines below WARNING logged on loop's thread until the end of its
-    turn, then write them in one write (None: stop, writing what is held).
-    The worker logs two lines per job, from callbacks of one turn or the next."""
+def hold_briefly(loop: asyncio.AbstractEventLoop | None) -> None:
+    """Hold lines below WARNING logged on loop's thread for up to
+    HOLD_SECONDS, then write them in one write (None: stop, writing what is
+    held). A line at WARNING or above writes what is held with it, and so
+    does logging.shutdown() at exit; only a killed process loses them."""
     global _turn, _turn_flush_due
     _turn = None if loop is None else (loop, threading.get_ident())
     _turn_flush_due = False
@@ -376,11 +384,11 @@ def _held_for_turn() -> bool:
         if loop.is_closed():
             return False
         _turn_flush_due = True
-        loop.call_soon(_end_of_turn)
+        loop.call_later(HOLD_SECONDS, _end_of_hold)
     return True
 
 
-def _end_of_turn() -> None:
+def _end_of_hold() -> None:
     global _turn_flush_due
     _turn_flush_due = False
     if not _holding:  # else the outermost one_write() writes them

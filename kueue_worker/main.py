@@ -142,8 +142,8 @@ async def serve(
         credentials=credentials,
     )
     loop = asyncio.get_running_loop()
-    # Two lines a job, written with whatever else the loop's turn logs.
-    logs.hold_each_turn(loop)
+    # Two lines a job, written together with what else the next 20 ms log.
+    logs.hold_briefly(loop)
     signals: asyncio.Queue[int] = asyncio.Queue()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, signals.put_nowait, signum)
@@ -183,8 +183,8 @@ async def serve(
         with contextlib.suppress(asyncio.CancelledError):
             await impatient
         if worker.ledger is not None:
-            worker.ledger.close()  # with the entries still held for the loop's turn
-        logs.hold_each_turn(None)
+            worker.ledger.close()  # with the entries it still holds
+        logs.hold_briefly(None)
     return 0
 
 
