@@ -347,13 +347,21 @@ class Attempts:
         return key
 
     def _fits(self, reservation: Reservation) -> bool:
+        # Field by field: a sum as a Reservation (at each start, for each
+        # held attempt looked at) cost a short job a few us.
         reserved = self.reserved()
-        used = reserved + reservation
-        if used.slots > self.max_slots:
+        if reserved.slots + reservation.slots > self.max_slots:
             return False
         cap = self.capacity
         # With nothing running it fits: the server found that it fits the worker.
-        return cap is None or not reserved.slots or (used.cpus <= cap.cpus and used.ram_mb <= cap.ram_mb)
+        return (
+            cap is None
+            or not reserved.slots
+            or (
+                reserved.cpus + reservation.cpus <= cap.cpus
+                and reserved.ram_mb + reservation.ram_mb <= cap.ram_mb
+            )
+        )
 
     def hand_back(self, job_id: int, attempt: int) -> wpb.AssignmentReply | None:
         """Retract: give a waiting attempt back (the reply to send), or None
