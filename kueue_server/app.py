@@ -276,7 +276,14 @@ class App:
 
     def _fill_batch(self, batch: Batch, effects: Effects) -> None:
         jobs = self.scheduler.jobs
-        batch.jobs.extend(convert.job_row(jobs[j]) for j in effects.dirty if j in jobs)
+        for j in effects.dirty:
+            job = jobs.get(j)
+            if job is None:
+                continue
+            if convert.is_as_submitted(job):
+                batch.new_jobs.append(convert.new_job_row(job))
+            else:
+                batch.jobs.append(convert.job_row(job))
         batch.deleted_jobs.extend(effects.removed)
         for worker_id in effects.workers:
             worker = self.scheduler.workers.get(worker_id)
@@ -457,6 +464,7 @@ def _merge(first: Batch, second: Batch) -> Batch:
     return Batch(
         specs=first.specs + second.specs,
         jobs=first.jobs + second.jobs,
+        new_jobs=first.new_jobs + second.new_jobs,
         deleted_jobs=first.deleted_jobs + second.deleted_jobs,
         workers=first.workers + second.workers,
         outputs=first.outputs + second.outputs,

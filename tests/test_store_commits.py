@@ -81,6 +81,75 @@ def test_the_wal_is_checkpointed_though_commits_are_inline(tmp_path: Path) -> No
     db.close()
 
 
+def stored_rows(path: Path) -> list[tuple[object, ...]]:
+    """Every column of every job row, with the type SQLite holds it as."""
+    db = sqlite3.connect(path)
+    try:
+        names = [row[1] for row in db.execute("PRAGMA table_info(jobs)")]
+        typed = ", ".join(f"{n}, typeof({n})" for n in names)
+        return db.execute(f"SELECT {typed} FROM jobs ORDER BY id").fetchall()
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("extra_env", [{"KUEUE_ARRAY_ID": "7"}, None])
+def test_a_job_as_submitted_is_stored_as_its_full_row_would_be(tmp_path: Path, extra_env: object) -> None:
+    """new_job_row plus the store's literal defaults make the very row
+    job_row makes (values and SQLite types), and it loads back the same."""
+    rows = {}
+    job = make_job(1)
+    job.extra_env = extra_env  # type: ignore[assignment]
+    assert convert.is_as_submitted(job)
+    for way in ("new", "full"):
+        if way == "new":
+            batch = Batch(specs=[(1, job.spec.SerializeToString())], new_jobs=[convert.new_job_row(job)])
+        else:
+            batch = Batch(specs=[(1, job.spec.SerializeToString())], jobs=[convert.job_row(job)])
+        directory = tmp_path / way
+
+        async def scenario(directory: Path = directory, batch: Batch = batch) -> None:
+            store = Store(directory, 1 << 20)
+            store.start(asyncio.get_running_loop())
+            await store.write(batch)
+            store.close()
+
+        asyncio.run(scenario())
+        rows[way] = stored_rows(directory / "kueue.sqlite3")
+        reopened = Store(directory, 1 << 20)
+        [loaded] = reopened.load().jobs
+        reopened.close()
+        assert convert.job_row(loaded) == convert.job_row(job)
+    assert rows["new"] == rows["full"]
+
+
+@pytest.mark.parametrize(
+    "touch",
+    [
+        lambda j: setattr(j, "offered_at", 1.0),
+        lambda j: setattr(j, "started_at", 1.0),
+        lambda j: setattr(j, "finished_at", 1.0),
+        lambda j: setattr(j, "attempt", 1),
+        lambda j: setattr(j, "state", State.CANCELED),
+        lambda j: setattr(j, "worker_id", "w"),
+        lambda j: setattr(j, "worker_name", "w"),
+        lambda j: setattr(j, "exit_code", 0),
+        lambda j: setattr(j, "signal", 9),
+        lambda j: setattr(j, "run_time", 0.5),
+        lambda j: setattr(j, "peak_memory", 1),
+        lambda j: setattr(j, "comment", "held"),
+        lambda j: setattr(j, "stdout_bytes", 1),
+        lambda j: setattr(j, "stderr_bytes", 1),
+        lambda j: setattr(j, "output_truncated", True),
+        lambda j: setattr(j, "kill_requested", True),
+        lambda j: setattr(j, "past_attempts", [object()]),
+    ],
+)
+def test_a_job_touched_after_its_submission_gets_its_full_row(touch: object) -> None:
+    job = make_job(1)
+    touch(job)  # type: ignore[operator]
+    assert not convert.is_as_submitted(job)
+
+
 @given(st.dictionaries(st.text(), st.text(), min_size=1, max_size=5))
 def test_a_stored_env_reads_back_as_json_dumps_wrote_it(env: dict[str, str]) -> None:
     job = make_job(1)
