@@ -28,6 +28,15 @@ class PendingQueue:
             heap = self._groups[shape] = []
         heapq.heappush(heap, job_id)
 
+    def push_new(self, shape: Shape, job_ids: list[int]) -> None:
+        """Jobs just created, in increasing order: their ids exceed every id
+        ever pushed (ids only grow), so appended at the end they keep each
+        heap a heap, as pushing them one by one would at many times the cost."""
+        heap = self._groups.get(shape)
+        if heap is None:
+            heap = self._groups[shape] = []
+        heap.extend(job_ids)
+
     def _head(self, shape: Shape, heap: list[int]) -> int | None:
         while heap and not self._is_pending(heap[0]):
             heapq.heappop(heap)

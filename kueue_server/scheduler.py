@@ -316,25 +316,25 @@ class Scheduler:
     ) -> list[JobRecord]:
         """Queue one job per entry of extra_envs (validate() first)."""
         shape = Shape.of(spec.resources)
-        created = []
-        for extra in extra_envs:
-            job = JobRecord(
-                id=self.next_job_id,
-                spec_id=spec_id,
-                spec=spec,
-                extra_env=extra or None,
-                shape=shape,
-                issued_at=now,
+        first = self.next_job_id
+        created = [
+            JobRecord(
+                id=first + i, spec_id=spec_id, spec=spec, extra_env=extra or None, shape=shape, issued_at=now
             )
-            self.next_job_id += 1
-            self.jobs[job.id] = job
-            self.counts[State.PENDING] += 1
-            self.by_state[State.PENDING][job.id] = None
-            self.queue.push(shape, job.id)
-            self._effects.dirty.add(job.id)
-            # From PENDING to PENDING at attempt 0: submitted.
-            self._effects.job_changes.append(JobChange(job, State.PENDING, State.PENDING, 0, ""))
-            created.append(job)
+            for i, extra in enumerate(extra_envs)
+        ]
+        ids = list(range(first, first + len(created)))
+        self.next_job_id = first + len(created)
+        # All at once: an array may bring thousands, before its first may start.
+        self.jobs.update(zip(ids, created, strict=True))
+        self.counts[State.PENDING] += len(created)
+        self.by_state[State.PENDING].update(dict.fromkeys(ids))
+        self.queue.push_new(shape, ids)
+        self._effects.dirty.update(ids)
+        # From PENDING to PENDING at attempt 0: submitted.
+        self._effects.job_changes.extend(
+            JobChange(job, State.PENDING, State.PENDING, 0, "") for job in created
+        )
         return created
 
     # ----------------------------------------------------------------- workers
