@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Every benchmark of bench/, one after the other, as one table.
 
-    python bench/run_all.py            # full sizes (about 15-25 minutes on 2 cores)
+    python bench/run_all.py            # full sizes (about 5 minutes on 2 cores)
     python bench/run_all.py --quick    # tiny sizes: a smoke run of a minute or two
     python bench/run_all.py --only throughput,streaming
 

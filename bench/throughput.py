@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--jobs", type=int, help="jobs per run (default 2000; quick: 40)")
     parser.add_argument(
-        "--rounds", type=int, help="rounds of pool/kueue/kueue in-memory (default 5; quick: 1)"
+        "--rounds", type=int, help="rounds of pool/kueue/kueue in-memory (default 9; quick: 1)"
     )
     parser.add_argument("--output", type=Path, default=RESULTS / "throughput.json")
     args = parser.parse_args(argv)
