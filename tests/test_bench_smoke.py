@@ -1,4 +1,4 @@
-"""bench/run_overhead.py runs end to end and writes valid JSON (no timing is judged)."""
+"""The benchmarks run end to end (tiny sizes) and write valid JSON; no timing is judged."""
 
 from __future__ import annotations
 
@@ -67,3 +67,27 @@ def test_run_all_quick(tmp_path: Path) -> None:
     kueue = [r for r in every["rows"] if r["measure"] == "kueue, 1 worker, 2 slots"]
     assert kueue and kueue[0]["value"] > 0 and kueue[0]["ratio"] > 0
     assert "| item | measure |" in result.stdout  # the Markdown table
+
+
+def test_spawn_designs_tiny(tmp_path: Path) -> None:
+    """bench/spawn_designs.py runs each design to the end (its rates are not judged)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "spawn_designs.py"),
+            "--jobs",
+            "7",
+            "--work-us",
+            "10",
+            "--rounds",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for design in ("pool", "single", "threads", "runners"):
+        assert f"  {design} " in result.stdout, result.stdout

@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""Where the spawning is done decides how close a worker gets to the plain
+pool: a design experiment for item 1 (throughput), not a benchmark of kueue.
+
+N `true` on 2 slots, with W us of busy Python per job standing for the
+worker's bookkeeping (messages, ledger, logs: about 500 us today), four ways:
+
+  pool     the plain pool of item 1 (2 threads of subprocess.run), no W
+  single   one loop watches pidfds, spawns the next job when it reaps one and
+           does W per job: kueue's worker today
+  threads  a thread per slot spawns and waits for its own child (as the
+           pool's threads do); the main thread does W per reported end
+  runners  a process per slot does the same; the main process does W per
+           end reported over a pipe
+
+A spawn's vfork waits until the child has exec'ed. From one loop, the child
+mostly lands on the other core, which then has to be woken, and so does the
+loop's own core when the child is done with it; a thread or process woken by
+its own child's exit runs on the core that child just left, and the next
+child starts there. See README, Performance.
+
+    python bench/spawn_designs.py [--jobs N] [--work-us W] [--rounds R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import select
+import statistics
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+try:
+    import _posixsubprocess
+except ImportError:  # not POSIX
+    _posixsubprocess = None  # type: ignore[assignment]
+
+SLOTS = 2
+_RESULT = struct.Struct("ii")
+
+
+def _spawn_true(env: list[bytes], devnull: int) -> int:
+    """`true` as kueue's worker spawns it: fork_exec, error pipe, new session."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = _posixsubprocess.fork_exec(
+            [b"true"], [b"/usr/bin/true", b"/bin/true"], True, (write_end,), "/", env,
+            devnull, -1, -1, devnull, -1, devnull, read_end, write_end,
+            True, True, -1, None, None, None, -1, None, True,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    try:
+        if os.read(read_end, 100):
+            raise OSError("cannot start true")
+    finally:
+        os.close(read_end)
+    return pid
+
+
+def _busy(seconds: float) -> None:
+    """Python work that holds the GIL for `seconds` of this thread's CPU time."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def pool(n: int, work: float) -> None:
+    with ThreadPoolExecutor(SLOTS) as executor:
+        for result in executor.map(lambda _: subprocess.run(["true"]), range(n)):
+            result.check_returncode()
+
+
+def single(n: int, work: float) -> None:
+    env, devnull = _environment(), os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    epoll = select.epoll()
+    pids: dict[int, int] = {}
+    started = done = 0
+
+    def start() -> None:
+        nonlocal started
+        pid = _spawn_true(env, devnull)
+        fd = os.pidfd_open(pid)
+        epoll.register(fd, select.EPOLLIN)
+        pids[fd] = pid
+        started += 1
+        _busy(work / 2)
+
+    for _ in range(min(SLOTS, n)):
+        start()
+    while done < n:
+        for fd, _ in epoll.poll():
+            os.waitpid(pids.pop(fd), 0)
+            os.close(fd)
+            done += 1
+            if started < n:
+                start()
+            _busy(work / 2)
+    epoll.close()
+    os.close(devnull)
+
+
+def threads(n: int, work: float) -> None:
+    env, devnull = _environment(), os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    ends: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def slot(count: int) -> None:
+        for _ in range(count):
+            _, status = os.waitpid(_spawn_true(env, devnull), 0)
+            ends.put(status)
+
+    workers = [threading.Thread(target=slot, args=(count,)) for count in _shares(n)]
+    for t in workers:
+        t.start()
+    for _ in range(n):
+        ends.get(timeout=60)
+        _busy(work)
+    for t in workers:
+        t.join()
+    os.close(devnull)
+
+
+def runners(n: int, work: float) -> None:
+    env, devnull = _environment(), os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    read_end, write_end = os.pipe()
+    children = []
+    for count in _shares(n):
+        pid = os.fork()
+        if pid == 0:  # a runner: spawn, wait, report
+            code = 0
+            try:
+                os.close(read_end)
+                for _ in range(count):
+                    child = _spawn_true(env, devnull)
+                    _, status = os.waitpid(child, 0)
+                    os.write(write_end, _RESULT.pack(child, status))
+            except BaseException:
+                code = 1
+            os._exit(code)
+        children.append(pid)
+    os.close(write_end)
+    pending = b""
+    done = 0
+    while done < n:
+        data = os.read(read_end, 65536)
+        if not data:
+            raise RuntimeError(f"the runners reported {done} of {n} ends")
+        pending += data
+        while len(pending) >= _RESULT.size:
+            pending = pending[_RESULT.size :]
+            done += 1
+            _busy(work)
+    os.close(read_end)
+    for pid in children:
+        os.waitpid(pid, 0)
+    os.close(devnull)
+
+
+def _shares(n: int) -> list[int]:
+    return [n // SLOTS + (1 if i < n % SLOTS else 0) for i in range(SLOTS)]
+
+
+def _environment() -> list[bytes]:
+    return [os.fsencode(f"{k}={v}") for k, v in os.environ.items()]
+
+
+DESIGNS: dict[str, Callable[[int, float], None]] = {
+    "pool": pool,
+    "single": single,
+    "threads": threads,
+    "runners": runners,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--jobs", type=int, default=3000)
+    parser.add_argument("--work-us", type=float, default=500.0, help="busy Python per job (default 500)")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    if _posixsubprocess is None or not hasattr(os, "pidfd_open"):
+        print("needs Linux (pidfd_open) and _posixsubprocess", file=sys.stderr)
+        return 2
+    rates: dict[str, list[float]] = {name: [] for name in DESIGNS}
+    for r in range(args.rounds):
+        for name, design in DESIGNS.items():
+            began = time.perf_counter()
+            design(args.jobs, args.work_us / 1e6)
+            rates[name].append(args.jobs / (time.perf_counter() - began))
+        print(f"round {r + 1}: " + ", ".join(f"{name} {v[-1]:.0f}" for name, v in rates.items()), flush=True)
+    print(f"{args.jobs} x true, {SLOTS} slots, {args.work_us:.0f} us of Python per job (medians, jobs/s):")
+    for name, values in rates.items():
+        ratio = statistics.median(v / p for v, p in zip(values, rates["pool"], strict=True))
+        print(f"  {name:8} {statistics.median(values):7.0f}   {ratio:.2f} of the pool")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
