@@ -10,6 +10,8 @@ worker's bookkeeping (messages, ledger, logs: about 500 us today), four ways:
            does W per job: kueue's worker today
   threads  a thread per slot spawns and waits for its own child (as the
            pool's threads do); the main thread does W per reported end
+  loop+threads  the same, each end reported to an asyncio loop
+           (call_soon_threadsafe), which does W per end
   runners  a process per slot does the same; the main process does W per
            end reported over a pipe
 
@@ -127,6 +129,41 @@ def threads(n: int, work: float) -> None:
     os.close(devnull)
 
 
+def loop_threads(n: int, work: float) -> None:
+    """threads, with the ends reported to an asyncio loop (call_soon_threadsafe),
+    as the worker's loop would learn of them."""
+    import asyncio
+
+    env, devnull = _environment(), os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        all_done = loop.create_future()
+        done = 0
+
+        def ended(status: int) -> None:
+            nonlocal done
+            _busy(work)
+            done += 1
+            if done == n:
+                all_done.set_result(None)
+
+        def slot(count: int) -> None:
+            for _ in range(count):
+                _, status = os.waitpid(_spawn_true(env, devnull), 0)
+                loop.call_soon_threadsafe(ended, status)
+
+        workers = [threading.Thread(target=slot, args=(count,)) for count in _shares(n)]
+        for t in workers:
+            t.start()
+        await asyncio.wait_for(all_done, 60)
+        for t in workers:
+            t.join()
+
+    asyncio.run(main())
+    os.close(devnull)
+
+
 def runners(n: int, work: float) -> None:
     env, devnull = _environment(), os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     read_end, write_end = os.pipe()
@@ -175,6 +212,7 @@ DESIGNS: dict[str, Callable[[int, float], None]] = {
     "pool": pool,
     "single": single,
     "threads": threads,
+    "loop+threads": loop_threads,
     "runners": runners,
 }
 
@@ -200,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.jobs} x true, {SLOTS} slots, {args.work_us:.0f} us of Python per job (medians, jobs/s):")
     for name, values in rates.items():
         ratio = statistics.median(v / p for v, p in zip(values, rates["pool"], strict=True))
-        print(f"  {name:8} {statistics.median(values):7.0f}   {ratio:.2f} of the pool")
+        print(f"  {name:12} {statistics.median(values):7.0f}   {ratio:.2f} of the pool")
     return 0
 
 
