@@ -12,6 +12,8 @@ worker's bookkeeping (messages, ledger, logs: about 500 us today), four ways:
            pool's threads do); the main thread does W per reported end
   loop+threads  the same, each end reported to an asyncio loop
            (call_soon_threadsafe), which does W per end
+  handoff  threads per slot too, but the loop hands each its next job
+           after the bookkeeping of the last end (no chaining on the thread)
   runners  a process per slot does the same; the main process does W per
            end reported over a pipe
 
@@ -164,6 +166,50 @@ def loop_threads(n: int, work: float) -> None:
     os.close(devnull)
 
 
+def handoff(n: int, work: float) -> None:
+    """A thread per slot spawns and waits, but the asyncio loop hands it each
+    next job after the bookkeeping of the last end (session 9's thread)."""
+    import asyncio
+
+    env, devnull = _environment(), os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        all_done = loop.create_future()
+        inboxes: list[queue.SimpleQueue[bool]] = [queue.SimpleQueue() for _ in range(SLOTS)]
+        started = done = 0
+
+        def ended(k: int) -> None:
+            nonlocal started, done
+            _busy(work)
+            done += 1
+            if started < n:
+                started += 1
+                inboxes[k].put(True)
+            if done == n:
+                all_done.set_result(None)
+                for inbox in inboxes:
+                    inbox.put(False)
+
+        def slot(k: int) -> None:
+            while inboxes[k].get(timeout=60):
+                os.waitpid(_spawn_true(env, devnull), 0)
+                loop.call_soon_threadsafe(ended, k)
+
+        workers = [threading.Thread(target=slot, args=(k,)) for k in range(SLOTS)]
+        for t in workers:
+            t.start()
+        for k in range(min(SLOTS, n)):
+            started += 1
+            inboxes[k].put(True)
+        await asyncio.wait_for(all_done, 60)
+        for t in workers:
+            t.join()
+
+    asyncio.run(main())
+    os.close(devnull)
+
+
 def runners(n: int, work: float) -> None:
     env, devnull = _environment(), os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     read_end, write_end = os.pipe()
@@ -213,6 +259,7 @@ DESIGNS: dict[str, Callable[[int, float], None]] = {
     "single": single,
     "threads": threads,
     "loop+threads": loop_threads,
+    "handoff": handoff,
     "runners": runners,
 }
 

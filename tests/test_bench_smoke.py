@@ -89,5 +89,5 @@ def test_spawn_designs_tiny(tmp_path: Path) -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    for design in ("pool", "single", "threads", "loop+threads", "runners"):
+    for design in ("pool", "single", "threads", "loop+threads", "handoff", "runners"):
         assert f"  {design} " in result.stdout, result.stdout
