@@ -266,7 +266,7 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.handleError(record)
             return
         self._held.append(line)
-        if record.levelno < logging.WARNING and (_holding or _held_for_turn()):
+        if record.levelno < logging.WARNING and (_holding or _held_on_loop()):
             return
         self._write_held(record)
 
@@ -297,7 +297,7 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.acquire()
         try:
             self._held.append(line)
-            if not (level < logging.WARNING and (_holding or _held_for_turn())):
+            if not (level < logging.WARNING and (_holding or _held_on_loop())):
                 self._write_held(None, report=True)
         finally:
             self.release()
@@ -358,8 +358,8 @@ _ONE_WRITE = _OneWrite()
 HOLD_SECONDS = 0.02
 
 # The loop whose lines are held, and its thread (hold_briefly).
-_turn: tuple[asyncio.AbstractEventLoop, int] | None = None
-_turn_flush_due = False
+_hold_loop: tuple[asyncio.AbstractEventLoop, int] | None = None
+_hold_flush_due = False
 
 
 def hold_briefly(loop: asyncio.AbstractEventLoop | None) -> None:
@@ -367,30 +367,32 @@ def hold_briefly(loop: asyncio.AbstractEventLoop | None) -> None:
     HOLD_SECONDS, then write them in one write (None: stop, writing what is
     held). A line at WARNING or above writes what is held with it, and so
     does logging.shutdown() at exit; only a killed process loses them."""
-    global _turn, _turn_flush_due
-    _turn = None if loop is None else (loop, threading.get_ident())
-    _turn_flush_due = False
+    global _hold_loop, _hold_flush_due
+    _hold_loop = None if loop is None else (loop, threading.get_ident())
+    _hold_flush_due = False
     if loop is None:
         _flush_batching()
 
 
-def _held_for_turn() -> bool:
-    global _turn_flush_due
-    turn = _turn
-    if turn is None or threading.get_ident() != turn[1]:
+def _held_on_loop() -> bool:
+    """Whether a line logged now waits (on the held loop's thread), the
+    write of what is held being set up if it was not."""
+    global _hold_flush_due
+    held = _hold_loop
+    if held is None or threading.get_ident() != held[1]:
         return False
-    if not _turn_flush_due:
-        loop = turn[0]
+    if not _hold_flush_due:
+        loop = held[0]
         if loop.is_closed():
             return False
-        _turn_flush_due = True
+        _hold_flush_due = True
         loop.call_later(HOLD_SECONDS, _end_of_hold)
     return True
 
 
 def _end_of_hold() -> None:
-    global _turn_flush_due
-    _turn_flush_due = False
+    global _hold_flush_due
+    _hold_flush_due = False
     if not _holding:  # else the outermost one_write() writes them
         _flush_batching()
 
