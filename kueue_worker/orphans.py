@@ -14,9 +14,9 @@ it is over; compacted by an atomic rewrite once it has grown well beyond the
 attempts it holds. An append is one write(2) of short lines, so a crash of
 the worker never leaves half an entry; rewriting the whole file at every
 start and end cost a millisecond each, more than a short job. The "start"
-and "end" entries wait for the next write, or HOLD_SECONDS at most (a busy
-worker's entries take one write a job), and what a crash meanwhile loses
-is covered (see Ledger._append).
+and "end" entries wait for the next write or the end of the loop's turn (a
+job's entries take one or two writes rather than three), and what a crash
+meanwhile loses is covered (see Ledger._append).
 
 Every job process carries the worker's id in its environment
 (KUEUE_WORKER_ID, beside KUEUE_JOB_ID and KUEUE_ATTEMPT). On start-up, before
@@ -92,9 +92,6 @@ MAX_GRACE_SECONDS = 10.0
 SIGKILL_WAIT_SECONDS = 5.0
 POLL_SECONDS = 0.05
 
-
-# How long "start" and "end" entries may wait for the next write.
-HOLD_SECONDS = 0.02
 
 # Appended lines beyond twice the running attempts before the ledger is
 # rewritten (three a job: spawn, start, end).
@@ -178,7 +175,7 @@ class Ledger:
         self._lines = 0
         # "start" and "end" entries not written yet (see _append).
         self._pending: list[str] = []
-        # The loop whose timer writes them (None: none set).
+        # The loop whose turn's end writes them (None: none asked yet).
         self._flush_loop: asyncio.AbstractEventLoop | None = None
 
     def spawning(self, job_id: int, attempt: int) -> None:
@@ -223,7 +220,7 @@ class Ledger:
             self._append(f'{{"end": [{job_id:d}, {attempt:d}]}}\n', defer=True)
 
     def flush(self) -> None:
-        """Write the entries held back (the loop's timer does, HOLD_SECONDS after the first)."""
+        """Write the entries held back (the worker's loop does at the end of its turn)."""
         self._flush_loop = None
         if self._pending:
             self._append("")
@@ -254,11 +251,9 @@ class Ledger:
         """Append entries, lines of JSON made by the caller (json.dumps cost
         more than the write), in one write.
 
-        A deferred entry ("start", "end") waits for the next write, or
-        HOLD_SECONDS at most, so that a busy worker's jobs take one write
-        each (their "spawn" entry) rather than three: a write and a loop
-        callback per turn cost a short job about 5 us. What a crash
-        meanwhile loses is covered:
+        A deferred entry ("start", "end") waits for the next write or the end
+        of the loop's turn, so that a job's three entries take one or two
+        writes rather than three. What a crash meanwhile loses is covered:
         without its "start" an attempt's processes are found by their
         environment, and without its "end" an ended attempt is only looked
         for again (as when the crash comes just before the end was known)."""
@@ -271,7 +266,7 @@ class Ledger:
                 return
             if self._flush_loop is not loop:
                 self._flush_loop = loop
-                loop.call_later(HOLD_SECONDS, self.flush)
+                loop.call_soon(self.flush)
             return
         pending = self._pending
         lines = len(pending) + (1 if entry else 0)
