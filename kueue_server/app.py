@@ -280,10 +280,11 @@ class App:
             job = jobs.get(j)
             if job is None:
                 continue
-            if convert.is_as_submitted(job):
-                batch.new_jobs.append(convert.new_job_row(job))
+            row = convert.job_row(job)
+            if row[convert.NEW_JOB_COLUMNS :] == convert.SUBMITTED_TAIL:
+                batch.new_jobs.append(row[: convert.NEW_JOB_COLUMNS])
             else:
-                batch.jobs.append(convert.job_row(job))
+                batch.jobs.append(row)
         batch.deleted_jobs.extend(effects.removed)
         for worker_id in effects.workers:
             worker = self.scheduler.workers.get(worker_id)

@@ -262,44 +262,24 @@ def job_row(job: JobRecord) -> tuple[Any, ...]:
     )
 
 
-def is_as_submitted(job: JobRecord) -> bool:
-    """Whether the job's row is what new_job_row() and store's literal
-    defaults make of it: queued and never touched since its submission."""
-    return (
-        job.offered_at is None
-        and job.attempt == 0
-        and job.state is State.PENDING
-        and job.started_at is None
-        and job.finished_at is None
-        and job.exit_code is None
-        and not job.past_attempts
-        and not job.worker_id
-        and not job.worker_name
-        and not job.signal
-        and not job.run_time
-        and not job.peak_memory
-        and not job.comment
-        and not job.stdout_bytes
-        and not job.stderr_bytes
-        and not job.output_truncated
-        and not job.kill_requested
-    )
+# job_row()'s columns after the fifth for a job as submitted: a row that
+# ends so is written as its first five columns, the rest as SQL literals
+# (store, NEW_JOB_DEFAULTS). sqlite3 binds each parameter at a cost (a None
+# about 0.8 us), and an array of 2 000 jobs is written before its first job
+# may start.
+SUBMITTED_TAIL: tuple[Any, ...] = (None, None, None, 0, "", "", None, 0, 0.0, 0, "", 0, 0, 0, 0, None)
+NEW_JOB_COLUMNS = 5
 
 
-def new_job_row(job: JobRecord) -> tuple[Any, ...]:
-    """The first columns of job_row(), for a job is_as_submitted(): the
-    store writes the rest as literals (NEW_JOB_DEFAULTS). sqlite3 binds each
-    parameter at a cost (a None about 0.8 us), and an array of 2 000 jobs
-    is written at once before its first job may start."""
-    env = job.extra_env_json
-    if env is None and job.extra_env:
-        env = job.extra_env_json = _env_json(job.extra_env)
-    return (job.id, job.spec_id, env, int(job.state), job.issued_at)
+def _sql_literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return repr(value)
 
 
-# What job_row() gives a job is_as_submitted() after new_job_row()'s
-# columns, as SQL literals in JOB_COLUMNS' order.
-NEW_JOB_DEFAULTS = "NULL, NULL, NULL, 0, '', '', NULL, 0, 0.0, 0, '', 0, 0, 0, 0, NULL"
+NEW_JOB_DEFAULTS = ", ".join(map(_sql_literal, SUBMITTED_TAIL))
 
 
 def _env_json(env: dict[str, str]) -> str:

@@ -31,7 +31,13 @@ from typing import Any
 
 from kueue.v1 import common_pb2
 from kueue_server import output_files
-from kueue_server.convert import ADDED_JOB_COLUMNS, JOB_COLUMNS, NEW_JOB_DEFAULTS, job_from_row
+from kueue_server.convert import (
+    ADDED_JOB_COLUMNS,
+    JOB_COLUMNS,
+    NEW_JOB_COLUMNS,
+    NEW_JOB_DEFAULTS,
+    job_from_row,
+)
 from kueue_server.model import JobRecord, WorkerRecord
 
 log = logging.getLogger(__name__)
@@ -85,7 +91,7 @@ class OutputWrite:
 class Batch:
     specs: list[tuple[int, bytes]] = field(default_factory=list)
     jobs: list[tuple[Any, ...]] = field(default_factory=list)
-    # Rows of jobs as submitted (convert.new_job_row), written before `jobs`.
+    # Rows of jobs as submitted, their first NEW_JOB_COLUMNS (convert.SUBMITTED_TAIL), written before `jobs`.
     new_jobs: list[tuple[Any, ...]] = field(default_factory=list)
     deleted_jobs: list[int] = field(default_factory=list)
     # id, name, SystemInfo, drained by an operator
@@ -370,7 +376,9 @@ def _marks(n: int) -> str:
 
 
 _PUT_JOB = f"INSERT OR REPLACE INTO jobs ({JOB_COLUMNS}) VALUES ({_marks(len(JOB_COLUMNS.split(',')))})"
-_PUT_NEW_JOB = f"INSERT OR REPLACE INTO jobs ({JOB_COLUMNS}) VALUES ({_marks(5)}, {NEW_JOB_DEFAULTS})"
+_PUT_NEW_JOB = (
+    f"INSERT OR REPLACE INTO jobs ({JOB_COLUMNS}) VALUES ({_marks(NEW_JOB_COLUMNS)}, {NEW_JOB_DEFAULTS})"
+)
 
 
 def _inline(batch: Batch) -> bool:

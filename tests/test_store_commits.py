@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from kueue.v1 import common_pb2
 from kueue_server import convert
-from kueue_server.model import JobRecord, Shape, State
+from kueue_server.model import JobRecord, Outcome, PastAttempt, Shape, State
 from kueue_server.store import CHECKPOINT_EVERY, Batch, OutputWrite, Store, StoreError
 
 
@@ -92,19 +92,28 @@ def stored_rows(path: Path) -> list[tuple[object, ...]]:
         db.close()
 
 
+@pytest.mark.parametrize("state", [State.PENDING, State.CANCELED])
 @pytest.mark.parametrize("extra_env", [{"KUEUE_ARRAY_ID": "7"}, None])
-def test_a_job_as_submitted_is_stored_as_its_full_row_would_be(tmp_path: Path, extra_env: object) -> None:
-    """new_job_row plus the store's literal defaults make the very row
-    job_row makes (values and SQLite types), and it loads back the same."""
+def test_a_job_as_submitted_is_stored_as_its_full_row_would_be(
+    tmp_path: Path, extra_env: object, state: State
+) -> None:
+    """A row whose tail is as submitted, written as its first columns plus
+    the store's literal defaults, is the very row job_row makes (values and
+    SQLite types), and it loads back the same; its state is written either
+    way (a job canceled while queued)."""
     rows = {}
     job = make_job(1)
     job.extra_env = extra_env  # type: ignore[assignment]
-    assert convert.is_as_submitted(job)
+    job.state = state
+    full = convert.job_row(job)
+    assert full[convert.NEW_JOB_COLUMNS :] == convert.SUBMITTED_TAIL
     for way in ("new", "full"):
         if way == "new":
-            batch = Batch(specs=[(1, job.spec.SerializeToString())], new_jobs=[convert.new_job_row(job)])
+            batch = Batch(
+                specs=[(1, job.spec.SerializeToString())], new_jobs=[full[: convert.NEW_JOB_COLUMNS]]
+            )
         else:
-            batch = Batch(specs=[(1, job.spec.SerializeToString())], jobs=[convert.job_row(job)])
+            batch = Batch(specs=[(1, job.spec.SerializeToString())], jobs=[full])
         directory = tmp_path / way
 
         async def scenario(directory: Path = directory, batch: Batch = batch) -> None:
@@ -118,7 +127,7 @@ def test_a_job_as_submitted_is_stored_as_its_full_row_would_be(tmp_path: Path, e
         reopened = Store(directory, 1 << 20)
         [loaded] = reopened.load().jobs
         reopened.close()
-        assert convert.job_row(loaded) == convert.job_row(job)
+        assert convert.job_row(loaded) == full
     assert rows["new"] == rows["full"]
 
 
@@ -129,7 +138,6 @@ def test_a_job_as_submitted_is_stored_as_its_full_row_would_be(tmp_path: Path, e
         lambda j: setattr(j, "started_at", 1.0),
         lambda j: setattr(j, "finished_at", 1.0),
         lambda j: setattr(j, "attempt", 1),
-        lambda j: setattr(j, "state", State.CANCELED),
         lambda j: setattr(j, "worker_id", "w"),
         lambda j: setattr(j, "worker_name", "w"),
         lambda j: setattr(j, "exit_code", 0),
@@ -141,13 +149,22 @@ def test_a_job_as_submitted_is_stored_as_its_full_row_would_be(tmp_path: Path, e
         lambda j: setattr(j, "stderr_bytes", 1),
         lambda j: setattr(j, "output_truncated", True),
         lambda j: setattr(j, "kill_requested", True),
-        lambda j: setattr(j, "past_attempts", [object()]),
+        lambda j: setattr(
+            j, "past_attempts", [PastAttempt(1, "w", "w", 1.0, 2.0, 3.0, Outcome.WORKER_LOST, "")]
+        ),
     ],
 )
 def test_a_job_touched_after_its_submission_gets_its_full_row(touch: object) -> None:
+    """Any column past the first ones that differs from a new job's sends the
+    job to the full row: the literal defaults would lose it."""
     job = make_job(1)
     touch(job)  # type: ignore[operator]
-    assert not convert.is_as_submitted(job)
+    assert convert.job_row(job)[convert.NEW_JOB_COLUMNS :] != convert.SUBMITTED_TAIL
+
+
+def test_the_literal_defaults_are_a_new_jobs_row() -> None:
+    """SUBMITTED_TAIL is what job_row makes of a job just created."""
+    assert convert.job_row(make_job(1))[convert.NEW_JOB_COLUMNS :] == convert.SUBMITTED_TAIL
 
 
 @given(st.dictionaries(st.text(), st.text(), min_size=1, max_size=5))
