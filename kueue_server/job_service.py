@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterable
 import grpc
 from google.protobuf.message import DecodeError
 
-from kueue import status_details
+from kueue import rpc, status_details
 from kueue.v1 import job_service_pb2 as jpb
 from kueue.v1 import job_service_pb2_grpc
 from kueue_server import convert, limits, list_watch, output_files
@@ -54,8 +54,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         self, request: jpb.SubmitJobsRequest, context: grpc.aio.ServicerContext
     ) -> jpb.SubmitJobsResponse:
         try:
-            # Not dict(i.env): that goes through a Python KeysView, half again as slow.
-            envs = [{key: env[key] for key in env} for env in (i.env for i in request.instances)]
+            envs = [rpc.str_map(i.env) for i in request.instances]
             limits.check_instance_envs(request.spec, envs)
             jobs, warnings = await self.app.submit(request.spec, envs or None)
         except (SchedulerError, StoreError) as exc:

@@ -32,6 +32,7 @@ from typing import Protocol
 
 import psutil
 
+from kueue import rpc
 from kueue.v1 import common_pb2
 from kueue.v1 import worker_service_pb2 as wpb
 from kueue_worker import fd_watch, spawn
@@ -133,12 +134,7 @@ def command_line(spec: common_pb2.JobSpec) -> list[str]:
 def environment(
     spec: common_pb2.JobSpec, job_id: int, attempt: int, worker_name: str, worker_id: str = ""
 ) -> dict[str, str]:
-    if spec.use_worker_env:
-        env = dict(os.environ)
-    else:
-        # Not dict(spec.env): that goes through a Python KeysView, twice as slow.
-        src = spec.env
-        env = {key: src[key] for key in src}
+    env = dict(os.environ) if spec.use_worker_env else rpc.str_map(spec.env)
     env.update(own_variables(spec, job_id, attempt, worker_name, worker_id))
     return env
 
