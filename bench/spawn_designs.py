@@ -3,7 +3,8 @@
 pool: a design experiment for item 1 (throughput), not a benchmark of kueue.
 
 N `true` on 2 slots, with W us of busy Python per job standing for the
-worker's bookkeeping (messages, ledger, logs: about 500 us today), four ways:
+worker's bookkeeping (messages, ledger, logs: about 500 us today), six ways,
+each spawning `true` with the worker's own kueue_worker.spawn:
 
   pool     the plain pool of item 1 (2 threads of subprocess.run), no W
   single   one loop watches pidfds, spawns the next job when it reaps one and
@@ -14,8 +15,8 @@ worker's bookkeeping (messages, ledger, logs: about 500 us today), four ways:
            (call_soon_threadsafe), which does W per end
   handoff  threads per slot too, but the loop hands each its next job
            after the bookkeeping of the last end (no chaining on the thread)
-  runners  a process per slot does the same; the main process does W per
-           end reported over a pipe
+  runners  a process per slot spawns and waits for its own child; the main
+           process does W per end reported over a pipe
 
 A spawn's vfork waits until the child has exec'ed. From one loop, the child
 mostly lands on the other core, which then has to be woken, and so does the
@@ -29,43 +30,32 @@ child starts there. See README, Performance.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import os
 import queue
 import select
 import statistics
 import struct
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
-try:
-    import _posixsubprocess
-except ImportError:  # not POSIX
-    _posixsubprocess = None  # type: ignore[assignment]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-SLOTS = 2
+from bench.throughput import SLOTS, pool_rate
+from kueue_worker import spawn
+
 _RESULT = struct.Struct("ii")
+_ENV = spawn.Environ.of(os.environ)
 
 
-def _spawn_true(env: list[bytes], devnull: int) -> int:
-    """`true` as kueue's worker spawns it: fork_exec, error pipe, new session."""
-    read_end, write_end = os.pipe2(os.O_CLOEXEC)
-    try:
-        pid = _posixsubprocess.fork_exec(
-            [b"true"], [b"/usr/bin/true", b"/bin/true"], True, (write_end,), "/", env,
-            devnull, -1, -1, devnull, -1, devnull, read_end, write_end,
-            True, True, -1, None, None, None, -1, None, True,
-        )  # fmt: skip
-    finally:
-        os.close(write_end)
-    try:
-        if os.read(read_end, 100):
-            raise OSError("cannot start true")
-    finally:
-        os.close(read_end)
+def _spawn_true() -> int:
+    """`true` as kueue's worker spawns it (kueue_worker.spawn)."""
+    null = spawn.devnull()
+    pid, _ = spawn.spawn(["true"], cwd="/", env=_ENV, stdin=null, stdout=null, stderr=null)
     return pid
 
 
@@ -76,21 +66,35 @@ def _busy(seconds: float) -> None:
         pass
 
 
+def _shares(n: int) -> list[int]:
+    return [n // SLOTS + (1 if i < n % SLOTS else 0) for i in range(SLOTS)]
+
+
+@contextlib.contextmanager
+def _threads(target: Callable[..., None], arguments: list[tuple[object, ...]]) -> Iterator[None]:
+    """A thread per tuple of arguments, running while the block does, joined after it."""
+    started = [threading.Thread(target=target, args=args) for args in arguments]
+    for t in started:
+        t.start()
+    try:
+        yield
+    finally:
+        for t in started:
+            t.join()
+
+
 def pool(n: int, work: float) -> None:
-    with ThreadPoolExecutor(SLOTS) as executor:
-        for result in executor.map(lambda _: subprocess.run(["true"]), range(n)):
-            result.check_returncode()
+    pool_rate(n)
 
 
 def single(n: int, work: float) -> None:
-    env, devnull = _environment(), os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     epoll = select.epoll()
     pids: dict[int, int] = {}
     started = done = 0
 
     def start() -> None:
         nonlocal started
-        pid = _spawn_true(env, devnull)
+        pid = _spawn_true()
         fd = os.pidfd_open(pid)
         epoll.register(fd, select.EPOLLIN)
         pids[fd] = pid
@@ -108,35 +112,25 @@ def single(n: int, work: float) -> None:
                 start()
             _busy(work / 2)
     epoll.close()
-    os.close(devnull)
 
 
 def threads(n: int, work: float) -> None:
-    env, devnull = _environment(), os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     ends: queue.SimpleQueue[int] = queue.SimpleQueue()
 
     def slot(count: int) -> None:
         for _ in range(count):
-            _, status = os.waitpid(_spawn_true(env, devnull), 0)
+            _, status = os.waitpid(_spawn_true(), 0)
             ends.put(status)
 
-    workers = [threading.Thread(target=slot, args=(count,)) for count in _shares(n)]
-    for t in workers:
-        t.start()
-    for _ in range(n):
-        ends.get(timeout=60)
-        _busy(work)
-    for t in workers:
-        t.join()
-    os.close(devnull)
+    with _threads(slot, [(count,) for count in _shares(n)]):
+        for _ in range(n):
+            ends.get(timeout=60)
+            _busy(work)
 
 
 def loop_threads(n: int, work: float) -> None:
     """threads, with the ends reported to an asyncio loop (call_soon_threadsafe),
     as the worker's loop would learn of them."""
-    import asyncio
-
-    env, devnull = _environment(), os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -152,26 +146,18 @@ def loop_threads(n: int, work: float) -> None:
 
         def slot(count: int) -> None:
             for _ in range(count):
-                _, status = os.waitpid(_spawn_true(env, devnull), 0)
+                _, status = os.waitpid(_spawn_true(), 0)
                 loop.call_soon_threadsafe(ended, status)
 
-        workers = [threading.Thread(target=slot, args=(count,)) for count in _shares(n)]
-        for t in workers:
-            t.start()
-        await asyncio.wait_for(all_done, 60)
-        for t in workers:
-            t.join()
+        with _threads(slot, [(count,) for count in _shares(n)]):
+            await asyncio.wait_for(all_done, 60)
 
     asyncio.run(main())
-    os.close(devnull)
 
 
 def handoff(n: int, work: float) -> None:
     """A thread per slot spawns and waits, but the asyncio loop hands it each
     next job after the bookkeeping of the last end (session 9's thread)."""
-    import asyncio
-
-    env, devnull = _environment(), os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -193,25 +179,19 @@ def handoff(n: int, work: float) -> None:
 
         def slot(k: int) -> None:
             while inboxes[k].get(timeout=60):
-                os.waitpid(_spawn_true(env, devnull), 0)
+                os.waitpid(_spawn_true(), 0)
                 loop.call_soon_threadsafe(ended, k)
 
-        workers = [threading.Thread(target=slot, args=(k,)) for k in range(SLOTS)]
-        for t in workers:
-            t.start()
-        for k in range(min(SLOTS, n)):
-            started += 1
-            inboxes[k].put(True)
-        await asyncio.wait_for(all_done, 60)
-        for t in workers:
-            t.join()
+        with _threads(slot, [(k,) for k in range(SLOTS)]):
+            for k in range(min(SLOTS, n)):
+                started += 1
+                inboxes[k].put(True)
+            await asyncio.wait_for(all_done, 60)
 
     asyncio.run(main())
-    os.close(devnull)
 
 
 def runners(n: int, work: float) -> None:
-    env, devnull = _environment(), os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     read_end, write_end = os.pipe()
     children = []
     for count in _shares(n):
@@ -221,7 +201,7 @@ def runners(n: int, work: float) -> None:
             try:
                 os.close(read_end)
                 for _ in range(count):
-                    child = _spawn_true(env, devnull)
+                    child = _spawn_true()
                     _, status = os.waitpid(child, 0)
                     os.write(write_end, _RESULT.pack(child, status))
             except BaseException:
@@ -243,15 +223,6 @@ def runners(n: int, work: float) -> None:
     os.close(read_end)
     for pid in children:
         os.waitpid(pid, 0)
-    os.close(devnull)
-
-
-def _shares(n: int) -> list[int]:
-    return [n // SLOTS + (1 if i < n % SLOTS else 0) for i in range(SLOTS)]
-
-
-def _environment() -> list[bytes]:
-    return [os.fsencode(f"{k}={v}") for k, v in os.environ.items()]
 
 
 DESIGNS: dict[str, Callable[[int, float], None]] = {
@@ -272,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-us", type=float, default=500.0, help="busy Python per job (default 500)")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
-    if _posixsubprocess is None or not hasattr(os, "pidfd_open"):
-        print("needs Linux (pidfd_open) and _posixsubprocess", file=sys.stderr)
+    if not hasattr(os, "pidfd_open"):
+        print("needs Linux (pidfd_open)", file=sys.stderr)
         return 2
     rates: dict[str, list[float]] = {name: [] for name in DESIGNS}
     for r in range(args.rounds):
