@@ -62,6 +62,18 @@ def _env() -> dict[str, str]:
     return env
 
 
+def run_bench(script: str, *args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """bench/SCRIPT run with this checkout's Python and environment, its output captured."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), *args],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
 class Cluster:
     def __init__(self, root: Path, *, secret: str = "s" * 64, **server_settings: Any) -> None:
         self.root = root

@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.cluster import REPO, _env
+from tests.cluster import run_bench
 
 
 def test_live_view_cost_quick(tmp_path: Path) -> None:
     output = tmp_path / "live_view_cost.json"
-    result = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "live_view_cost.py"), "--quick", "--output", str(output)],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        cwd=tmp_path,
-        timeout=240,
-    )
+    result = run_bench("live_view_cost.py", "--quick", "--output", str(output), cwd=tmp_path, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     data = json.loads(output.read_text())
     assert data["benchmark"] == "live_view_cost" and data["quick"] is True

@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.cluster import REPO, _env
+from tests.cluster import run_bench
 
 
 def test_run_overhead_quick(tmp_path: Path) -> None:
     output = tmp_path / "run_overhead.json"
-    result = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "run_overhead.py"), "--quick", "--output", str(output)],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        cwd=tmp_path,
-        timeout=240,
-    )
+    result = run_bench("run_overhead.py", "--quick", "--output", str(output), cwd=tmp_path, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     data = json.loads(output.read_text())
     assert data["benchmark"] == "run_overhead" and data["quick"] is True
@@ -35,20 +26,8 @@ def test_run_all_quick(tmp_path: Path) -> None:
     """Every benchmark runs at tiny sizes and reports its rows; peers that are
     not installed are skipped with a note, not failed."""
     out = tmp_path / "results"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "run_all.py"),
-            "--quick",
-            "--markdown",
-            "--output-dir",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        cwd=tmp_path,
-        timeout=600,
+    result = run_bench(
+        "run_all.py", "--quick", "--markdown", "--output-dir", str(out), cwd=tmp_path, timeout=600
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     every = json.loads((out / "all.json").read_text())
@@ -71,22 +50,8 @@ def test_run_all_quick(tmp_path: Path) -> None:
 
 def test_spawn_designs_tiny(tmp_path: Path) -> None:
     """bench/spawn_designs.py runs each design to the end (its rates are not judged)."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "spawn_designs.py"),
-            "--jobs",
-            "7",
-            "--work-us",
-            "10",
-            "--rounds",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        cwd=tmp_path,
-        timeout=120,
+    result = run_bench(
+        "spawn_designs.py", "--jobs", "7", "--work-us", "10", "--rounds", "1", cwd=tmp_path, timeout=120
     )
     assert result.returncode == 0, result.stdout + result.stderr
     for design in ("pool", "single", "threads", "loop+threads", "handoff", "runners"):
