@@ -47,6 +47,19 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=32)
 
 
+def state_filters(p: argparse.ArgumentParser) -> None:
+    """The job state filters of `ls` (and of `top`'s job table)."""
+    for short, long in (
+        ("-p", "pending"),
+        ("-o", "offered"),
+        ("-r", "running"),
+        ("-s", "succeeded"),
+        ("-f", "failed"),
+        ("-c", "canceled"),
+    ):
+        p.add_argument(short, f"--{long}", action="store_true", help=f"{long} jobs (filters combine)")
+
+
 def job_id(text: str) -> int:
     try:
         value = int(text.strip().lstrip("#"))
@@ -225,15 +238,7 @@ def build_parser() -> ArgumentParser:
         metavar="N",
         help="show the N most recent (default: as many as fit the terminal, all when piped; 0: all)",
     )
-    for short, long in (
-        ("-p", "pending"),
-        ("-o", "offered"),
-        ("-r", "running"),
-        ("-s", "succeeded"),
-        ("-f", "failed"),
-        ("-c", "canceled"),
-    ):
-        p.add_argument(short, f"--{long}", action="store_true", help=f"{long} jobs (filters combine)")
+    state_filters(p)
     p.add_argument("--json", action="store_true", help='print {"jobs": [...], "summary": {...}} as JSON')
     p.add_argument(
         "-w",
@@ -331,11 +336,12 @@ def build_parser() -> ArgumentParser:
         "top",
         [],
         "workers, the newest jobs and the counts with an ETA on one screen, kept current",
-        "kueue top",
+        "kueue top\nkueue top -r -p     only the running and pending jobs",
         notes="q or Ctrl-C leaves. Lists the connected workers and those lost while they\n"
         "still hold jobs (-a: every remembered worker).",
     )
     p.add_argument("-a", "--all", action="store_true", help="also list disconnected workers")
+    state_filters(p)
 
     p = verb(
         "show-worker",

@@ -250,12 +250,14 @@ def workers_watch(args: argparse.Namespace, ctx: Context) -> int:
     return run(ctx.client, Request((), True), screen, lambda height: 0)
 
 
-def top(args: argparse.Namespace, ctx: Context) -> int:
-    """`kueue top`: workers, the newest jobs and the summary on one screen."""
+def top(args: argparse.Namespace, ctx: Context, states: list[str]) -> int:
+    """`kueue top`: workers, the newest jobs (of these states; all if none)
+    and the summary on one screen."""
     from kueue_client import live_views
 
     require_terminal("kueue top", "kueue workers and kueue ls print the tables once")
-    frame = _frame("kueue top", ctx, all_workers=args.all)
+    wanted = tuple(parse_states(states))
+    frame = _frame("kueue top", ctx, wanted, all_workers=args.all)
     workers = [0]
 
     def rows(height: int) -> int:
@@ -265,7 +267,7 @@ def top(args: argparse.Namespace, ctx: Context) -> int:
         workers[0] = len(live_views.shown_workers(snap.workers or [], frame.all_workers))
         return live_views.top_screen(snap, frame, width, height)
 
-    return run(ctx.client, Request((), True), screen, rows)
+    return run(ctx.client, Request(wanted, True), screen, rows)
 
 
 __all__ = ["ls_watch", "require_terminal", "run", "top", "workers_watch"]

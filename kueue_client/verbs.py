@@ -275,7 +275,7 @@ def list_workers(args: argparse.Namespace, ctx: Context) -> int:
 def top(args: argparse.Namespace, ctx: Context) -> int:
     from kueue_client import live
 
-    return live.top(args, ctx)
+    return live.top(args, ctx, [name for name in STATE_NAMES.values() if getattr(args, name)])
 
 
 def drain(args: argparse.Namespace, ctx: Context) -> int:

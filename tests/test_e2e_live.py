@@ -18,6 +18,7 @@ from pathlib import Path
 import pyte
 import pytest
 
+from kueue.v1 import common_pb2
 from tests.cluster import Cluster, _env, wait_for
 
 SHOW_CURSOR = b"\x1b[?25h"
@@ -215,6 +216,39 @@ def test_live_view_follows_jobs_from_pending_to_finished(
         term.assert_restored()
     finally:
         term.close()
+
+
+def test_top_filters_its_jobs_by_state(small_cluster: Cluster, tmp_path: Path) -> None:
+    cluster = small_cluster
+    first = submit_waiting(cluster, tmp_path, "go-first")
+    second = submit_waiting(cluster, tmp_path, "go-second")
+    client = cluster.client()
+    wait_for(
+        lambda: client.get_job(first).job.state == common_pb2.JOB_STATE_RUNNING, 30, "the first job to run"
+    )
+    client.close()
+    term = Terminal(cluster, "top", "--running")
+    try:
+        term.wait(lambda: "running for" in term.row(first), "the running job's row")
+        # The pending job is left out, and the title says so; the workers stay.
+        assert term.row(second) == ""
+        assert "1 of 2 jobs" in term.text()
+        assert any("w1" in line.split()[:2] for line in term.lines())
+        (tmp_path / "go-first").touch()
+        # Once it has finished, the second one runs: it comes in, the first goes.
+        term.wait(
+            lambda: "running for" in term.row(second) and term.row(first) == "",
+            "the second job in and the first out",
+        )
+        (tmp_path / "go-second").touch()
+        term.wait(lambda: "no running jobs" in term.text(), "an empty table")
+        term.press(b"q")
+        assert term.exit_status() == 0
+        term.assert_restored()
+    finally:
+        term.close()
+        (tmp_path / "go-first").touch()
+        (tmp_path / "go-second").touch()
 
 
 def colour_codes(raw: bytes) -> list[bytes]:
