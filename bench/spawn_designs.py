@@ -24,6 +24,12 @@ loop's own core when the child is done with it; a thread or process woken by
 its own child's exit runs on the core that child just left, and the next
 child starts there. See README, Performance.
 
+W here is pure computation. The worker's loop makes some 40 system calls a
+job, each of which lets a waiting thread take the GIL: built into the
+worker (the branch exp/exit-threads), slot threads cost 0.3 ms of CPU a job
+in GIL handoffs and made it slower, which this experiment cannot show. Only
+the process designs carry over.
+
     python bench/spawn_designs.py [--jobs N] [--work-us W] [--rounds R]
 """
 
