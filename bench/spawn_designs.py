@@ -27,8 +27,8 @@ child starts there. See README, Performance.
 W here is pure computation. The worker's loop makes some 40 system calls a
 job, each of which lets a waiting thread take the GIL: built into the
 worker (the branch exp/exit-threads), slot threads cost 0.3 ms of CPU a job
-in GIL handoffs and made it slower, which this experiment cannot show. Only
-the process designs carry over.
+in GIL handoffs and made it slower, which this experiment cannot show. The
+process designs share no GIL, but have not been tried in the worker.
 
     python bench/spawn_designs.py [--jobs N] [--work-us W] [--rounds R]
 """
