@@ -135,7 +135,7 @@ def _is_open(fd: int) -> bool:
 def list_jobs(args: argparse.Namespace, ctx: Context) -> int:
     from kueue_client import views
 
-    states = [name for name in STATE_NAMES.values() if getattr(args, name)]
+    states = _state_filter(args)
     if args.watch:
         from kueue_client import live
 
@@ -275,7 +275,12 @@ def list_workers(args: argparse.Namespace, ctx: Context) -> int:
 def top(args: argparse.Namespace, ctx: Context) -> int:
     from kueue_client import live
 
-    return live.top(args, ctx, [name for name in STATE_NAMES.values() if getattr(args, name)])
+    return live.top(args, ctx, _state_filter(args))
+
+
+def _state_filter(args: argparse.Namespace) -> list[str]:
+    """The states asked for by the flags of cli.state_filters (none: all)."""
+    return [name for name in STATE_NAMES.values() if getattr(args, name)]
 
 
 def drain(args: argparse.Namespace, ctx: Context) -> int:
