@@ -219,6 +219,14 @@ def _up(ctx: Context, client: Client) -> int:
         try:
             client.server_info(timeout=2.0)
         except KueueError as exc:
+            if exc.code == "UNAUTHENTICATED":
+                # On a shared machine, most likely another user's `kueue up`.
+                raise KueueError(
+                    f"another kueue server already answers at {client.address}, with a different "
+                    "shared secret (another user's, or one started with another config); give "
+                    f"yours a port of its own: common_settings.server_port in {config_path}"
+                    f"{_free_port_hint(config.common_settings.server_port)}, then kueue up again"
+                ) from None
             if exc.code not in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
                 raise
         else:
@@ -253,6 +261,18 @@ def _up(ctx: Context, client: Client) -> int:
     print(f"kueue_worker  pid {worker.pid:<7}  as {worker_name}  log: {worker.log}")
     print("try: kueue cmd echo hello   (stop with: kueue down)")
     return 0
+
+
+def _free_port_hint(taken: int) -> str:
+    """Names the first port after `taken` that nothing here listens on now ('' if none)."""
+    for port in range(taken + 1, min(taken + 100, 65536)):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("", port))
+            except OSError:
+                continue
+        return f" (say {port}, free now)"
+    return ""
 
 
 WORKER_DRAIN_PATIENCE = 1.0

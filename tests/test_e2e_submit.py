@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -182,6 +183,39 @@ def test_up_says_how_a_server_that_could_not_start_ended(tmp_path: Path) -> None
     assert "kueue_server exited during start-up (exit status 1): " in up.stderr, up.stderr
     assert "kueue.sqlite3" in up.stderr and len(up.stderr.strip().splitlines()) == 1, up.stderr
     assert not (data / "local-cluster.json").exists()  # nothing left recorded as running
+
+
+def test_up_beside_another_users_server_names_a_free_port(tmp_path: Path) -> None:
+    # Two researchers on one machine: the second one's config has the same
+    # port as the first one's server, and a secret of its own.
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, kueue_first = fresh_home(tmp_path / "a")
+    second, kueue_second = fresh_home(tmp_path / "b")
+    config_first = first / ".config" / "kueue" / "config.toml"
+    config_second = second / ".config" / "kueue" / "config.toml"
+    port = re.search(r"server_port = (\d+)", config_first.read_text())
+    assert port is not None
+    text = re.sub(r"server_port = \d+", f"server_port = {port[1]}", config_second.read_text())
+    config_second.write_text(text)
+    try:
+        assert kueue_first("up").returncode == 0
+        up = kueue_second("up")
+        assert up.returncode == 1, up.stderr
+        assert len(up.stderr.strip().splitlines()) == 1, up.stderr
+        assert "another kueue server already answers at" in up.stderr, up.stderr
+        assert str(config_second) in up.stderr, up.stderr
+        free = re.search(r"\(say (\d+), free now\)", up.stderr)
+        assert free is not None, up.stderr
+        # Taking the advice gives the second one a cluster of its own.
+        config_second.write_text(text.replace(f"server_port = {port[1]}", f"server_port = {free[1]}"))
+        up = kueue_second("up")
+        assert up.returncode == 0, up.stderr
+        waited = kueue_second("cmd", "--wait", "true")
+        assert waited.returncode == 0 and waited.stdout.split()[-1] == "0", waited
+    finally:
+        kueue_second("down")
+        kueue_first("down")
 
 
 def test_up_runs_a_first_job_and_down_stops_everything(tmp_path: Path) -> None:
