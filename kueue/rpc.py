@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -285,6 +286,16 @@ def str_map(m: Mapping[str, str]) -> dict[str, str]:
     Python KeysView, half again to twice as slow (an array's instance envs
     on the server, a job's env on the worker)."""
     return {key: m[key] for key in m}
+
+
+def peer_address(peer: str) -> str:
+    """A peer as people write it: gRPC's 'ipv4:10.0.0.7:5000' and
+    'ipv6:%5B::1%5D:5000' (its URI form) become '10.0.0.7:5000' and
+    '[::1]:5000'; other forms ('unix:...') stay as they are."""
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6") and rest:
+        return urllib.parse.unquote(rest)
+    return peer
 
 
 def timestamp(seconds: float | None) -> Timestamp | None:

@@ -64,12 +64,13 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         reg = first.register
         if not reg.worker_id or not reg.name:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Register needs worker_id and name")
+        peer = rpc.peer_address(context.peer())
         worker = app.scheduler.connect_worker(
             reg.worker_id,
             reg.name,
             Amount(reg.capacity.slots, reg.capacity.cpus, reg.capacity.ram_mb),
             reg.system,
-            context.peer(),
+            peer,
             [
                 (a.job_id, a.attempt)
                 for a in reg.attempts
@@ -97,7 +98,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             environ_blocks=reg.environ_blocks,
         )
         app.conns[worker.id] = conn
-        app.observer.worker_connected(worker, context.peer(), len(reg.attempts))
+        app.observer.worker_connected(worker, peer, len(reg.attempts))
         conn.send(
             wpb.ConnectResponse(
                 registered=wpb.Registered(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -68,6 +69,10 @@ def test_exit_codes_output_and_working_directory(cluster: Cluster, tmp_path: Pat
     assert (work / "count.txt").read_text().strip() == "2"
     listing = cluster.kueue("ls").stdout
     assert str(ok) in listing and str(bad) in listing
+    # The worker's address as people write it, not in gRPC's URI form.
+    shown = cluster.kueue("show-worker", "w1").stdout.splitlines()
+    address = [line for line in shown if line.startswith("address:")]
+    assert len(address) == 1 and re.fullmatch(r"address:\s+(127\.0\.0\.1|\[::1\]):\d+", address[0]), shown
 
 
 def test_licenses_and_cpus_never_overcommitted(cluster: Cluster, tmp_path: Path) -> None:
