@@ -524,6 +524,8 @@ export type Worker = Message<"kueue.v1.Worker"> & {
   lastSeenAt?: Timestamp | undefined;
 
   /**
+   * Where its stream comes from: host:port, or [host]:port for IPv6.
+   *
    * @generated from field: string address = 10;
    */
   address: string;
