@@ -572,7 +572,10 @@ class Scheduler:
         job.exit_code, job.signal, job.run_time, job.peak_memory = exit_code, signal, run_time, peak_memory
         job.finished_at = now
         if job.started_at is None:
-            job.started_at = now
+            # Its start was not reported (it ended before its Started went
+            # out, and the worker said both in this Finished; or it never
+            # started): it began run_time ago, and not before it was offered.
+            job.started_at = max(now - run_time, job.offered_at or now) if run_time > 0 else now
         if job.kill_requested:
             state = State.CANCELED
             job.comment = "killed on request"

@@ -142,6 +142,23 @@ def test_failed_to_start_and_signal() -> None:
     assert s.jobs[b].state is State.FAILED and s.jobs[b].signal == 9
 
 
+def test_a_finish_without_a_reported_start_dates_the_start_from_its_run_time() -> None:
+    s = make(Limits(offer_timeout=50.0))
+    connect_prefetching(s, "w1", slots=1, prefetch=2)
+    a, b, c = submit(s, 3)
+    assert len(assigned(s, now=10.0)) == 3
+    s.started("w1", a, 1, 11.0)
+    s.finished("w1", a, 1, 0, 0, 1.0, 0, "", 12.0)
+    # b ran 0.25 s in the slot a freed; the worker's Finished said both.
+    assert s.finished("w1", b, 1, 0, 0, 0.25, 0, "", 13.0)
+    assert s.jobs[b].state is State.SUCCEEDED
+    assert (s.jobs[b].started_at, s.jobs[b].finished_at) == (12.75, 13.0)
+    assert s.workers["w1"].prefetched == 1 and s.workers["w1"].reserved.slots == 0
+    # Never before its offer, whatever the worker's clock says.
+    s.finished("w1", c, 1, 0, 0, 99.0, 0, "", 14.0)
+    assert s.jobs[c].started_at == 10.0
+
+
 def test_reject_missing_directory_goes_to_other_worker() -> None:
     s = make()
     connect(s, "w1")
