@@ -632,6 +632,12 @@ class Attempts:
                 del self._starts[key]
             elif not (a.start_after & self._finish_pending):
                 del self._starts[key]
+                if a.finished is not None and not a.finished_sent and self._nothing_unsent(a):
+                    # Over before its Started could go: the Finished says
+                    # both (the server takes a Finished of an attempt it
+                    # has not seen start as its start and end), one
+                    # message and one state change fewer for a short job.
+                    return self._finished_message(a)
                 return wpb.Started(job_id=a.job_id, attempt=a.attempt, pid=a.pid)
         for key in list(self._unsent):
             a = self._attempts.get(key)
@@ -652,10 +658,19 @@ class Attempts:
                     return wpb.Output(job_id=a.job_id, attempt=a.attempt, stream=stream, offset=offset), data
             del self._unsent[key]
             if a.finished is not None and not a.finished_sent:
-                a.finished_sent = True
-                self._finish_pending.discard(key)
-                return a.finished
+                return self._finished_message(a)
         return None
+
+    @staticmethod
+    def _nothing_unsent(a: Attempt) -> bool:
+        return not a.stdout.unsent_bytes and not a.stderr.unsent_bytes
+
+    def _finished_message(self, a: Attempt) -> wpb.Finished:
+        assert a.finished is not None
+        a.finished_sent = True
+        self._finish_pending.discard(a.key)
+        self._unsent.pop(a.key, None)
+        return a.finished
 
     def stdin_positions(self) -> list[wpb.StdinAck]:
         """A StdinAck per attempt with a stdin pipe: acks sent on a broken stream may be lost."""

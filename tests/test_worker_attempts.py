@@ -172,6 +172,32 @@ def test_a_promoted_attempt_is_reported_started_after_the_finish_that_freed_its_
     assert kinds == ["Output", "Finished", "Started"]
 
 
+def test_a_promoted_attempt_over_before_its_started_went_out_sends_only_its_finished() -> None:
+    sm = Attempts("w", max_slots=1, prefetch=2)
+    accepted(sm, 1)
+    queued(sm, 2)
+    queued(sm, 3)
+    sm.started(1, 1, 100)
+    sm.exited(1, 1)
+    assert sm.next_to_start() == (2, 1)
+    sm.started(2, 1, 101)
+    sm.exited(2, 1)
+    assert sm.next_to_start() == (3, 1)
+    sm.started(3, 1, 102)
+    sm.output(3, 1, OUT, b"x")
+    sm.exited(3, 1)
+    for job in (1, 2, 3):
+        sm.finish(job, 1, exited(0))
+    # Job 2 had no output: its Finished alone says it started and ended.
+    # Job 3's output needs its Started before it.
+    sent = [(type(m).__name__, m.job_id) for m in drain(sm)]
+    assert sent == [("Finished", 1), ("Finished", 2), ("Started", 3), ("Output", 3), ("Finished", 3)]
+    assert not sm.finishes_unsent()
+    for job in (1, 2, 3):
+        sm.finished_ack(job, 1)
+    assert len(sm) == 0
+
+
 def test_a_waiting_attempt_starts_only_when_its_cpus_and_ram_are_free_too() -> None:
     sm = Attempts("w", max_slots=4, prefetch=2)
     sm.capacity = Reservation(slots=4, cpus=4, ram_mb=1000)
