@@ -307,6 +307,32 @@ def build_parser() -> ArgumentParser:
     p.add_argument("ids", type=job_id, nargs="+", metavar="ID")
     p.add_argument("-k", "--kill", action="store_true", help="also kill running jobs")
 
+    # ---- retry
+    p = verb(
+        "retry",
+        [],
+        "queue jobs that have ended again: the same command, directory, environment and resources; "
+        "prints the new ids",
+        "kueue retry 42            run job 42 again\n"
+        "kueue retry -f            every failed job, an array's members with their $KUEUE_ARRAY_ID\n"
+        "kueue retry -f -w         ... and wait for them, as kueue cmd -w",
+        ids="jobs",
+        notes="Jobs still pending or running are left alone (kueue rm -k ID stops one).",
+    )
+    p.add_argument("ids", type=job_id, nargs="*", metavar="ID")
+    p.add_argument(
+        "-f", "--failed", action="store_true", help="every failed job, but none a later job repeats"
+    )
+    p.add_argument(
+        "-c", "--canceled", action="store_true", help="every canceled job, but none a later job repeats"
+    )
+    p.add_argument(
+        "-w",
+        "--wait",
+        action="store_true",
+        help="wait for the new jobs, print their exit codes and exit with the first failing one",
+    )
+
     # ---- clean-jobs
     p = verb(
         "clean-jobs",

@@ -166,6 +166,7 @@ def job_spec(
     for name, value in (("slots", slots), ("cpus", cpus), ("ram_mb", ram_mb)):
         if value < 0:
             raise UsageError(f"{name} must not be negative")
+    user, host = submitter()
     return common_pb2.JobSpec(
         command=command,
         shell=shell,
@@ -176,10 +177,15 @@ def job_spec(
         ),
         stdout_path=stdout_path,
         stderr_path=stderr_path,
-        user=_user(),
-        submit_host=socket.gethostname(),
+        user=user,
+        submit_host=host,
         use_worker_env=use_worker_env,
     )
+
+
+def submitter() -> tuple[str, str]:
+    """Who submits from here, as a JobSpec's user and submit_host say it."""
+    return _user(), socket.gethostname()
 
 
 def parse_resource(text: str) -> tuple[str, int]:

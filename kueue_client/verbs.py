@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from kueue_client import terminal
 from kueue_client.context import Context
-from kueue_client.errors import KueueError, UsageError
+from kueue_client.errors import EXIT_USAGE, KueueError, UsageError
 from kueue_client.formatting import plural
 from kueue_client.spec import array_instances, job_spec, parse_resources, read_line_instances
 from kueue_client.status import FINAL_STATES, STATE_NAMES, exit_status, first_failure, job_status
@@ -246,6 +246,66 @@ def remove_job(args: argparse.Namespace, ctx: Context) -> int:
         else:
             print(f"job {job_id}: {job_status(job)[0]}")
     return status
+
+
+RETRY_LIST_MARGIN = 1000
+
+
+def retry(args: argparse.Namespace, ctx: Context) -> int:
+    from kueue_client import retry as again
+    from kueue_client.spec import submitter
+
+    wanted = [name for name in ("failed", "canceled") if getattr(args, name)]
+    if not args.ids and not wanted:
+        raise UsageError("give the ids of the jobs to queue again, or -f/-c for every failed/canceled one")
+    status = 0
+    jobs: dict[int, common_pb2.Job] = {}
+    for job_id in dict.fromkeys(args.ids):
+        try:
+            job = ctx.client.get_job(job_id, tail_bytes=1).job
+        except KueueError as exc:
+            # Go on with the other ids; the first failure decides the status.
+            print(f"kueue: {exc}", file=sys.stderr)
+            status = status or exc.exit_status
+            continue
+        if job.state not in FINAL_STATES:
+            print(
+                f"kueue: job {job_id} is {STATE_NAMES[job.state]}: only a job that has ended can be "
+                f"queued again (kueue rm -k {job_id} stops it)",
+                file=sys.stderr,
+            )
+            status = status or EXIT_USAGE
+            continue
+        jobs[job_id] = job
+    if wanted:
+        listed = ctx.client.list_jobs(wanted, include_env=True).jobs
+        if listed:
+            # Every job since the oldest of them (ids only grow; a margin
+            # for jobs submitted meanwhile), to leave out those queued again.
+            newest = ctx.client.list_jobs(limit=1).jobs[-1].id
+            span = newest - min(job.id for job in listed) + 1 + RETRY_LIST_MARGIN
+            since = ctx.client.list_jobs(limit=span).jobs
+            for job in again.not_repeated(listed, since):
+                jobs.setdefault(job.id, job)
+    if not jobs:
+        if not status:
+            print(f"kueue: no {' or '.join(wanted)} jobs to queue again", file=sys.stderr)
+        return status
+    new_ids: list[int] = []
+    for spec, instances in again.submissions(list(jobs.values()), *submitter()):
+        resp = ctx.client.submit(spec, instances)
+        for message in resp.warnings:
+            terminal.warn(message)
+        new_ids += resp.job_ids
+    for job_id in new_ids:
+        print(job_id)
+    sys.stdout.flush()  # a script reading ids must get them before the wait
+    if not args.wait:
+        return status
+    ended = _wait(ctx, new_ids)
+    for job in ended:
+        print(exit_status(job))
+    return status or first_failure(ended)
 
 
 def clean_jobs(args: argparse.Namespace, ctx: Context) -> int:
