@@ -315,7 +315,8 @@ def build_parser() -> ArgumentParser:
         "prints the new ids",
         "kueue retry 42            run job 42 again\n"
         "kueue retry -f            every failed job, an array's members with their $KUEUE_ARRAY_ID\n"
-        "kueue retry -f -w         ... and wait for them, as kueue cmd -w",
+        "kueue retry -f -w         ... and wait for them, as kueue cmd -w\n"
+        "kueue retry -f -n         which jobs that would be, queueing nothing",
         ids="jobs",
         notes="Jobs still pending or running are left alone (kueue rm -k ID stops one).",
     )
@@ -326,11 +327,18 @@ def build_parser() -> ArgumentParser:
     p.add_argument(
         "-c", "--canceled", action="store_true", help="every canceled job, but none a later job repeats"
     )
-    p.add_argument(
+    what = p.add_mutually_exclusive_group()
+    what.add_argument(
         "-w",
         "--wait",
         action="store_true",
         help="wait for the new jobs, print their exit codes and exit with the first failing one",
+    )
+    what.add_argument(
+        "-n",
+        "--dry-run",
+        action="store_true",
+        help="list the jobs that would be queued again (id and command) and queue nothing",
     )
 
     # ---- clean-jobs

@@ -291,6 +291,12 @@ def retry(args: argparse.Namespace, ctx: Context) -> int:
         if not status:
             print(f"kueue: no {' or '.join(wanted)} jobs to queue again", file=sys.stderr)
         return status
+    if args.dry_run:
+        from kueue_client.formatting import command_text
+
+        for job in jobs.values():
+            print(f"{job.id}\t{command_text(job.spec.command, job.spec.shell)}")
+        return status
     new_ids: list[int] = []
     for spec, instances in again.submissions(list(jobs.values()), *submitter()):
         resp = ctx.client.submit(spec, instances)

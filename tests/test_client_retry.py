@@ -3,6 +3,7 @@ verb end to end on a real cluster."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -98,6 +99,11 @@ def test_retry_queues_failed_jobs_again_as_they_were(cluster: Cluster, tmp_path:
     env = {"MY_SETTING": "kept"}
     first = cluster.kueue("cmd", "--array", "1-4", script, cwd=tmp_path, env=env).stdout.split()
     assert cluster.kueue("wait", *first, check=False).returncode == 3
+
+    # A dry run names them and queues nothing.
+    preview = cluster.kueue("retry", "-f", "-n").stdout.splitlines()
+    assert preview == [f"{first[1]}\t{script}", f"{first[3]}\t{script}"]
+    assert json.loads(cluster.kueue("ls", "--json").stdout)["matching"] == 4
 
     again = cluster.kueue("retry", "-f", "-w", cwd="/")
     new_ids, codes = again.stdout.split()[:2], again.stdout.split()[2:]
