@@ -436,8 +436,9 @@ export type AssignmentReply = Message<"kueue.v1.AssignmentReply"> & {
   transient: boolean;
 
   /**
-   * With accepted: held until a slot frees (Started follows then). An
-   * attempt the worker starts at once gets no reply: Started answers it.
+   * With accepted: held until a slot frees (Started follows then, or
+   * Finished alone: see Started). An attempt the worker starts at once gets
+   * no reply: Started answers it.
    *
    * @generated from field: bool queued = 6;
    */
@@ -460,6 +461,12 @@ export const AssignmentReplySchema: GenMessage<AssignmentReply> = /*@__PURE__*/
   messageDesc(file_kueue_v1_worker_service, 7);
 
 /**
+ * The attempt's process runs. A worker may leave it out for an attempt that
+ * ended before this message went (one started in a slot another attempt
+ * freed waits for that attempt's Finished to go first) and has no Output to
+ * send: its Finished then says both, and the server dates the start
+ * run_time_seconds before that Finished.
+ *
  * @generated from message kueue.v1.Started
  */
 export type Started = Message<"kueue.v1.Started"> & {
