@@ -197,7 +197,8 @@ def test_live_view_follows_jobs_from_pending_to_finished(
             "the first job running and the second pending",
         )
         assert "w1" in term.row(first)
-        assert "1 pending, 0 offered, 1 running, 0 succeeded" in term.text()
+        # The counters may come a redraw after the rows: waited for, not assumed.
+        term.wait(lambda: "1 pending, 0 offered, 1 running, 0 succeeded" in term.text(), "the counters")
         if verb == ("top",):
             term.wait(lambda: any("1/1" in line and "connected" in line for line in term.lines()), "w1 busy")
 
