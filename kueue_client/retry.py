@@ -71,20 +71,24 @@ def not_repeated(
 
 
 def _identity(spec: common_pb2.JobSpec) -> bytes:
-    what = common_pb2.JobSpec()
-    what.CopyFrom(spec)
-    for name in ("user", "submit_host", "stdin_pipe", "env"):
-        what.ClearField(name)
-    for name in ARRAY_VARIABLES:
-        if name in spec.env:
-            what.env[name] = spec.env[name]
-    return what.SerializeToString(deterministic=True)
+    return _serialized_without(spec, ("user", "submit_host", "stdin_pipe", "env"), keep_env=ARRAY_VARIABLES)
 
 
 def _without_env(spec: common_pb2.JobSpec) -> bytes:
+    return _serialized_without(spec, ("env",))
+
+
+def _serialized_without(
+    spec: common_pb2.JobSpec, fields: Sequence[str], keep_env: Sequence[str] = ()
+) -> bytes:
+    """spec without `fields` (but with the env entries named in keep_env), as a dict key."""
     bare = common_pb2.JobSpec()
     bare.CopyFrom(spec)
-    bare.ClearField("env")
+    for name in fields:
+        bare.ClearField(name)
+    for name in keep_env:
+        if name in spec.env:
+            bare.env[name] = spec.env[name]
     return bare.SerializeToString(deterministic=True)
 
 
