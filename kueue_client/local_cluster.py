@@ -8,7 +8,6 @@ kept in <data_dir>/local-cluster.json for `kueue down`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -134,23 +133,52 @@ def _last_line(log: str) -> str:
         return ""
 
 
-def _check_alive(role: str, started: Started) -> None:
-    how = ""
-    with contextlib.suppress(ChildProcessError):  # not our child: init reaps it
-        # Reap our dead child, so it is not a zombie, and learn how it ended.
-        pid, status = os.waitpid(started.pid, os.WNOHANG)
-        if pid == started.pid:
+def _how_our_child_ended(pid: int, wait: float) -> str | None:
+    """How our child `pid` ended, waiting up to `wait` seconds; reaps it.
+
+    None if it is not our child (init reaps it) or still runs after `wait`.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            got, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return None
+        if got == pid:
             if os.WIFSIGNALED(status):
-                how = f" (killed by signal {os.WTERMSIG(status)})"
-            elif os.WIFEXITED(status):
-                how = f" (exit status {os.WEXITSTATUS(status)})"
-    if _process(started, role) is None:
-        last = _last_line(started.log)
-        if not how and _running(started.pid):
-            how = " (its pid now names another process)"
-        raise KueueError(
-            f"{PROGRAMS[role]} exited during start-up{how}{': ' + last if last else ''} (log: {started.log})"
-        )
+                return f" (killed by signal {os.WTERMSIG(status)})"
+            return f" (exit status {os.WEXITSTATUS(status)})"
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.01)
+
+
+def _is_our_child(pid: int) -> bool:
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] == 0
+    except ChildProcessError:
+        return False
+
+
+# A process on its way out has lost its command line before it is a zombie;
+# its exit status follows within moments.
+EXIT_SETTLE = 2.0
+
+
+def _check_alive(role: str, started: Started) -> None:
+    how = _how_our_child_ended(started.pid, 0.0)
+    if _process(started, role) is not None:
+        return
+    if how is None:
+        how = _how_our_child_ended(started.pid, EXIT_SETTLE)
+    if how is None and _is_our_child(started.pid):
+        return  # still ours and running: the next poll looks again
+    if how is None:
+        how = " (its pid now names another process)" if _running(started.pid) else ""
+    last = _last_line(started.log)
+    raise KueueError(
+        f"{PROGRAMS[role]} exited during start-up{how}{': ' + last if last else ''} (log: {started.log})"
+    )
 
 
 def _running(pid: int) -> bool:
