@@ -26,9 +26,10 @@ child starts there. See README, Performance.
 
 W here is pure computation. The worker's loop makes some 40 system calls a
 job, each of which lets a waiting thread take the GIL: built into the
-worker (the branch exp/exit-threads), slot threads cost 0.3 ms of CPU a job
-in GIL handoffs and made it slower, which this experiment cannot show. The
-process designs share no GIL, but have not been tried in the worker.
+worker (session 12, not kept), slot threads cost 0.3 ms of CPU a job in GIL
+handoffs and made it slower, which this experiment cannot show. The process
+designs share no GIL; a spawn helper process was tried in the worker and
+lost to its wake-ups (README, Performance).
 
     python bench/spawn_designs.py [--jobs N] [--work-us W] [--rounds R]
 """
