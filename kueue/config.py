@@ -275,6 +275,9 @@ def _type_name(value: Any) -> str:
     )
 
 
+MAX_INT = 2**32 - 1
+
+
 def _coerce(value: Any, typ: type, key: str, path: Path) -> Any:
     ok = (
         (typ is bool and isinstance(value, bool))
@@ -287,6 +290,9 @@ def _coerce(value: Any, typ: type, key: str, path: Path) -> Any:
             f"{path}: {key} must be {_type_name(typ())}, not {_type_name(value)} ({value!r}); "
             "fix the value or delete the line to use the default"
         )
+    if typ is int and value > MAX_INT:
+        # Counts, sizes and seconds all travel in 32-bit fields somewhere.
+        raise ConfigError(f"{path}: {key} = {value} is too large (at most {MAX_INT})")
     return float(value) if typ is float else value
 
 
@@ -385,9 +391,17 @@ def _validate(config: Config, path: Path) -> None:
 
 
 def load(explicit: str | os.PathLike[str] | None = None, *, create: bool = True) -> Config:
-    """Read the config file, writing the commented template first if there is none."""
+    """Read the config file, writing the commented template first if there is
+    none. Not for a file named by --config: a mistyped path would get a new
+    secret, and the error that follows would point elsewhere. ($KUEUE_CONFIG,
+    set once, may name a file yet to be written.)"""
     path = resolve_config_path(explicit)
     if not path.exists():
+        if explicit:
+            raise ConfigError(
+                f"{path}: no such config file (named by --config); copy the cluster's config there, "
+                "or leave --config out"
+            )
         if not create:
             raise ConfigError(f"{path}: no such config file")
         try:
@@ -398,11 +412,15 @@ def load(explicit: str | os.PathLike[str] | None = None, *, create: bool = True)
         except OSError as exc:
             raise ConfigError(f"{path}: cannot create the config file: {exc.strerror}") from exc
         else:
-            with os.fdopen(fd, "w") as f:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(template())
             print(f"kueue: wrote a new config file with a random shared secret: {path}", file=sys.stderr)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a text file in UTF-8 (byte {exc.start} cannot be decoded); is it the config file?"
+        ) from exc
     return parse(text, path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -60,24 +61,39 @@ def state_filters(p: argparse.ArgumentParser) -> None:
         p.add_argument(short, f"--{long}", action="store_true", help=f"{long} jobs (filters combine)")
 
 
+# Job ids are SQLite rowids; counts travel as protobuf uint32 fields.
+MAX_JOB_ID = 2**63 - 1
+MAX_COUNT = 2**32 - 1
+_DIGITS = re.compile(r"[0-9]+")
+
+
 def job_id(text: str) -> int:
-    try:
-        value = int(text.strip().lstrip("#"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a job id: '{text}'") from None
-    if value < 1:
+    digits = text.strip().removeprefix("#")
+    # ASCII digits only: int() would also take "1_000", "+5" and other scripts' digits.
+    if not _DIGITS.fullmatch(digits) or not 1 <= int(digits) <= MAX_JOB_ID:
         raise argparse.ArgumentTypeError(f"not a job id: '{text}'")
-    return value
+    return int(digits)
 
 
 def count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: '{text}'") from None
-    if value < 0:
+    digits = text.strip()
+    if digits.startswith("-") and _DIGITS.fullmatch(digits[1:]):
         raise argparse.ArgumentTypeError(f"must not be negative: '{text}'")
+    if not _DIGITS.fullmatch(digits):
+        raise argparse.ArgumentTypeError(f"not a whole number: '{text}'")
+    value = int(digits)
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"too large: '{text}' (at most {MAX_COUNT})")
     return value
+
+
+def worker_ref(text: str) -> str:
+    """A worker's id or name, which the server knows as UTF-8."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"no worker is named {text!r}: it is not UTF-8") from None
+    return text
 
 
 def add_resource_flags(p: argparse.ArgumentParser) -> None:
@@ -384,13 +400,13 @@ def build_parser() -> ArgumentParser:
         "kueue show-worker node17",
         ids="workers",
     )
-    p.add_argument("id", metavar="ID")
+    p.add_argument("id", type=worker_ref, metavar="ID")
     p.add_argument("--json", action="store_true", help="print as JSON")
 
     for name, what in (("drain", "stop offering new jobs to a worker; its running jobs go on"),
                        ("undrain", "offer new jobs to a drained worker again")):  # fmt: skip
         p = verb(name, [], what, f"kueue {name} node17", ids="workers")
-        p.add_argument("id", metavar="WORKER", help="worker id or name")
+        p.add_argument("id", type=worker_ref, metavar="WORKER", help="worker id or name")
 
     p = verb("list-resources", ["resources"], "list the global resources: used/total", "kueue resources")
     p.add_argument("--json", action="store_true", help='print {"resources": [...]} as JSON')

@@ -52,6 +52,8 @@ ENTRY_VARIABLE = "KUEUE_ENTRY"
 # Upper bound on jobs per submission; a typo such as 1-10000000 should fail
 # here with a message, not exhaust memory or the server's message size limit.
 MAX_INSTANCES = 1_000_000
+# A resource amount travels as a protobuf uint32.
+MAX_RESOURCE_AMOUNT = 2**32 - 1
 
 _SHELL_SYNTAX = re.compile(r"[\s|&;<>()$`\\\"'*?\[\]#~{}!]")
 
@@ -149,6 +151,15 @@ def job_spec(
     cwd = cwd or logical_cwd()
     if not os.path.isabs(cwd):
         raise UsageError(f"the working directory must be absolute: {cwd}")
+    for what, text in (
+        ("the working directory's path", cwd),
+        ("the stdout path", stdout_path),
+        ("the stderr path", stderr_path),
+    ):
+        if not _is_utf8(text):
+            raise UsageError(
+                f"{what} contains bytes that are not UTF-8 ({text!r}): rename it, or run elsewhere"
+            )
     if shell is None:
         shell = needs_shell(command, cwd)
     if shell and len(command) != 1:
@@ -194,14 +205,18 @@ def parse_resource(text: str) -> tuple[str, int]:
     name = name.strip()
     if not name:
         raise UsageError(f"bad --resource '{text}': expected NAME or NAME=N")
+    if not _is_utf8(name):
+        raise UsageError(f"bad --resource {text!r}: the name contains bytes that are not UTF-8")
     if not sep:
         return name, 1
-    try:
-        value = int(amount)
-    except ValueError:
-        raise UsageError(f"bad --resource '{text}': N must be a whole number") from None
+    amount = amount.strip()
+    if not re.fullmatch(r"-?[0-9]+", amount):
+        raise UsageError(f"bad --resource '{text}': N must be a whole number")
+    value = int(amount)
     if value < 1:
         raise UsageError(f"bad --resource '{text}': N must be at least 1")
+    if value > MAX_RESOURCE_AMOUNT:
+        raise UsageError(f"bad --resource '{text}': N must be at most {MAX_RESOURCE_AMOUNT}")
     return name, value
 
 
@@ -227,10 +242,10 @@ def parse_array(text: str) -> range:
         raise UsageError(f"bad --array range '{text}': STEP must be at least 1")
     if start > end:
         raise UsageError(f"bad --array range '{text}': START must not be greater than END")
-    indexes = range(start, end + 1, step)
-    if len(indexes) > MAX_INSTANCES:
+    # Counted before the range is made: len() of a range past 2**63 overflows.
+    if (end - start) // step + 1 > MAX_INSTANCES:
         raise UsageError(f"bad --array range '{text}': more than {MAX_INSTANCES} jobs")
-    return indexes
+    return range(start, end + 1, step)
 
 
 def array_instances(text: str) -> list[dict[str, str]]:
@@ -240,6 +255,11 @@ def array_instances(text: str) -> list[dict[str, str]]:
 def line_instances(lines: Iterable[str], source: str = "input") -> list[dict[str, str]]:
     """One instance per non-blank line, its text (without the newline) in KUEUE_ENTRY."""
     entries = [line.rstrip("\r\n") for line in lines]
+    for number, entry in enumerate(entries, 1):
+        if "\0" in entry:
+            raise UsageError(
+                f"--each-line: line {number} of {source} contains a NUL byte, which no command can take"
+            )
     instances = [{ENTRY_VARIABLE: entry} for entry in entries if entry.strip()]
     if not instances:
         raise UsageError(f"--each-line: no non-empty lines in {source}")

@@ -165,6 +165,22 @@ def test_config_from_environment(
         (["frobnicate"], "invalid choice"),
         (["complete", "tcsh"], "invalid choice"),
         (["complete"], "which shell"),
+        # Numbers past what a job id or a protobuf field holds.
+        (["show", "99999999999999999999"], "not a job id"),
+        (["rm", "1_000"], "not a job id: '1_000'"),
+        (["wait", "+5"], "not a job id"),
+        (["cmd", "-c", "1000000000000", "true"], "too large: '1000000000000' (at most 4294967295)"),
+        (["cmd", "-j", "5000000000", "true"], "too large"),
+        (["cmd", "-r", "99999999999999999999", "true"], "too large"),
+        (["ls", "-n", "99999999999999999999"], "too large"),
+        (["cmd", "--resource", "genus=99999999999999999999", "true"], "N must be at most 4294967295"),
+        (["cmd", "--array", "1-99999999999999999999", "true"], "more than 1000000 jobs"),
+        # Bytes that are not UTF-8 (as Python hands them over: surrogates).
+        (["cmd", "-o", "out\udcff", "true"], "the stdout path contains bytes that are not UTF-8"),
+        (["cmd", "-e", "err\udcff", "true"], "the stderr path contains bytes that are not UTF-8"),
+        (["cmd", "--resource", "gen\udcffus", "true"], "not UTF-8"),
+        (["drain", "node\udcff"], "not UTF-8"),
+        (["show-worker", "node\udcff"], "not UTF-8"),
     ],
 )
 def test_bad_input_is_exit_2_with_one_line(
@@ -174,6 +190,38 @@ def test_bad_input_is_exit_2_with_one_line(
     assert code == 2, err
     assert out == ""
     assert expected in one_error_line(err)
+
+
+def test_a_working_directory_not_in_utf8_is_one_line(
+    capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    odd = os.fsdecode(bytes(tmp_path) + b"/bad\xffdir")
+    os.mkdir(odd)
+    monkeypatch.chdir(odd)
+    monkeypatch.delenv("PWD", raising=False)
+    code, out, err = run(capsys, "--config", str(config), "cmd", "true")
+    assert (code, out) == (2, "")
+    assert "the working directory's path contains bytes that are not UTF-8" in one_error_line(err)
+
+
+def test_each_line_with_a_nul_byte_names_its_line(
+    capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path
+) -> None:
+    lines = tmp_path / "lines"
+    lines.write_bytes(b"a\nb\x00c\n")
+    code, _, err = run(capsys, "--config", str(config), "cmd", "--each-line", str(lines), "echo")
+    assert code == 2
+    assert f"line 2 of {lines} contains a NUL byte" in one_error_line(err)
+
+
+def test_a_missing_config_named_by_config_is_one_line_and_not_created(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "typo.toml"
+    code, _, err = run(capsys, "--config", str(missing), "ls")
+    assert code == 1
+    assert f"{missing}: no such config file (named by --config)" in one_error_line(err)
+    assert not missing.exists()
 
 
 def test_each_line_file_missing(capsys: pytest.CaptureFixture[str], config: Path, tmp_path: Path) -> None:

@@ -67,19 +67,43 @@ def test_first_load_writes_the_template_with_a_random_secret(
     assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0
 
 
-def test_template_is_written_once_and_then_kept(tmp_path: Path) -> None:
-    path = tmp_path / "deep" / "dir" / "config.toml"
-    first = config.load(path)
+def test_template_is_written_once_and_then_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "deep" / "dir"))
+    path = tmp_path / "deep" / "dir" / "kueue" / "config.toml"
+    first = config.load()
+    assert first.path == path
     text = path.read_text()
-    second = config.load(path)
+    second = config.load()
     assert path.read_text() == text
     assert second.common_settings.shared_secret == first.common_settings.shared_secret
 
 
-def test_each_template_gets_its_own_secret(tmp_path: Path) -> None:
-    a = config.load(tmp_path / "a.toml").common_settings.shared_secret
-    b = config.load(tmp_path / "b.toml").common_settings.shared_secret
+def test_each_template_gets_its_own_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "a"))
+    a = config.load().common_settings.shared_secret
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "b"))
+    b = config.load().common_settings.shared_secret
     assert a != b
+
+
+def test_a_missing_file_named_by_config_is_an_error_not_a_new_secret(tmp_path: Path) -> None:
+    path = tmp_path / "typo" / "confg.toml"
+    with pytest.raises(ConfigError) as excinfo:
+        config.load(path)
+    message = str(excinfo.value)
+    assert message.startswith(f"{path}: no such config file (named by --config)"), message
+    assert "\n" not in message
+    assert not path.parent.exists()
+
+
+def test_a_config_file_not_in_utf8_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "binary.toml"
+    path.write_bytes(b"\xff\xfe garbage")
+    with pytest.raises(ConfigError) as excinfo:
+        config.load(path)
+    assert str(excinfo.value) == (
+        f"{path}: not a text file in UTF-8 (byte 0 cannot be decoded); is it the config file?"
+    )
 
 
 def test_random_secret() -> None:
