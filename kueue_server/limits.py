@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from kueue.v1 import common_pb2
 from kueue_server.scheduler import SchedulerError
 
@@ -49,12 +51,34 @@ def check_sizes(spec: common_pb2.JobSpec, instances: int) -> None:
         )
 
 
+def check_spawnable(spec: common_pb2.JobSpec) -> None:
+    """Refuse what no exec could take (a NUL byte in an argument, a path or
+    the environment; a variable name with "="): such a job would only fail,
+    or be rejected by every worker, after it was queued."""
+    for i, arg in enumerate(spec.command):
+        if "\0" in arg:
+            raise SchedulerError("INVALID_ARGUMENT", f"argument {i} of the command contains a NUL byte")
+    for name in ("cwd", "stdout_path", "stderr_path"):
+        if "\0" in getattr(spec, name):
+            raise SchedulerError("INVALID_ARGUMENT", f"{name} contains a NUL byte")
+    _check_env(spec.env)
+
+
+def _check_env(env: Mapping[str, str]) -> None:
+    for key, value in env.items():
+        if not key or "=" in key or "\0" in key:
+            raise SchedulerError("INVALID_ARGUMENT", f"bad environment variable name {key[:200]!r}")
+        if "\0" in value:
+            raise SchedulerError("INVALID_ARGUMENT", f"environment variable {key[:200]} contains a NUL byte")
+
+
 def check_instance_envs(spec: common_pb2.JobSpec, envs: list[dict[str, str]]) -> None:
     """Each job's environment (spec plus instance) and all instance
-    environments together stay bounded."""
+    environments together stay bounded, and each can be exec'ed."""
     base = sum(len(k) + len(v) for k, v in spec.env.items())
     total = 0
     for env in envs:
+        _check_env(env)
         size = sum(len(k) + len(v) for k, v in env.items())
         total += size
         if base + size > MAX_ENV_BYTES:
