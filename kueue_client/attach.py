@@ -458,6 +458,8 @@ class _Session:
         self.ran_on: dict[int, str] = {}
         self.had_output: set[int] = set()
         self.stdout_broken = False
+        # Why writing stdout failed, other than a reader gone (EPIPE).
+        self.stdout_error = ""
         self.last_interrupt: float | None = None
         self.forwarded_signal = 0
         self.kill_sent = False
@@ -629,8 +631,14 @@ class _Session:
                 # SIGPIPE a local process would, and its output goes nowhere.
                 self.stdout_broken = True
                 self._send(job_service_pb2.AttachRequest(signal=signal.SIGPIPE))
-            except OSError:
+            except OSError as exc:
+                # A full disk under `> file`: as a local command would, say
+                # so and fail, rather than leave a short file and succeed.
                 self.stdout_broken = True
+                self.stdout_error = exc.strerror or str(exc)
+                self.notice(
+                    f"writing the job's output failed: {self.stdout_error}; the rest of it is dropped"
+                )
         else:
             with contextlib.suppress(OSError):
                 write_all(self.stderr, data)
@@ -649,6 +657,10 @@ class _Session:
     # -- the end
 
     def final_status(self, job: common_pb2.Job) -> int:
+        status = self._job_status(job)
+        return 1 if status == 0 and self.stdout_error else status
+
+    def _job_status(self, job: common_pb2.Job) -> int:
         if job.state == JobState.JOB_STATE_CANCELED:
             if self.kill_sent:
                 return EXIT_INTERRUPTED

@@ -499,6 +499,7 @@ def run() -> NoReturn:
     down modules and grpc's threads, a third of what `kueue cmd` costs; the
     work is done and flushed by then, and no exit handlers of ours need to run.
     """
+    _open_closed_stdio()
     code = main()
     try:
         sys.stdout.flush()
@@ -509,6 +510,24 @@ def run() -> NoReturn:
     with contextlib.suppress(OSError, ValueError):
         sys.stderr.flush()
     os._exit(code if isinstance(code, int) else 1)
+
+
+def _open_closed_stdio() -> None:
+    """/dev/null on any of descriptors 0-2 this process was started without
+    (`kueue run CMD >&-`): otherwise the first socket or epoll opened takes
+    that number, and the job's output would be written into it."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    # Python leaves sys.stdout (or stdin, stderr) None for a descriptor closed at its start.
+    for name, fd, mode in (("stdin", 0, "r"), ("stdout", 1, "w"), ("stderr", 2, "w")):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, closefd=False))  # noqa: SIM115
 
 
 def _report(message: str) -> None:

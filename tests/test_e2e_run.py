@@ -217,6 +217,44 @@ def test_killed_by_a_signal_exits_128_plus_n(ready: Cluster, tmp_path: Path, sig
     assert result.returncode == 128 + sig
 
 
+@pytest.mark.parametrize("closed", [1, 2])
+def test_a_closed_stdout_or_stderr_leaves_the_exit_code_the_jobs(
+    ready: Cluster, tmp_path: Path, closed: int
+) -> None:
+    # As `kueue run sh -c 'exit 3' >&-` from a shell: the descriptor is not there at all.
+    result = subprocess.run(
+        [*kueue_run(ready), "sh", "-c", "echo out; echo err >&2; exit 3"],
+        stdin=subprocess.DEVNULL,
+        stdout=None if closed == 1 else subprocess.PIPE,
+        stderr=None if closed == 2 else subprocess.PIPE,
+        cwd=tmp_path,
+        env=_env(),
+        timeout=120,
+        preexec_fn=lambda: os.close(closed),  # a test's child: no threads to mind
+    )
+    assert result.returncode == 3
+    kept = result.stderr if closed == 1 else result.stdout
+    assert kept == (b"err\n" if closed == 1 else b"out\n")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_output_that_cannot_be_written_is_said_and_fails_the_run(ready: Cluster, tmp_path: Path) -> None:
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run(
+            [*kueue_run(ready), "echo", "hello"],
+            stdin=subprocess.DEVNULL,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            cwd=tmp_path,
+            env=_env(),
+            timeout=120,
+        )
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines() == [
+        "kueue: writing the job's output failed: No space left on device; the rest of it is dropped"
+    ]
+
+
 def test_command_not_found_is_127(ready: Cluster, tmp_path: Path) -> None:
     result = run(ready, "no-such-command-here", cwd=tmp_path)
     assert result.returncode == 127
