@@ -41,13 +41,22 @@ class Event:
     style: str = ""
 
 
-def _output_text(path: str, size: int, truncated: bool) -> str:
+# The smallest job_output_cap_mb: a stream no larger was kept whole.
+MIN_OUTPUT_CAP = 1024 * 1024
+
+
+def _output_text(path: str, size: int, other_size: int, truncated: bool) -> str:
+    """A stream's line; `truncated` is the job's one flag for both streams."""
     if path == "null":
         return "discarded"
     if path:
         return f"written to {path} on the worker"
     text = f"captured, {format_bytes(size)}"
-    return text + " (only the tail is kept)" if truncated else text
+    if not truncated or size <= MIN_OUTPUT_CAP:
+        return text
+    if other_size <= MIN_OUTPUT_CAP:
+        return text + " (only the tail is kept)"
+    return text + " (only the tail is kept if over the server's job_output_cap_mb)"
 
 
 def _worker_text(job: common_pb2.Job) -> str:
@@ -94,8 +103,12 @@ def job_fields(job: common_pb2.Job, now: float | None = None) -> list[Field]:
         Field("resources", resources_summary(spec.resources)),
         Field("submitted by", f"{spec.user or '?'}@{spec.submit_host or '?'}"),
         Field("environment", env),
-        Field("stdout", _output_text(spec.stdout_path, job.stdout_bytes, job.output_truncated)),
-        Field("stderr", _output_text(spec.stderr_path, job.stderr_bytes, job.output_truncated)),
+        Field(
+            "stdout", _output_text(spec.stdout_path, job.stdout_bytes, job.stderr_bytes, job.output_truncated)
+        ),
+        Field(
+            "stderr", _output_text(spec.stderr_path, job.stderr_bytes, job.stdout_bytes, job.output_truncated)
+        ),
     ]
     if job.worker_name or job.worker_id:
         fields.append(Field("worker", _worker_text(job)))

@@ -248,3 +248,30 @@ def test_log_hint_says_where_the_rest_is() -> None:
     assert job_details.log_hint(only_stderr) == "all of stderr: kueue log --stderr 42"
     to_files = make_job(State.JOB_STATE_RUNNING, stdout_path="out.txt", stderr_path="null")
     assert job_details.log_hint(to_files) == ""
+
+
+@pytest.mark.parametrize(
+    ("sizes", "stdout", "stderr"),
+    [
+        # Only a stream past the smallest cap (1 MiB) can have lost its start.
+        ((4_000_000, 0), "captured, 4 MiB (only the tail is kept)", "captured, 0 B"),
+        ((0, 4_000_000), "captured, 0 B", "captured, 4 MiB (only the tail is kept)"),
+        ((4_000_000, 5), "captured, 4 MiB (only the tail is kept)", "captured, 5 B"),
+        # Both past it: the job's one flag cannot say which.
+        (
+            (4_000_000, 3_000_000),
+            "if over the server's job_output_cap_mb",
+            "if over the server's job_output_cap_mb",
+        ),
+    ],
+)
+def test_only_a_stream_that_can_have_been_cut_says_so(
+    sizes: tuple[int, int], stdout: str, stderr: str
+) -> None:
+    out, err = sizes
+    texts = {
+        name: job_details._output_text("", size, other, True)
+        for name, size, other in (("stdout", out, err), ("stderr", err, out))
+    }
+    assert stdout in texts["stdout"] and stderr in texts["stderr"], texts
+    assert job_details._output_text("", 4_000_000, 0, False) == "captured, 4 MiB"
