@@ -17,12 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from kueue.v1 import common_pb2
-from kueue_client.spec import ARRAY_ID_VARIABLE, ENTRY_VARIABLE
+from kueue_client.spec import ARRAY_ID_VARIABLE, ENTRY_VARIABLE, MAX_INSTANCE_ENV_BYTES, MAX_JOBS_PER_CALL
 
 ARRAY_VARIABLES = (ARRAY_ID_VARIABLE, ENTRY_VARIABLE)
-# Bounds per submission, well inside the server's (kueue_server.limits).
-MAX_JOBS_PER_CALL = 10_000
-MAX_INSTANCE_ENV_BYTES = 4 * 1024 * 1024
 
 Submission = tuple[common_pb2.JobSpec, list[dict[str, str]] | None]
 

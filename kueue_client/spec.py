@@ -52,6 +52,10 @@ ENTRY_VARIABLE = "KUEUE_ENTRY"
 # Upper bound on jobs per submission; a typo such as 1-10000000 should fail
 # here with a message, not exhaust memory or the server's message size limit.
 MAX_INSTANCES = 1_000_000
+# Bounds per SubmitJobs call, well inside the server's (kueue_server.limits):
+# a larger array goes in several calls.
+MAX_JOBS_PER_CALL = 10_000
+MAX_INSTANCE_ENV_BYTES = 4 * 1024 * 1024
 # A resource amount travels as a protobuf uint32.
 MAX_RESOURCE_AMOUNT = 2**32 - 1
 
@@ -246,6 +250,21 @@ def parse_array(text: str) -> range:
     if (end - start) // step + 1 > MAX_INSTANCES:
         raise UsageError(f"bad --array range '{text}': more than {MAX_INSTANCES} jobs")
     return range(start, end + 1, step)
+
+
+def instance_chunks(instances: Sequence[dict[str, str]]) -> list[Sequence[dict[str, str]]]:
+    """Consecutive runs of `instances`, each within one call's bounds."""
+    chunks: list[Sequence[dict[str, str]]] = []
+    start = size = 0
+    for i, env in enumerate(instances):
+        env_size = sum(len(k) + len(v) for k, v in env.items())
+        if i > start and (i - start >= MAX_JOBS_PER_CALL or size + env_size > MAX_INSTANCE_ENV_BYTES):
+            chunks.append(instances[start:i])
+            start, size = i, 0
+        size += env_size
+    if start < len(instances):
+        chunks.append(instances[start:])
+    return chunks
 
 
 def array_instances(text: str) -> list[dict[str, str]]:

@@ -15,7 +15,7 @@ from kueue_client import terminal
 from kueue_client.context import Context
 from kueue_client.errors import EXIT_USAGE, KueueError, UsageError
 from kueue_client.formatting import plural
-from kueue_client.spec import array_instances, job_spec, parse_resources, read_line_instances
+from kueue_client.spec import array_instances, instance_chunks, job_spec, parse_resources, read_line_instances
 from kueue_client.status import FINAL_STATES, STATE_NAMES, exit_status, first_failure, job_status
 
 if TYPE_CHECKING:
@@ -84,15 +84,23 @@ def cmd(args: argparse.Namespace, ctx: Context) -> int:
         stderr_path=args.stderr,
         use_worker_env=args.no_env,
     )
-    resp = ctx.client.submit(spec, instances)
-    for message in resp.warnings:
-        terminal.warn(message)
-    for job_id in resp.job_ids:
-        print(job_id)
-    sys.stdout.flush()  # a script reading ids must get them before the wait
+    job_ids: list[int] = []
+    warned: set[str] = set()
+    # A large array in several calls, each printing its ids as it lands: if
+    # a later call fails, what is already queued has been said.
+    for chunk in instance_chunks(instances) if instances else [None]:
+        resp = ctx.client.submit(spec, chunk)
+        for message in resp.warnings:
+            if message not in warned:
+                warned.add(message)
+                terminal.warn(message)
+        for job_id in resp.job_ids:
+            print(job_id)
+        sys.stdout.flush()  # a script reading ids must get them before the wait
+        job_ids += resp.job_ids
     if not args.wait:
         return 0
-    jobs = _wait(ctx, resp.job_ids)
+    jobs = _wait(ctx, job_ids)
     for job in jobs:
         print(exit_status(job))
     return first_failure(jobs)

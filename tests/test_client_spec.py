@@ -238,3 +238,17 @@ def test_each_line_errors(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe\n")
     with pytest.raises(UsageError, match="not UTF-8"):
         read_line_instances(str(binary))
+
+
+def test_instance_chunks_keep_order_within_the_bounds_of_a_call() -> None:
+    from kueue_client.spec import MAX_INSTANCE_ENV_BYTES, MAX_JOBS_PER_CALL, instance_chunks
+
+    many = [{"KUEUE_ARRAY_ID": str(i)} for i in range(2 * MAX_JOBS_PER_CALL + 1)]
+    chunks = instance_chunks(many)
+    assert [len(c) for c in chunks] == [MAX_JOBS_PER_CALL, MAX_JOBS_PER_CALL, 1]
+    assert [env for c in chunks for env in c] == many
+    big = "x" * (MAX_INSTANCE_ENV_BYTES // 3)
+    wide = [{"KUEUE_ENTRY": big} for _ in range(4)] + [{"KUEUE_ENTRY": "x" * (MAX_INSTANCE_ENV_BYTES + 1)}]
+    # Two fit in a call, the third would not; one alone over the bound still goes (the server judges it).
+    assert [len(c) for c in instance_chunks(wide)] == [2, 2, 1]
+    assert instance_chunks([]) == []

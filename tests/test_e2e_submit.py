@@ -39,6 +39,17 @@ def test_array_and_each_line_in_one_call(cluster: Cluster, tmp_path: Path) -> No
     assert outputs == ["a=1", "a=5", "a=9", "e=alpha", "e=beta gamma"]
 
 
+def test_an_array_larger_than_one_call_is_queued_whole(cluster: Cluster, tmp_path: Path) -> None:
+    from kueue_client.spec import MAX_JOBS_PER_CALL
+
+    cluster.start_server()  # no worker: the jobs stay queued
+    n = MAX_JOBS_PER_CALL + 5
+    ids = ids_of(cluster.kueue("cmd", "--array", f"1-{n}", "true", cwd=tmp_path))
+    assert ids == list(range(ids[0], ids[0] + n))
+    listed = json.loads(cluster.kueue("ls", "--json", "-n", "1").stdout)
+    assert int(listed["summary"]["pending"]) == n, listed["summary"]
+
+
 def test_environment_is_carried_unless_no_env(cluster: Cluster, tmp_path: Path) -> None:
     cluster.start_server()
     cluster.start_worker("w1")
