@@ -34,7 +34,13 @@ from kueue import wire
 from kueue.v1 import common_pb2, job_service_pb2, job_service_pb2_grpc
 from kueue_client.errors import KueueError, from_rpc_error
 from kueue_client.output import write_all
-from kueue_client.status import FINAL_STATES, SIGNAL_EXIT_BASE, exit_status, failed_to_start
+from kueue_client.status import (
+    FINAL_STATES,
+    SIGNAL_EXIT_BASE,
+    exit_status,
+    failed_to_start,
+    start_failure_status,
+)
 
 JobState = common_pb2.JobState
 T = TypeVar("T")
@@ -62,8 +68,6 @@ KILL_WAIT_SECONDS = 3.0
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 # Like ssh: kueue itself failed (server unreachable or lost), not the job.
 EXIT_LOST_SERVER = 255
-EXIT_CANNOT_EXECUTE = 126
-EXIT_NOT_FOUND = 127
 EXIT_INTERRUPTED = SIGNAL_EXIT_BASE + signal.SIGINT
 STDOUT, STDERR = common_pb2.OUTPUT_STREAM_STDOUT, common_pb2.OUTPUT_STREAM_STDERR
 # A background process reading its terminal gets EIO (SIGTTIN is ignored):
@@ -87,16 +91,6 @@ class AttachResult:
     job: common_pb2.Job | None
     exit_status: int
     detached: bool = False
-
-
-def start_failure_status(comment: str) -> int:
-    """What a shell exits with when it cannot run a command: 127 not found, 126 not executable."""
-    text = comment.lower()
-    if "no such file" in text or "not found" in text:
-        return EXIT_NOT_FOUND
-    if any(s in text for s in ("permission denied", "exec format", "is a directory", "not accessible")):
-        return EXIT_CANNOT_EXECUTE
-    return 1
 
 
 def describe_resources(res: common_pb2.Resources) -> str:

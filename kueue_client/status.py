@@ -115,9 +115,24 @@ def run_time(job: common_pb2.Job) -> float:
     return 0.0
 
 
+EXIT_CANNOT_EXECUTE = 126
+EXIT_NOT_FOUND = 127
+
+
+def start_failure_status(comment: str) -> int:
+    """What a shell exits with when it cannot run a command: 127 not found, 126 not executable."""
+    text = comment.lower()
+    if "no such file" in text or "not found" in text:
+        return EXIT_NOT_FOUND
+    if any(s in text for s in ("permission denied", "exec format", "is a directory", "not accessible")):
+        return EXIT_CANNOT_EXECUTE
+    return 1
+
+
 def exit_status(job: common_pb2.Job) -> int:
     """What `kueue wait` and `kueue cmd --wait` exit with for a finished job:
-    its exit code, 128+N for signal N, 1 for canceled or never started."""
+    its exit code, 128+N for signal N, 126 or 127 where it could not start
+    (as a shell says it), 1 for canceled."""
     if job.state == JobState.JOB_STATE_SUCCEEDED:
         return 0
     if job.state == JobState.JOB_STATE_FAILED:
@@ -127,8 +142,18 @@ def exit_status(job: common_pb2.Job) -> int:
             # An exit code outside 1..255 cannot be an exit status; keep it a failure.
             code = job.exit_code & 0xFF
             return code or 1
-        return 1
+        return start_failure_status(job.comment)
     return 1
+
+
+def why_not_run(job: common_pb2.Job) -> str | None:
+    """For a job that ended without running its command: one line saying why."""
+    if job.state == JobState.JOB_STATE_CANCELED:
+        why = f" ({job.comment})" if job.comment and job.comment != "canceled" else ""
+        return f"job {job.id} was canceled{why}"
+    if failed_to_start(job):
+        return f"job {job.id} {job.comment or 'failed to start'}"
+    return None
 
 
 def first_failure(jobs: Iterable[common_pb2.Job]) -> int:

@@ -16,7 +16,7 @@ from kueue_client.context import Context
 from kueue_client.errors import EXIT_USAGE, KueueError, UsageError
 from kueue_client.formatting import plural
 from kueue_client.spec import array_instances, instance_chunks, job_spec, parse_resources, read_line_instances
-from kueue_client.status import FINAL_STATES, STATE_NAMES, exit_status, first_failure, job_status
+from kueue_client.status import FINAL_STATES, STATE_NAMES, exit_status, first_failure, job_status, why_not_run
 
 if TYPE_CHECKING:
     from kueue.v1 import common_pb2
@@ -101,9 +101,20 @@ def cmd(args: argparse.Namespace, ctx: Context) -> int:
     if not args.wait:
         return 0
     jobs = _wait(ctx, job_ids)
+    _print_exit_statuses(jobs)
+    return first_failure(jobs)
+
+
+def _print_exit_statuses(jobs: Sequence[common_pb2.Job]) -> None:
+    """cmd -w: each job's exit status; why, on stderr, for one that never ran
+    (its status alone would look like the command's own failure)."""
     for job in jobs:
         print(exit_status(job))
-    return first_failure(jobs)
+    sys.stdout.flush()
+    for job in jobs:
+        why = why_not_run(job)
+        if why is not None:
+            print(f"kueue: {why}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
@@ -317,8 +328,7 @@ def retry(args: argparse.Namespace, ctx: Context) -> int:
     if not args.wait:
         return status
     ended = _wait(ctx, new_ids)
-    for job in ended:
-        print(exit_status(job))
+    _print_exit_statuses(ended)
     return status or first_failure(ended)
 
 

@@ -20,7 +20,7 @@ from kueue_client.formatting import (
     truncate_back,
     truncate_front,
 )
-from kueue_client.status import exit_status, first_failure, job_status
+from kueue_client.status import exit_status, first_failure, job_status, why_not_run
 
 State = common_pb2.JobState
 NOW = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
@@ -167,8 +167,12 @@ def test_kill_requested_shows_in_the_status() -> None:
 
 
 def test_exit_status_of_finished_jobs() -> None:
-    assert [exit_status(j) for j in JOBS[:4]] == [0, 2, 128 + 9, 1]
+    # The fourth never started, its program not found: 127, as a shell says it.
+    assert [exit_status(j) for j in JOBS[:4]] == [0, 2, 128 + 9, 127]
     assert exit_status(JOBS[7]) == 1  # canceled
+    denied = make_job(8, State.JOB_STATE_FAILED, comment="cannot start ./x.sh: Permission denied")
+    assert exit_status(denied) == 126
+    assert exit_status(make_job(9, State.JOB_STATE_FAILED, comment="worker lost")) == 1
     assert first_failure([JOBS[0], JOBS[2], JOBS[1]]) == 137
     assert first_failure([JOBS[0]]) == 0
 
@@ -401,3 +405,10 @@ def test_worker_details_with_its_jobs_at_both_widths(width: int) -> None:
     raw, plain = render_rich(views.worker_details_rich(resp, width=width, now=NOW), width)
     assert "\x1b[34m" in raw  # the running job in blue
     assert all(len(line) <= width for line in plain.splitlines())
+
+
+def test_why_a_job_did_not_run_is_said_only_where_it_did_not() -> None:
+    assert why_not_run(JOBS[3]) == "job 4 failed to start: No such file or directory: './x'"
+    assert why_not_run(JOBS[7]) is not None and why_not_run(JOBS[7]).startswith("job ")
+    assert "was canceled" in why_not_run(JOBS[7])
+    assert [why_not_run(j) for j in JOBS[:3]] == [None, None, None]

@@ -63,6 +63,11 @@ def test_exit_codes_output_and_working_directory(cluster: Cluster, tmp_path: Pat
     waited = cluster.kueue("cmd", "--wait", "sh", "-c", "exit 7", cwd=work, check=False)
     assert waited.returncode == 7
     assert waited.stdout.split()[-1] == "7"
+    # A command that is not there: 127 as from a shell, and why, on stderr.
+    missing = cluster.kueue("cmd", "--wait", "no-such-command-here", cwd=work, check=False)
+    assert missing.returncode == 127 and missing.stdout.split()[-1] == "127"
+    why = missing.stderr.strip().splitlines()[-1]
+    assert why.startswith("kueue: job ") and "no-such-command-here" in why, missing.stderr
     # Shell syntax in one argument runs through /bin/sh.
     piped = submit(cluster, "echo one two | wc -w > count.txt", cwd=work)
     wait_state(cluster, piped, "JOB_STATE_SUCCEEDED")
