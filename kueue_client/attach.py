@@ -23,6 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -460,6 +461,12 @@ class _Session:
         self.control: deque[job_service_pb2.AttachRequest] = deque()
         self._wake = asyncio.Event()
         self._leave: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        # The job's output is written by a thread of its own, in order: a
+        # write blocked on a full pipe (`kueue run ... | less`) must not keep
+        # the loop from acting on Ctrl-C. The reader waits for each write
+        # before taking the next message, so output is still paced by ours.
+        self._output_thread = ThreadPoolExecutor(1, thread_name_prefix="kueue-output")
+        self._last_write: asyncio.Future[OSError | None] | None = None
 
     # -- output to this process's stderr
 
@@ -615,27 +622,33 @@ class _Session:
         self._ack_output()
 
     def _write_out(self, stream: int, data: memoryview) -> None:
-        if stream == STDOUT:
-            if self.stdout_broken:
-                return
-            try:
-                write_all(self.stdout, data)
-            except BrokenPipeError:
-                # Our reader left (`kueue run yes | head`): the job gets the
-                # SIGPIPE a local process would, and its output goes nowhere.
-                self.stdout_broken = True
-                self._send(job_service_pb2.AttachRequest(signal=signal.SIGPIPE))
-            except OSError as exc:
-                # A full disk under `> file`: as a local command would, say
-                # so and fail, rather than leave a short file and succeed.
-                self.stdout_broken = True
-                self.stdout_error = exc.strerror or str(exc)
-                self.notice(
-                    f"writing the job's output failed: {self.stdout_error}; the rest of it is dropped"
-                )
+        if stream == STDOUT and self.stdout_broken:
+            return
+        fd = self.stdout if stream == STDOUT else self.stderr
+        write = asyncio.get_running_loop().run_in_executor(self._output_thread, _write_or_error, fd, data)
+        write.add_done_callback(lambda done: self._written(stream, done))
+        self._last_write = write
+
+    def _written(self, stream: int, done: asyncio.Future[OSError | None]) -> None:
+        exc = None if done.cancelled() else done.result()
+        if exc is None or stream != STDOUT or self.stdout_broken:
+            return  # stderr errors: nowhere left to say them
+        self.stdout_broken = True
+        if isinstance(exc, BrokenPipeError):
+            # Our reader left (`kueue run yes | head`): the job gets the
+            # SIGPIPE a local process would, and its output goes nowhere.
+            self._send(job_service_pb2.AttachRequest(signal=signal.SIGPIPE))
         else:
-            with contextlib.suppress(OSError):
-                write_all(self.stderr, data)
+            # A full disk under `> file`: as a local command would, say
+            # so and fail, rather than leave a short file and succeed.
+            self.stdout_error = exc.strerror or str(exc)
+            self.notice(f"writing the job's output failed: {self.stdout_error}; the rest of it is dropped")
+
+    async def _output_written(self) -> None:
+        """Until the output handed to the writing thread is out."""
+        write, self._last_write = self._last_write, None
+        if write is not None:
+            await asyncio.wait({write})
 
     def _ack_output(self) -> None:
         """Tell the server how far we have written out, so the job may go on."""
@@ -708,6 +721,8 @@ class _Session:
                 task.cancel()
             call.cancel()
             await asyncio.gather(writer, reader, return_exceptions=True)
+            # A write still blocked (we leave on Ctrl-C) is not waited for.
+            self._output_thread.shutdown(wait=False)
 
     async def _read(self, call: Any) -> AttachResult:
         failure: grpc.RpcError | None = None
@@ -716,7 +731,9 @@ class _Session:
                 resp = await call.read()
                 if resp is grpc.aio.EOF:
                     break
-                if self.handle(resp):
+                done = self.handle(resp)
+                await self._output_written()
+                if done:
                     assert self.job is not None
                     return AttachResult(self.job_id, self.job, self.final_status(self.job))
         except grpc.RpcError as exc:
@@ -774,10 +791,19 @@ class _Session:
                             attempt=job.attempt, stream=stream, offset=chunk.offset, data=chunk.data
                         )
                     )
+                    await self._output_written()
         except grpc.RpcError:
             return None
         self.job = job
         return AttachResult(self.job_id, job, self.final_status(job))
+
+
+def _write_or_error(fd: int, data: memoryview) -> OSError | None:
+    try:
+        write_all(fd, data)
+    except OSError as exc:
+        return exc
+    return None
 
 
 _loops = threading.local()

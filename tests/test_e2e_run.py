@@ -7,6 +7,7 @@ creates, and the test waits for conditions with deadlines (wait_for)."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -14,6 +15,7 @@ import pty
 import signal
 import subprocess
 import sys
+import termios
 import threading
 from pathlib import Path
 from typing import IO
@@ -303,6 +305,40 @@ def test_signal_reaches_the_job(ready: Cluster, tmp_path: Path, sig: int, name: 
     status, out, err = job.finish()
     assert out == f"ready\ngot {name}\n".encode(), err
     assert status == code
+
+
+def test_ctrl_c_reaches_the_job_while_our_stdout_is_full(ready: Cluster, tmp_path: Path) -> None:
+    # `kueue run ... | less`, with less not reading: Ctrl-C must still reach the job.
+    got = tmp_path / "got-int"
+    proc = subprocess.Popen(
+        [
+            *kueue_run(ready),
+            "sh",
+            "-c",
+            f'trap "touch {got}; exit 42" INT; while :; do echo {"x" * 60}; done',
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+        env=_env(),
+    )
+    assert proc.stdout is not None
+    try:
+        # Not read until the pipe is full: kueue run's writes then block.
+        def unread() -> int:
+            return int.from_bytes(fcntl.ioctl(proc.stdout, termios.FIONREAD, b"\0\0\0\0"), "little")
+
+        wait_for(lambda: unread() >= 60_000, 60, "kueue run to fill its stdout pipe")
+        proc.send_signal(signal.SIGINT)
+        wait_for(got.exists, 60, "the job to get the SIGINT")
+        drained = Collector(proc.stdout)
+        assert proc.wait(120) == 42
+        assert drained.finish().startswith(b"x" * 60 + b"\n")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait(30)
 
 
 def test_sigtstp_is_not_forwarded(ready: Cluster, tmp_path: Path) -> None:
