@@ -310,13 +310,17 @@ def test_signal_reaches_the_job(ready: Cluster, tmp_path: Path, sig: int, name: 
 def test_ctrl_c_reaches_the_job_while_our_stdout_is_full(ready: Cluster, tmp_path: Path) -> None:
     # `kueue run ... | less`, with less not reading: Ctrl-C must still reach the job.
     got = tmp_path / "got-int"
+    # Writes under PIPE_BUF: one blocked when the signal comes fails with
+    # EINTR and the handler runs (a shell's echo may instead wait out a
+    # partial write, which the paused pipe never lets finish).
+    job = (
+        "import os, pathlib, signal\n"
+        f"def stop(*_): pathlib.Path({str(got)!r}).touch(); os._exit(42)\n"
+        "signal.signal(signal.SIGINT, stop)\n"
+        "while True: os.write(1, b'x' * 60 + b'\\n')\n"
+    )
     proc = subprocess.Popen(
-        [
-            *kueue_run(ready),
-            "sh",
-            "-c",
-            f'trap "touch {got}; exit 42" INT; while :; do echo {"x" * 60}; done',
-        ],
+        [*kueue_run(ready), sys.executable, "-c", job],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
