@@ -88,6 +88,7 @@ class App:
                 global_resources=dict(config.global_resources),
             )
         )
+        self.scheduler.next_job_id = loaded.next_job_id
         self.scheduler.load(loaded.jobs, loaded.workers, self.clock())
         # Log events and metrics of what each commit made durable.
         self.observer = Observer(self.scheduler, clock, self.started_at)

@@ -153,6 +153,17 @@ class OutputFiles:
             self._close(key)
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
 
+    def remove_all_but(self, job_ids: set[int]) -> list[int]:
+        """Remove the output of every job not in job_ids; the ids removed."""
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        gone = [int(name) for name in names if name.isdigit() and int(name) not in job_ids]
+        for job_id in gone:
+            self.remove_job(job_id)
+        return gone
+
     def close(self) -> None:
         for key in list(self._open):
             try:

@@ -19,8 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import logging
+import os
 import queue
+import socket
 import sqlite3
 import threading
 import time
@@ -122,6 +125,10 @@ class Loaded:
     jobs: list[JobRecord]
     workers: list[WorkerRecord]
     next_spec_id: int
+    # No job id below this is given out again: ids of jobs removed since
+    # (kueue clean) stay unused, whatever outlives them (output files, a
+    # client's `kueue log -f`).
+    next_job_id: int = 1
 
 
 class Store:
@@ -131,11 +138,13 @@ class Store:
         self.path = data_dir / "kueue.sqlite3"
         self.output_root = data_dir / "output"
         self._in_memory = in_memory
+        self._lock_fd = _lock_data_dir(data_dir)
         try:
             self._db = self._open(data_dir)
         except (sqlite3.Error, OSError) as exc:
             # A directory in the way, no permission, a file that is no database:
             # one line for the operator, not a traceback.
+            self._unlock()
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             if data_dir.exists() and not data_dir.is_dir():
                 reason = f"{data_dir} is not a directory"
@@ -202,6 +211,12 @@ class Store:
             specs[spec_id] = common_pb2.JobSpec.FromString(blob)
             next_spec_id = max(next_spec_id, spec_id + 1)
         jobs = [job_from_row(row, specs) for row in self._db.execute(f"SELECT {JOB_COLUMNS} FROM jobs")]
+        floor = self._db.execute("SELECT value FROM meta WHERE key='next_job_id'").fetchone()
+        next_job_id = max([int(floor[0]) if floor else 1, *(job.id + 1 for job in jobs)])
+        # Output of jobs whose rows are gone: a crash between the commit that
+        # removed them and the removal of their files, or a database deleted
+        # by hand. Left there, a new job under such an id would show it.
+        self.outputs.remove_all_but({job.id for job in jobs})
         workers = []
         for worker_id, name, system, drained in self._db.execute(
             "SELECT id, name, system, drained FROM workers"
@@ -210,7 +225,7 @@ class Store:
             if system:
                 worker.system = common_pb2.SystemInfo.FromString(system)
             workers.append(worker)
-        return Loaded(jobs, workers, next_spec_id)
+        return Loaded(jobs, workers, next_spec_id, next_job_id)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -248,6 +263,12 @@ class Store:
         with self._lock:
             self.outputs.close()
             self._db.close()
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # ------------------------------------------------------------ writer thread
 
@@ -335,6 +356,7 @@ class Store:
                         db.executemany(_PUT_JOB, batch.jobs)
                     if batch.deleted_jobs:
                         db.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in batch.deleted_jobs])
+                        db.execute(_RAISE_JOB_ID_FLOOR, (max(batch.deleted_jobs) + 1,))
                     if batch.workers:
                         db.executemany(
                             "INSERT OR REPLACE INTO workers (id, name, system, drained) VALUES (?, ?, ?, ?)",
@@ -369,6 +391,45 @@ class Store:
         if now - self._last_failure_log >= 60.0:
             log.error("store commit failed (retrying; repeated failures not logged for 60 s): %s", exc)
             self._last_failure_log = now
+
+
+def _lock_data_dir(data_dir: Path) -> int | None:
+    """Hold data_dir for the life of the process (its descriptor; None where
+    the file system has no locks). Two servers on one store (a second host
+    on a shared home) would hand out the same job ids and lose each other's
+    jobs: the second one must not start."""
+    path = data_dir / "server.lock"
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if data_dir.exists() and not data_dir.is_dir():
+            reason = f"{data_dir} is not a directory"
+        raise StoreError(
+            f"cannot open the store {data_dir / 'kueue.sqlite3'}: {reason} (check server_settings.data_dir)"
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise StoreError(
+            f"another kueue_server{f' ({holder})' if holder else ''} uses the store in {data_dir}; "
+            "stop it first, or give this one another server_settings.data_dir"
+        ) from None
+    except OSError as exc:
+        os.close(fd)
+        log.warning("%s: cannot lock (%s); not guarding against a second server on this store", path, exc)
+        return None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    return fd
+
+
+# meta's next_job_id only ever grows.
+_RAISE_JOB_ID_FLOOR = """INSERT INTO meta VALUES ('next_job_id', ?1) ON CONFLICT(key)
+    DO UPDATE SET value = max(CAST(value AS INTEGER), ?1)"""
 
 
 def _marks(n: int) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.cluster import REPO, Cluster, wait_for
+from tests.cluster import _env as cluster_env
 
 MB = 1024 * 1024
 
@@ -48,6 +49,40 @@ def test_an_array_larger_than_one_call_is_queued_whole(cluster: Cluster, tmp_pat
     assert ids == list(range(ids[0], ids[0] + n))
     listed = json.loads(cluster.kueue("ls", "--json", "-n", "1").stdout)
     assert int(listed["summary"]["pending"]) == n, listed["summary"]
+
+
+def test_a_second_server_on_the_same_store_refuses_to_start(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.start_server()
+    (first,) = ids_of(cluster.kueue("cmd", "true", cwd=tmp_path))
+    # The same config (data dir), another port: as a second host on a shared home.
+    config = cluster.write_config(tmp_path / "second.toml", port=0)
+    second = subprocess.run(
+        [sys.executable, "-m", "kueue_server", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=cluster_env(),
+        timeout=60,
+    )
+    assert second.returncode == 1
+    lines = second.stderr.strip().splitlines()
+    assert lines[-1].startswith("kueue_server: another kueue_server (pid "), second.stderr
+    assert "uses the store in" in lines[-1] and "stop it first" in lines[-1]
+    # The first one goes on, its store whole.
+    (later,) = ids_of(cluster.kueue("cmd", "true", cwd=tmp_path))
+    assert later == first + 1
+
+
+def test_ids_of_cleaned_jobs_are_not_given_out_again_after_a_restart(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.start_server()  # no worker: the jobs stay queued until removed
+    ids = ids_of(cluster.kueue("cmd", "--array", "1-3", "true", cwd=tmp_path))
+    cluster.kueue("rm", *map(str, ids))
+    cluster.kueue("clean")
+    assert cluster.stop_server() == 0
+    cluster.start_server()
+    (new,) = ids_of(cluster.kueue("cmd", "true", cwd=tmp_path))
+    assert new == ids[-1] + 1
 
 
 def test_environment_is_carried_unless_no_env(cluster: Cluster, tmp_path: Path) -> None:

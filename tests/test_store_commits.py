@@ -220,3 +220,43 @@ def test_a_store_that_cannot_be_opened_is_one_clear_error(tmp_path: Path) -> Non
         message = str(caught.value)
         assert message.startswith(f"cannot open the store {data_dir / 'kueue.sqlite3'}: {reason}"), message
         assert "server_settings.data_dir" in message and "\n" not in message
+
+
+def test_ids_of_removed_jobs_are_not_given_out_again_and_orphan_output_goes(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = Store(tmp_path, 1 << 20)
+        store.start(asyncio.get_running_loop())
+        jobs = [make_job(i) for i in (1, 2, 3)]
+        await store.write(
+            Batch(
+                specs=[(1, jobs[0].spec.SerializeToString())],
+                jobs=[convert.job_row(j) for j in jobs],
+                outputs=[OutputWrite(3, 1, 1, 0, b"old output of 3")],
+            )
+        )
+        await store.write(Batch(deleted_jobs=[2, 3]))  # kueue clean
+        store.close()
+
+    asyncio.run(scenario())
+    # As if the server died between the commit and the removal of the files,
+    # and output of a job whose row was deleted by hand.
+    for job_id in (3, 7):
+        (tmp_path / "output" / str(job_id)).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "output" / str(job_id) / "leftover").write_bytes(b"x")
+    store = Store(tmp_path, 1 << 20)
+    loaded = store.load()
+    store.close()
+    assert [j.id for j in loaded.jobs] == [1]
+    assert loaded.next_job_id == 4  # not 2: 2 and 3 were given out before
+    assert sorted(p.name for p in (tmp_path / "output").iterdir()) == []
+
+
+def test_a_second_store_on_one_data_dir_is_refused_until_the_first_closes(tmp_path: Path) -> None:
+    first = Store(tmp_path, 1 << 20)
+    with pytest.raises(StoreError) as caught:
+        Store(tmp_path, 1 << 20)
+    message = str(caught.value)
+    assert message.startswith("another kueue_server (pid "), message
+    assert f"uses the store in {tmp_path}; stop it first" in message
+    first.close()
+    Store(tmp_path, 1 << 20).close()
