@@ -52,6 +52,12 @@ def from_rpc_error(exc: Any, address: str, config_path: Path | str | None) -> Ku
     name = getattr(code, "name", "UNKNOWN")
     details = one_line(exc.details() or "") if callable(getattr(exc, "details", None)) else ""
     where = str(config_path) if config_path else "the config file"
+    if name == "UNAVAILABLE" and "stream removed" in details.lower():
+        # A call under way when the server went (a crash, a restart).
+        return KueueError(
+            f"lost the connection to the kueue server at {address} (did it stop? ask again once it is back)",
+            code=name,
+        )
     if name == "UNAVAILABLE" and "socket closed" in details.lower():
         # The port answers but drops us during set-up: in practice a TLS mismatch.
         return KueueError(

@@ -205,6 +205,15 @@ class Store:
         return db
 
     def load(self) -> Loaded:
+        try:
+            return self._load()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"the store {self.path} is damaged ({exc}): restore it from a backup, or move it "
+                "away to start with an empty one"
+            ) from None
+
+    def _load(self) -> Loaded:
         specs = {}
         next_spec_id = 1
         for spec_id, blob in self._db.execute("SELECT id, spec FROM specs"):

@@ -336,6 +336,13 @@ class FakeRpcError(grpc.RpcError):
             "server_name/server_port are set in /etc/k.toml)",
             1,
         ),
+        (
+            # The server went during a call: not a TLS mismatch, as "Socket closed" alone is.
+            grpc.StatusCode.UNAVAILABLE,
+            "Stream removed (Socket closed)",
+            "lost the connection to the kueue server at h:1 (did it stop? ask again once it is back)",
+            1,
+        ),
     ],
 )
 def test_rpc_errors_become_one_clear_line(

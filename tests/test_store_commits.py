@@ -260,3 +260,28 @@ def test_a_second_store_on_one_data_dir_is_refused_until_the_first_closes(tmp_pa
     assert f"uses the store in {tmp_path}; stop it first" in message
     first.close()
     Store(tmp_path, 1 << 20).close()
+
+
+def test_a_damaged_store_is_one_clear_error(tmp_path: Path) -> None:
+    store = Store(tmp_path, 1 << 20)
+    store.close()
+    db = sqlite3.connect(tmp_path / "kueue.sqlite3")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    # Garbage over the jobs table's page (the third; the schema and meta
+    # stay whole): the file opens, reading the jobs fails.
+    path = tmp_path / "kueue.sqlite3"
+    db = sqlite3.connect(path)
+    (jobs_page,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'jobs'").fetchone()
+    (page_size,) = db.execute("PRAGMA page_size").fetchone()
+    db.close()
+    with open(path, "r+b") as f:
+        f.seek((jobs_page - 1) * page_size)
+        f.write(b"\xa5" * page_size)
+    store = Store(tmp_path, 1 << 20)
+    with pytest.raises(StoreError) as caught:
+        store.load()
+    store.close()
+    message = str(caught.value)
+    assert message.startswith(f"the store {path} is damaged ("), message
+    assert "restore it from a backup" in message and "\n" not in message
