@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import grpc
 
@@ -16,6 +17,30 @@ from kueue_server.model import WorkerRecord
 from kueue_server.store import StoreError
 
 log = logging.getLogger("kueue_server")
+
+
+def find_worker(workers: Mapping[str, WorkerRecord], id_or_name: str) -> WorkerRecord | str:
+    """The worker an operator means by an id, a name or an id's start; else
+    why none (one line). The server remembers a worker that came back under a
+    new id (its id file lost) by both records: the connected one is meant."""
+    if id_or_name in workers:
+        return workers[id_or_name]
+    shown = repr(id_or_name[:200])
+    for matches in (
+        [w for w in workers.values() if w.name == id_or_name],
+        [w for w in workers.values() if id_or_name and w.id.startswith(id_or_name)],
+    ):
+        if len(matches) > 1:
+            connected = [w for w in matches if w.connected]
+            if len(connected) == 1:
+                return connected[0]
+            if not connected:
+                return max(matches, key=lambda w: w.last_seen)
+            ids = ", ".join(sorted(w.id for w in connected))
+            return f"several connected workers match {shown} (ids {ids}); give the whole id"
+        if matches:
+            return matches[0]
+    return f"no worker {shown}"
 
 
 class ClusterService(cluster_service_pb2_grpc.ClusterServiceServicer):
@@ -34,13 +59,16 @@ class ClusterService(cluster_service_pb2_grpc.ClusterServiceServicer):
         return cpb.ListWorkersResponse(workers=[convert.worker_message(w) for w in workers])
 
     async def _find(self, id_or_name: str, context: grpc.aio.ServicerContext) -> WorkerRecord:
-        workers = self.app.scheduler.workers
-        worker = workers.get(id_or_name) or next(
-            (w for w in workers.values() if w.name == id_or_name or w.id.startswith(id_or_name or "\0")), None
-        )
-        if worker is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no worker {id_or_name[:200]!r}")
-        return worker
+        found = find_worker(self.app.scheduler.workers, id_or_name)
+        if isinstance(found, str):
+            code = (
+                grpc.StatusCode.NOT_FOUND
+                if found.startswith("no worker")
+                else grpc.StatusCode.INVALID_ARGUMENT
+            )
+            await context.abort(code, found)
+        assert isinstance(found, WorkerRecord)
+        return found
 
     async def DrainWorker(
         self, request: cpb.DrainWorkerRequest, context: grpc.aio.ServicerContext
