@@ -256,8 +256,10 @@ def remove_job(args: argparse.Namespace, ctx: Context) -> int:
         try:
             job = ctx.client.cancel(job_id, kill=args.kill)
         except KueueError as exc:
-            # Go on with the other ids; the first failure decides the status.
             print(f"kueue: {exc}", file=sys.stderr)
+            if exc.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "UNAUTHENTICATED"):
+                return exc.exit_status  # the same for every id left: said once
+            # Go on with the other ids; the first failure decides the status.
             status = status or exc.exit_status
             continue
         if job.kill_requested and job.state not in FINAL_STATES:

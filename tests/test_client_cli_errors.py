@@ -69,7 +69,14 @@ def test_empty_command(capsys: pytest.CaptureFixture[str], config: Path) -> None
 
 
 def test_server_unreachable_names_the_address(capsys: pytest.CaptureFixture[str], config: Path) -> None:
-    for argv in (["ls"], ["cmd", "echo", "hi"], ["wait", "3"], ["workers"], ["show", "1"]):
+    for argv in (
+        ["ls"],
+        ["cmd", "echo", "hi"],
+        ["wait", "3"],
+        ["workers"],
+        ["show", "1"],
+        ["rm", "1", "2", "3"],
+    ):
         code, out, err = run(capsys, "--config", str(config), *argv)
         line = one_error_line(err)
         assert code == 1, argv
