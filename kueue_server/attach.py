@@ -56,6 +56,8 @@ class AttachSession:
         self.attempt = 0  # attempt whose output offsets `sent` counts
         self.sent = {1: 0, 2: 0}
         self.tap: Tap | None = None
+        # The worker of the job's attempt whose absence the client was told of.
+        self.told_gone: str | None = None
 
     async def run(self, first: jpb.AttachRequest) -> None:
         app = self.app
@@ -111,6 +113,7 @@ class AttachSession:
             if job.state not in FINAL:
                 # The final state goes last, after all of the output.
                 await self._send_job_if_changed(job)
+                await self._tell_if_worker_gone(job)
             while (item := tap.pop()) is not None:
                 if isinstance(item, StdinAck):
                     if item.attempt == job.attempt:
@@ -134,6 +137,27 @@ class AttachSession:
                 await tap.event.wait()
             if watch.closed:
                 raise StreamsClosed
+
+    async def _tell_if_worker_gone(self, job: JobRecord) -> None:
+        """Say when the job's worker drops its stream, and when it is back: the
+        job stays running on it for up to worker_timeout_seconds, silent."""
+        scheduler = self.app.scheduler
+        worker = scheduler.workers.get(job.worker_id) if job.state in (State.OFFERED, State.RUNNING) else None
+        if worker is not None and not worker.connected and self.told_gone != worker.id:
+            self.told_gone = worker.id
+            timeout = scheduler.limits.worker_timeout
+            await self.context.write(
+                jpb.AttachResponse(
+                    notice=f"worker {worker.name} lost its connection to the server; job {job.id} goes on "
+                    f"there if it is back within {timeout:.0f} s, else it is queued again"
+                )
+            )
+        elif self.told_gone is not None and (
+            worker is None or worker.id != self.told_gone or worker.connected
+        ):
+            if worker is not None and worker.id == self.told_gone:
+                await self.context.write(jpb.AttachResponse(notice=f"worker {worker.name} is back"))
+            self.told_gone = None
 
     async def _send_job_if_changed(self, job: JobRecord) -> None:
         key = (int(job.state), job.attempt)

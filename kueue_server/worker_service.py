@@ -99,6 +99,8 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
         )
         app.conns[worker.id] = conn
         app.observer.worker_connected(worker, peer, len(reg.attempts))
+        # Attached clients of its jobs learn it is back (AttachSession).
+        app.watchers.notify(list(worker.jobs))
         conn.send(
             wpb.ConnectResponse(
                 registered=wpb.Registered(
@@ -155,6 +157,10 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             app.scheduler.disconnect_worker(worker.id, conn.session, app.clock())
             app.kick()
             app.observer.worker_disconnected(worker.id, worker.name)
+            # Attached clients of its jobs are told (AttachSession): their
+            # output has stopped, and the job's state will not say why for
+            # up to worker_timeout_seconds.
+            app.watchers.notify(list(worker.jobs))
 
     async def _read(self, conn: WorkerConn, context: grpc.aio.ServicerContext) -> None:
         while True:

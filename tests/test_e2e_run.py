@@ -23,7 +23,7 @@ from typing import IO
 import psutil
 import pytest
 
-from tests.cluster import Cluster, _env, wait_for
+from tests.cluster import Cluster, Relay, _env, wait_for
 from tests.pty_session import PtySession
 
 # Waits in a job for a file the test creates (no sleeping in the test itself).
@@ -414,6 +414,9 @@ def test_worker_killed_mid_run_completes_on_another_worker(tmp_path: Path) -> No
         for proc in [worker, *worker.children(recursive=True)]:
             proc.kill()
         cluster.workers.pop("first").wait(timeout=10)
+        # Said at once, not only when the worker's timeout has run out.
+        job.err.wait("kueue: worker first lost its connection to the server; job ")
+        assert "goes on there if it is back within 3 s, else it is queued again\n" in job.err.text()
         cluster.start_worker("second")
         code, out, err = job.finish()
         assert code == 3, err
@@ -422,6 +425,31 @@ def test_worker_killed_mid_run_completes_on_another_worker(tmp_path: Path) -> No
         notices = err.decode()
         assert "worker first lost" in notices and "restarted on second (attempt 2)" in notices
     finally:
+        cluster.close()
+
+
+def test_a_worker_cut_off_and_back_is_said_both_times(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path / "c", worker_timeout_seconds=120)
+    relay = None
+    try:
+        cluster.start_server()
+        relay = Relay(cluster.port)
+        cluster.start_worker("far", port=relay.port)
+        cluster.wait_workers("far")
+        go = tmp_path / "go"
+        job = Run(cluster, "sh", "-c", f"echo ready; {WAIT_FOR_FILE.format(go)}; echo done", cwd=tmp_path)
+        job.out.wait("ready\n")
+        relay.cut()
+        job.err.wait("kueue: worker far lost its connection to the server; job ")
+        assert "goes on there if it is back within 120 s" in job.err.text()
+        relay.heal()
+        job.err.wait("kueue: worker far is back\n", timeout=90)
+        go.touch()
+        code, out, _ = job.finish()
+        assert (code, out) == (0, b"ready\ndone\n")
+    finally:
+        if relay is not None:
+            relay.close()
         cluster.close()
 
 
