@@ -223,11 +223,19 @@ def build_parser() -> ArgumentParser:
         "SIGHUP and SIGQUIT go to the job; a second Ctrl-C within 2 s kills it. If the\n"
         "worker is lost, the job starts again elsewhere (stdin is replayed). If this\n"
         "command dies, the job goes on (kueue log -f ID) unless --kill-on-detach.\n"
-        "Exit 126/127 when CMD cannot be executed/found, 255 when the server is lost.",
+        "Exit 126/127 when CMD cannot be executed/found, 255 when the server is lost.\n"
+        "Like ssh, it reads ahead of the job from its stdin (up to 4 MiB): in a loop\n"
+        "reading the same input (while read x; do kueue run ...; done < list) give -n.",
     )
     add_resource_flags(p)
     p.add_argument("--no-env", action="store_true", help="use the worker's environment instead of this one")
     p.add_argument("-q", "--quiet", action="store_true", help="no status line while waiting for a worker")
+    p.add_argument(
+        "-n",
+        "--no-stdin",
+        action="store_true",
+        help="the job's stdin is /dev/null and ours is left unread, as ssh -n (inside `while read`)",
+    )
     p.add_argument(
         "--kill-on-detach",
         action="store_true",

@@ -131,7 +131,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     )
     result = ctx.client.attach(
         spec,
-        stdin=0 if _is_open(0) else None,
+        stdin=0 if _is_open(0) and not args.no_stdin else None,
         stdout=1,
         stderr=2,
         kill_on_detach=args.kill_on_detach,

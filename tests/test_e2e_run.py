@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import pty
+import shlex
 import signal
 import subprocess
 import sys
@@ -255,6 +256,17 @@ def test_output_that_cannot_be_written_is_said_and_fails_the_run(ready: Cluster,
     assert result.stderr.decode().splitlines() == [
         "kueue: writing the job's output failed: No space left on device; the rest of it is dropped"
     ]
+
+
+def test_no_stdin_leaves_our_input_to_the_loop_that_reads_it(ready: Cluster, tmp_path: Path) -> None:
+    # As ssh -n: without it, the first run would read ahead the lines the loop wants.
+    run_n = " ".join(shlex.quote(a) for a in kueue_run(ready)) + " -n"
+    loop = f'while read x; do {run_n} sh -c \'echo "job $0"; cat\' "$x"; done'
+    result = subprocess.run(
+        ["sh", "-c", loop], input=b"l1\nl2\nl3\n", capture_output=True, cwd=tmp_path, env=_env(), timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"job l1\njob l2\njob l3\n"
 
 
 def test_command_not_found_is_127(ready: Cluster, tmp_path: Path) -> None:
