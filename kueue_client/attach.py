@@ -635,9 +635,10 @@ class _Session:
             return  # stderr errors: nowhere left to say them
         self.stdout_broken = True
         if isinstance(exc, BrokenPipeError):
-            # Our reader left (`kueue run yes | head`): the job gets the
-            # SIGPIPE a local process would, and its output goes nowhere.
-            self._send(job_service_pb2.AttachRequest(signal=signal.SIGPIPE))
+            # Our reader left (`kueue run yes | head`): the job's stdout pipe
+            # is closed, so whichever of its processes writes next gets the
+            # EPIPE (SIGPIPE) it would locally, and only that one.
+            self._send(job_service_pb2.AttachRequest(stdout_closed=True))
         else:
             # A full disk under `> file`: as a local command would, say
             # so and fail, rather than leave a short file and succeed.

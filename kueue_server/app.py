@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,6 +62,8 @@ class WorkerConn:
     windows: bool = False
     # The worker takes Assign.environ (Register.environ_blocks).
     environ_blocks: bool = False
+    # The worker obeys CloseOutput (Register.close_output).
+    close_output: bool = False
 
     def send(self, msg: wpb.ConnectResponse | bytes) -> None:
         self.outbox.put_nowait(msg)
@@ -452,6 +455,23 @@ class App:
                     signal_job=wpb.SignalJob(job_id=job.id, attempt=job.attempt, signal=signum)
                 )
             )
+
+    def close_stdout(self, job: JobRecord) -> None:
+        """The attached client's stdout has no reader: close the running
+        attempt's stdout pipe (SIGPIPE to its group on a worker that cannot)."""
+        conn = self.conns.get(job.worker_id)
+        if conn is None or job.state is not State.RUNNING:
+            return
+        if conn.close_output:
+            conn.send(
+                wpb.ConnectResponse(
+                    close_output=wpb.CloseOutput(
+                        job_id=job.id, attempt=job.attempt, stream=common_pb2.OUTPUT_STREAM_STDOUT
+                    )
+                )
+            )
+        else:
+            self.signal_job(job, signal.SIGPIPE)
 
     # ------------------------------------------------------------------ workers
 

@@ -58,6 +58,10 @@ class AttachSession:
         self.tap: Tap | None = None
         # The worker of the job's attempt whose absence the client was told of.
         self.told_gone: str | None = None
+        # The client's stdout has no reader: each attempt's stdout pipe is
+        # closed once it runs (closed_attempt: the last one closed).
+        self.stdout_closed = False
+        self.closed_attempt = 0
 
     async def run(self, first: jpb.AttachRequest) -> None:
         app = self.app
@@ -114,6 +118,7 @@ class AttachSession:
                 # The final state goes last, after all of the output.
                 await self._send_job_if_changed(job)
                 await self._tell_if_worker_gone(job)
+                self._close_stdout_if_running(job)
             while (item := tap.pop()) is not None:
                 if isinstance(item, StdinAck):
                     if item.attempt == job.attempt:
@@ -235,12 +240,20 @@ class AttachSession:
                 await self._signal(job, msg.signal)
             elif kind == "kill":
                 await self._cancel(job, kill=True)
+            elif kind == "stdout_closed":
+                self.stdout_closed = True
+                self._close_stdout_if_running(job)
             elif kind == "output_ack" and self.tap is not None:
                 a = msg.output_ack
                 # Offsets are the client's word: nonsense only unpaces its own job.
                 consumed = min(a.stdout_offset, MAX_OFFSET) + min(a.stderr_offset, MAX_OFFSET)
                 if self.tap.output_ack(a.attempt, consumed):
                     app.pace(job)
+
+    def _close_stdout_if_running(self, job: JobRecord) -> None:
+        if self.stdout_closed and job.state is State.RUNNING and job.attempt != self.closed_attempt:
+            self.closed_attempt = job.attempt
+            self.app.close_stdout(job)
 
     async def _signal(self, job: JobRecord, signum: int) -> None:
         if job.state is State.RUNNING:

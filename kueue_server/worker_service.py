@@ -96,6 +96,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             batches=reg.batches,
             windows=reg.output_windows,
             environ_blocks=reg.environ_blocks,
+            close_output=reg.close_output,
         )
         app.conns[worker.id] = conn
         app.observer.worker_connected(worker, peer, len(reg.attempts))

@@ -685,6 +685,13 @@ class JobProcess:
         if not self._readers:
             self._check_done()
 
+    def close_output(self, stream: int) -> None:
+        """Stop reading the stream and close our end of its pipe: the job's
+        next write to it fails with EPIPE, as with a local reader gone."""
+        for fd, of_stream in list(self._readers.items()):
+            if of_stream == stream:
+                self._close_reader(fd)
+
     def _stop_watching(self) -> None:
         """Whatever still watches the process or its pipes (after the end, a cancel or a failure)."""
         for fd in list(self._readers):

@@ -276,6 +276,7 @@ class Worker:
             batches=True,
             output_windows=True,
             environ_blocks=spawn.BLOCKS_MATCH,
+            close_output=True,
         )
 
     def heartbeat_message(self) -> wpb.Heartbeat:
@@ -317,6 +318,11 @@ class Worker:
                 # worker must still tell it the attempt ran (main.py).
                 self.ledger.forget(ack.job_id, ack.attempt)
             self._budget.changed()
+        elif kind == "close_output":
+            c = response.close_output
+            proc = self.processes.get((c.job_id, c.attempt))
+            if proc is not None:
+                proc.close_output(c.stream)
         elif kind == "registered":
             log.debug("ignoring a repeated Registered")
         else:

@@ -269,6 +269,46 @@ def test_no_stdin_leaves_our_input_to_the_loop_that_reads_it(ready: Cluster, tmp
     assert result.stdout == b"job l1\njob l2\njob l3\n"
 
 
+def _read_a_line_and_leave(cluster: Cluster, tmp_path: Path, *command: str) -> tuple[int, bytes]:
+    """`kueue run COMMAND | head -1`: its exit status and stderr."""
+    proc = subprocess.Popen(
+        [*kueue_run(cluster), *command],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        env=_env(),
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    err = Collector(proc.stderr)
+    try:
+        assert proc.stdout.readline()
+        proc.stdout.close()  # the reader is gone
+        return proc.wait(120), err.finish()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait(30)
+
+
+def test_a_reader_gone_stops_the_writer_only_as_at_home(ready: Cluster, tmp_path: Path) -> None:
+    # Locally `sh -c 'yes; echo cleanup >&2; exit 5' | head -1`: yes dies of
+    # SIGPIPE, its shell goes on to clean up and exits 5.
+    code, err = _read_a_line_and_leave(ready, tmp_path, "sh", "-c", "yes; echo cleanup-ran >&2; exit 5")
+    assert code == 5
+    assert b"cleanup-ran\n" in err
+
+
+def test_a_writer_that_ignores_sigpipe_gets_epipe_when_the_reader_is_gone(
+    ready: Cluster, tmp_path: Path
+) -> None:
+    # Python ignores SIGPIPE: locally it ends with BrokenPipeError, not never.
+    job = "import sys\nwhile True:\n    sys.stdout.write('x\\n')\n    sys.stdout.flush()\n"
+    code, err = _read_a_line_and_leave(ready, tmp_path, sys.executable, "-c", job)
+    assert code != 0
+    assert b"BrokenPipeError" in err
+
+
 def test_command_not_found_is_127(ready: Cluster, tmp_path: Path) -> None:
     result = run(ready, "no-such-command-here", cwd=tmp_path)
     assert result.returncode == 127

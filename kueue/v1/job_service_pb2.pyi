@@ -173,18 +173,20 @@ class ReadOutputResponse(_message.Message):
     def __init__(self, stream: _Optional[_Union[_common_pb2.OutputStream, str]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., finished_job: _Optional[_Union[_common_pb2.Job, _Mapping]] = ...) -> None: ...
 
 class AttachRequest(_message.Message):
-    __slots__ = ("start", "stdin", "signal", "kill", "output_ack")
+    __slots__ = ("start", "stdin", "signal", "kill", "output_ack", "stdout_closed")
     START_FIELD_NUMBER: _ClassVar[int]
     STDIN_FIELD_NUMBER: _ClassVar[int]
     SIGNAL_FIELD_NUMBER: _ClassVar[int]
     KILL_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_ACK_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_CLOSED_FIELD_NUMBER: _ClassVar[int]
     start: AttachStart
     stdin: AttachStdin
     signal: int
     kill: bool
     output_ack: AttachOutputAck
-    def __init__(self, start: _Optional[_Union[AttachStart, _Mapping]] = ..., stdin: _Optional[_Union[AttachStdin, _Mapping]] = ..., signal: _Optional[int] = ..., kill: _Optional[bool] = ..., output_ack: _Optional[_Union[AttachOutputAck, _Mapping]] = ...) -> None: ...
+    stdout_closed: bool
+    def __init__(self, start: _Optional[_Union[AttachStart, _Mapping]] = ..., stdin: _Optional[_Union[AttachStdin, _Mapping]] = ..., signal: _Optional[int] = ..., kill: _Optional[bool] = ..., output_ack: _Optional[_Union[AttachOutputAck, _Mapping]] = ..., stdout_closed: _Optional[bool] = ...) -> None: ...
 
 class AttachStart(_message.Message):
     __slots__ = ("spec", "kill_on_detach", "paced_output")

@@ -36,7 +36,7 @@ class ConnectRequestBatch(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[ConnectRequest, _Mapping]]] = ...) -> None: ...
 
 class ConnectResponse(_message.Message):
-    __slots__ = ("registered", "assign", "kill", "output_ack", "finished_ack", "stdin", "signal_job", "retract", "batch", "output_window", "server_stopping")
+    __slots__ = ("registered", "assign", "kill", "output_ack", "finished_ack", "stdin", "signal_job", "retract", "batch", "output_window", "server_stopping", "close_output")
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     ASSIGN_FIELD_NUMBER: _ClassVar[int]
     KILL_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,7 @@ class ConnectResponse(_message.Message):
     BATCH_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_WINDOW_FIELD_NUMBER: _ClassVar[int]
     SERVER_STOPPING_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     registered: Registered
     assign: Assign
     kill: Kill
@@ -59,7 +60,8 @@ class ConnectResponse(_message.Message):
     batch: ConnectResponseBatch
     output_window: OutputWindow
     server_stopping: ServerStopping
-    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., assign: _Optional[_Union[Assign, _Mapping]] = ..., kill: _Optional[_Union[Kill, _Mapping]] = ..., output_ack: _Optional[_Union[OutputAck, _Mapping]] = ..., finished_ack: _Optional[_Union[FinishedAck, _Mapping]] = ..., stdin: _Optional[_Union[Stdin, _Mapping]] = ..., signal_job: _Optional[_Union[SignalJob, _Mapping]] = ..., retract: _Optional[_Union[Retract, _Mapping]] = ..., batch: _Optional[_Union[ConnectResponseBatch, _Mapping]] = ..., output_window: _Optional[_Union[OutputWindow, _Mapping]] = ..., server_stopping: _Optional[_Union[ServerStopping, _Mapping]] = ...) -> None: ...
+    close_output: CloseOutput
+    def __init__(self, registered: _Optional[_Union[Registered, _Mapping]] = ..., assign: _Optional[_Union[Assign, _Mapping]] = ..., kill: _Optional[_Union[Kill, _Mapping]] = ..., output_ack: _Optional[_Union[OutputAck, _Mapping]] = ..., finished_ack: _Optional[_Union[FinishedAck, _Mapping]] = ..., stdin: _Optional[_Union[Stdin, _Mapping]] = ..., signal_job: _Optional[_Union[SignalJob, _Mapping]] = ..., retract: _Optional[_Union[Retract, _Mapping]] = ..., batch: _Optional[_Union[ConnectResponseBatch, _Mapping]] = ..., output_window: _Optional[_Union[OutputWindow, _Mapping]] = ..., server_stopping: _Optional[_Union[ServerStopping, _Mapping]] = ..., close_output: _Optional[_Union[CloseOutput, _Mapping]] = ...) -> None: ...
 
 class ConnectResponseBatch(_message.Message):
     __slots__ = ("messages",)
@@ -68,7 +70,7 @@ class ConnectResponseBatch(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[ConnectResponse, _Mapping]]] = ...) -> None: ...
 
 class Register(_message.Message):
-    __slots__ = ("worker_id", "name", "system", "capacity", "attempts", "version", "draining", "prefetch", "batches", "output_windows", "environ_blocks")
+    __slots__ = ("worker_id", "name", "system", "capacity", "attempts", "version", "draining", "prefetch", "batches", "output_windows", "environ_blocks", "close_output")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +82,7 @@ class Register(_message.Message):
     BATCHES_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_WINDOWS_FIELD_NUMBER: _ClassVar[int]
     ENVIRON_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     name: str
     system: _common_pb2.SystemInfo
@@ -91,7 +94,8 @@ class Register(_message.Message):
     batches: bool
     output_windows: bool
     environ_blocks: bool
-    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., system: _Optional[_Union[_common_pb2.SystemInfo, _Mapping]] = ..., capacity: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[AttemptReport, _Mapping]]] = ..., version: _Optional[str] = ..., draining: _Optional[bool] = ..., prefetch: _Optional[int] = ..., batches: _Optional[bool] = ..., output_windows: _Optional[bool] = ..., environ_blocks: _Optional[bool] = ...) -> None: ...
+    close_output: bool
+    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., system: _Optional[_Union[_common_pb2.SystemInfo, _Mapping]] = ..., capacity: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[AttemptReport, _Mapping]]] = ..., version: _Optional[str] = ..., draining: _Optional[bool] = ..., prefetch: _Optional[int] = ..., batches: _Optional[bool] = ..., output_windows: _Optional[bool] = ..., environ_blocks: _Optional[bool] = ..., close_output: _Optional[bool] = ...) -> None: ...
 
 class AttemptReport(_message.Message):
     __slots__ = ("job_id", "attempt", "finished", "stdout_offset", "stderr_offset", "waiting", "killed_after_restart", "started_at")
@@ -250,6 +254,16 @@ class OutputWindow(_message.Message):
     attempt: int
     limit: int
     def __init__(self, job_id: _Optional[int] = ..., attempt: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class CloseOutput(_message.Message):
+    __slots__ = ("job_id", "attempt", "stream")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    job_id: int
+    attempt: int
+    stream: _common_pb2.OutputStream
+    def __init__(self, job_id: _Optional[int] = ..., attempt: _Optional[int] = ..., stream: _Optional[_Union[_common_pb2.OutputStream, str]] = ...) -> None: ...
 
 class ServerStopping(_message.Message):
     __slots__ = ()

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kueue/v1/worker_service.proto.
  */
 export const file_kueue_v1_worker_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1rdWV1ZS92MS93b3JrZXJfc2VydmljZS5wcm90bxIIa3VldWUudjEikQMKDkNvbm5lY3RSZXF1ZXN0EiYKCHJlZ2lzdGVyGAEgASgLMhIua3VldWUudjEuUmVnaXN0ZXJIABIoCgloZWFydGJlYXQYAiABKAsyEy5rdWV1ZS52MS5IZWFydGJlYXRIABI1ChBhc3NpZ25tZW50X3JlcGx5GAMgASgLMhkua3VldWUudjEuQXNzaWdubWVudFJlcGx5SAASJAoHc3RhcnRlZBgEIAEoCzIRLmt1ZXVlLnYxLlN0YXJ0ZWRIABIiCgZvdXRwdXQYBSABKAsyEC5rdWV1ZS52MS5PdXRwdXRIABImCghmaW5pc2hlZBgGIAEoCzISLmt1ZXVlLnYxLkZpbmlzaGVkSAASJAoHbGVhdmluZxgHIAEoCzIRLmt1ZXVlLnYxLkxlYXZpbmdIABInCglzdGRpbl9hY2sYCCABKAsyEi5rdWV1ZS52MS5TdGRpbkFja0gAEi4KBWJhdGNoGAkgASgLMh0ua3VldWUudjEuQ29ubmVjdFJlcXVlc3RCYXRjaEgAQgUKA21zZyJBChNDb25uZWN0UmVxdWVzdEJhdGNoEioKCG1lc3NhZ2VzGAEgAygLMhgua3VldWUudjEuQ29ubmVjdFJlcXVlc3Qi7AMKD0Nvbm5lY3RSZXNwb25zZRIqCgpyZWdpc3RlcmVkGAEgASgLMhQua3VldWUudjEuUmVnaXN0ZXJlZEgAEiIKBmFzc2lnbhgCIAEoCzIQLmt1ZXVlLnYxLkFzc2lnbkgAEh4KBGtpbGwYAyABKAsyDi5rdWV1ZS52MS5LaWxsSAASKQoKb3V0cHV0X2FjaxgEIAEoCzITLmt1ZXVlLnYxLk91dHB1dEFja0gAEi0KDGZpbmlzaGVkX2FjaxgFIAEoCzIVLmt1ZXVlLnYxLkZpbmlzaGVkQWNrSAASIAoFc3RkaW4YBiABKAsyDy5rdWV1ZS52MS5TdGRpbkgAEikKCnNpZ25hbF9qb2IYByABKAsyEy5rdWV1ZS52MS5TaWduYWxKb2JIABIkCgdyZXRyYWN0GAggASgLMhEua3VldWUudjEuUmV0cmFjdEgAEi8KBWJhdGNoGAkgASgLMh4ua3VldWUudjEuQ29ubmVjdFJlc3BvbnNlQmF0Y2hIABIvCg1vdXRwdXRfd2luZG93GAogASgLMhYua3VldWUudjEuT3V0cHV0V2luZG93SAASMwoPc2VydmVyX3N0b3BwaW5nGAsgASgLMhgua3VldWUudjEuU2VydmVyU3RvcHBpbmdIAEIFCgNtc2ciQwoUQ29ubmVjdFJlc3BvbnNlQmF0Y2gSKwoIbWVzc2FnZXMYASADKAsyGS5rdWV1ZS52MS5Db25uZWN0UmVzcG9uc2UimQIKCFJlZ2lzdGVyEhEKCXdvcmtlcl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEiQKBnN5c3RlbRgDIAEoCzIULmt1ZXVlLnYxLlN5c3RlbUluZm8SJQoIY2FwYWNpdHkYBCABKAsyEy5rdWV1ZS52MS5SZXNvdXJjZXMSKQoIYXR0ZW1wdHMYBSADKAsyFy5rdWV1ZS52MS5BdHRlbXB0UmVwb3J0Eg8KB3ZlcnNpb24YBiABKAkSEAoIZHJhaW5pbmcYByABKAgSEAoIcHJlZmV0Y2gYCCABKA0SDwoHYmF0Y2hlcxgJIAEoCBIWCg5vdXRwdXRfd2luZG93cxgKIAEoCBIWCg5lbnZpcm9uX2Jsb2NrcxgLIAEoCCLHAQoNQXR0ZW1wdFJlcG9ydBIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRIkCghmaW5pc2hlZBgDIAEoCzISLmt1ZXVlLnYxLkZpbmlzaGVkEhUKDXN0ZG91dF9vZmZzZXQYBCABKAQSFQoNc3RkZXJyX29mZnNldBgFIAEoBBIPCgd3YWl0aW5nGAYgASgIEhwKFGtpbGxlZF9hZnRlcl9yZXN0YXJ0GAcgASgIEhIKCnN0YXJ0ZWRfYXQYCCABKAEibgoJSGVhcnRiZWF0EiQKBnN5c3RlbRgBIAEoCzIULmt1ZXVlLnYxLlN5c3RlbUluZm8SKQoMZXh0ZXJuYWxfdXNlGAIgASgLMhMua3VldWUudjEuUmVzb3VyY2VzEhAKCGRyYWluaW5nGAMgASgIIowBCg9Bc3NpZ25tZW50UmVwbHkSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SEAoIYWNjZXB0ZWQYAyABKAgSDgoGcmVhc29uGAQgASgJEhEKCXRyYW5zaWVudBgFIAEoCBIOCgZxdWV1ZWQYBiABKAgSEwoLaGFuZGVkX2JhY2sYByABKAgiNwoHU3RhcnRlZBIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRILCgNwaWQYAyABKAUibwoGT3V0cHV0Eg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEiYKBnN0cmVhbRgDIAEoDjIWLmt1ZXVlLnYxLk91dHB1dFN0cmVhbRIOCgZvZmZzZXQYBCABKAQSDAoEZGF0YRgFIAEoDCLRAQoIRmluaXNoZWQSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SFgoJZXhpdF9jb2RlGAMgASgFSACIAQESDgoGc2lnbmFsGAQgASgFEhgKEHJ1bl90aW1lX3NlY29uZHMYBSABKAESGQoRcGVha19tZW1vcnlfYnl0ZXMYBiABKAQSDQoFZXJyb3IYByABKAkSFAoMc3Rkb3V0X2J5dGVzGAggASgEEhQKDHN0ZGVycl9ieXRlcxgJIAEoBEIMCgpfZXhpdF9jb2RlIhkKB0xlYXZpbmcSDgoGcmVhc29uGAEgASgJImwKClJlZ2lzdGVyZWQSEQoJd29ya2VyX2lkGAEgASgJEiIKGmhlYXJ0YmVhdF9pbnRlcnZhbF9zZWNvbmRzGAIgASgBEhYKDnNlcnZlcl92ZXJzaW9uGAMgASgJEg8KB2JhdGNoZXMYBCABKAgiWwoGQXNzaWduEg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEh8KBHNwZWMYAyABKAsyES5rdWV1ZS52MS5Kb2JTcGVjEg8KB2Vudmlyb24YBCABKAwiTgoES2lsbBIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRIOCgZzaWduYWwYAyABKAUSFQoNZ3JhY2Vfc2Vjb25kcxgEIAEoASJkCglPdXRwdXRBY2sSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SJgoGc3RyZWFtGAMgASgOMhYua3VldWUudjEuT3V0cHV0U3RyZWFtEg4KBm9mZnNldBgEIAEoBCI+CgxPdXRwdXRXaW5kb3cSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SDQoFbGltaXQYAyABKAQiEAoOU2VydmVyU3RvcHBpbmciKgoHUmV0cmFjdBIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDSIuCgtGaW5pc2hlZEFjaxIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDSJTCgVTdGRpbhIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRIOCgZvZmZzZXQYAyABKAQSDAoEZGF0YRgEIAEoDBILCgNlb2YYBSABKAgiOwoIU3RkaW5BY2sSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SDgoGb2Zmc2V0GAMgASgEIjwKCVNpZ25hbEpvYhIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRIOCgZzaWduYWwYAyABKAUyUwoNV29ya2VyU2VydmljZRJCCgdDb25uZWN0Ehgua3VldWUudjEuQ29ubmVjdFJlcXVlc3QaGS5rdWV1ZS52MS5Db25uZWN0UmVzcG9uc2UoATABYgZwcm90bzM", [file_kueue_v1_common]);
+  fileDesc("Ch1rdWV1ZS92MS93b3JrZXJfc2VydmljZS5wcm90bxIIa3VldWUudjEikQMKDkNvbm5lY3RSZXF1ZXN0EiYKCHJlZ2lzdGVyGAEgASgLMhIua3VldWUudjEuUmVnaXN0ZXJIABIoCgloZWFydGJlYXQYAiABKAsyEy5rdWV1ZS52MS5IZWFydGJlYXRIABI1ChBhc3NpZ25tZW50X3JlcGx5GAMgASgLMhkua3VldWUudjEuQXNzaWdubWVudFJlcGx5SAASJAoHc3RhcnRlZBgEIAEoCzIRLmt1ZXVlLnYxLlN0YXJ0ZWRIABIiCgZvdXRwdXQYBSABKAsyEC5rdWV1ZS52MS5PdXRwdXRIABImCghmaW5pc2hlZBgGIAEoCzISLmt1ZXVlLnYxLkZpbmlzaGVkSAASJAoHbGVhdmluZxgHIAEoCzIRLmt1ZXVlLnYxLkxlYXZpbmdIABInCglzdGRpbl9hY2sYCCABKAsyEi5rdWV1ZS52MS5TdGRpbkFja0gAEi4KBWJhdGNoGAkgASgLMh0ua3VldWUudjEuQ29ubmVjdFJlcXVlc3RCYXRjaEgAQgUKA21zZyJBChNDb25uZWN0UmVxdWVzdEJhdGNoEioKCG1lc3NhZ2VzGAEgAygLMhgua3VldWUudjEuQ29ubmVjdFJlcXVlc3QimwQKD0Nvbm5lY3RSZXNwb25zZRIqCgpyZWdpc3RlcmVkGAEgASgLMhQua3VldWUudjEuUmVnaXN0ZXJlZEgAEiIKBmFzc2lnbhgCIAEoCzIQLmt1ZXVlLnYxLkFzc2lnbkgAEh4KBGtpbGwYAyABKAsyDi5rdWV1ZS52MS5LaWxsSAASKQoKb3V0cHV0X2FjaxgEIAEoCzITLmt1ZXVlLnYxLk91dHB1dEFja0gAEi0KDGZpbmlzaGVkX2FjaxgFIAEoCzIVLmt1ZXVlLnYxLkZpbmlzaGVkQWNrSAASIAoFc3RkaW4YBiABKAsyDy5rdWV1ZS52MS5TdGRpbkgAEikKCnNpZ25hbF9qb2IYByABKAsyEy5rdWV1ZS52MS5TaWduYWxKb2JIABIkCgdyZXRyYWN0GAggASgLMhEua3VldWUudjEuUmV0cmFjdEgAEi8KBWJhdGNoGAkgASgLMh4ua3VldWUudjEuQ29ubmVjdFJlc3BvbnNlQmF0Y2hIABIvCg1vdXRwdXRfd2luZG93GAogASgLMhYua3VldWUudjEuT3V0cHV0V2luZG93SAASMwoPc2VydmVyX3N0b3BwaW5nGAsgASgLMhgua3VldWUudjEuU2VydmVyU3RvcHBpbmdIABItCgxjbG9zZV9vdXRwdXQYDCABKAsyFS5rdWV1ZS52MS5DbG9zZU91dHB1dEgAQgUKA21zZyJDChRDb25uZWN0UmVzcG9uc2VCYXRjaBIrCghtZXNzYWdlcxgBIAMoCzIZLmt1ZXVlLnYxLkNvbm5lY3RSZXNwb25zZSKvAgoIUmVnaXN0ZXISEQoJd29ya2VyX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSJAoGc3lzdGVtGAMgASgLMhQua3VldWUudjEuU3lzdGVtSW5mbxIlCghjYXBhY2l0eRgEIAEoCzITLmt1ZXVlLnYxLlJlc291cmNlcxIpCghhdHRlbXB0cxgFIAMoCzIXLmt1ZXVlLnYxLkF0dGVtcHRSZXBvcnQSDwoHdmVyc2lvbhgGIAEoCRIQCghkcmFpbmluZxgHIAEoCBIQCghwcmVmZXRjaBgIIAEoDRIPCgdiYXRjaGVzGAkgASgIEhYKDm91dHB1dF93aW5kb3dzGAogASgIEhYKDmVudmlyb25fYmxvY2tzGAsgASgIEhQKDGNsb3NlX291dHB1dBgMIAEoCCLHAQoNQXR0ZW1wdFJlcG9ydBIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRIkCghmaW5pc2hlZBgDIAEoCzISLmt1ZXVlLnYxLkZpbmlzaGVkEhUKDXN0ZG91dF9vZmZzZXQYBCABKAQSFQoNc3RkZXJyX29mZnNldBgFIAEoBBIPCgd3YWl0aW5nGAYgASgIEhwKFGtpbGxlZF9hZnRlcl9yZXN0YXJ0GAcgASgIEhIKCnN0YXJ0ZWRfYXQYCCABKAEibgoJSGVhcnRiZWF0EiQKBnN5c3RlbRgBIAEoCzIULmt1ZXVlLnYxLlN5c3RlbUluZm8SKQoMZXh0ZXJuYWxfdXNlGAIgASgLMhMua3VldWUudjEuUmVzb3VyY2VzEhAKCGRyYWluaW5nGAMgASgIIowBCg9Bc3NpZ25tZW50UmVwbHkSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SEAoIYWNjZXB0ZWQYAyABKAgSDgoGcmVhc29uGAQgASgJEhEKCXRyYW5zaWVudBgFIAEoCBIOCgZxdWV1ZWQYBiABKAgSEwoLaGFuZGVkX2JhY2sYByABKAgiNwoHU3RhcnRlZBIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRILCgNwaWQYAyABKAUibwoGT3V0cHV0Eg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEiYKBnN0cmVhbRgDIAEoDjIWLmt1ZXVlLnYxLk91dHB1dFN0cmVhbRIOCgZvZmZzZXQYBCABKAQSDAoEZGF0YRgFIAEoDCLRAQoIRmluaXNoZWQSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SFgoJZXhpdF9jb2RlGAMgASgFSACIAQESDgoGc2lnbmFsGAQgASgFEhgKEHJ1bl90aW1lX3NlY29uZHMYBSABKAESGQoRcGVha19tZW1vcnlfYnl0ZXMYBiABKAQSDQoFZXJyb3IYByABKAkSFAoMc3Rkb3V0X2J5dGVzGAggASgEEhQKDHN0ZGVycl9ieXRlcxgJIAEoBEIMCgpfZXhpdF9jb2RlIhkKB0xlYXZpbmcSDgoGcmVhc29uGAEgASgJImwKClJlZ2lzdGVyZWQSEQoJd29ya2VyX2lkGAEgASgJEiIKGmhlYXJ0YmVhdF9pbnRlcnZhbF9zZWNvbmRzGAIgASgBEhYKDnNlcnZlcl92ZXJzaW9uGAMgASgJEg8KB2JhdGNoZXMYBCABKAgiWwoGQXNzaWduEg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEh8KBHNwZWMYAyABKAsyES5rdWV1ZS52MS5Kb2JTcGVjEg8KB2Vudmlyb24YBCABKAwiTgoES2lsbBIOCgZqb2JfaWQYASABKAQSDwoHYXR0ZW1wdBgCIAEoDRIOCgZzaWduYWwYAyABKAUSFQoNZ3JhY2Vfc2Vjb25kcxgEIAEoASJkCglPdXRwdXRBY2sSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SJgoGc3RyZWFtGAMgASgOMhYua3VldWUudjEuT3V0cHV0U3RyZWFtEg4KBm9mZnNldBgEIAEoBCI+CgxPdXRwdXRXaW5kb3cSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SDQoFbGltaXQYAyABKAQiVgoLQ2xvc2VPdXRwdXQSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SJgoGc3RyZWFtGAMgASgOMhYua3VldWUudjEuT3V0cHV0U3RyZWFtIhAKDlNlcnZlclN0b3BwaW5nIioKB1JldHJhY3QSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0iLgoLRmluaXNoZWRBY2sSDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0iUwoFU3RkaW4SDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SDgoGb2Zmc2V0GAMgASgEEgwKBGRhdGEYBCABKAwSCwoDZW9mGAUgASgIIjsKCFN0ZGluQWNrEg4KBmpvYl9pZBgBIAEoBBIPCgdhdHRlbXB0GAIgASgNEg4KBm9mZnNldBgDIAEoBCI8CglTaWduYWxKb2ISDgoGam9iX2lkGAEgASgEEg8KB2F0dGVtcHQYAiABKA0SDgoGc2lnbmFsGAMgASgFMlMKDVdvcmtlclNlcnZpY2USQgoHQ29ubmVjdBIYLmt1ZXVlLnYxLkNvbm5lY3RSZXF1ZXN0Ghkua3VldWUudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_kueue_v1_common]);
 
 /**
  * Worker -> server.
@@ -183,6 +183,12 @@ export type ConnectResponse = Message<"kueue.v1.ConnectResponse"> & {
      */
     value: ServerStopping;
     case: "serverStopping";
+  } | {
+    /**
+     * @generated from field: kueue.v1.CloseOutput close_output = 12;
+     */
+    value: CloseOutput;
+    case: "closeOutput";
   } | { case: undefined; value?: undefined };
 };
 
@@ -291,6 +297,13 @@ export type Register = Message<"kueue.v1.Register"> & {
    * @generated from field: bool environ_blocks = 11;
    */
   environBlocks: boolean;
+
+  /**
+   * The worker obeys ConnectResponse.close_output.
+   *
+   * @generated from field: bool close_output = 12;
+   */
+  closeOutput: boolean;
 };
 
 /**
@@ -800,6 +813,38 @@ export const OutputWindowSchema: GenMessage<OutputWindow> = /*@__PURE__*/
   messageDesc(file_kueue_v1_worker_service, 16);
 
 /**
+ * Stop reading one of the attempt's output pipes and close its read end:
+ * the job's next write to it fails with EPIPE (SIGPIPE), as a local process
+ * writing to a pipe whose reader has gone (`kueue run yes | head -1`). Only
+ * to a worker that registered close_output.
+ *
+ * @generated from message kueue.v1.CloseOutput
+ */
+export type CloseOutput = Message<"kueue.v1.CloseOutput"> & {
+  /**
+   * @generated from field: uint64 job_id = 1;
+   */
+  jobId: bigint;
+
+  /**
+   * @generated from field: uint32 attempt = 2;
+   */
+  attempt: number;
+
+  /**
+   * @generated from field: kueue.v1.OutputStream stream = 3;
+   */
+  stream: OutputStream;
+};
+
+/**
+ * Describes the message kueue.v1.CloseOutput.
+ * Use `create(CloseOutputSchema)` to create a new message.
+ */
+export const CloseOutputSchema: GenMessage<CloseOutput> = /*@__PURE__*/
+  messageDesc(file_kueue_v1_worker_service, 17);
+
+/**
  * The server is stopping: the last message of the stream, after the
  * acknowledgements of all it has stored. The worker ends the stream, keeps
  * its jobs and reconnects with backoff. (The server then ends the stream
@@ -817,7 +862,7 @@ export type ServerStopping = Message<"kueue.v1.ServerStopping"> & {
  * Use `create(ServerStoppingSchema)` to create a new message.
  */
 export const ServerStoppingSchema: GenMessage<ServerStopping> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 17);
+  messageDesc(file_kueue_v1_worker_service, 18);
 
 /**
  * Take back an accepted attempt that has not started, for a worker that is
@@ -844,7 +889,7 @@ export type Retract = Message<"kueue.v1.Retract"> & {
  * Use `create(RetractSchema)` to create a new message.
  */
 export const RetractSchema: GenMessage<Retract> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 18);
+  messageDesc(file_kueue_v1_worker_service, 19);
 
 /**
  * @generated from message kueue.v1.FinishedAck
@@ -866,7 +911,7 @@ export type FinishedAck = Message<"kueue.v1.FinishedAck"> & {
  * Use `create(FinishedAckSchema)` to create a new message.
  */
 export const FinishedAckSchema: GenMessage<FinishedAck> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 19);
+  messageDesc(file_kueue_v1_worker_service, 20);
 
 /**
  * Standard input for an attempt whose spec has stdin_pipe (offsets from the
@@ -906,7 +951,7 @@ export type Stdin = Message<"kueue.v1.Stdin"> & {
  * Use `create(StdinSchema)` to create a new message.
  */
 export const StdinSchema: GenMessage<Stdin> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 20);
+  messageDesc(file_kueue_v1_worker_service, 21);
 
 /**
  * Bytes of stdin written into the process's pipe so far; lets the client keep
@@ -936,7 +981,7 @@ export type StdinAck = Message<"kueue.v1.StdinAck"> & {
  * Use `create(StdinAckSchema)` to create a new message.
  */
 export const StdinAckSchema: GenMessage<StdinAck> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 21);
+  messageDesc(file_kueue_v1_worker_service, 22);
 
 /**
  * Deliver a signal to the attempt's process group, nothing more (no SIGKILL
@@ -966,7 +1011,7 @@ export type SignalJob = Message<"kueue.v1.SignalJob"> & {
  * Use `create(SignalJobSchema)` to create a new message.
  */
 export const SignalJobSchema: GenMessage<SignalJob> = /*@__PURE__*/
-  messageDesc(file_kueue_v1_worker_service, 22);
+  messageDesc(file_kueue_v1_worker_service, 23);
 
 /**
  * WorkerService is spoken by `kueue_worker`: one bidirectional stream per
