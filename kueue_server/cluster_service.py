@@ -53,7 +53,8 @@ class ClusterService(cluster_service_pb2_grpc.ClusterServiceServicer):
         workers = [
             w
             for w in self.app.scheduler.workers.values()
-            if w.connected or (request.include_disconnected and w.capacity.slots)
+            # One gone quiet with jobs still on it is part of what runs where.
+            if w.connected or w.jobs or (request.include_disconnected and w.capacity.slots)
         ]
         workers.sort(key=lambda w: w.name)
         return cpb.ListWorkersResponse(workers=[convert.worker_message(w) for w in workers])

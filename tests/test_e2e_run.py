@@ -494,6 +494,9 @@ def test_a_worker_cut_off_and_back_is_said_both_times(tmp_path: Path) -> None:
         relay.cut()
         job.err.wait("kueue: worker far lost its connection to the server; job ")
         assert "goes on there if it is back within 120 s" in job.err.text()
+        # Still listed, with its job: part of what runs where.
+        listed = [line for line in cluster.kueue("workers").stdout.splitlines() if " far " in f" {line} "]
+        assert len(listed) == 1 and "offline" in listed[0] and "1/" in listed[0], listed
         relay.heal()
         job.err.wait("kueue: worker far is back\n", timeout=90)
         go.touch()

@@ -19,7 +19,8 @@ export const file_kueue_v1_cluster_service: GenFile = /*@__PURE__*/
  */
 export type ListWorkersRequest = Message<"kueue.v1.ListWorkersRequest"> & {
   /**
-   * Also list workers that are not connected but still remembered.
+   * Also list workers that are not connected but still remembered (one
+   * that still holds jobs, within worker_timeout_seconds, is always listed).
    *
    * @generated from field: bool include_disconnected = 1;
    */
