@@ -229,6 +229,9 @@ def log(args: argparse.Namespace, ctx: Context) -> int:
     streams = ["stdout", "stderr"] if args.both else ["stderr" if args.stderr else "stdout"]
     finished = output.print_output(ctx.client, args.id, streams, tail_lines=args.tail, follow=args.follow)
     if finished is not None and args.follow:
+        why = why_not_run(finished)
+        if why is not None:
+            print(f"kueue: {why}", file=sys.stderr)  # no output, and no word why
         return exit_status(finished)
     return 0
 

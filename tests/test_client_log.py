@@ -122,3 +122,13 @@ def test_follow_exits_with_the_job_and_marks_a_restart(
 def test_stderr_and_both_exclude_each_other(capfdbinary: pytest.CaptureFixture[bytes], config: Path) -> None:
     code, _, err = run(capfdbinary, config, "log", "--stderr", "--both", "5")
     assert code == 2 and b"not allowed with" in err
+
+
+def test_follow_of_a_job_that_never_ran_says_why(
+    capfdbinary: pytest.CaptureFixture[bytes], config: Path
+) -> None:
+    FakeClient.streams = {1: b""}
+    FakeClient.final = common_pb2.Job(id=5, state=State.JOB_STATE_CANCELED, comment="canceled by alice")
+    code, out, err = run(capfdbinary, config, "log", "-f", "5")
+    assert (code, out) == (1, b"")
+    assert err == b"kueue: job 5 was canceled (canceled by alice)\n"
