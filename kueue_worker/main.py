@@ -159,13 +159,17 @@ async def serve(
         await worker.stop_jobs()
         return 1
     signame = signal.Signals(first_signal.result()).name
-    if cfg.worker_settings.on_sigterm == "drain" and worker.processes:
+    drained = cfg.worker_settings.on_sigterm == "drain" and bool(worker.processes)
+    if drained:
         await drain(worker, signals, signame, drain_timeout)
     event(
         log,
         "worker_stopping",
-        "%s received: stopping the running jobs (if any), then leaving (send it again to kill them at once)",
-        signame,
+        # After a drain the signal was logged already: this is its end, not a second one.
+        "drained: stopping the jobs still running (if any), then leaving"
+        if drained
+        else "%s received: stopping the running jobs (if any), then leaving (send it again to kill them at once)",
+        *(() if drained else (signame,)),
         worker=name,
         running=len(worker.processes),
     )
