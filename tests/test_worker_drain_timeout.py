@@ -31,7 +31,11 @@ def test_jobs_still_running_at_the_drain_timeout_are_handed_back(cluster: Cluste
     wait_for(lambda: job(cluster, job_id)["state"] == "JOB_STATE_PENDING", 30, "the job to be queued again")
     # The job's process went with the worker.
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    assert "drain timeout (1 s) while draining: stopping the remaining 1 job(s)" in cluster.worker_log("w1")
+    log = cluster.worker_log("w1")
+    assert "drain timeout (1 s) while draining: stopping the remaining 1 job(s)" in log
+    # One SIGTERM, logged once: the stop after the drain does not read as a second.
+    assert log.count("SIGTERM received") == 1, log
+    assert "drained: stopping the jobs still running (if any), then leaving" in log
 
 
 def test_bad_drain_timeout_is_one_line_and_exit_2(cluster: Cluster) -> None:
