@@ -250,13 +250,15 @@ def jobs_grid(
     rows = []
     for job in jobs:
         status, style = job_status(job, now)
+        # A pending job runs nowhere: a worker that rejected or lost it is history (kueue show).
+        worker = "" if job.state == JobState.JOB_STATE_PENDING else job.worker_name
         rows.append(
             [
                 Cell(str(job.id)),
                 Cell(single_line(job.spec.cwd)),
                 Cell(command_text(job.spec.command, job.spec.shell)),
                 Cell(status, style),
-                Cell(job.worker_name or "-", "" if job.worker_name else "dim"),
+                Cell(worker or "-", "" if worker else "dim"),
             ]
         )
     footer = jobs_footer(summary, len(jobs), matching) if summary is not None else []

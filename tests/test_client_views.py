@@ -412,3 +412,13 @@ def test_why_a_job_did_not_run_is_said_only_where_it_did_not() -> None:
     assert why_not_run(JOBS[7]) is not None and why_not_run(JOBS[7]).startswith("job ")
     assert "was canceled" in why_not_run(JOBS[7])
     assert [why_not_run(j) for j in JOBS[:3]] == [None, None, None]
+
+
+def test_a_pending_job_shows_no_worker_though_one_rejected_it() -> None:
+    rejected = make_job(
+        20, State.JOB_STATE_PENDING, worker_name="node09", comment="rejected by node09: no such directory"
+    )
+    running = make_job(21, State.JOB_STATE_RUNNING, started_at=timestamp(NOW - 5), worker_name="node03")
+    lines = views.jobs_text([rejected, running], None, width=200, now=NOW).splitlines()
+    assert "node09" not in next(line for line in lines if line.strip().startswith("20 "))
+    assert "node03" in next(line for line in lines if line.strip().startswith("21 "))
