@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import logging
 import os
 import queue
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kueue import process_lock
 from kueue.v1 import common_pb2
 from kueue_server import output_files
 from kueue_server.convert import (
@@ -409,8 +409,15 @@ def _lock_data_dir(data_dir: Path) -> int | None:
     jobs: the second one must not start."""
     path = data_dir / "server.lock"
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        return process_lock.hold(path, f"pid {os.getpid()} on {socket.gethostname()}")
+    except process_lock.Held as held:
+        raise StoreError(
+            f"another kueue_server{f' ({held.holder})' if held.holder else ''} uses the store in {data_dir}; "
+            "stop it first, or give this one another server_settings.data_dir"
+        ) from None
+    except process_lock.Unsupported as exc:
+        log.warning("%s: cannot lock (%s); not guarding against a second server on this store", path, exc)
+        return None
     except OSError as exc:
         reason = exc.strerror or str(exc)
         if data_dir.exists() and not data_dir.is_dir():
@@ -418,22 +425,6 @@ def _lock_data_dir(data_dir: Path) -> int | None:
         raise StoreError(
             f"cannot open the store {data_dir / 'kueue.sqlite3'}: {reason} (check server_settings.data_dir)"
         ) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
-        os.close(fd)
-        raise StoreError(
-            f"another kueue_server{f' ({holder})' if holder else ''} uses the store in {data_dir}; "
-            "stop it first, or give this one another server_settings.data_dir"
-        ) from None
-    except OSError as exc:
-        os.close(fd)
-        log.warning("%s: cannot lock (%s); not guarding against a second server on this store", path, exc)
-        return None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
-    return fd
 
 
 # meta's next_job_id only ever grows.

@@ -8,13 +8,14 @@ keyed by host and worker name: two machines never share an id.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import re
 import socket
 import uuid
 from pathlib import Path
+
+from kueue import process_lock
 
 log = logging.getLogger(__name__)
 
@@ -37,28 +38,19 @@ def lock(data_dir: Path, name: str, hostname: str | None = None) -> int | None:
     stream; the second one must not start."""
     path = id_path(data_dir, name, hostname).with_suffix(".lock")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise IdentityError(f"{path}: cannot open the worker's lock file: {exc.strerror}") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        os.close(fd)
+        return process_lock.hold(path, str(os.getpid()))
+    except process_lock.Held as held:
         raise IdentityError(
             f"a kueue_worker named {name!r} already runs on this host"
-            f"{f' (pid {holder})' if holder.isdigit() else ''} with data in {data_dir}; "
+            f"{f' (pid {held.holder})' if held.holder.isdigit() else ''} with data in {data_dir}; "
             "stop it first, or give this one another --name"
         ) from None
-    except OSError as exc:
-        # A file system without locks (some NFS set-ups): run unguarded rather than not at all.
-        os.close(fd)
+    except process_lock.Unsupported as exc:
+        # Run unguarded rather than not at all.
         log.warning("%s: cannot lock (%s); not guarding against a second worker named %r", path, exc, name)
         return None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
+    except OSError as exc:
+        raise IdentityError(f"{path}: cannot open the worker's lock file: {exc.strerror}") from exc
 
 
 def _valid(text: str) -> bool:
