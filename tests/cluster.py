@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -400,3 +400,21 @@ class Relay:
         self.cut()
         self._flowing.set()  # the pumps find their sockets closed and end
         self._listener.close()
+
+
+@contextlib.contextmanager
+def worker_behind_relay(root: Path, name: str, **server_settings: Any) -> Iterator[tuple[Cluster, Relay]]:
+    """A server, and worker `name` connected to it through a Relay the test
+    can cut (a network partition); both gone at the end."""
+    cluster = Cluster(root, **server_settings)
+    relay = None
+    try:
+        cluster.start_server()
+        relay = Relay(cluster.port)
+        cluster.start_worker(name, port=relay.port)
+        cluster.wait_workers(name)
+        yield cluster, relay
+    finally:
+        if relay is not None:
+            relay.close()
+        cluster.close()

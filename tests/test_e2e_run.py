@@ -24,7 +24,7 @@ from typing import IO
 import psutil
 import pytest
 
-from tests.cluster import Cluster, Relay, _env, wait_for
+from tests.cluster import Cluster, _env, wait_for, worker_behind_relay
 from tests.pty_session import PtySession
 
 # Waits in a job for a file the test creates (no sleeping in the test itself).
@@ -481,13 +481,7 @@ def test_worker_killed_mid_run_completes_on_another_worker(tmp_path: Path) -> No
 
 
 def test_a_worker_cut_off_and_back_is_said_both_times(tmp_path: Path) -> None:
-    cluster = Cluster(tmp_path / "c", worker_timeout_seconds=120)
-    relay = None
-    try:
-        cluster.start_server()
-        relay = Relay(cluster.port)
-        cluster.start_worker("far", port=relay.port)
-        cluster.wait_workers("far")
+    with worker_behind_relay(tmp_path / "c", "far", worker_timeout_seconds=120) as (cluster, relay):
         go = tmp_path / "go"
         job = Run(cluster, "sh", "-c", f"echo ready; {WAIT_FOR_FILE.format(go)}; echo done", cwd=tmp_path)
         job.out.wait("ready\n")
@@ -502,10 +496,6 @@ def test_a_worker_cut_off_and_back_is_said_both_times(tmp_path: Path) -> None:
         go.touch()
         code, out, _ = job.finish()
         assert (code, out) == (0, b"ready\ndone\n")
-    finally:
-        if relay is not None:
-            relay.close()
-        cluster.close()
 
 
 def test_run_killed_the_job_goes_on_and_log_has_all_output(ready: Cluster, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import Cluster, Relay, _env, wait_for
+from tests.cluster import Cluster, _env, wait_for, worker_behind_relay
 from tests.test_e2e_run import Collector, wait_state
 
 MIB = 1024 * 1024
@@ -227,37 +227,30 @@ def test_server_restarted_while_the_job_is_held_the_job_runs_to_its_end(
 
 
 def test_worker_reconnects_while_paced_nothing_lost_or_repeated(tmp_path: Path) -> None:
-    cluster = Cluster(tmp_path / "c", job_output_cap_mb=1)
-    relay = None
-    try:
-        cluster.start_server()
-        relay = Relay(cluster.port)
-        cluster.start_worker("w1", port=relay.port)
-        cluster.wait_workers("w1")
-        total = 16 * MIB
-        job = PacedJob(cluster, tmp_path, total)
-
-        def cut_once(rounds: int) -> None:
-            # Mid-run, the job held at the window: the worker's stream breaks
-            # and comes back; the pace must survive (and the job not stall).
-            if rounds == 4:
-                assert relay is not None
-                relay.cut()
-                relay.heal()
-                wait_for(lambda: "1 attempts reported" in cluster.server_log(), 60, "the worker to reconnect")
-
+    with worker_behind_relay(tmp_path / "c", "w1", job_output_cap_mb=1) as (cluster, relay):
         try:
-            job.read_slowly(MIB, time.monotonic() + 300, between=cut_once)
-            code = job.proc.wait(60)
+            total = 16 * MIB
+            job = PacedJob(cluster, tmp_path, total)
+
+            def cut_once(rounds: int) -> None:
+                # Mid-run, the job held at the window: the worker's stream breaks
+                # and comes back; the pace must survive (and the job not stall).
+                if rounds == 4:
+                    relay.cut()
+                    relay.heal()
+                    wait_for(
+                        lambda: "1 attempts reported" in cluster.server_log(), 60, "the worker to reconnect"
+                    )
+
+            try:
+                job.read_slowly(MIB, time.monotonic() + 300, between=cut_once)
+                code = job.proc.wait(60)
+            finally:
+                job.kill()
+            err = job.err.finish().decode(errors="replace")
+            assert code == 3, err
+            assert "dropped" not in err
+            assert job.read == total
+            assert job.digest.hexdigest() == expected_digest(total)
         finally:
-            job.kill()
-        err = job.err.finish().decode(errors="replace")
-        assert code == 3, err
-        assert "dropped" not in err
-        assert job.read == total
-        assert job.digest.hexdigest() == expected_digest(total)
-    finally:
-        if relay is not None:
-            relay.close()
-        cluster.close()
-        print(cluster.logs())
+            print(cluster.logs())

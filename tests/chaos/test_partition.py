@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.cluster import Cluster, Relay, wait_for
+from tests.cluster import Cluster, wait_for, worker_behind_relay
 
 
 def show(cluster: Cluster, job_id: str) -> dict:
@@ -21,14 +21,8 @@ def show(cluster: Cluster, job_id: str) -> dict:
 
 @pytest.mark.parametrize("silent", [False, True], ids=["cut", "silent"])
 def test_partitioned_worker_is_fenced_off(tmp_path: Path, silent: bool) -> None:
-    cluster = Cluster(tmp_path / "c", worker_timeout_seconds=3)
     marks = tmp_path / "marks"
-    relay = None
-    try:
-        cluster.start_server()
-        relay = Relay(cluster.port)
-        cluster.start_worker("far", port=relay.port)
-        cluster.wait_workers("far")
+    with worker_behind_relay(tmp_path / "c", "far", worker_timeout_seconds=3) as (cluster, relay):
         script = (
             f'echo "$KUEUE_WORKER $KUEUE_ATTEMPT $$" >> {marks}; '
             'if [ "$KUEUE_WORKER" = far ]; then while :; do sleep 0.1; done; fi; echo finished'
@@ -76,8 +70,4 @@ def test_partitioned_worker_is_fenced_off(tmp_path: Path, silent: bool) -> None:
         # Each attempt started once: the stale one on 'far', the current one on 'near'.
         lines = marks.read_text().splitlines()
         assert len(lines) == 2 and lines[0] == f"far 1 {stale_pid}" and lines[1].startswith("near 2 ")
-    finally:
-        if relay is not None:
-            relay.close()
-        cluster.close()
         print(cluster.logs())
