@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import re
 import sys
@@ -126,7 +127,7 @@ def build_parser() -> ArgumentParser:
         "--config",
         metavar="PATH",
         default=argparse.SUPPRESS,
-        help="config file (default: $KUEUE_CONFIG or ~/.config/kueue/config.toml)",
+        help="config file (default: $KUEUE_CONFIG, or kueue/config.toml in $XDG_CONFIG_HOME or ~/.config)",
     )
     parser = ArgumentParser(
         prog="kueue",
@@ -139,7 +140,9 @@ def build_parser() -> ArgumentParser:
         "  kueue VERB --help              help on one verb",
     )
     parser.add_argument(
-        "--config", metavar="PATH", help="config file (default: $KUEUE_CONFIG or ~/.config/kueue/config.toml)"
+        "--config",
+        metavar="PATH",
+        help="config file (default: $KUEUE_CONFIG, or kueue/config.toml in $XDG_CONFIG_HOME or ~/.config)",
     )
     parser.add_argument("--version", action="version", version=f"kueue {kueue.__version__}")
     verbs = parser.add_subparsers(title="verbs", metavar="VERB", dest="verb")
@@ -495,6 +498,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+    except OSError as exc:
+        if exc.errno not in _OUTPUT_ERRORS:
+            raise
+        # `kueue ls > file` on a full disk: one line, not a traceback.
+        _report(f"cannot write the output: {exc.strerror}")
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     finally:
         if context is not None:
             context.close()
@@ -513,11 +524,18 @@ def run() -> NoReturn:
         sys.stdout.flush()
     except BrokenPipeError:
         code = code or EXIT_BROKEN_PIPE
-    except (OSError, ValueError):
+    except OSError as exc:
+        _report(f"cannot write the output: {exc.strerror}")
+        code = code or 1
+    except ValueError:
         pass
     with contextlib.suppress(OSError, ValueError):
         sys.stderr.flush()
     os._exit(code if isinstance(code, int) else 1)
+
+
+# Writing our output failed for a reason of the place it goes.
+_OUTPUT_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
 
 
 def _open_closed_stdio() -> None:

@@ -6,7 +6,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 import kueue.config
-from kueue_client.errors import KueueError
+from kueue_client.errors import EXIT_USAGE, KueueError
 from kueue_client.terminal import warn
 
 if TYPE_CHECKING:
@@ -23,7 +23,8 @@ class Context:
         try:
             config = kueue.config.load(self.config_path)
         except kueue.config.ConfigError as exc:
-            raise KueueError(str(exc)) from None
+            # Bad input, as kueue_server and kueue_worker say it too (exit 2).
+            raise KueueError(str(exc), exit_status=EXIT_USAGE) from None
         for message in config.warnings:
             warn(message)
         return config

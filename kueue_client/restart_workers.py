@@ -225,7 +225,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         epilog="example: kueue_restart_workers --once",
     )
     parser.add_argument(
-        "--config", metavar="PATH", help="config file (default: $KUEUE_CONFIG or ~/.config/kueue/config.toml)"
+        "--config",
+        metavar="PATH",
+        help="config file (default: $KUEUE_CONFIG, or kueue/config.toml in $XDG_CONFIG_HOME or ~/.config)",
     )
     parser.add_argument(
         "--once", action="store_true", help="one round, then exit (non-zero if a start failed)"

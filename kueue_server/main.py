@@ -35,7 +35,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog="example: kueue_server --config ~/.config/kueue/config.toml",
     )
     parser.add_argument(
-        "--config", metavar="PATH", help="config file (default: $KUEUE_CONFIG or ~/.config/kueue/config.toml)"
+        "--config",
+        metavar="PATH",
+        help="config file (default: $KUEUE_CONFIG, or kueue/config.toml in $XDG_CONFIG_HOME or ~/.config)",
     )
     parser.add_argument(
         "--port-file",

@@ -30,7 +30,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="kueue_worker", description="Run the jobs a Kueue server assigns, on this machine."
     )
     parser.add_argument(
-        "--config", metavar="PATH", help="config file (default: $KUEUE_CONFIG or ~/.config/kueue/config.toml)"
+        "--config",
+        metavar="PATH",
+        help="config file (default: $KUEUE_CONFIG, or kueue/config.toml in $XDG_CONFIG_HOME or ~/.config)",
     )
     parser.add_argument("--name", help="worker name shown by the server (default: the host name)")
     parser.add_argument(

@@ -226,7 +226,7 @@ def test_a_missing_config_named_by_config_is_one_line_and_not_created(
 ) -> None:
     missing = tmp_path / "typo.toml"
     code, _, err = run(capsys, "--config", str(missing), "ls")
-    assert code == 1
+    assert code == 2
     assert f"{missing}: no such config file (named by --config)" in one_error_line(err)
     assert not missing.exists()
 
@@ -240,7 +240,8 @@ def test_bad_config_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
     bad = tmp_path / "bad.toml"
     bad.write_text("[common_settings]\nserver_port = 'eleven'\n")
     code, _, err = run(capsys, "--config", str(bad), "ls")
-    assert code == 1
+    # Bad input, as kueue_server and kueue_worker exit for the same file.
+    assert code == 2
     assert "server_port" in one_error_line(err) and str(bad) in err
 
 
@@ -505,3 +506,19 @@ def test_fish_asks_for_ids_with_the_config_of_the_command_line() -> None:
     assert function.rstrip().endswith("kueue $config complete --ids $argv[1] 2>/dev/null")
     completions = [line for line in id_lines if line.startswith("complete ")]
     assert completions and all("-a '(__kueue_ids " in line for line in completions)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_output_to_a_full_disk_is_one_line(config: Path, tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "kueue_client", "--config", str(config), "complete", "bash"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert result.stderr == "kueue: cannot write the output: No space left on device\n"
