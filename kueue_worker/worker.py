@@ -189,6 +189,9 @@ class Worker:
             prefetch=settings.prefetch_jobs,
         )
         self.processes: dict[Key, JobProcess] = {}
+        # Attempts that start once a stale attempt of their job has ended
+        # (_start_after_stale), by job id.
+        self._after_stale: dict[int, tuple[int, common_pb2.JobSpec, bytes]] = {}
         # Attempts of a crashed previous run whose processes were killed at
         # start-up, reported until the server has taken a Register with them.
         self.killed_after_restart: list[wpb.AttemptReport] = []
@@ -354,9 +357,13 @@ class Worker:
                 reason=reason,
             )
         if decision.start:
-            self._start(msg.job_id, msg.attempt, spec, msg.environ)
+            self._start_after_stale(msg.job_id, msg.attempt, spec, msg.environ)
         elif reply is not None and reply.queued:
             self._waiting_assigns[(msg.job_id, msg.attempt)] = msg
+
+    def _finish_unstarted(self, key: Key) -> None:
+        if self.attempts.finish(*key, wpb.Finished(signal=9)) is not None:
+            self._output_ready()
 
     def on_retract(self, msg: wpb.Retract) -> None:
         reply = self.attempts.hand_back(msg.job_id, msg.attempt)
@@ -375,7 +382,22 @@ class Worker:
         """Start held attempts while slots are free: no round trip to the server."""
         while (key := self.attempts.next_to_start()) is not None:
             assign = self._waiting_assigns.pop(key)
-            self._start(*key, assign.spec, assign.environ)
+            self._start_after_stale(*key, assign.spec, assign.environ)
+
+    def _start_after_stale(self, job_id: int, attempt: int, spec: common_pb2.JobSpec, environ: bytes) -> None:
+        """Start the attempt, but never beside an older attempt of its job
+        still running here: the server has moved the job on (this worker was
+        cut off past its timeout and is back), so the older one is stale. It
+        is killed, and this one starts once it has ended."""
+        stale = [key for key in self.processes if key[0] == job_id and key[1] < attempt]
+        if not stale:
+            self._start(job_id, attempt, spec, environ)
+            return
+        self._after_stale[job_id] = (attempt, spec, environ)
+        for key in stale:
+            if self.attempts.kill(*key):
+                log.info("job %d attempt %d is stale (attempt %d is here): killing it first", *key, attempt)
+                self.processes[key].kill(0, self.settings.kill_grace_seconds)
 
     async def _check_cwd(self, cwd: str) -> CwdCheck:
         # A directory found usable is taken as such for a moment: an array of
@@ -401,11 +423,11 @@ class Worker:
     def on_kill(self, msg: wpb.Kill) -> None:
         key = (msg.job_id, msg.attempt)
         proc = self.processes.get(key)
-        if key in self._waiting_assigns:
+        if key in self._waiting_assigns or self._after_stale.get(msg.job_id, (0,))[0] == msg.attempt:
             # Never started: it ends here, as if killed at once.
-            del self._waiting_assigns[key]
-            if self.attempts.finish(msg.job_id, msg.attempt, wpb.Finished(signal=9)) is not None:
-                self._output_ready()
+            self._waiting_assigns.pop(key, None)
+            self._after_stale.pop(msg.job_id, None)
+            self._finish_unstarted(key)
             return
         if not self.attempts.kill(msg.job_id, msg.attempt) or proc is None:
             log.debug("kill of job %d attempt %d: not running here", msg.job_id, msg.attempt)
@@ -556,6 +578,13 @@ class Worker:
             self._report_end(key, outcome)
         finally:
             ended.set_result(None)
+        job_id = key[0]
+        if job_id in self._after_stale and not any(k[0] == job_id for k in self.processes):
+            attempt, spec, environ = self._after_stale.pop(job_id)
+            if self.attempts.closing:
+                self._finish_unstarted((job_id, attempt))  # stopping: it never starts
+            else:
+                self._start(job_id, attempt, spec, environ)
 
     def _report_end(self, key: Key, outcome: Outcome) -> None:
         job_id, attempt = key
@@ -603,6 +632,10 @@ class Worker:
         """Turn new work away, kill every attempt and wait until each has finished; how many there were."""
         self.attempts.closing = True
         self._hand_back_waiting(f"worker {self.name} is shutting down")
+        for job_id, (attempt, _, _) in list(self._after_stale.items()):
+            if not any(k[0] == job_id for k in self.processes):
+                del self._after_stale[job_id]
+                self._finish_unstarted((job_id, attempt))
         # Output held back by backpressure must flow again so the jobs can end.
         self._budget.changed()
         for (job_id, attempt), proc in list(self.processes.items()):

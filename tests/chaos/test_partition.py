@@ -7,6 +7,7 @@ learns only from the missing heartbeats)."""
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import psutil
@@ -70,4 +71,37 @@ def test_partitioned_worker_is_fenced_off(tmp_path: Path, silent: bool) -> None:
         # Each attempt started once: the stale one on 'far', the current one on 'near'.
         lines = marks.read_text().splitlines()
         assert len(lines) == 2 and lines[0] == f"far 1 {stale_pid}" and lines[1].startswith("near 2 ")
+        print(cluster.logs())
+
+
+def test_a_worker_back_from_a_partition_never_runs_two_attempts_of_a_job_at_once(tmp_path: Path) -> None:
+    # One worker, stopped past its timeout and resumed: the server gives the
+    # job's next attempt to the same worker, which must end the stale one first.
+    cluster = Cluster(tmp_path / "c", worker_timeout_seconds=3)
+    marks = tmp_path / "marks"
+    try:
+        cluster.start_server()
+        worker = cluster.start_worker("w1")
+        cluster.wait_workers("w1")
+        script = (
+            f'echo "start $KUEUE_ATTEMPT" >> {marks}; '
+            'if [ "$KUEUE_ATTEMPT" = 1 ]; then '
+            f'trap "echo end 1 >> {marks}; exit 0" TERM; while :; do sleep 0.05; done; fi'
+        )
+        (job_id,) = cluster.kueue("cmd", script, cwd=tmp_path).stdout.split()
+        wait_for(lambda: marks.exists() and "start 1" in marks.read_text(), 30, "attempt 1 to start")
+        worker.send_signal(signal.SIGSTOP)  # the worker only: its job runs on in its own session
+        try:
+            wait_for(lambda: "worker w1 lost" in cluster.server_log(), 60, "the server to give w1 up")
+        finally:
+            worker.send_signal(signal.SIGCONT)
+        job = wait_for(
+            lambda: (j := show(cluster, job_id))["state"] == "JOB_STATE_SUCCEEDED" and j,
+            60,
+            "attempt 2 to run and finish on w1",
+        )
+        assert job["worker_name"] == "w1" and job["attempt"] == 2
+        assert marks.read_text().splitlines() == ["start 1", "end 1", "start 2"]
+    finally:
+        cluster.close()
         print(cluster.logs())
