@@ -168,7 +168,7 @@ async def serve(
         log,
         "worker_stopping",
         # After a drain the signal was logged already: this is its end, not a second one.
-        "drained: stopping the jobs still running (if any), then leaving"
+        "drain over: stopping the jobs still running (if any), then leaving"
         if drained
         else "%s received: stopping the running jobs (if any), then leaving (send it again to kill them at once)",
         *(() if drained else (signame,)),

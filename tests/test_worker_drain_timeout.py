@@ -35,7 +35,7 @@ def test_jobs_still_running_at_the_drain_timeout_are_handed_back(cluster: Cluste
     assert "drain timeout (1 s) while draining: stopping the remaining 1 job(s)" in log
     # One SIGTERM, logged once: the stop after the drain does not read as a second.
     assert log.count("SIGTERM received") == 1, log
-    assert "drained: stopping the jobs still running (if any), then leaving" in log
+    assert "drain over: stopping the jobs still running (if any), then leaving" in log
 
 
 def test_bad_drain_timeout_is_one_line_and_exit_2(cluster: Cluster) -> None:
