@@ -829,3 +829,40 @@ def test_leaving_follows_the_finishes_and_the_stream_closes_after_all_output() -
         assert call.half_closed
 
     asyncio.run(scenario())
+
+
+def test_an_attempt_waiting_for_its_stale_one_to_end_may_be_killed_unstarted(tmp_path: Path) -> None:
+    # Back from a partition: attempt 2 of job 1 comes while attempt 1 (which
+    # ignores SIGTERM) still runs here. Attempt 2 waits for it; killed while
+    # waiting, it ends unstarted, and does not start when attempt 1 ends.
+    async def scenario() -> None:
+        async with scripted_server() as (server, port):
+            worker = make_worker(worker_max_parallel_jobs=2, kill_grace_seconds=30)
+            conn, task, s = await connected(server, port, worker)
+            stubborn = job_spec(
+                tmp_path,
+                """
+                import signal, time
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                print('up', flush=True)
+                time.sleep(600)
+                """,
+            )
+            await s.send(assign=wpb.Assign(job_id=1, attempt=1, spec=stubborn))
+            assert (await s.next("started")).attempt == 1
+            await s.next("output")
+            await s.send(assign=wpb.Assign(job_id=1, attempt=2, spec=job_spec(tmp_path, "print('two')")))
+            await until(lambda: 1 in worker._after_stale, "attempt 2 to wait for attempt 1")
+            assert (1, 2) not in worker.processes and (1, 1) in worker.processes
+            await s.send(kill=wpb.Kill(job_id=1, attempt=2))
+            fin2 = await s.next("finished")
+            assert (fin2.job_id, fin2.attempt, fin2.signal) == (1, 2, signal.SIGKILL)
+            await s.send(kill=wpb.Kill(job_id=1, attempt=1, signal=signal.SIGKILL))
+            fin1 = await s.next("finished")
+            assert (fin1.job_id, fin1.attempt, fin1.signal) == (1, 1, signal.SIGKILL)
+            assert not worker.processes and not worker._after_stale
+            started = [m.started for m in s.log if m.WhichOneof("msg") == "started"]
+            assert [m.attempt for m in started] == [1]
+            await leave(conn, task)
+
+    asyncio.run(scenario())
