@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
 from collections.abc import Sequence
@@ -100,9 +101,29 @@ def truncate_back(text: str, width: int) -> str:
     return text[: width - len(ELLIPSIS)] + ELLIPSIS
 
 
+# Control characters other than the line breaks and tabs single_line turns
+# into spaces: C0, DEL and C1 (0x9b alone starts an escape sequence on some
+# terminals).
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _shown(char: str) -> str:
+    code = ord(char)
+    if code < 0x20:
+        return "^" + chr(code + 0x40)  # as cat -v and less show them: ESC is ^[
+    return "^?" if code == 0x7F else "\ufffd"
+
+
+def printable(text: str) -> str:
+    """`text` with its control characters made visible: a job's command or
+    directory is anyone's text, and must not drive the terminal of whoever
+    lists the queue."""
+    return text if text.isprintable() else _CONTROLS.sub(lambda m: _shown(m.group()), text)
+
+
 def single_line(text: str) -> str:
     """Table cells are one line: newlines and tabs become spaces."""
-    return " ".join(text.splitlines()).replace("\t", " ")
+    return printable(" ".join(text.splitlines()).replace("\t", " "))
 
 
 def command_text(command: Sequence[str], shell: bool) -> str:

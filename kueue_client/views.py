@@ -23,6 +23,7 @@ from kueue_client.formatting import (
     format_frequency,
     format_mb,
     plural,
+    printable,
     seconds,
     single_line,
     truncate_back,
@@ -45,6 +46,9 @@ MIN_FLEX_WIDTH = 10  # a cut column narrower than this says nothing
 class Cell:
     text: str
     style: str = ""
+
+    def __post_init__(self) -> None:
+        self.text = printable(self.text)
 
 
 @dataclass
@@ -73,6 +77,9 @@ class Field:
     label: str
     value: str
     style: str = ""
+
+    def __post_init__(self) -> None:
+        self.value = printable(self.value)
 
 
 # ---------------------------------------------------------------- layout

@@ -11,7 +11,7 @@ import pytest
 
 from kueue.rpc import timestamp
 from kueue.v1 import cluster_service_pb2, common_pb2, job_service_pb2
-from kueue_client import terminal, views
+from kueue_client import job_details, terminal, views
 from kueue_client.formatting import (
     command_text,
     format_date,
@@ -422,3 +422,23 @@ def test_a_pending_job_shows_no_worker_though_one_rejected_it() -> None:
     lines = views.jobs_text([rejected, running], None, width=200, now=NOW).splitlines()
     assert "node09" not in next(line for line in lines if line.strip().startswith("20 "))
     assert "node03" in next(line for line in lines if line.strip().startswith("21 "))
+
+
+def test_control_characters_of_a_command_never_reach_the_terminal() -> None:
+    # A job's command is anyone's text: it must not drive the viewer's terminal.
+    hostile = make_job(
+        30,
+        State.JOB_STATE_RUNNING,
+        command=["bash", "-c", "echo \x1b[31mRED\x1b[0m \x9b2J \x07\x7f"],
+        cwd="/tmp/\x1b]0;title\x07",
+        started_at=timestamp(NOW - 5),
+        worker_name="w\x1b[5m1",
+    )
+    for text in (
+        views.jobs_text([hostile], None, width=200, now=NOW),
+        views.jobs_text([hostile], None, now=NOW),
+        "\n".join(f.value for f in job_details.job_fields(hostile, now=NOW)),
+    ):
+        assert not any((ord(c) < 0x20 and c not in "\n") or 0x7F <= ord(c) <= 0x9F for c in text), repr(text)
+    shown = views.jobs_text([hostile], None, now=NOW)
+    assert "^[[31mRED^[[0m" in shown and "/tmp/^[]0;title^G" in shown and "w^[[5m1" in shown
