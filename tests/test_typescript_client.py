@@ -138,6 +138,9 @@ def test_submit_watch_output_and_list_from_typescript(built: Path, running: Clus
     # The Python client sees the TypeScript client's jobs like its own.
     ids = [line.split()[0] for line in cluster.kueue("ls").stdout.splitlines()[1:] if line.split()]
     assert job_id in ids
+    # An id that names no job is bad input (2), for watch as for output.
+    for verb in ("watch", "output"):
+        assert kueue_ts(built, "--config", config, verb, "999999").returncode == 2, verb
 
 
 def test_wrong_secret_gives_a_clear_authentication_error(

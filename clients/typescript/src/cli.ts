@@ -150,7 +150,9 @@ async function watch(client: KueueClient, ids: bigint[]): Promise<number> {
     else if (change.job) console.log(`job ${change.job.id}: ${describe(change.job)}`);
   });
   for (const id of ids) {
-    const status = exitStatus(last.get(id));
+    const job = last.get(id);
+    // No such job: bad input (2), as for `output` and the Python client.
+    const status = job === undefined ? 2 : exitStatus(job);
     if (status !== 0) return status;
   }
   return 0;
