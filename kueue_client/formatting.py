@@ -81,24 +81,55 @@ def format_frequency(mhz: float) -> str:
     return f"{mhz / 1000:.1f} GHz" if mhz >= 1000 else f"{mhz:.0f} MHz"
 
 
+def text_width(text: str) -> int:
+    """Columns `text` takes on a terminal: two for a wide (CJK, emoji) character."""
+    if text.isascii():
+        return len(text)
+    from rich.cells import cell_len
+
+    return cell_len(text)
+
+
+def pad(text: str, width: int, right: bool = False) -> str:
+    """`text` padded with spaces to `width` columns (on the left when `right`)."""
+    spaces = " " * max(0, width - text_width(text))
+    return spaces + text if right else text + spaces
+
+
+def _take(text: str, width: int, from_end: bool) -> str:
+    """As many characters from the start (or end) of `text` as fit in `width` columns."""
+    if text.isascii():
+        return (text[len(text) - width :] if width > 0 else "") if from_end else text[: max(0, width)]
+    from rich.cells import get_character_cell_size
+
+    taken, used = [], 0
+    for char in reversed(text) if from_end else text:
+        size = get_character_cell_size(char)
+        if used + size > width:
+            break
+        taken.append(char)
+        used += size
+    return "".join(reversed(taken) if from_end else taken)
+
+
 def truncate_front(text: str, width: int) -> str:
     """Keeps the end: `...2/3_Synthesis/run`. The end of a path is what tells
     directories apart."""
-    if len(text) <= width:
+    if text_width(text) <= width:
         return text
     if width <= len(ELLIPSIS):
-        return text[len(text) - width :] if width > 0 else ""
-    return ELLIPSIS + text[len(text) - (width - len(ELLIPSIS)) :]
+        return _take(text, width, from_end=True)
+    return ELLIPSIS + _take(text, width - len(ELLIPSIS), from_end=True)
 
 
 def truncate_back(text: str, width: int) -> str:
     """Keeps the start: `python train.py --ep...`. The start of a command is
     what tells commands apart."""
-    if len(text) <= width:
+    if text_width(text) <= width:
         return text
     if width <= len(ELLIPSIS):
-        return text[:width] if width > 0 else ""
-    return text[: width - len(ELLIPSIS)] + ELLIPSIS
+        return _take(text, width, from_end=False)
+    return _take(text, width - len(ELLIPSIS), from_end=False) + ELLIPSIS
 
 
 # Control characters other than the line breaks and tabs single_line turns

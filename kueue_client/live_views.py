@@ -21,7 +21,7 @@ from rich.text import Text
 
 from kueue.v1 import common_pb2
 from kueue_client import views
-from kueue_client.formatting import plural
+from kueue_client.formatting import pad, plural
 from kueue_client.live_state import Snapshot
 from kueue_client.status import FINAL_STATES, STATE_NAMES
 
@@ -279,7 +279,7 @@ def _row(
     for i, (cell, column, width) in enumerate(zip(cells, columns, widths, strict=True)):
         if i:
             text.append(" " * views.GAP)
-        padded = cell.text.rjust(width) if column.justify == "right" else cell.text.ljust(width)
+        padded = pad(cell.text, width, right=column.justify == "right")
         text.append(padded, style=cell.style or None)
     return text
 

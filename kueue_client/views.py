@@ -22,10 +22,12 @@ from kueue_client.formatting import (
     format_duration,
     format_frequency,
     format_mb,
+    pad,
     plural,
     printable,
     seconds,
     single_line,
+    text_width,
     truncate_back,
     truncate_front,
 )
@@ -110,7 +112,8 @@ def visible_columns(grid: Grid, width: int | None) -> list[int]:
 
 def _natural_widths(grid: Grid) -> list[int]:
     return [
-        max([len(col.header)] + [len(row[i].text) for row in grid.rows]) for i, col in enumerate(grid.columns)
+        max([text_width(col.header)] + [text_width(row[i].text) for row in grid.rows])
+        for i, col in enumerate(grid.columns)
     ]
 
 
@@ -186,7 +189,7 @@ def grid_text(grid: Grid, width: int | None = None) -> str:
 def _text_row(cells: Sequence[Cell], widths: Sequence[int], columns: Sequence[Column]) -> str:
     parts = []
     for cell, w, col in zip(cells, widths, columns, strict=True):
-        parts.append(cell.text.rjust(w) if col.justify == "right" else cell.text.ljust(w))
+        parts.append(pad(cell.text, w, right=col.justify == "right"))
     return (" " * GAP).join(parts).rstrip()
 
 

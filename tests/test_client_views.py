@@ -442,3 +442,27 @@ def test_control_characters_of_a_command_never_reach_the_terminal() -> None:
         assert not any((ord(c) < 0x20 and c not in "\n") or 0x7F <= ord(c) <= 0x9F for c in text), repr(text)
     shown = views.jobs_text([hostile], None, now=NOW)
     assert "^[[31mRED^[[0m" in shown and "/tmp/^[]0;title^G" in shown and "w^[[5m1" in shown
+
+
+def test_wide_characters_take_two_columns_in_the_layout() -> None:
+    from rich.cells import cell_len
+
+    from kueue_client import live_views
+
+    jobs = [
+        make_job(
+            40, State.JOB_STATE_RUNNING, command=["echo", "日本語 🎉 " * 12], started_at=timestamp(NOW - 5)
+        ),
+        make_job(41, State.JOB_STATE_RUNNING, command=["echo", "ascii " * 20], started_at=timestamp(NOW - 5)),
+        make_job(42, State.JOB_STATE_RUNNING, cwd="/tmp/日本語/" * 10, started_at=timestamp(NOW - 5)),
+    ]
+    lines = [line for line in views.jobs_text(jobs, None, width=100, now=NOW).splitlines() if line.strip()]
+    assert all(cell_len(line) <= 100 for line in lines), [cell_len(line) for line in lines]
+    # The status column starts at the same screen column on every row.
+    starts = {cell_len(line[: line.index("running for")]) for line in lines[1:]}
+    assert len(starts) == 1, lines
+    # The live views pad by screen columns too.
+    grid = views.jobs_grid(jobs, now=NOW)
+    columns, widths, rows = views._laid_out(grid, 100)
+    row_widths = {live_views._row(row, columns, widths).cell_len for row in rows}
+    assert row_widths == {sum(widths) + views.GAP * (len(widths) - 1)}, row_widths
