@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import kueue
+
 
 class ConfigError(Exception):
     """The config file cannot be used; the message says what and where."""
@@ -275,7 +277,7 @@ def _type_name(value: Any) -> str:
     )
 
 
-MAX_INT = 2**32 - 1
+MAX_INT = kueue.UINT32_MAX
 
 
 def _coerce(value: Any, typ: type, key: str, path: Path) -> Any:

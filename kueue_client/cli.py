@@ -64,7 +64,7 @@ def state_filters(p: argparse.ArgumentParser) -> None:
 
 # Job ids are SQLite rowids; counts travel as protobuf uint32 fields.
 MAX_JOB_ID = 2**63 - 1
-MAX_COUNT = 2**32 - 1
+MAX_COUNT = kueue.UINT32_MAX
 _DIGITS = re.compile(r"[0-9]+")
 
 
@@ -127,7 +127,7 @@ def build_parser() -> ArgumentParser:
         "--config",
         metavar="PATH",
         default=argparse.SUPPRESS,
-        help="config file (default: $KUEUE_CONFIG, or kueue/config.toml in $XDG_CONFIG_HOME or ~/.config)",
+        help=kueue.CONFIG_OPTION_HELP,
     )
     parser = ArgumentParser(
         prog="kueue",
@@ -142,7 +142,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--config",
         metavar="PATH",
-        help="config file (default: $KUEUE_CONFIG, or kueue/config.toml in $XDG_CONFIG_HOME or ~/.config)",
+        help=kueue.CONFIG_OPTION_HELP,
     )
     parser.add_argument("--version", action="version", version=f"kueue {kueue.__version__}")
     verbs = parser.add_subparsers(title="verbs", metavar="VERB", dest="verb")

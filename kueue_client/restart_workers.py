@@ -227,7 +227,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--config",
         metavar="PATH",
-        help="config file (default: $KUEUE_CONFIG, or kueue/config.toml in $XDG_CONFIG_HOME or ~/.config)",
+        help=kueue.CONFIG_OPTION_HELP,
     )
     parser.add_argument(
         "--once", action="store_true", help="one round, then exit (non-zero if a start failed)"

@@ -10,6 +10,7 @@ import socket
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TextIO
 
+import kueue
 from kueue.v1 import common_pb2
 from kueue_client.errors import KueueError, UsageError
 
@@ -57,7 +58,7 @@ MAX_INSTANCES = 1_000_000
 MAX_JOBS_PER_CALL = 10_000
 MAX_INSTANCE_ENV_BYTES = 4 * 1024 * 1024
 # A resource amount travels as a protobuf uint32.
-MAX_RESOURCE_AMOUNT = 2**32 - 1
+MAX_RESOURCE_AMOUNT = kueue.UINT32_MAX
 
 _SHELL_SYNTAX = re.compile(r"[\s|&;<>()$`\\\"'*?\[\]#~{}!]")
 

@@ -12,6 +12,7 @@ import sys
 
 import grpc
 
+import kueue
 from kueue import config as kconfig
 from kueue import event_loop, logs, rpc
 from kueue.logs import event
@@ -32,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--config",
         metavar="PATH",
-        help="config file (default: $KUEUE_CONFIG, or kueue/config.toml in $XDG_CONFIG_HOME or ~/.config)",
+        help=kueue.CONFIG_OPTION_HELP,
     )
     parser.add_argument("--name", help="worker name shown by the server (default: the host name)")
     parser.add_argument(
