@@ -35,13 +35,7 @@ from kueue import wire
 from kueue.v1 import common_pb2, job_service_pb2, job_service_pb2_grpc
 from kueue_client.errors import KueueError, from_rpc_error
 from kueue_client.output import write_all
-from kueue_client.status import (
-    FINAL_STATES,
-    SIGNAL_EXIT_BASE,
-    exit_status,
-    failed_to_start,
-    start_failure_status,
-)
+from kueue_client.status import FINAL_STATES, SIGNAL_EXIT_BASE, exit_status, why_not_run
 
 JobState = common_pb2.JobState
 T = TypeVar("T")
@@ -675,13 +669,11 @@ class _Session:
             if self.forwarded_signal:
                 # Our own signal reached a job that had not started: the server canceled it.
                 return SIGNAL_EXIT_BASE + self.forwarded_signal
-            why = f" ({job.comment})" if job.comment and job.comment != "canceled" else ""
-            self.notice(f"job {job.id} was canceled{why}")
+        why = why_not_run(job)
+        if why is not None:
+            self.notice(why)
+        if job.state == JobState.JOB_STATE_CANCELED:
             return SIGNAL_EXIT_BASE + job.signal if job.signal else 1
-        if failed_to_start(job):
-            comment = job.comment or "failed to start"
-            self.notice(f"job {job.id} {comment}")
-            return start_failure_status(comment)
         return exit_status(job)
 
     async def run(self) -> AttachResult:

@@ -20,6 +20,7 @@ from typing import NoReturn
 
 import kueue
 from kueue_client.errors import KueueError, UsageError
+from kueue_client.formatting import is_utf8
 
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a C program killed by it would
@@ -90,10 +91,8 @@ def count(text: str) -> int:
 
 def worker_ref(text: str) -> str:
     """A worker's id or name, which the server knows as UTF-8."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        raise argparse.ArgumentTypeError(f"no worker is named {text!r}: it is not UTF-8") from None
+    if not is_utf8(text):
+        raise argparse.ArgumentTypeError(f"no worker is named {text!r}: it is not UTF-8")
     return text
 
 

@@ -81,6 +81,17 @@ def format_frequency(mhz: float) -> str:
     return f"{mhz / 1000:.1f} GHz" if mhz >= 1000 else f"{mhz:.0f} MHz"
 
 
+def is_utf8(text: str) -> bool:
+    """Whether `text` can be sent: bytes that are not UTF-8 (in a path, an
+    argument, the environment) arrive as surrogates, which protobuf strings
+    cannot carry."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def text_width(text: str) -> int:
     """Columns `text` takes on a terminal: two for a wide (CJK, emoji) character."""
     if text.isascii():

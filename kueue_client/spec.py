@@ -13,6 +13,7 @@ from typing import TextIO
 import kueue
 from kueue.v1 import common_pb2
 from kueue_client.errors import KueueError, UsageError
+from kueue_client.formatting import is_utf8
 
 # Variables that describe the submitting session or machine, not the job: on a
 # worker they would point at a display, agent socket or terminal that is not there.
@@ -71,19 +72,11 @@ def job_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
         for key, value in source.items()
         if key not in HOST_LOCAL_VARIABLES
         and not key.startswith(HOST_LOCAL_PREFIXES)
-        and _is_utf8(key)
-        and _is_utf8(value)
+        # Undecodable bytes arrive as surrogates, which protobuf strings
+        # cannot carry: such a variable is left out rather than failing.
+        and is_utf8(key)
+        and is_utf8(value)
     }
-
-
-def _is_utf8(text: str) -> bool:
-    # Undecodable bytes in the environment arrive as surrogates, which protobuf
-    # strings cannot carry; such a variable is left out rather than failing.
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def logical_cwd() -> str:
@@ -151,7 +144,7 @@ def job_spec(
     command = list(command)
     if not command or not command[0].strip():
         raise UsageError("no command given")
-    if not all(_is_utf8(arg) for arg in command):
+    if not all(is_utf8(arg) for arg in command):
         raise UsageError("the command contains bytes that are not UTF-8")
     cwd = cwd or logical_cwd()
     if not os.path.isabs(cwd):
@@ -161,7 +154,7 @@ def job_spec(
         ("the stdout path", stdout_path),
         ("the stderr path", stderr_path),
     ):
-        if not _is_utf8(text):
+        if not is_utf8(text):
             raise UsageError(
                 f"{what} contains bytes that are not UTF-8 ({text!r}): rename it, or run elsewhere"
             )
@@ -210,7 +203,7 @@ def parse_resource(text: str) -> tuple[str, int]:
     name = name.strip()
     if not name:
         raise UsageError(f"bad --resource '{text}': expected NAME or NAME=N")
-    if not _is_utf8(name):
+    if not is_utf8(name):
         raise UsageError(f"bad --resource {text!r}: the name contains bytes that are not UTF-8")
     if not sep:
         return name, 1

@@ -18,8 +18,9 @@ import pytest
 
 from kueue.v1 import common_pb2, job_service_pb2, job_service_pb2_grpc
 from kueue_client import attach as attach_module
-from kueue_client.attach import AttachResult, attach, start_failure_status
+from kueue_client.attach import AttachResult, attach
 from kueue_client.errors import KueueError
+from kueue_client.status import start_failure_status
 
 State = common_pb2.JobState
 OUT, ERR = common_pb2.OUTPUT_STREAM_STDOUT, common_pb2.OUTPUT_STREAM_STDERR
