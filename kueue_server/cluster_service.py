@@ -14,15 +14,17 @@ from kueue_server import convert
 from kueue_server.app import App
 from kueue_server.job_service import abort_on
 from kueue_server.model import WorkerRecord
+from kueue_server.scheduler import SchedulerError
 from kueue_server.store import StoreError
 
 log = logging.getLogger("kueue_server")
 
 
-def find_worker(workers: Mapping[str, WorkerRecord], id_or_name: str) -> WorkerRecord | str:
-    """The worker an operator means by an id, a name or an id's start; else
-    why none (one line). The server remembers a worker that came back under a
-    new id (its id file lost) by both records: the connected one is meant."""
+def find_worker(workers: Mapping[str, WorkerRecord], id_or_name: str) -> WorkerRecord:
+    """The worker an operator means by an id, a name or an id's start
+    (SchedulerError if none, or several connected ones). The server remembers
+    a worker that came back under a new id (its id file lost) by both
+    records: the connected one is meant."""
     if id_or_name in workers:
         return workers[id_or_name]
     shown = repr(id_or_name[:200])
@@ -37,10 +39,12 @@ def find_worker(workers: Mapping[str, WorkerRecord], id_or_name: str) -> WorkerR
             if not connected:
                 return max(matches, key=lambda w: w.last_seen)
             ids = ", ".join(sorted(w.id for w in connected))
-            return f"several connected workers match {shown} (ids {ids}); give the whole id"
+            raise SchedulerError(
+                "INVALID_ARGUMENT", f"several connected workers match {shown} (ids {ids}); give the whole id"
+            )
         if matches:
             return matches[0]
-    return f"no worker {shown}"
+    raise SchedulerError("NOT_FOUND", f"no worker {shown}")
 
 
 class ClusterService(cluster_service_pb2_grpc.ClusterServiceServicer):
@@ -60,16 +64,11 @@ class ClusterService(cluster_service_pb2_grpc.ClusterServiceServicer):
         return cpb.ListWorkersResponse(workers=[convert.worker_message(w) for w in workers])
 
     async def _find(self, id_or_name: str, context: grpc.aio.ServicerContext) -> WorkerRecord:
-        found = find_worker(self.app.scheduler.workers, id_or_name)
-        if isinstance(found, str):
-            code = (
-                grpc.StatusCode.NOT_FOUND
-                if found.startswith("no worker")
-                else grpc.StatusCode.INVALID_ARGUMENT
-            )
-            await context.abort(code, found)
-        assert isinstance(found, WorkerRecord)
-        return found
+        try:
+            return find_worker(self.app.scheduler.workers, id_or_name)
+        except SchedulerError as exc:
+            await abort_on(context, exc)
+            raise
 
     async def DrainWorker(
         self, request: cpb.DrainWorkerRequest, context: grpc.aio.ServicerContext

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from kueue_server.cluster_service import find_worker
 from kueue_server.model import WorkerRecord
+from kueue_server.scheduler import SchedulerError
 
 
 def worker(worker_id: str, name: str, *, connected: bool, last_seen: float = 0.0) -> WorkerRecord:
@@ -30,15 +33,26 @@ def test_among_records_none_connected_the_latest_seen_is_meant() -> None:
     assert find_worker(remembered(old, newer), "w1") is newer
 
 
+def refusal(workers: dict[str, WorkerRecord], id_or_name: str) -> tuple[str, str]:
+    with pytest.raises(SchedulerError) as refused:
+        find_worker(workers, id_or_name)
+    return refused.value.code, str(refused.value)
+
+
 def test_two_connected_workers_of_one_name_need_the_id() -> None:
     a = worker("aaaa1111", "node", connected=True)
     b = worker("bbbb2222", "node", connected=True)
-    found = find_worker(remembered(a, b), "node")
-    assert found == "several connected workers match 'node' (ids aaaa1111, bbbb2222); give the whole id"
+    assert refusal(remembered(a, b), "node") == (
+        "INVALID_ARGUMENT",
+        "several connected workers match 'node' (ids aaaa1111, bbbb2222); give the whole id",
+    )
     assert find_worker(remembered(a, b), "bbbb2222") is b
     assert find_worker(remembered(a, b), "bbb") is b
 
 
 def test_nothing_matching_says_so() -> None:
-    assert find_worker(remembered(worker("aaaa1111", "w1", connected=True)), "w9") == "no worker 'w9'"
-    assert find_worker({}, "") == "no worker ''"
+    assert refusal(remembered(worker("aaaa1111", "w1", connected=True)), "w9") == (
+        "NOT_FOUND",
+        "no worker 'w9'",
+    )
+    assert refusal({}, "") == ("NOT_FOUND", "no worker ''")
