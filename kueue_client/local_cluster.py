@@ -134,10 +134,9 @@ def _last_line(log: str) -> str:
 
 
 def _how_our_child_ended(pid: int, wait: float) -> str | None:
-    """How our child `pid` ended, waiting up to `wait` seconds; reaps it.
-
-    None if it is not our child (init reaps it) or still runs after `wait`.
-    """
+    """How our child `pid` ended (" (exit status 1)"), waiting up to `wait`
+    seconds, and reaped; "" if it still runs then; None if it is not our
+    child (init reaps it)."""
     deadline = time.monotonic() + wait
     while True:
         try:
@@ -149,15 +148,8 @@ def _how_our_child_ended(pid: int, wait: float) -> str | None:
                 return f" (killed by signal {os.WTERMSIG(status)})"
             return f" (exit status {os.WEXITSTATUS(status)})"
         if time.monotonic() >= deadline:
-            return None
+            return ""
         time.sleep(0.01)
-
-
-def _is_our_child(pid: int) -> bool:
-    try:
-        return os.waitpid(pid, os.WNOHANG)[0] == 0
-    except ChildProcessError:
-        return False
 
 
 # A process on its way out has lost its command line before it is a zombie;
@@ -169,10 +161,10 @@ def _check_alive(role: str, started: Started) -> None:
     how = _how_our_child_ended(started.pid, 0.0)
     if _process(started, role) is not None:
         return
-    if how is None:
+    if how == "":
         how = _how_our_child_ended(started.pid, EXIT_SETTLE)
-    if how is None and _is_our_child(started.pid):
-        return  # still ours and running: the next poll looks again
+        if how == "":
+            return  # still ours and running: the next poll looks again
     if how is None:
         how = " (its pid now names another process)" if _running(started.pid) else ""
     last = _last_line(started.log)
