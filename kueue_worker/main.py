@@ -165,14 +165,13 @@ async def serve(
     drained = cfg.worker_settings.on_sigterm == "drain" and bool(worker.processes)
     if drained:
         await drain(worker, signals, signame, drain_timeout)
+    # After a drain its signal was logged already: this is the drain's end, not a second signal.
+    why = "drain over" if drained else f"{signame} received"
     event(
         log,
         "worker_stopping",
-        # After a drain the signal was logged already: this is its end, not a second one.
-        "drain over: stopping the jobs still running (if any), then leaving"
-        if drained
-        else "%s received: stopping the running jobs (if any), then leaving (send it again to kill them at once)",
-        *(() if drained else (signame,)),
+        "%s: stopping the jobs still running (if any), then leaving (send the signal again to kill them at once)",
+        why,
         worker=name,
         running=len(worker.processes),
     )
