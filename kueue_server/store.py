@@ -142,15 +142,8 @@ class Store:
         try:
             self._db = self._open(data_dir)
         except (sqlite3.Error, OSError) as exc:
-            # A directory in the way, no permission, a file that is no database:
-            # one line for the operator, not a traceback.
             self._unlock()
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            if data_dir.exists() and not data_dir.is_dir():
-                reason = f"{data_dir} is not a directory"
-            raise StoreError(
-                f"cannot open the store {self.path}: {reason} (check server_settings.data_dir)"
-            ) from None
+            raise _cannot_open(data_dir, exc) from None
         self.outputs = output_files.OutputFiles(self.output_root, output_cap_bytes)
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -419,12 +412,18 @@ def _lock_data_dir(data_dir: Path) -> int | None:
         log.warning("%s: cannot lock (%s); not guarding against a second server on this store", path, exc)
         return None
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        if data_dir.exists() and not data_dir.is_dir():
-            reason = f"{data_dir} is not a directory"
-        raise StoreError(
-            f"cannot open the store {data_dir / 'kueue.sqlite3'}: {reason} (check server_settings.data_dir)"
-        ) from None
+        raise _cannot_open(data_dir, exc) from None
+
+
+def _cannot_open(data_dir: Path, exc: Exception) -> StoreError:
+    """One line for the operator: a directory in the way, no permission, a
+    file that is no database."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    if data_dir.exists() and not data_dir.is_dir():
+        reason = f"{data_dir} is not a directory"
+    return StoreError(
+        f"cannot open the store {data_dir / 'kueue.sqlite3'}: {reason} (check server_settings.data_dir)"
+    )
 
 
 # meta's next_job_id only ever grows.
