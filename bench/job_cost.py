@@ -64,12 +64,15 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(1.0)  # py-spy attaches
             before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             busy_before = machine_busy()
+            waited_before = run_queue_wait(pids["worker"])
             after: dict[str, float] = {}
             busy_after: list[tuple[float, float]] = []
+            waited_after: list[float | None] = []
 
             def done() -> None:
                 after.update({n: cpu_seconds(p) for n, p in pids.items()})
                 busy_after.append(machine_busy())
+                waited_after.append(run_queue_wait(pids["worker"]))
 
             rate = array_rate(client, args.jobs, str(work), on_done=done)
             for spy in spies:
@@ -79,12 +82,27 @@ def main(argv: list[str] | None = None) -> int:
     per_job = {name: 1000 * (after[name] - before[name]) / args.jobs for name in pids}
     busy = busy_after[0][0] - busy_before[0]
     idle = 100 * (1 - busy / max(busy_after[0][1] - busy_before[1], 1e-9))
+    waited = ""
+    if waited_before is not None and waited_after[0] is not None:
+        waited = (
+            f"; worker's loop waiting for a CPU {1000 * (waited_after[0] - waited_before) / args.jobs:.2f} ms"
+        )
     print(
         f"{args.jobs} jobs, {args.slots} slots: {rate:.0f} jobs/s; CPU per job: "
         f"server {per_job['server']:.2f} ms, worker {per_job['worker']:.2f} ms, "
-        f"whole machine {1000 * busy / args.jobs:.2f} ms; machine idle {idle:.0f}%"
+        f"whole machine {1000 * busy / args.jobs:.2f} ms; machine idle {idle:.0f}%{waited}"
     )
     return 0
+
+
+def run_queue_wait(pid: int) -> float | None:
+    """Seconds the process's main thread (the worker's loop) has spent ready
+    to run but waiting for a CPU (/proc/PID/schedstat; None where there is none)."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def machine_busy() -> tuple[float, float]:
