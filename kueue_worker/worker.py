@@ -215,6 +215,11 @@ class Worker:
         self._budget = OutputBudget(self.attempts, memory_bytes + spill_bytes, memory_bytes * 5 // 4)
         # Working directories recently found usable, until when (loop time).
         self._cwd_ok: dict[str, float] = {}
+        # The pids of started attempts whose Started waits for the Finisheds
+        # before it (Attempts.started): their attempt_started line goes out
+        # with the Started, or, if they end first, within their
+        # attempt_finished line, as the server logs such a job's start.
+        self._start_untold: dict[Key, int] = {}
 
     # -- the session's view ----------------------------------------------------
 
@@ -238,7 +243,11 @@ class Worker:
     def next_request(self) -> wpb.ConnectRequest | None:
         """The next Output or Finished for the stream's writer, if any."""
         msg = self.attempts.next_message()
-        return None if msg is None else request(msg)
+        if msg is None:
+            return None
+        if type(msg) is wpb.Started:
+            self._tell_started(msg)
+        return request(msg)
 
     def next_encoded(self) -> wpb.ConnectRequest | bytes | None:
         """next_request, with an Output already encoded (kueue.wire): the
@@ -246,7 +255,32 @@ class Worker:
         item = self.attempts.next_parts()
         if isinstance(item, tuple):
             return _OUTPUT_REQUEST.encode(*item)
-        return None if item is None else request(item)
+        if item is None:
+            return None
+        if type(item) is wpb.Started:
+            self._tell_started(item)
+        return request(item)
+
+    def _tell_started(self, msg: wpb.Started) -> None:
+        """The attempt_started line of a Started that waited, as it goes out."""
+        pid = self._start_untold.pop((msg.job_id, msg.attempt), None)
+        if pid is not None:
+            self._log_started(msg.job_id, msg.attempt, pid)
+
+    def _log_started(self, job_id: int, attempt: int, pid: int) -> None:
+        event(
+            log,
+            "attempt_started",
+            "job %d attempt %d: started, pid %d",
+            job_id,
+            attempt,
+            pid,
+            job=job_id,
+            attempt=attempt,
+            worker=self.name,
+            pid=pid,
+            state="running",
+        )
 
     def finishes_unsent(self) -> bool:
         """Whether a Finished still waits to go out on the current stream."""
@@ -512,23 +546,14 @@ class Worker:
                 self.ledger.record(job_id, attempt, pid, proc.spawned_between)
             msg = self.attempts.started(job_id, attempt, pid)
             if msg is not None:
-                event(
-                    log,
-                    "attempt_started",
-                    "job %d attempt %d: started, pid %d",
-                    job_id,
-                    attempt,
-                    pid,
-                    job=job_id,
-                    attempt=attempt,
-                    worker=self.name,
-                    pid=pid,
-                    state="running",
-                )
                 held = self.attempts.get(key)
                 if held is not None and held.promoted:
-                    self._output_ready()  # it goes after the Finished that freed its slot
+                    # It goes after the Finished that freed its slot; a short
+                    # job has mostly ended by then, and its one line says both.
+                    self._start_untold[key] = pid
+                    self._output_ready()
                 else:
+                    self._log_started(job_id, attempt, pid)
                     self._emit(msg)
                 self.heartbeat_due.set()
 
@@ -593,13 +618,15 @@ class Worker:
         # goes before the Finished, after which the server may not listen.
         self._acks_due.discard(key)
         self._send_stdin_ack(key)
+        pid = self._start_untold.pop(key, None)
         if finished is not None:
             event(
                 log,
                 "attempt_finished",
-                "job %d attempt %d: %s",
+                "job %d attempt %d: %s" if pid is None else "job %d attempt %d: pid %d %s",
                 job_id,
                 attempt,
+                *(() if pid is None else (pid,)),
                 describe(finished),
                 job=job_id,
                 attempt=attempt,
@@ -609,6 +636,7 @@ class Worker:
                 signal=finished.signal or None,
                 error=finished.error or None,
                 run_time=round(finished.run_time_seconds, 3),
+                pid=pid,
             )
             self._output_ready()
         self._start_waiting()

@@ -866,3 +866,60 @@ def test_an_attempt_waiting_for_its_stale_one_to_end_may_be_killed_unstarted(tmp
             await leave(conn, task)
 
     asyncio.run(scenario())
+
+
+def test_a_job_that_ends_before_its_started_goes_out_is_logged_in_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One slot. Job 1 exits but leaves a process holding its output open, so
+    # its Finished waits; job 2 starts in the freed slot and ends meanwhile.
+    # Its Started may not overtake job 1's Finished, so the server learns of
+    # both its start and end from its Finished: the worker's log says both
+    # in one attempt_finished line too, as the server's does.
+    monkeypatch.setattr("kueue_worker.runner.PIPE_LINGER_SECONDS", 600.0)
+    caplog.set_level(logging.INFO, logger="kueue_worker")
+    release = tmp_path / "release"
+    holder = f"""
+        import os, time
+        end = time.monotonic() + {DEADLINE}
+        while not os.path.exists({str(release)!r}) and time.monotonic() < end:
+            time.sleep(0.01)
+    """
+
+    async def scenario() -> None:
+        async with scripted_server() as (server, port):
+            worker = make_worker(worker_max_parallel_jobs=1)
+            conn, task, s = await connected(server, port, worker)
+            leaves_holder = f"""
+                import subprocess, sys
+                subprocess.Popen([sys.executable, "-c", {textwrap.dedent(holder)!r}])
+            """
+            await s.send(assign=wpb.Assign(job_id=1, attempt=1, spec=job_spec(tmp_path, leaves_holder)))
+            await s.next("started")
+            await s.send(assign=wpb.Assign(job_id=2, attempt=1, spec=job_spec(tmp_path, "pass")))
+            await until(lambda: (2, 1) in worker.processes, "job 2 to start in the slot job 1 freed")
+            await until(lambda: (2, 1) not in worker.processes, "job 2 to end")
+            assert (1, 1) in worker.processes  # its output is still open
+            release.touch()
+            finished = {}
+            while len(finished) < 2:
+                fin = await s.next("finished")
+                finished[fin.job_id] = fin
+            assert [m.started.job_id for m in s.log if m.WhichOneof("msg") == "started"] == [1]
+            await leave(conn, task)
+
+    asyncio.run(scenario())
+    events = [
+        (r.kueue_event, r.kueue_fields["job"], r.kueue_fields.get("pid"), r.getMessage())
+        for r in caplog.records
+        if getattr(r, "kueue_event", "").startswith("attempt_")
+    ]
+    assert [(name, job) for name, job, _, _ in events] == [
+        ("attempt_started", 1),
+        ("attempt_finished", 2),
+        ("attempt_finished", 1),
+    ]
+    (_, _, pid, message) = events[1]
+    assert isinstance(pid, int) and pid > 0
+    assert message == f"job 2 attempt 1: pid {pid} exited with code 0 after " + message.rsplit("after ", 1)[1]
+    assert events[2][2] is None  # job 1's start had its own line
