@@ -2,8 +2,10 @@
 
 Deliberately minimal: one request per connection, no keep-alive, no body,
 small bounded requests, and a deadline for reading them, so a slow or
-hostile peer costs a socket for a few seconds and nothing else. It serves
-counts only (no job commands, names or output) and takes no input.
+hostile peer costs a socket for a few seconds and nothing else. Past
+MAX_CONNECTIONS the connection that has waited longest for its request is
+closed to make room, so idle connections cannot lock a scraper out. It
+serves counts only (no job commands, names or output) and takes no input.
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ log = logging.getLogger("kueue_server")
 MAX_REQUEST_BYTES = 16 * 1024
 READ_TIMEOUT = 10.0
 MAX_CONNECTIONS = 64
+# How long the rest of a request too large is read and dropped after the answer.
+LINGER_SECONDS = 1.0
+
+
+class _HeadTooLarge(Exception):
+    pass
 
 
 class MetricsEndpoint:
@@ -27,6 +35,8 @@ class MetricsEndpoint:
         self.render = render
         self.servers: list[asyncio.Server] = []
         self._open = 0
+        # The connections still reading their request, oldest first.
+        self._reading: dict[asyncio.StreamWriter, None] = {}
 
     async def start(self, addresses: str, port: int) -> list[str]:
         """Listen on each of the space-separated addresses that binds; what bound."""
@@ -58,18 +68,41 @@ class MetricsEndpoint:
         self._open += 1
         try:
             if self._open > MAX_CONNECTIONS:
-                return
+                if not self._reading:
+                    return  # all busy answering: those end within READ_TIMEOUT
+                oldest = next(iter(self._reading))
+                del self._reading[oldest]
+                oldest.close()
+            self._reading[writer] = None
+            too_large = False
             try:
                 async with asyncio.timeout(READ_TIMEOUT):
-                    head = await reader.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
+                    lines = await _read_head(reader)
+            except _HeadTooLarge:
+                too_large = True
+            except (TimeoutError, ConnectionError):
                 return
-            status, body, extra = self._respond(head)
-            head_only = head.startswith(b"HEAD ")
+            finally:
+                self._reading.pop(writer, None)
+            if too_large:
+                status, body, extra = "431 Request Header Fields Too Large", b"request too large\n", ""
+                head_only = False
+            elif lines is None:
+                return  # closed (or made room for another) before the request was complete
+            else:
+                status, body, extra = self._respond(lines[0])
+                head_only = lines[0].startswith(b"HEAD ")
             writer.write(_response(status, body, extra, head_only))
             with contextlib.suppress(ConnectionError, TimeoutError):
                 async with asyncio.timeout(READ_TIMEOUT):
                     await writer.drain()
+            if too_large:
+                # The rest of the request: closed unread, it would reset the
+                # connection, and with it the answer, on the way.
+                with contextlib.suppress(ConnectionError, TimeoutError):
+                    async with asyncio.timeout(LINGER_SECONDS):
+                        while await reader.read(MAX_REQUEST_BYTES):
+                            pass
         except Exception:
             log.exception("metrics: serving a request failed")
         finally:
@@ -79,17 +112,41 @@ class MetricsEndpoint:
                 async with asyncio.timeout(1.0):
                     await writer.wait_closed()
 
-    def _respond(self, head: bytes) -> tuple[str, bytes, str]:
-        parts = head.split(b"\r\n", 1)[0].decode("latin-1").split()
+    def _respond(self, request_line: bytes) -> tuple[str, bytes, str]:
+        parts = request_line.decode("latin-1").split()
         if len(parts) != 3 or not parts[2].startswith("HTTP/"):
             return "400 Bad Request", b"bad request\n", ""
         method, target = parts[0], parts[1]
         if method not in ("GET", "HEAD"):
-            return "405 Method Not Allowed", b"only GET\n", "Allow: GET, HEAD\r\n"
+            return "405 Method Not Allowed", b"only GET and HEAD\n", "Allow: GET, HEAD\r\n"
         path = target.split("?", 1)[0]
         if path != "/metrics":
             return "404 Not Found", b"not found; metrics are at /metrics\n", ""
         return "200 OK", self.render().encode(), ""
+
+
+async def _read_head(reader: asyncio.StreamReader) -> list[bytes] | None:
+    """The request line and header lines, without their line ends; None if
+    the peer closed first. Lines may end in a bare LF, which RFC 9112 lets a
+    server accept, and empty lines before the request line are skipped, as
+    it advises. Raises _HeadTooLarge past MAX_REQUEST_BYTES."""
+    lines: list[bytes] = []
+    size = 0
+    while True:
+        try:
+            line = await reader.readline()
+        except ValueError:  # a line longer than the reader's limit
+            raise _HeadTooLarge from None
+        if not line.endswith(b"\n"):
+            return None
+        size += len(line)
+        if size > MAX_REQUEST_BYTES:
+            raise _HeadTooLarge
+        line = line.removesuffix(b"\n").removesuffix(b"\r")
+        if line:
+            lines.append(line)
+        elif lines:
+            return lines
 
 
 def _response(status: str, body: bytes, extra: str, head_only: bool) -> bytes:
