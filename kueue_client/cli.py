@@ -16,11 +16,14 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import kueue
 from kueue_client.errors import KueueError, UsageError
 from kueue_client.formatting import is_utf8
+
+if TYPE_CHECKING:
+    from kueue_client.context import Context
 
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a C program killed by it would
@@ -470,10 +473,12 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from kueue_client.context import Context
-
     context: Context | None = None
     try:
+        # Inside: a Ctrl-C while it imports (tens of ms) is an interrupt
+        # like any other, not a traceback.
+        from kueue_client.context import Context
+
         parser = build_parser()
         try:
             args = parser.parse_args(argv)
@@ -517,8 +522,11 @@ def run() -> NoReturn:
     down modules and grpc's threads, a third of what `kueue cmd` costs; the
     work is done and flushed by then, and no exit handlers of ours need to run.
     """
-    _open_closed_stdio()
-    code = main()
+    try:
+        _open_closed_stdio()
+        code = main()
+    except KeyboardInterrupt:  # before main's own handling, or after it
+        code = EXIT_INTERRUPTED
     try:
         sys.stdout.flush()
     except BrokenPipeError:

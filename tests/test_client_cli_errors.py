@@ -130,6 +130,34 @@ def test_run_with_the_server_unreachable_exits_255(config: Path, tmp_path: Path)
     assert f"cannot reach the kueue server at 127.0.0.1:{port_of(config)}" in one_error_line(result.stderr)
 
 
+# Stands for a Ctrl-C that lands while `kueue` is still importing what it
+# needs: an import hook raises KeyboardInterrupt as that module is loaded.
+INTERRUPTED_IMPORT = """
+import sys
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r}:
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, Interrupt())
+sys.argv = ["kueue", "--config", {config!r}, "ls"]
+from kueue_client.cli import run
+run()
+"""
+
+
+@pytest.mark.parametrize("module", ["kueue_client.context", "kueue_client.verbs"])
+def test_a_ctrl_c_while_kueue_imports_exits_130_without_a_traceback(
+    config: Path, tmp_path: Path, module: str
+) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("KUEUE_CONFIG", None)
+    code = INTERRUPTED_IMPORT.format(module=module, config=str(config))
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (130, "", "")
+
+
 def test_server_unreachable_as_a_process(config: Path, tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("KUEUE_CONFIG", None)
