@@ -21,7 +21,7 @@ from rich.text import Text
 
 from kueue.v1 import common_pb2
 from kueue_client import views
-from kueue_client.formatting import pad, plural
+from kueue_client.formatting import pad, plural, text_width, truncate_back
 from kueue_client.live_state import Snapshot
 from kueue_client.status import FINAL_STATES, STATE_NAMES
 
@@ -123,18 +123,22 @@ def top_screen(
 
 
 def title_bar(frame: Frame, width: int, now: float, note: str = "") -> Text:
-    """One reversed line: what this is on the left, the time and the keys on the right."""
-    left = f" {frame.title} · {frame.server}"
-    if frame.states:
-        left += " · " + ", ".join(STATE_NAMES[s] for s in sorted(frame.states))
-    if note:
-        left += f" · {note}"
+    """One reversed line: what this is on the left, the time and the keys on
+    the right. Where the left part does not fit, the server's address goes
+    first (the view's name, its filter and its counts matter more), then the
+    rest is cut with an ellipsis."""
+    states = ", ".join(STATE_NAMES[s] for s in sorted(frame.states))
     right = f"{time.strftime('%H:%M:%S', time.localtime(now))} · q quits "
-    room = width - len(right) - 1
+    room = width - text_width(right) - 1
     if room < 10:
-        left, room = left[: max(0, width - 1)], width
-        right = ""
-    text = Text(left[:room].ljust(room) + " " + right if right else left.ljust(width), style="reverse")
+        room, right = width, ""
+    left = ""
+    for parts in ((frame.title, frame.server, states, note), (frame.title, states, note)):
+        left = " " + " · ".join(p for p in parts if p)
+        if text_width(left) <= room:
+            break
+    left = pad(truncate_back(left, room), room)
+    text = Text(left + " " + right if right else left, style="reverse")
     text.no_wrap = True
     text.overflow = "crop"
     return text

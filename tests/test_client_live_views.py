@@ -13,7 +13,7 @@ from rich.console import Console, RenderableType
 from kueue.rpc import timestamp
 from kueue.v1 import common_pb2
 from kueue.v1 import job_service_pb2 as jpb
-from kueue_client import live_views, views
+from kueue_client import formatting, live_views, views
 from kueue_client.live_state import LiveState, Snapshot
 from kueue_client.live_views import Frame
 
@@ -165,8 +165,11 @@ def test_ls_screen_footer_follows_the_filter(width: int, height: int) -> None:
         width,
         height,
     )
+    # Where the whole title does not fit, the server's address goes first.
     title = " kueue ls --watch · server:11236 · pending, succeeded · 99 of 100 jobs"
-    assert lines[0].startswith(title[: width - len(" 22:13:20 · q quits ") - 1])
+    if len(title) > width - len(" 22:13:20 · q quits "):
+        title = " kueue ls --watch · pending, succeeded · 99 of 100 jobs"
+    assert lines[0].startswith(title + " ")
     # Counts and progress cover the same jobs: the 99 pending or succeeded.
     assert lines[-3] == "1 pending, 98 succeeded"
     assert "98/99 done (98%)" in lines[-1]
@@ -273,3 +276,31 @@ def test_live_state_applies_changes_and_forgets_what_left_the_window() -> None:
     msg.workers.SetInParent()
     state.apply(msg)
     assert state.snapshot().workers == []
+
+
+@pytest.mark.parametrize(
+    ("width", "left"),
+    [
+        (120, " kueue ls --watch · gpu-box.lab.example.org:11236 · running · 1,234 of 5,678 jobs"),
+        (70, " kueue ls --watch · running · 1,234 of 5,678 jobs"),
+        (40, " kueue ls --watch..."),
+    ],
+)
+def test_a_title_too_long_drops_the_server_then_ends_in_an_ellipsis(width: int, left: str) -> None:
+    bar = live_views.title_bar(
+        Frame("kueue ls --watch", "gpu-box.lab.example.org:11236", frozenset({State.JOB_STATE_RUNNING})),
+        width,
+        NOW,
+        "1,234 of 5,678 jobs",
+    )
+    assert bar.plain.startswith(left + " ")
+    assert bar.plain.endswith(" 22:13:20 · q quits ")
+    assert len(bar.plain) == width
+
+
+def test_a_title_with_wide_characters_keeps_to_its_width() -> None:
+    bar = live_views.title_bar(
+        Frame("kueue top", "\u8a08\u7b97\u6a5f-\u5927.lab:11236"), 70, NOW, "3 workers"
+    )
+    assert formatting.text_width(bar.plain) == 70
+    assert bar.plain.startswith(" kueue top · \u8a08\u7b97\u6a5f-\u5927.lab:11236 · 3 workers ")
