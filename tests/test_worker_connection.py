@@ -868,6 +868,42 @@ def test_an_attempt_waiting_for_its_stale_one_to_end_may_be_killed_unstarted(tmp
     asyncio.run(scenario())
 
 
+def test_an_attempt_waiting_for_its_stale_one_to_end_never_starts_if_the_worker_stops(tmp_path: Path) -> None:
+    # As above, but the worker stops while attempt 2 waits: attempt 1 is
+    # killed, and attempt 2 ends unstarted rather than starting as the
+    # worker goes.
+    async def scenario() -> None:
+        async with scripted_server() as (server, port):
+            worker = make_worker(worker_max_parallel_jobs=2, kill_grace_seconds=30)
+            conn, task, s = await connected(server, port, worker)
+            stubborn = job_spec(
+                tmp_path,
+                """
+                import signal, time
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                print('up', flush=True)
+                time.sleep(600)
+                """,
+            )
+            await s.send(assign=wpb.Assign(job_id=1, attempt=1, spec=stubborn))
+            assert (await s.next("started")).attempt == 1
+            await s.next("output")
+            await s.send(assign=wpb.Assign(job_id=1, attempt=2, spec=job_spec(tmp_path, "print('two')")))
+            await until(lambda: 1 in worker._after_stale, "attempt 2 to wait for attempt 1")
+            assert await asyncio.wait_for(worker.stop_jobs(signal.SIGKILL), DEADLINE) == 1
+            finished = {}
+            while len(finished) < 2:
+                fin = await s.next("finished")
+                finished[fin.attempt] = fin
+            assert finished[1].signal == finished[2].signal == signal.SIGKILL
+            assert not worker.processes and not worker._after_stale
+            started = [m.started for m in s.log if m.WhichOneof("msg") == "started"]
+            assert [m.attempt for m in started] == [1]
+            await leave(conn, task)
+
+    asyncio.run(scenario())
+
+
 def test_a_job_that_ends_before_its_started_goes_out_is_logged_in_one_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
