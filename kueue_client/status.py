@@ -124,7 +124,14 @@ def start_failure_status(comment: str) -> int:
     text = comment.lower()
     if "no such file" in text or "not found" in text:
         return EXIT_NOT_FOUND
-    if any(s in text for s in ("permission denied", "exec format", "is a directory", "not accessible")):
+    cannot_execute = (
+        "permission denied",
+        "exec format",
+        "is a directory",
+        "not accessible",
+        "argument list too long",
+    )
+    if any(s in text for s in cannot_execute):
         return EXIT_CANNOT_EXECUTE
     return 1
 

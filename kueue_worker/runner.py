@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -161,6 +162,26 @@ def exec_environment(
     if environ and not spec.env and not spec.use_worker_env:
         return spawn.Environ.from_block(environ, own_variables(spec, job_id, attempt, worker_name, worker_id))
     return spawn.Environ.of(environment(spec, job_id, attempt, worker_name, worker_id))
+
+
+def too_long(argv: list[str], env: spawn.Environ | None) -> str:
+    """What the exec's "Argument list too long" (E2BIG) came from, in numbers:
+    Linux takes at most 32 pages for one argument or environment entry, and
+    ARG_MAX bytes (a quarter of the stack limit) for all of them."""
+    strings = [os.fsencode(arg) for arg in argv] + (env.entries if env is not None else [])
+    longest = max((len(s) + 1 for s in strings), default=0)  # each with its NUL
+    per_string = 32 * os.sysconf("SC_PAGE_SIZE") if sys.platform.startswith("linux") else 0
+    if per_string and longest > per_string:
+        return (
+            f"argument list too long: one argument or environment variable takes {longest} bytes, "
+            f"over the {per_string} allowed for one here; pass it in a file instead"
+        )
+    # Each string also takes a pointer in the vector the kernel builds.
+    total = sum(len(s) + 1 + 8 for s in strings)
+    return (
+        f"argument list too long: the command line and environment take {total} bytes, "
+        f"over the {os.sysconf('SC_ARG_MAX')} allowed here; pass the data in a file instead"
+    )
 
 
 class _Stdio:
@@ -506,6 +527,7 @@ class JobProcess:
         # us at the median and 2-3 ms at the 99th percentile). Handing spawns
         # to a thread (the GIL going to and fro) or to a helper process (its
         # wake-ups) cost more than the wait: README, Performance.
+        env: spawn.Environ | None = None
         try:
             env = exec_environment(
                 self.spec, self.environ, self.job_id, self.attempt, self.worker_name, self.worker_id
@@ -519,7 +541,7 @@ class JobProcess:
                 stderr=stdio.child[STDERR],
             )
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
-            self._start_outcome = Outcome(error=self._start_error(argv, exc))
+            self._start_outcome = Outcome(error=self._start_error(argv, env, exc))
             return
         finally:
             stdio.close_child_ends()
@@ -558,12 +580,14 @@ class JobProcess:
             signal=-returncode, run_time_seconds=run_time, peak_memory_bytes=self.peak_memory_bytes
         )
 
-    def _start_error(self, argv: list[str], exc: Exception) -> str:
+    def _start_error(self, argv: list[str], env: spawn.Environ | None, exc: Exception) -> str:
         cwd = self.spec.cwd
         if cwd and not os.path.isdir(cwd):
             return f"working directory {cwd} does not exist on {self.worker_name}"
         if isinstance(exc, NotADirectoryError | PermissionError) and cwd and not os.access(cwd, os.X_OK):
             return f"working directory {cwd} is not accessible on {self.worker_name}"
+        if isinstance(exc, OSError) and exc.errno == errno.E2BIG:
+            return f"cannot start {argv[0]} on {self.worker_name}: {too_long(argv, env)}"
         reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
         return f"cannot start {argv[0]}: {reason}"
 

@@ -250,6 +250,7 @@ def test_start_failure_statuses() -> None:
     assert start_failure_status("cannot start x: No such file or directory") == 127
     assert start_failure_status("working directory /x is not accessible on w1") == 126
     assert start_failure_status("cannot start x: Exec format error") == 126
+    assert start_failure_status("cannot start x on w1: argument list too long: ...") == 126  # as bash
     assert start_failure_status("out of memory") == 1
 
 

@@ -277,6 +277,27 @@ TREE = """
 """
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's limits on exec's strings")
+def test_an_argument_list_too_long_is_told_in_numbers(tmp_path: Path) -> None:
+    one_string = 32 * os.sysconf("SC_PAGE_SIZE")
+    outcome, cap = run(spec(["echo", "x" * one_string], tmp_path))
+    assert cap.pids == []
+    assert outcome.error == (
+        f"cannot start echo on testworker: argument list too long: one argument or environment "
+        f"variable takes {one_string + 1} bytes, over the {one_string} allowed for one here; "
+        "pass it in a file instead"
+    )
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "BIG": "y" * one_string}
+    outcome, _ = run(spec(["echo"], tmp_path, env=env))
+    assert "one argument or environment variable takes" in outcome.error
+    # Each string fits, all of them do not.
+    many = ["z" * (one_string // 2)] * (2 * os.sysconf("SC_ARG_MAX") // one_string + 2)
+    outcome, _ = run(spec(["echo", *many], tmp_path))
+    assert outcome.error.startswith("cannot start echo on testworker: argument list too long: ")
+    assert "the command line and environment take" in outcome.error
+    assert f"over the {os.sysconf('SC_ARG_MAX')} allowed here" in outcome.error
+
+
 def test_kill_removes_the_whole_tree_including_setsid_children(tmp_path: Path) -> None:
     cap = Captured()
     p = job(python(TREE, tmp_path), cap, grace=0.5)
