@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,14 +41,28 @@ def built() -> Path:
     return CLI
 
 
+def node_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without the settings that would override the test's, plus `env`."""
+    full_env = {k: v for k, v in os.environ.items() if k not in ("KUEUE_CONFIG", "KUEUE_SHARED_SECRET")}
+    full_env.update(env or {})
+    return full_env
+
+
 def kueue_ts(
     cli: Path, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if k not in ("KUEUE_CONFIG", "KUEUE_SHARED_SECRET")}
-    full_env.update(env or {})
     return subprocess.run(
-        ["node", str(cli), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
+        ["node", str(cli), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=node_env(env)
     )
+
+
+def one_error_line(result: subprocess.CompletedProcess[str], status: int) -> str:
+    """The single line a failing kueue-ts prints on stderr, after checking its exit status."""
+    assert result.returncode == status, result
+    assert result.stdout == "", result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -175,6 +190,8 @@ def test_flags_instead_of_a_config_file(built: Path, running: Cluster, tmp_path:
     unreachable = kueue_ts(built, "--server", "127.0.0.1:1", "--secret-file", str(secret), "list", env=env)
     assert unreachable.returncode == 1 and len(unreachable.stderr.strip().splitlines()) == 1, unreachable
     assert "cannot reach the kueue server at 127.0.0.1:1" in unreachable.stderr
+    # A refused connection is a wrong address or a stopped server, not TLS.
+    assert "tls" not in unreachable.stderr.lower(), unreachable.stderr
     bad_id = kueue_ts(built, "--server", server, "--secret-file", str(secret), "output", "99999", env=env)
     assert bad_id.returncode == 2 and bad_id.stderr.strip() == "kueue-ts: no job 99999", bad_id
 
@@ -211,3 +228,190 @@ def test_typescript_client_over_tls_and_mutual_tls(built: Path, tmp_path: Path) 
     finally:
         cluster.close()
         print(cluster.logs())
+
+
+def submit_gated_job(cli: Path, cluster: Cluster, work: Path) -> str:
+    """Queues a job that runs until the test creates work/go (bounded: 2 min),
+    then exits 5; returns its id once it runs."""
+    script = "for i in $(seq 2400); do [ -e go ] && exit 5; sleep 0.05; done; exit 9"
+    job_id = ok(kueue_ts(cli, "--config", str(cluster.client_config), "submit", script, cwd=work)).strip()
+    with cluster.client() as client:
+        wait_for(
+            lambda: client.get_job(int(job_id)).job.state == common.JOB_STATE_RUNNING, what="the job to run"
+        )
+    return job_id
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
+def test_watch_rides_through_a_server_restart(
+    built: Path, running: Cluster, tmp_path: Path, sig: signal.Signals
+) -> None:
+    cluster = running
+    work = tmp_path / "work"
+    work.mkdir()
+    job_id = submit_gated_job(built, cluster, work)
+    out_path, err_path = tmp_path / "watch.out", tmp_path / "watch.err"
+    running_line = f"job {job_id}: running on w1 (attempt 1)"
+    with out_path.open("w") as out, err_path.open("w") as err:
+        watcher = subprocess.Popen(
+            ["node", str(built), "--config", str(cluster.client_config), "watch", job_id],
+            stdout=out,
+            stderr=err,
+            env=node_env(),
+        )
+    try:
+        wait_for(
+            lambda: running_line in out_path.read_text() or watcher.poll() is not None,
+            what="the watch to report the job running",
+        )
+        assert watcher.poll() is None, (out_path.read_text(), err_path.read_text())
+        # Stopped gracefully, the server ends the stream with UNAVAILABLE;
+        # killed, the connection is reset under it.
+        cluster.stop_server(sig)
+        wait_for(
+            lambda: "retrying" in err_path.read_text() or watcher.poll() is not None,
+            what="the watch to say that it waits for the server",
+        )
+        assert watcher.poll() is None, f"the watch ended when the server went away: {err_path.read_text()}"
+        cluster.start_server()  # same port, same data directory
+        (work / "go").touch()
+        watcher.wait(timeout=120)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait(timeout=10)
+    out, err = out_path.read_text(), err_path.read_text()
+    assert watcher.returncode == 5, (out, err)
+    lines = out.splitlines()
+    assert lines[0] == running_line and lines[-1] == f"job {job_id}: failed with exit code 5", out
+    assert "tls" not in err.lower(), err
+    lost = [line for line in err.splitlines() if "unreachable" in line]
+    assert len(lost) == 1 and "retrying for up to 120 s" in lost[0], err
+    assert f"the kueue server at 127.0.0.1:{cluster.port} is back" in err, err
+
+
+# Watches a job through the library with a short reconnection window.
+GIVE_UP_SCRIPT = """
+import('./dist/index.js').then(async (k) => {
+  const client = new k.KueueClient(k.loadConfig(process.argv[1]));
+  try {
+    await client.waitForJobs([BigInt(process.argv[2])], (c) => console.log(k.JobState[c.job.state]), {
+      reconnectMs: 1000,
+      onLost: () => console.error('lost'),
+    });
+  } catch (err) {
+    console.error(err.message);
+    process.exitCode = 3;
+  } finally {
+    client.close();
+  }
+});
+"""
+
+
+def test_a_watch_gives_up_on_a_server_gone_for_good(built: Path, running: Cluster, tmp_path: Path) -> None:
+    cluster = running
+    work = tmp_path / "work"
+    work.mkdir()
+    job_id = submit_gated_job(built, cluster, work)
+    watcher = subprocess.Popen(
+        ["node", "-e", GIVE_UP_SCRIPT, str(cluster.client_config), job_id],
+        cwd=PACKAGE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=node_env(),
+    )
+    try:
+        first = watcher.stdout.readline() if watcher.stdout else ""
+        assert first.strip() == "RUNNING", first
+        cluster.stop_server()
+        out, err = watcher.communicate(timeout=120)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait(timeout=10)
+    assert watcher.returncode == 3, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and lines[0] == "lost", err
+    reason = lines[1]
+    assert reason.startswith(
+        f"lost the kueue server at 127.0.0.1:{cluster.port} for 1 s while watching; "
+        "the jobs may still run (see kueue-ts list)"
+    ), reason
+    assert "tls" not in reason.lower(), reason
+
+
+def test_an_option_without_its_value_says_which_and_exits_2(built: Path, tmp_path: Path) -> None:
+    # Options are read before any call: no server is needed.
+    config = tmp_path / "config.toml"
+    config.write_text('[common_settings]\nshared_secret = "s"\nserver_name = "127.0.0.1"\nserver_port = 1\n')
+    c = ("--config", str(config))
+    cases = {
+        "-c": (*c, "submit", "-c"),
+        "--cpus": (*c, "submit", "--cpus"),
+        "-r": (*c, "submit", "-r"),
+        "--ram-mb": (*c, "submit", "--ram-mb=", "echo", "x"),
+        "-n": (*c, "list", "-n"),
+        "--limit": (*c, "list", "--limit"),
+        "--config": ("--config",),
+        "--server": (*c, "--server"),
+        "--secret-file": (*c, "--secret-file", "--tls-ca", "ca.pem", "list"),
+        "--tls-ca": (*c, "--tls-ca"),
+        "--tls-cert": (*c, "--tls-cert"),
+        "--tls-key": (*c, "--tls-key="),
+    }
+    for flag, args in cases.items():
+        line = one_error_line(kueue_ts(built, *args), 2)
+        assert line.startswith(f"kueue-ts: {flag} needs a value: "), (args, line)
+        assert line.endswith("(kueue-ts --help for usage)") and "undefined" not in line, (args, line)
+    # The next option is not taken for the value (nor is a job queued).
+    before_wait = one_error_line(kueue_ts(built, *c, "submit", "-c", "--wait", "echo", "x"), 2)
+    assert before_wait == (
+        "kueue-ts: -c needs a value: the number of CPUs the job needs, e.g. -c 4 (kueue-ts --help for usage)"
+    )
+    wrong = one_error_line(kueue_ts(built, *c, "submit", "-c", "many", "echo", "x"), 2)
+    assert wrong == "kueue-ts: -c needs a whole number, not many (kueue-ts --help for usage)"
+
+
+def test_a_wrong_secret_is_blamed_on_where_it_came_from(
+    built: Path, running: Cluster, tmp_path: Path
+) -> None:
+    good = str(running.client_config)
+    wrong = "not the cluster's secret"
+    mismatch = "kueue-ts: authentication failed: the shared secret does not match the server's "
+    from_env = kueue_ts(built, "--config", good, "list", env={"KUEUE_SHARED_SECRET": wrong})
+    assert one_error_line(from_env, 1) == (
+        mismatch + "(check KUEUE_SHARED_SECRET, which is used instead of the config file's shared_secret)"
+    )
+
+    home = tmp_path / "home"  # no config file anywhere
+    home.mkdir()
+    no_file = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "KUEUE_SHARED_SECRET": wrong}
+    server = f"127.0.0.1:{running.port}"
+    env_only = kueue_ts(built, "--server", server, "list", env=no_file)
+    assert one_error_line(env_only, 1) == mismatch + "(check KUEUE_SHARED_SECRET)"
+
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(wrong + "\n")
+    from_file = kueue_ts(built, "--config", good, "--secret-file", str(secret_file), "list")
+    assert one_error_line(from_file, 1) == (
+        mismatch
+        + f"(check --secret-file {secret_file}, which is used instead of the config file's shared_secret)"
+    )
+
+    bad = running.write_config(tmp_path / "bad.toml", port=running.port, secret=wrong)
+    from_config = kueue_ts(built, "--config", str(bad), "list")
+    assert one_error_line(from_config, 1) == mismatch + f"(check common_settings.shared_secret in {bad})"
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="needs the openssl command to make certificates")
+def test_tls_against_a_plaintext_server_says_so(built: Path, running: Cluster, tmp_path: Path) -> None:
+    from tests.test_e2e_tls import make_pki
+
+    make_pki(tmp_path / "pki")
+    running.common_settings = {"tls_ca": str(tmp_path / "pki" / "ca.pem")}
+    config = running.write_config(tmp_path / "tls.toml", port=running.port)
+    line = one_error_line(kueue_ts(built, "--config", str(config), "list"), 1)
+    assert line.startswith(f"kueue-ts: TLS with the kueue server at 127.0.0.1:{running.port} failed: "), line
+    assert line.endswith(f"if it runs without TLS, remove tls_ca (or --tls-ca) from {config}"), line

@@ -4,11 +4,11 @@
 
 import { readFileSync } from "node:fs";
 import { toJson } from "@bufbuild/protobuf";
-import { KueueClient, isFinal, jobSpec } from "./client.js";
+import { KueueClient, WATCH_RECONNECT_MS, type WatchOptions, isFinal, jobSpec } from "./client.js";
 import { type ClientConfig, DEFAULTS, loadConfig, resolveConfigPath, validate } from "./config.js";
 import { EXIT_USAGE, KueueError } from "./errors.js";
 import { type Job, JobState, OutputStream } from "./gen/kueue/v1/common_pb.js";
-import { ListJobsResponseSchema } from "./gen/kueue/v1/job_service_pb.js";
+import { ListJobsResponseSchema, type WatchJobsResponse } from "./gen/kueue/v1/job_service_pb.js";
 
 const USAGE = `usage: kueue-ts [GLOBAL OPTIONS] VERB [ARGS]
 
@@ -20,7 +20,9 @@ verbs:
         the most recent jobs (all without -n)
   watch ID...
         print each state change until every job has ended; exit with the first
-        non-zero exit code (1 for a job that did not run to an exit code)
+        non-zero exit code (1 for a job that did not run to an exit code, 2 for
+        no such job). A server that goes away meanwhile (a restart) is waited
+        for, up to ${WATCH_RECONNECT_MS / 1000} s, as the jobs keep running
   output [--stderr] ID
         the captured stdout (or stderr) of a job
 
@@ -44,25 +46,40 @@ function usage(message: string): KueueError {
   return new KueueError(`${message} (kueue-ts --help for usage)`, EXIT_USAGE);
 }
 
+/**
+ * The value of the option at args[i] ("--flag value" or "--flag=value");
+ * `what` says what belongs there. An option in its place counts as missing:
+ * "-c --wait" means a forgotten value, not a CPU count of "--wait".
+ */
+function optionValue(args: string[], i: number, what: string): { flag: string; value: string; next: number } {
+  const arg = args[i]!;
+  const eq = arg.startsWith("--") ? arg.indexOf("=") : -1;
+  const flag = eq < 0 ? arg : arg.slice(0, eq);
+  const value = eq < 0 ? args[i + 1] : arg.slice(eq + 1);
+  if (value === undefined || value === "" || /^-[^\d]/.test(value)) {
+    throw usage(`${flag} needs a value: ${what}`);
+  }
+  return { flag, value, next: eq < 0 ? i + 1 : i };
+}
+
 /** Options before the verb, and the rest. */
 function parseGlobal(argv: string[]): { global: Global; rest: string[] } {
   const global: Global = {};
-  const keys: Record<string, keyof Global> = {
-    "--config": "config",
-    "--server": "server",
-    "--secret-file": "secretFile",
-    "--tls-ca": "tlsCa",
-    "--tls-cert": "tlsCert",
-    "--tls-key": "tlsKey",
+  const keys: Record<string, [keyof Global, string]> = {
+    "--config": ["config", "the path of a config file"],
+    "--server": ["server", "the server's address, HOST:PORT"],
+    "--secret-file": ["secretFile", "the path of a file holding the shared secret"],
+    "--tls-ca": ["tlsCa", "the PEM file of the CA that signed the server's certificate"],
+    "--tls-cert": ["tlsCert", "the PEM file of the client certificate"],
+    "--tls-key": ["tlsKey", "the PEM file of the client certificate's key"],
   };
   let i = 0;
   for (; i < argv.length && argv[i]!.startsWith("-"); i++) {
-    const [flag, inline] = argv[i]!.split(/=(.*)/s, 2) as [string, string | undefined];
-    const key = keys[flag];
-    if (!key) throw usage(`unknown option ${flag}`);
-    const value = inline ?? argv[++i];
-    if (value === undefined) throw usage(`${flag} needs a value`);
-    global[key] = value;
+    const known = keys[argv[i]!.split("=", 1)[0]!];
+    if (!known) throw usage(`unknown option ${argv[i]!.split("=", 1)[0]}`);
+    const { value, next } = optionValue(argv, i, known[1]);
+    global[known[0]] = value;
+    i = next;
   }
   return { global, rest: argv.slice(i) };
 }
@@ -81,7 +98,10 @@ function configFrom(global: Global): ClientConfig {
   const secret = global.secretFile
     ? readSecret(global.secretFile)
     : (process.env.KUEUE_SHARED_SECRET ?? undefined);
-  if (secret) config.sharedSecret = secret;
+  if (secret) {
+    config.sharedSecret = secret;
+    config.secretSource = global.secretFile ? `--secret-file ${global.secretFile}` : "KUEUE_SHARED_SECRET";
+  }
   if (global.tlsCa) config.tlsCa = global.tlsCa;
   if (global.tlsCert) config.tlsClientCert = global.tlsCert;
   if (global.tlsKey) config.tlsClientKey = global.tlsKey;
@@ -104,10 +124,12 @@ function readSecret(path: string): string {
   }
 }
 
-function positiveInt(flag: string, value: string | undefined): number {
+/** The whole-number value of the option at args[i], and the index of its last word. */
+function intOption(args: string[], i: number, what: string): { value: number; next: number } {
+  const { flag, value, next } = optionValue(args, i, what);
   const n = Number(value);
-  if (value === undefined || !Number.isInteger(n) || n < 0) throw usage(`${flag} needs a whole number, not ${value}`);
-  return n;
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n)) throw usage(`${flag} needs a whole number, not ${value}`);
+  return { value: n, next };
 }
 
 function jobId(text: string): bigint {
@@ -144,11 +166,36 @@ function exitStatus(job: Job | undefined): number {
   return job.exitCode !== undefined && job.exitCode !== 0 ? job.exitCode : 1;
 }
 
+/** Says on stderr, once per outage, that a watch is waiting for a lost server. */
+function reconnectNotices(client: KueueClient): WatchOptions {
+  return {
+    onLost: () =>
+      console.error(
+        `kueue-ts: the kueue server at ${client.address} is unreachable (stopped or restarting?); ` +
+          `retrying for up to ${WATCH_RECONNECT_MS / 1000} s (the jobs keep running on their workers)`,
+      ),
+    onBack: () => console.error(`kueue-ts: the kueue server at ${client.address} is back; watching on`),
+  };
+}
+
+/** The line `watch` prints for one change, and the job it is about. */
+function changeLine(change: WatchJobsResponse): { id: bigint; line: string } | undefined {
+  if (change.removed) {
+    return { id: change.removedId, line: `job ${change.removedId}: does not exist (never did, or was cleaned)` };
+  }
+  return change.job && { id: change.job.id, line: `job ${change.job.id}: ${describe(change.job)}` };
+}
+
 async function watch(client: KueueClient, ids: bigint[]): Promise<number> {
-  const last = await client.waitForJobs(ids, (change) => {
-    if (change.removed) console.log(`job ${change.removedId}: does not exist (never did, or was cleaned)`);
-    else if (change.job) console.log(`job ${change.job.id}: ${describe(change.job)}`);
-  });
+  // A reconnected watch reports the jobs afresh: print a line only when it says something new.
+  const shown = new Map<bigint, string>();
+  const onChange = (change: WatchJobsResponse) => {
+    const news = changeLine(change);
+    if (!news || shown.get(news.id) === news.line) return;
+    shown.set(news.id, news.line);
+    console.log(news.line);
+  };
+  const last = await client.waitForJobs(ids, onChange, reconnectNotices(client));
   for (const id of ids) {
     const job = last.get(id);
     // No such job: bad input (2), as for `output` and the Python client.
@@ -168,9 +215,11 @@ async function submit(client: KueueClient, args: string[]): Promise<number> {
     if (arg === "--") {
       i++;
       break;
-    } else if (arg === "-c" || arg === "--cpus") cpus = positiveInt(arg, args[++i]);
-    else if (arg === "-r" || arg === "--ram-mb") ramMb = positiveInt(arg, args[++i]);
-    else if (arg === "--wait") wait = true;
+    } else if (arg === "-c" || arg.split("=", 1)[0] === "--cpus") {
+      ({ value: cpus, next: i } = intOption(args, i, "the number of CPUs the job needs, e.g. -c 4"));
+    } else if (arg === "-r" || arg.split("=", 1)[0] === "--ram-mb") {
+      ({ value: ramMb, next: i } = intOption(args, i, "the RAM the job needs in MB, e.g. -r 2048"));
+    } else if (arg === "--wait") wait = true;
     else throw usage(`unknown option for submit: ${arg}`);
   }
   const command = args.slice(i);
@@ -182,7 +231,7 @@ async function submit(client: KueueClient, args: string[]): Promise<number> {
     return 0;
   }
   console.error(`kueue-ts: queued as job ${id}`);
-  const job = (await client.waitForJobs([id])).get(id);
+  const job = (await client.waitForJobs([id], undefined, reconnectNotices(client))).get(id);
   if (job && isFinal(job)) {
     process.stdout.write(await client.readOutput(id, OutputStream.STDOUT));
     process.stderr.write(await client.readOutput(id, OutputStream.STDERR));
@@ -195,8 +244,9 @@ async function list(client: KueueClient, args: string[]): Promise<number> {
   let json = false;
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]!;
-    if (arg === "-n" || arg === "--limit") limit = positiveInt(arg, args[++i]);
-    else if (arg === "--json") json = true;
+    if (arg === "-n" || arg.split("=", 1)[0] === "--limit") {
+      ({ value: limit, next: i } = intOption(args, i, "how many of the most recent jobs to list, e.g. -n 20"));
+    } else if (arg === "--json") json = true;
     else throw usage(`unknown argument for list: ${arg}`);
   }
   const reply = await client.listJobs(limit);

@@ -3,14 +3,22 @@
 
 import { readFileSync } from "node:fs";
 import { hostname, userInfo } from "node:os";
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { createClient, type Client } from "@connectrpc/connect";
+import { setTimeout as sleep } from "node:timers/promises";
+import { create, equals, type MessageInitShape } from "@bufbuild/protobuf";
+import { ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { authInterceptor } from "./auth.js";
 import { expandHome, type ClientConfig } from "./config.js";
-import { explain, KueueError } from "./errors.js";
+import { type ErrorContext, explain, isConnectionLoss, KueueError, oneLine } from "./errors.js";
 import { ClusterService } from "./gen/kueue/v1/cluster_service_pb.js";
-import { type Job, type JobSpec, JobSpecSchema, JobState, OutputStream } from "./gen/kueue/v1/common_pb.js";
+import {
+  type Job,
+  JobSchema,
+  type JobSpec,
+  JobSpecSchema,
+  JobState,
+  OutputStream,
+} from "./gen/kueue/v1/common_pb.js";
 import { JobService, type ListJobsResponse, type WatchJobsResponse } from "./gen/kueue/v1/job_service_pb.js";
 
 export const FINAL_STATES: ReadonlySet<JobState> = new Set([
@@ -26,6 +34,26 @@ export function isFinal(job: Job): boolean {
 /** Unary calls fail after this long; streams (watch, output) have no deadline. */
 const UNARY_TIMEOUT_MS = 60_000;
 
+/**
+ * How long a watch keeps reconnecting after the server went away (as the
+ * Python client's `kueue wait`): a restart must not end a long watch, a
+ * server gone for good must.
+ */
+export const WATCH_RECONNECT_MS = 120_000;
+// Backoff between reconnection attempts: a restarted server is noticed
+// within seconds, a missing one is not hammered.
+const RETRY_FIRST_MS = 500;
+const RETRY_MAX_MS = 5_000;
+
+export interface WatchOptions {
+  /** Called once each time the server is lost mid-watch, before the retries begin. */
+  onLost?: (reason: KueueError) => void;
+  /** Called when the server answers again after onLost. */
+  onBack?: () => void;
+  /** How long to keep reconnecting to a lost server (default WATCH_RECONNECT_MS). */
+  reconnectMs?: number;
+}
+
 function readPem(path: string, key: string, where: string): Buffer {
   try {
     return readFileSync(expandHome(path));
@@ -40,6 +68,8 @@ export class KueueClient {
   readonly jobs: Client<typeof JobService>;
   readonly cluster: Client<typeof ClusterService>;
   private readonly session: Http2SessionManager;
+  /** The server has answered a call of this client: later resets are a lost server, not set-up trouble. */
+  private answered = false;
 
   constructor(readonly config: ClientConfig) {
     const host = config.serverName.includes(":") && !config.serverName.startsWith("[")
@@ -64,10 +94,23 @@ export class KueueClient {
     const transport = createGrpcTransport({
       baseUrl,
       sessionManager: this.session,
-      interceptors: [authInterceptor(config.sharedSecret)],
+      interceptors: [authInterceptor(config.sharedSecret), this.noteAnswers()],
     });
     this.jobs = createClient(JobService, transport);
     this.cluster = createClient(ClusterService, transport);
+  }
+
+  /** Marks the client as answered once a call gets the server's response headers. */
+  private noteAnswers(): Interceptor {
+    return (next) => async (req) => {
+      const res = await next(req);
+      this.answered = true;
+      return res;
+    };
+  }
+
+  private errorContext(): ErrorContext {
+    return { configPath: this.config.path, secretSource: this.config.secretSource, answered: this.answered };
   }
 
   /** Runs one call, turning its failure into a one-line KueueError. */
@@ -75,7 +118,7 @@ export class KueueClient {
     try {
       return await body();
     } catch (err) {
-      throw explain(err, this.address, this.config.path);
+      throw explain(err, this.address, this.errorContext());
     }
   }
 
@@ -96,23 +139,50 @@ export class KueueClient {
    * Follows the jobs until every one has ended (or is gone); calls onChange
    * for each state the server reports. Returns the last state of each job,
    * undefined for a job that does not exist (never did, or was cleaned).
+   *
+   * If the server goes away after it has answered (a restart), the watch
+   * reconnects with a backoff for up to options.reconnectMs, since the jobs
+   * keep running on their workers; a server never reached fails at once.
    */
   async waitForJobs(
     ids: bigint[],
     onChange: (change: WatchJobsResponse) => void = () => {},
+    options: WatchOptions = {},
   ): Promise<Map<bigint, Job | undefined>> {
     const last = new Map<bigint, Job | undefined>();
-    const done = () => ids.every((id) => last.has(id) && (last.get(id) === undefined || isFinal(last.get(id)!)));
-    return this.call(async () => {
-      for await (const change of this.jobs.watchJobs({ ids })) {
-        onChange(change);
-        if (change.removed) last.set(change.removedId, undefined);
-        else if (change.job) last.set(change.job.id, change.job);
-        if (done()) break; // leaving the loop cancels the stream
+    const settled = (id: bigint) => last.has(id) && (last.get(id) === undefined || isFinal(last.get(id)!));
+    const reconnectMs = options.reconnectMs ?? WATCH_RECONNECT_MS;
+    let lostSince: number | undefined;
+    let delay = RETRY_FIRST_MS;
+    for (;;) {
+      // Checked first: a watch of no ids at all would follow every job.
+      if (ids.every(settled)) return last;
+      try {
+        for await (const change of this.jobs.watchJobs({ ids: ids.filter((id) => !settled(id)) })) {
+          if (lostSince !== undefined) options.onBack?.();
+          lostSince = undefined;
+          delay = RETRY_FIRST_MS;
+          if (record(last, change)) onChange(change);
+          if (ids.every(settled)) return last; // leaving the loop cancels the stream
+        }
+        throw new KueueError("the server ended the watch before the jobs ended");
+      } catch (err) {
+        if (!this.answered || !isConnectionLoss(err)) throw explain(err, this.address, this.errorContext());
+        const now = Date.now();
+        if (lostSince === undefined) {
+          lostSince = now;
+          options.onLost?.(explain(err, this.address, this.errorContext()));
+        } else if (now - lostSince > reconnectMs) {
+          const why = oneLine(err instanceof ConnectError ? err.rawMessage : String(err));
+          throw new KueueError(
+            `lost the kueue server at ${this.address} for ${Math.round(reconnectMs / 1000)} s while watching; ` +
+              `the jobs may still run (see kueue-ts list): ${why}`,
+          );
+        }
       }
-      if (!done()) throw new KueueError("the server ended the watch before the jobs ended");
-      return last;
-    });
+      await sleep(delay);
+      delay = Math.min(delay * 2, RETRY_MAX_MS);
+    }
   }
 
   /** Captured output (all of what the server keeps) of the job's current or last attempt. */
@@ -135,6 +205,23 @@ export class KueueClient {
   close(): void {
     this.session.abort();
   }
+}
+
+/**
+ * Notes one change of a watch in `last`; false when it tells nothing new (a
+ * reconnected watch first repeats the states already seen).
+ */
+function record(last: Map<bigint, Job | undefined>, change: WatchJobsResponse): boolean {
+  if (change.removed) {
+    const known = last.has(change.removedId) && last.get(change.removedId) === undefined;
+    last.set(change.removedId, undefined);
+    return !known;
+  }
+  const job = change.job;
+  if (!job) return false;
+  const before = last.get(job.id);
+  last.set(job.id, job);
+  return before === undefined || !equals(JobSchema, before, job);
 }
 
 // Host-local variables are not sent with a job (the same lists as the Python

@@ -12,6 +12,11 @@ import { EXIT_USAGE, KueueError } from "./errors.js";
 export interface ClientConfig {
   /** Where it was read from; undefined when everything came from flags. */
   path?: string;
+  /**
+   * Where sharedSecret came from when not the config file, as a user names
+   * it ("KUEUE_SHARED_SECRET", "--secret-file PATH"): error messages point there.
+   */
+  secretSource?: string;
   serverName: string;
   serverPort: number;
   sharedSecret: string;
