@@ -9,8 +9,9 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,6 +98,25 @@ def test_auth_matches_the_worked_example_of_protos_readme(built: Path) -> None:
     assert mac == auth.mac("s", "/kueue.v1.JobService/ListJobs", stamp, nonce)
 
 
+def follow(
+    argv: list[str], first_line: str, then: Callable[[], object], **popen: Any
+) -> tuple[int, str, str]:
+    """Run a watching process: once it has printed first_line (and still
+    runs), do `then`; its exit status, stdout and stderr once it has ended."""
+    watcher = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    try:
+        first = watcher.stdout.readline() if watcher.stdout else ""
+        assert first.strip() == first_line, first
+        assert watcher.poll() is None, "the watch ended before it should have"
+        then()
+        out, err = watcher.communicate(timeout=120)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait(timeout=10)
+    return watcher.returncode, first + out, err
+
+
 def test_submit_watch_output_and_list_from_typescript(built: Path, running: Cluster, tmp_path: Path) -> None:
     cluster = running
     config = str(cluster.client_config)
@@ -118,23 +138,12 @@ def test_submit_watch_output_and_list_from_typescript(built: Path, running: Clus
         wait_for(
             lambda: client.get_job(int(job_id)).job.state == common.JOB_STATE_RUNNING, what="the job to run"
         )
-    watcher = subprocess.Popen(
+    code, out, err = follow(
         ["node", str(built), "--config", config, "watch", job_id],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        f"job {job_id}: running on w1 (attempt 1)",
+        gate.touch,
     )
-    try:
-        first = watcher.stdout.readline() if watcher.stdout else ""
-        assert first.strip() == f"job {job_id}: running on w1 (attempt 1)", first
-        assert watcher.poll() is None, "watch ended while the job still runs"
-        gate.touch()
-        out, err = watcher.communicate(timeout=120)
-    finally:
-        if watcher.poll() is None:
-            watcher.kill()
-            watcher.wait(timeout=10)
-    assert watcher.returncode == 3, (out, err)
+    assert code == 3, (out, err)
     assert out.strip().splitlines()[-1] == f"job {job_id}: failed with exit code 3", out
 
     assert ok(kueue_ts(built, "--config", config, "output", job_id)) == f"out from ts in {work}\n"
@@ -314,24 +323,14 @@ def test_a_watch_gives_up_on_a_server_gone_for_good(built: Path, running: Cluste
     work = tmp_path / "work"
     work.mkdir()
     job_id = submit_gated_job(built, cluster, work)
-    watcher = subprocess.Popen(
+    code, out, err = follow(
         ["node", "-e", GIVE_UP_SCRIPT, str(cluster.client_config), job_id],
+        "RUNNING",
+        cluster.stop_server,
         cwd=PACKAGE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
         env=node_env(),
     )
-    try:
-        first = watcher.stdout.readline() if watcher.stdout else ""
-        assert first.strip() == "RUNNING", first
-        cluster.stop_server()
-        out, err = watcher.communicate(timeout=120)
-    finally:
-        if watcher.poll() is None:
-            watcher.kill()
-            watcher.wait(timeout=10)
-    assert watcher.returncode == 3, (out, err)
+    assert code == 3, (out, err)
     lines = err.strip().splitlines()
     assert len(lines) == 2 and lines[0] == "lost", err
     reason = lines[1]

@@ -831,28 +831,36 @@ def test_leaving_follows_the_finishes_and_the_stream_closes_after_all_output() -
     asyncio.run(scenario())
 
 
+async def attempt_waiting_for_its_stale_one(
+    server: ScriptedServer, port: int, tmp_path: Path
+) -> tuple[Worker, Connection, Any, ScriptedStream]:
+    """Back from a partition: attempt 2 of job 1 comes while attempt 1 (which
+    ignores SIGTERM) still runs here, and waits for it to end."""
+    worker = make_worker(worker_max_parallel_jobs=2, kill_grace_seconds=30)
+    conn, task, s = await connected(server, port, worker)
+    stubborn = job_spec(
+        tmp_path,
+        """
+        import signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print('up', flush=True)
+        time.sleep(600)
+        """,
+    )
+    await s.send(assign=wpb.Assign(job_id=1, attempt=1, spec=stubborn))
+    assert (await s.next("started")).attempt == 1
+    await s.next("output")
+    await s.send(assign=wpb.Assign(job_id=1, attempt=2, spec=job_spec(tmp_path, "print('two')")))
+    await until(lambda: 1 in worker._after_stale, "attempt 2 to wait for attempt 1")
+    return worker, conn, task, s
+
+
 def test_an_attempt_waiting_for_its_stale_one_to_end_may_be_killed_unstarted(tmp_path: Path) -> None:
-    # Back from a partition: attempt 2 of job 1 comes while attempt 1 (which
-    # ignores SIGTERM) still runs here. Attempt 2 waits for it; killed while
-    # waiting, it ends unstarted, and does not start when attempt 1 ends.
+    # Killed while it waits, attempt 2 ends unstarted, and does not start
+    # when attempt 1 ends.
     async def scenario() -> None:
         async with scripted_server() as (server, port):
-            worker = make_worker(worker_max_parallel_jobs=2, kill_grace_seconds=30)
-            conn, task, s = await connected(server, port, worker)
-            stubborn = job_spec(
-                tmp_path,
-                """
-                import signal, time
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-                print('up', flush=True)
-                time.sleep(600)
-                """,
-            )
-            await s.send(assign=wpb.Assign(job_id=1, attempt=1, spec=stubborn))
-            assert (await s.next("started")).attempt == 1
-            await s.next("output")
-            await s.send(assign=wpb.Assign(job_id=1, attempt=2, spec=job_spec(tmp_path, "print('two')")))
-            await until(lambda: 1 in worker._after_stale, "attempt 2 to wait for attempt 1")
+            worker, conn, task, s = await attempt_waiting_for_its_stale_one(server, port, tmp_path)
             assert (1, 2) not in worker.processes and (1, 1) in worker.processes
             await s.send(kill=wpb.Kill(job_id=1, attempt=2))
             fin2 = await s.next("finished")
@@ -869,27 +877,11 @@ def test_an_attempt_waiting_for_its_stale_one_to_end_may_be_killed_unstarted(tmp
 
 
 def test_an_attempt_waiting_for_its_stale_one_to_end_never_starts_if_the_worker_stops(tmp_path: Path) -> None:
-    # As above, but the worker stops while attempt 2 waits: attempt 1 is
-    # killed, and attempt 2 ends unstarted rather than starting as the
-    # worker goes.
+    # The worker stops while attempt 2 waits: attempt 1 is killed, and
+    # attempt 2 ends unstarted rather than starting as the worker goes.
     async def scenario() -> None:
         async with scripted_server() as (server, port):
-            worker = make_worker(worker_max_parallel_jobs=2, kill_grace_seconds=30)
-            conn, task, s = await connected(server, port, worker)
-            stubborn = job_spec(
-                tmp_path,
-                """
-                import signal, time
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-                print('up', flush=True)
-                time.sleep(600)
-                """,
-            )
-            await s.send(assign=wpb.Assign(job_id=1, attempt=1, spec=stubborn))
-            assert (await s.next("started")).attempt == 1
-            await s.next("output")
-            await s.send(assign=wpb.Assign(job_id=1, attempt=2, spec=job_spec(tmp_path, "print('two')")))
-            await until(lambda: 1 in worker._after_stale, "attempt 2 to wait for attempt 1")
+            worker, conn, task, s = await attempt_waiting_for_its_stale_one(server, port, tmp_path)
             assert await asyncio.wait_for(worker.stop_jobs(signal.SIGKILL), DEADLINE) == 1
             finished = {}
             while len(finished) < 2:
