@@ -9,13 +9,15 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from kueue import allocator, auth
 from kueue.config import Config, ConfigError
+
+if TYPE_CHECKING:
+    from google.protobuf.timestamp_pb2 import Timestamp
 
 log = logging.getLogger(__name__)
 
@@ -302,6 +304,9 @@ def timestamp(seconds: float | None) -> Timestamp | None:
     """A protobuf Timestamp for epoch seconds, None for None."""
     if seconds is None:
         return None
+    # Here: `kueue cmd` imports this module and never protobuf (kueue_client/submission.py).
+    from google.protobuf.timestamp_pb2 import Timestamp
+
     ts = Timestamp()
     ts.FromNanoseconds(int(seconds * 1e9))
     return ts

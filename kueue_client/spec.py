@@ -1,5 +1,8 @@
 """Building what a job submission carries: the JobSpec for the calling process
-and the per-job instances of arrays (`--array`) and line lists (`--each-line`)."""
+and the per-job instances of arrays (`--array`) and line lists (`--each-line`).
+
+No protobuf is imported here until a JobSpec message is asked for: `kueue
+cmd` encodes its submission from JobFields directly (kueue_client/submission.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +11,15 @@ import os
 import re
 import socket
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TextIO
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TextIO
 
 import kueue
-from kueue.v1 import common_pb2
 from kueue_client.errors import KueueError, UsageError
 from kueue_client.formatting import is_utf8
+
+if TYPE_CHECKING:
+    from kueue.v1 import common_pb2
 
 # Variables that describe the submitting session or machine, not the job: on a
 # worker they would point at a display, agent socket or terminal that is not there.
@@ -120,7 +126,51 @@ def _user() -> str:
         return str(os.getuid())
 
 
-def job_spec(
+@dataclass(frozen=True)
+class JobFields:
+    """What a JobSpec says (kueue.v1.JobSpec, its fields by the same names,
+    `resources` spread out), as plain values."""
+
+    command: list[str]
+    shell: bool
+    cwd: str
+    env: dict[str, str]
+    slots: int
+    cpus: int
+    ram_mb: int
+    global_resources: dict[str, int]
+    stdout_path: str
+    stderr_path: str
+    user: str
+    submit_host: str
+    use_worker_env: bool
+
+    def to_proto(self) -> common_pb2.JobSpec:
+        from kueue.v1 import common_pb2
+
+        return common_pb2.JobSpec(
+            command=self.command,
+            shell=self.shell,
+            cwd=self.cwd,
+            env=self.env,
+            resources=common_pb2.Resources(
+                slots=self.slots, cpus=self.cpus, ram_mb=self.ram_mb, global_resources=self.global_resources
+            ),
+            stdout_path=self.stdout_path,
+            stderr_path=self.stderr_path,
+            user=self.user,
+            submit_host=self.submit_host,
+            use_worker_env=self.use_worker_env,
+        )
+
+
+def job_spec(command: Sequence[str], **options: Any) -> common_pb2.JobSpec:
+    """A JobSpec that runs `command` as if typed in this process's shell;
+    the options (cpus=4, ...) and defaults are job_fields'."""
+    return job_fields(command, **options).to_proto()
+
+
+def job_fields(
     command: Sequence[str],
     *,
     slots: int = 1,
@@ -133,8 +183,9 @@ def job_spec(
     shell: bool | None = None,
     cwd: str | None = None,
     env: Mapping[str, str] | None = None,
-) -> common_pb2.JobSpec:
-    """A JobSpec that runs `command` as if typed in this process's shell.
+) -> JobFields:
+    """What job_spec() makes, as plain values: `command` as if typed in this
+    process's shell.
 
     cwd defaults to the logical working directory, env to this process's
     environment without host-local variables; `use_worker_env` (kueue cmd
@@ -176,14 +227,15 @@ def job_spec(
         if value < 0:
             raise UsageError(f"{name} must not be negative")
     user, host = submitter()
-    return common_pb2.JobSpec(
+    return JobFields(
         command=command,
         shell=shell,
         cwd=cwd,
         env=environment,
-        resources=common_pb2.Resources(
-            slots=slots, cpus=cpus, ram_mb=ram_mb, global_resources=dict(global_resources or {})
-        ),
+        slots=slots,
+        cpus=cpus,
+        ram_mb=ram_mb,
+        global_resources=dict(global_resources or {}),
         stdout_path=stdout_path,
         stderr_path=stderr_path,
         user=user,
@@ -273,6 +325,8 @@ def line_instances(lines: Iterable[str], source: str = "input") -> list[dict[str
             raise UsageError(
                 f"--each-line: line {number} of {source} contains a NUL byte, which no command can take"
             )
+        if not is_utf8(entry):  # standard input read with surrogateescape (a C locale)
+            raise UsageError(f"--each-line: line {number} of {source} is not UTF-8 text")
     instances = [{ENTRY_VARIABLE: entry} for entry in entries if entry.strip()]
     if not instances:
         raise UsageError(f"--each-line: no non-empty lines in {source}")

@@ -15,8 +15,14 @@ from kueue_client import terminal
 from kueue_client.context import Context
 from kueue_client.errors import EXIT_USAGE, KueueError, UsageError
 from kueue_client.formatting import plural
-from kueue_client.spec import array_instances, instance_chunks, job_spec, parse_resources, read_line_instances
-from kueue_client.status import FINAL_STATES, STATE_NAMES, exit_status, first_failure, job_status, why_not_run
+from kueue_client.spec import (
+    array_instances,
+    instance_chunks,
+    job_fields,
+    job_spec,
+    parse_resources,
+    read_line_instances,
+)
 
 if TYPE_CHECKING:
     from kueue.v1 import common_pb2
@@ -74,7 +80,7 @@ def cmd(args: argparse.Namespace, ctx: Context) -> int:
     elif args.each_line is not None:
         instances = read_line_instances(args.each_line)
     defaults = ctx.config.client_settings
-    spec = job_spec(
+    fields = job_fields(
         command,
         slots=args.slots,
         cpus=defaults.job_default_cpus if args.cpus is None else args.cpus,
@@ -84,22 +90,28 @@ def cmd(args: argparse.Namespace, ctx: Context) -> int:
         stderr_path=args.stderr,
         use_worker_env=args.no_env,
     )
+    from kueue_client.submission import Submitter
+
     job_ids: list[int] = []
     warned: set[str] = set()
-    # A large array in several calls, each printing its ids as it lands: if
-    # a later call fails, what is already queued has been said.
-    for chunk in instance_chunks(instances) if instances else [None]:
-        resp = ctx.client.submit(spec, chunk)
-        for message in resp.warnings:
-            if message not in warned:
-                warned.add(message)
-                terminal.warn(message)
-        for job_id in resp.job_ids:
-            print(job_id)
-        sys.stdout.flush()  # a script reading ids must get them before the wait
-        job_ids += resp.job_ids
+    # Without protobuf (see submission.py). A large array in several calls,
+    # each printing its ids as it lands: if a later call fails, what is
+    # already queued has been said.
+    with Submitter(ctx.config) as submitter:
+        for chunk in instance_chunks(instances) if instances else [None]:
+            resp = submitter.submit(fields, chunk)
+            for message in resp.warnings:
+                if message not in warned:
+                    warned.add(message)
+                    terminal.warn(message)
+            for job_id in resp.job_ids:
+                print(job_id)
+            sys.stdout.flush()  # a script reading ids must get them before the wait
+            job_ids += resp.job_ids
     if not args.wait:
         return 0
+    from kueue_client.status import first_failure
+
     jobs = _wait(ctx, job_ids)
     _print_exit_statuses(jobs)
     return first_failure(jobs)
@@ -108,6 +120,8 @@ def cmd(args: argparse.Namespace, ctx: Context) -> int:
 def _print_exit_statuses(jobs: Sequence[common_pb2.Job]) -> None:
     """cmd -w: each job's exit status; why, on stderr, for one that never ran
     (its status alone would look like the command's own failure)."""
+    from kueue_client.status import exit_status, why_not_run
+
     for job in jobs:
         print(exit_status(job))
     sys.stdout.flush()
@@ -225,6 +239,7 @@ def show_job(args: argparse.Namespace, ctx: Context) -> int:
 
 def log(args: argparse.Namespace, ctx: Context) -> int:
     from kueue_client import output
+    from kueue_client.status import exit_status, why_not_run
 
     streams = ["stdout", "stderr"] if args.both else ["stderr" if args.stderr else "stdout"]
     finished = output.print_output(ctx.client, args.id, streams, tail_lines=args.tail, follow=args.follow)
@@ -247,6 +262,8 @@ def _wait(ctx: Context, ids: Sequence[int]) -> list[common_pb2.Job]:
 
 
 def wait_job(args: argparse.Namespace, ctx: Context) -> int:
+    from kueue_client.status import first_failure, job_status
+
     jobs = _wait(ctx, args.ids)
     for job in jobs:
         print(f"{job.id}: {job_status(job)[0]}")
@@ -254,6 +271,8 @@ def wait_job(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def remove_job(args: argparse.Namespace, ctx: Context) -> int:
+    from kueue_client.status import FINAL_STATES, job_status
+
     status = 0
     for job_id in dict.fromkeys(args.ids):
         try:
@@ -278,6 +297,7 @@ RETRY_LIST_MARGIN = 1000
 def retry(args: argparse.Namespace, ctx: Context) -> int:
     from kueue_client import retry as again
     from kueue_client.spec import submitter
+    from kueue_client.status import FINAL_STATES, STATE_NAMES, first_failure
 
     wanted = [name for name in ("failed", "canceled") if getattr(args, name)]
     if not args.ids and not wanted:
@@ -369,6 +389,8 @@ def top(args: argparse.Namespace, ctx: Context) -> int:
 
 def _state_filter(args: argparse.Namespace) -> list[str]:
     """The states asked for by the flags of cli.state_filters (none: all)."""
+    from kueue_client.status import STATE_NAMES
+
     return [name for name in STATE_NAMES.values() if getattr(args, name)]
 
 

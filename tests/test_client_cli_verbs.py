@@ -16,9 +16,10 @@ import pytest
 from kueue.config import template
 from kueue.rpc import timestamp
 from kueue.v1 import cluster_service_pb2, common_pb2, job_service_pb2
-from kueue_client import api
+from kueue_client import api, submission
 from kueue_client.cli import main
 from kueue_client.errors import KueueError
+from kueue_client.spec import JobFields
 
 State = common_pb2.JobState
 NOW = time.time()
@@ -48,6 +49,13 @@ class FakeClient:
         return job_service_pb2.SubmitJobsResponse(
             job_ids=list(range(first, first + count)), warnings=["no connected worker could ever fit 64 cpus"]
         )
+
+    def submit_fields(
+        self, fields: JobFields, instances: Sequence[dict[str, str]] | None = None
+    ) -> submission.Submitted:
+        """FakeSubmitter.submit: `kueue cmd` submits without protobuf (kueue_client/submission.py)."""
+        resp = self.submit(fields.to_proto(), instances)
+        return submission.Submitted(list(resp.job_ids), list(resp.warnings))
 
     def wait(self, ids: Iterable[int], on_change: Any = None) -> list[common_pb2.Job]:
         return [FakeClient.final.get(i) or job(i, State.JOB_STATE_SUCCEEDED, exit_code=0) for i in ids]
@@ -107,11 +115,25 @@ class FakeClient:
         pass
 
 
+class FakeSubmitter:
+    """Stands in for kueue_client.submission.Submitter, recording into FakeClient."""
+
+    def __init__(self, config: Any) -> None:
+        self.submit = FakeClient().submit_fields
+
+    def __enter__(self) -> FakeSubmitter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
 @pytest.fixture(autouse=True)
 def fake_client(monkeypatch: pytest.MonkeyPatch) -> None:
     FakeClient.submitted = []
     FakeClient.final = {}
     monkeypatch.setattr(api, "Client", FakeClient)
+    monkeypatch.setattr(submission, "Submitter", FakeSubmitter)
     monkeypatch.delenv("NO_COLOR", raising=False)
 
 

@@ -238,6 +238,9 @@ def test_each_line_errors(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe\n")
     with pytest.raises(UsageError, match="not UTF-8"):
         read_line_instances(str(binary))
+    # Standard input as a C locale decodes it: the bytes as surrogates.
+    with pytest.raises(UsageError, match="line 2 of standard input is not UTF-8 text"):
+        read_line_instances("-", io.StringIO("ok\n" + b"\xff\n".decode("utf-8", "surrogateescape")))
 
 
 def test_instance_chunks_keep_order_within_the_bounds_of_a_call() -> None:
