@@ -158,11 +158,12 @@ def test_a_ctrl_c_while_kueue_imports_exits_130_without_a_traceback(
     assert (result.returncode, result.stdout, result.stderr) == (130, "", "")
 
 
-def test_server_unreachable_as_a_process(config: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("verb", [["ls"], ["cmd", "true"]])  # cmd's submission has a path of its own
+def test_server_unreachable_as_a_process(config: Path, tmp_path: Path, verb: list[str]) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("KUEUE_CONFIG", None)
     result = subprocess.run(
-        [sys.executable, "-m", "kueue_client", "--config", str(config), "ls"],
+        [sys.executable, "-m", "kueue_client", "--config", str(config), *verb],
         capture_output=True,
         text=True,
         env=env,
@@ -171,7 +172,7 @@ def test_server_unreachable_as_a_process(config: Path, tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert result.stdout == ""
-    assert f"127.0.0.1:{port_of(config)}" in one_error_line(result.stderr)
+    assert f"cannot reach the kueue server at 127.0.0.1:{port_of(config)}" in one_error_line(result.stderr)
 
 
 def test_config_from_environment(

@@ -214,6 +214,8 @@ def test_wrong_secret_is_refused(cluster: Cluster, tmp_path: Path) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
     submitted = cluster.kueue("cmd", "true", config=bad, check=False)
     assert submitted.returncode != 0
+    # `kueue cmd` submits by a path of its own (kueue_client/submission.py): the same one line.
+    assert submitted.stderr.strip().splitlines() == result.stderr.strip().splitlines()
     assert json.loads(cluster.kueue("ls", "--json").stdout)["jobs"] == []
 
 
