@@ -1,7 +1,9 @@
 """One function per `kueue` verb: (parsed arguments, context) -> exit status.
 
-The table views are imported by the verbs that draw them: `cmd` and `run`
-start faster without them.
+The table views are imported by the verbs that draw them, and
+kueue_client.status (with it protobuf) by the verbs that read jobs: `cmd`
+and `run` start faster without them, and `cmd` loads no protobuf at all
+(kueue_client/submission.py).
 """
 
 from __future__ import annotations
