@@ -28,6 +28,7 @@ from kueue.v1 import (
     job_service_pb2,
     job_service_pb2_grpc,
 )
+from kueue_client.channel import DEFAULT_TIMEOUT, open_channel
 from kueue_client.errors import EXIT_USAGE, KueueError, from_rpc_error
 from kueue_client.spec import job_spec
 from kueue_client.status import FINAL_STATES, parse_states
@@ -37,8 +38,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_TAIL_BYTES", "DEFAULT_TIMEOUT", "Client", "KueueError", "job_spec"]
 
-# Unary calls touch only the server's memory; 30 s means it is stuck or gone.
-DEFAULT_TIMEOUT = 30.0
 DEFAULT_TAIL_BYTES = 16 * 1024
 # How long `wait` keeps reconnecting after the server went away: a restart
 # must not fail a long `kueue cmd --wait`, a server gone for good must.
@@ -84,13 +83,9 @@ class Client:
             secret = config.common_settings.shared_secret
         self._secret = secret
         self._channel_options = list(channel_options)
-        # A dict so that channel_options replace defaults instead of repeating keys.
-        options = dict([*kueue.rpc.CHANNEL_OPTIONS, *RECONNECT_OPTIONS, *channel_options])
-        try:
-            self._credentials = kueue.rpc.channel_credentials(config) if config else None
-        except kueue.config.ConfigError as exc:
-            raise KueueError(str(exc)) from None
-        self._channel = kueue.rpc.sync_channel(self.address, list(options.items()), self._credentials)
+        self._channel, self._credentials = open_channel(
+            config, self.address, [*RECONNECT_OPTIONS, *channel_options]
+        )
         jobs = job_service_pb2_grpc.JobServiceStub(self._channel)
         cluster = cluster_service_pb2_grpc.ClusterServiceStub(self._channel)
         self._jobs = kueue.rpc.AuthedStub(jobs, "kueue.v1.JobService", secret)

@@ -2,7 +2,7 @@
 and the per-job instances of arrays (`--array`) and line lists (`--each-line`).
 
 No protobuf is imported here until a JobSpec message is asked for: `kueue
-cmd` encodes its submission from JobFields directly (kueue_client/submission.py)."""
+cmd` encodes its submission from SpecFields directly (kueue_client/submission.py)."""
 
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ def _user() -> str:
 
 
 @dataclass(frozen=True)
-class JobFields:
+class SpecFields:
     """What a JobSpec says (kueue.v1.JobSpec, its fields by the same names,
     `resources` spread out), as plain values."""
 
@@ -166,11 +166,11 @@ class JobFields:
 
 def job_spec(command: Sequence[str], **options: Any) -> common_pb2.JobSpec:
     """A JobSpec that runs `command` as if typed in this process's shell;
-    the options (cpus=4, ...) and defaults are job_fields'."""
-    return job_fields(command, **options).to_proto()
+    the options (cpus=4, ...) and defaults are spec_fields'."""
+    return spec_fields(command, **options).to_proto()
 
 
-def job_fields(
+def spec_fields(
     command: Sequence[str],
     *,
     slots: int = 1,
@@ -183,7 +183,7 @@ def job_fields(
     shell: bool | None = None,
     cwd: str | None = None,
     env: Mapping[str, str] | None = None,
-) -> JobFields:
+) -> SpecFields:
     """What job_spec() makes, as plain values: `command` as if typed in this
     process's shell.
 
@@ -227,7 +227,7 @@ def job_fields(
         if value < 0:
             raise UsageError(f"{name} must not be negative")
     user, host = submitter()
-    return JobFields(
+    return SpecFields(
         command=command,
         shell=shell,
         cwd=cwd,

@@ -3,31 +3,30 @@
 Importing protobuf and the generated modules costs a fresh `kueue` process
 about 25 ms, an eighth of a whole `kueue cmd true` (README, Performance).
 A SubmitJobs call is simple enough to encode by hand in protobuf's wire
-format: the request from JobFields and instance environments, the answer
-(job ids and warnings) read back, over the same authenticated channel the
-API uses. tests/test_client_submission.py checks the field numbers here
-against the generated descriptors and the encoding against protobuf's own.
+format (kueue.wire's primitives): the request from SpecFields and instance
+environments, the answer (job ids and warnings) read back, over the same
+authenticated channel the API uses (kueue_client/channel.py).
+tests/test_client_submission.py checks the field numbers here against the
+generated descriptors and the encoding against protobuf's own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import kueue
+from kueue.wire import LENGTH_DELIMITED, VARINT, fields, put_bytes, put_key, put_varint, read_varint
+from kueue_client.channel import DEFAULT_TIMEOUT, open_channel
 from kueue_client.errors import KueueError, UsageError, from_rpc_error
 
 if TYPE_CHECKING:
-    import grpc
-
     import kueue.config
-    from kueue_client.spec import JobFields
+    from kueue_client.spec import SpecFields
 
 SUBMIT_JOBS = "/kueue.v1.JobService/SubmitJobs"
-# As the API's unary calls (kueue_client.api.DEFAULT_TIMEOUT).
-TIMEOUT = 30.0
 
 # Field numbers (kueue/v1/common.proto, job_service.proto).
 JOB_SPEC = {
@@ -48,7 +47,6 @@ SUBMIT_JOBS_REQUEST = {"spec": 1, "instances": 2}
 JOB_INSTANCE = {"env": 1}
 SUBMIT_JOBS_RESPONSE = {"job_ids": 1, "warnings": 2}
 
-_VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
 UINT64_MAX = 2**64 - 1
 
 
@@ -63,32 +61,20 @@ class Submitted:
 # -------------------------------------------------------------- encoding
 
 
-def _varint(value: int, out: bytearray) -> None:
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-
-
-def _key(number: int, wire_type: int, out: bytearray) -> None:
-    _varint(number << 3 | wire_type, out)
-
-
-def _bytes(number: int, data: bytes, out: bytearray) -> None:
-    _key(number, _LENGTH, out)
-    _varint(len(data), out)
-    out += data
-
-
 def _string(number: int, text: str, out: bytearray) -> None:
-    _bytes(number, text.encode(), out)
+    put_bytes(number, text.encode(), out)
 
 
 def _uint(number: int, value: int, limit: int, out: bytearray, name: str) -> None:
     if not 0 <= value <= limit:
         raise ValueError(f"{name} {value} is out of range (0 to {limit})")
-    _key(number, _VARINT, out)
-    _varint(value, out)
+    put_key(number, VARINT, out)
+    put_varint(value, out)
+
+
+def _true(number: int, out: bytearray) -> None:
+    put_key(number, VARINT, out)
+    put_varint(1, out)
 
 
 def _string_map(number: int, mapping: Mapping[str, str], out: bytearray) -> None:
@@ -96,112 +82,75 @@ def _string_map(number: int, mapping: Mapping[str, str], out: bytearray) -> None
         entry = bytearray()
         _string(1, key, entry)
         _string(2, value, entry)
-        _bytes(number, bytes(entry), out)
+        put_bytes(number, bytes(entry), out)
 
 
-def _spec(fields: JobFields) -> bytes:
+def _spec(spec: SpecFields) -> bytes:
     """A JobSpec message; scalar fields at their default values are left out, as proto3 does."""
     f = JOB_SPEC
     out = bytearray()
-    for arg in fields.command:
+    for arg in spec.command:
         _string(f["command"], arg, out)
-    if fields.shell:
-        _uint(f["shell"], 1, 1, out, "shell")
-    if fields.cwd:
-        _string(f["cwd"], fields.cwd, out)
-    _string_map(f["env"], fields.env, out)
+    if spec.shell:
+        _true(f["shell"], out)
+    if spec.cwd:
+        _string(f["cwd"], spec.cwd, out)
+    _string_map(f["env"], spec.env, out)
     resources = bytearray()
     r = RESOURCES
     for name, value, limit in (
-        ("slots", fields.slots, kueue.UINT32_MAX),
-        ("cpus", fields.cpus, kueue.UINT32_MAX),
-        ("ram_mb", fields.ram_mb, UINT64_MAX),
+        ("slots", spec.slots, kueue.UINT32_MAX),
+        ("cpus", spec.cpus, kueue.UINT32_MAX),
+        ("ram_mb", spec.ram_mb, UINT64_MAX),
     ):
         if value:
             _uint(r[name], value, limit, resources, name)
-    for name, amount in fields.global_resources.items():
+    for name, amount in spec.global_resources.items():
         # A map entry carries its key and value even at their defaults, as protobuf writes it.
         entry = bytearray()
         _string(1, name, entry)
         _uint(2, amount, kueue.UINT32_MAX, entry, f"resource {name}")
-        _bytes(r["global_resources"], bytes(entry), resources)
-    # Present even when empty, as in JobFields.to_proto().
-    _bytes(f["resources"], bytes(resources), out)
+        put_bytes(r["global_resources"], bytes(entry), resources)
+    # Present even when empty, as in SpecFields.to_proto().
+    put_bytes(f["resources"], bytes(resources), out)
     for name in ("stdout_path", "stderr_path", "user", "submit_host"):
-        text = getattr(fields, name)
+        text = getattr(spec, name)
         if text:
             _string(f[name], text, out)
-    if fields.use_worker_env:
-        _uint(f["use_worker_env"], 1, 1, out, "use_worker_env")
+    if spec.use_worker_env:
+        _true(f["use_worker_env"], out)
     return bytes(out)
 
 
-def encode_request(fields: JobFields, instances: Sequence[Mapping[str, str]] | None = None) -> bytes:
+def encode_request(spec: SpecFields, instances: Sequence[Mapping[str, str]] | None = None) -> bytes:
     """SubmitJobsRequest{spec, instances} in protobuf's wire format."""
     out = bytearray()
-    _bytes(SUBMIT_JOBS_REQUEST["spec"], _spec(fields), out)
+    put_bytes(SUBMIT_JOBS_REQUEST["spec"], _spec(spec), out)
     for instance in instances or ():
         env = bytearray()
         _string_map(JOB_INSTANCE["env"], instance, env)
-        _bytes(SUBMIT_JOBS_REQUEST["instances"], bytes(env), out)
+        put_bytes(SUBMIT_JOBS_REQUEST["instances"], bytes(env), out)
     return bytes(out)
 
 
 # -------------------------------------------------------------- decoding
 
 
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise ValueError("a truncated or overlong varint")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-
-
-def _fields(data: bytes) -> Iterator[tuple[int, int, int | bytes]]:
-    """(field number, wire type, value) of each field of a message."""
-    pos = 0
-    while pos < len(data):
-        key, pos = _read_varint(data, pos)
-        number, wire_type = key >> 3, key & 7
-        value: int | bytes
-        if wire_type == _VARINT:
-            value, pos = _read_varint(data, pos)
-        elif wire_type == _LENGTH:
-            size, pos = _read_varint(data, pos)
-            if pos + size > len(data):
-                raise ValueError("a truncated field")
-            value, pos = data[pos : pos + size], pos + size
-        elif wire_type in (_FIXED64, _FIXED32):
-            size = 8 if wire_type == _FIXED64 else 4
-            if pos + size > len(data):
-                raise ValueError("a truncated field")
-            value, pos = int.from_bytes(data[pos : pos + size], "little"), pos + size
-        else:
-            raise ValueError(f"wire type {wire_type} is not known")
-        yield number, wire_type, value
-
-
 def decode_response(data: bytes) -> Submitted:
     """SubmitJobsResponse from its wire format; fields this client does not know are skipped."""
     result = Submitted()
     ids, warnings = SUBMIT_JOBS_RESPONSE["job_ids"], SUBMIT_JOBS_RESPONSE["warnings"]
-    for number, wire_type, value in _fields(data):
-        if number == ids and wire_type == _VARINT:
+    for number, wire_type, value in fields(data):
+        if number == ids and wire_type == VARINT:
             assert isinstance(value, int)
             result.job_ids.append(value)
-        elif number == ids and wire_type == _LENGTH:  # packed, as proto3 sends them
+        elif number == ids and wire_type == LENGTH_DELIMITED:  # packed, as proto3 sends them
             assert isinstance(value, bytes)
             pos = 0
             while pos < len(value):
-                job_id, pos = _read_varint(value, pos)
+                job_id, pos = read_varint(value, pos)
                 result.job_ids.append(job_id)
-        elif number == warnings and wire_type == _LENGTH:
+        elif number == warnings and wire_type == LENGTH_DELIMITED:
             assert isinstance(value, bytes)
             result.warnings.append(value.decode(errors="replace"))
     return result
@@ -214,34 +163,27 @@ class Submitter:
     """SubmitJobs calls to the server the config names, over one channel."""
 
     def __init__(self, config: kueue.config.Config) -> None:
-        import kueue.config
-        import kueue.rpc
-
         self.address = config.server_address
         self._config_path: Path | None = config.path.absolute() if config.path else None
         self._secret = config.common_settings.shared_secret
-        try:
-            credentials = kueue.rpc.channel_credentials(config)
-        except kueue.config.ConfigError as exc:
-            raise KueueError(str(exc)) from None
-        self._channel: grpc.Channel = kueue.rpc.sync_channel(
-            self.address, list(dict(kueue.rpc.CHANNEL_OPTIONS).items()), credentials
-        )
+        self._channel, _ = open_channel(config, self.address)
         # Bytes in, bytes out: no serializers.
         self._call = self._channel.unary_unary(SUBMIT_JOBS)
 
-    def submit(self, fields: JobFields, instances: Sequence[Mapping[str, str]] | None = None) -> Submitted:
+    def submit(self, spec: SpecFields, instances: Sequence[Mapping[str, str]] | None = None) -> Submitted:
         """Queues one job, or one per instance (each adding its env to the spec's), in one call."""
         import grpc
 
         from kueue import auth
 
         try:
-            request = encode_request(fields, instances)
-        except ValueError as exc:  # what job_fields and the parsers let through
+            request = encode_request(spec, instances)
+        except ValueError as exc:  # what spec_fields and the parsers let through
             raise UsageError(f"cannot send the job: {exc}") from None
         try:
-            answer = self._call(request, timeout=TIMEOUT, metadata=auth.metadata(self._secret, SUBMIT_JOBS))
+            answer = self._call(
+                request, timeout=DEFAULT_TIMEOUT, metadata=auth.metadata(self._secret, SUBMIT_JOBS)
+            )
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, self.address, self._config_path) from None
         try:

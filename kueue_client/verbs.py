@@ -20,10 +20,10 @@ from kueue_client.formatting import plural
 from kueue_client.spec import (
     array_instances,
     instance_chunks,
-    job_fields,
     job_spec,
     parse_resources,
     read_line_instances,
+    spec_fields,
 )
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def cmd(args: argparse.Namespace, ctx: Context) -> int:
     elif args.each_line is not None:
         instances = read_line_instances(args.each_line)
     defaults = ctx.config.client_settings
-    fields = job_fields(
+    spec = spec_fields(
         command,
         slots=args.slots,
         cpus=defaults.job_default_cpus if args.cpus is None else args.cpus,
@@ -101,7 +101,7 @@ def cmd(args: argparse.Namespace, ctx: Context) -> int:
     # already queued has been said.
     with Submitter(ctx.config) as submitter:
         for chunk in instance_chunks(instances) if instances else [None]:
-            resp = submitter.submit(fields, chunk)
+            resp = submitter.submit(spec, chunk)
             for message in resp.warnings:
                 if message not in warned:
                     warned.add(message)

@@ -19,7 +19,7 @@ from kueue.v1 import cluster_service_pb2, common_pb2, job_service_pb2
 from kueue_client import api, submission
 from kueue_client.cli import main
 from kueue_client.errors import KueueError
-from kueue_client.spec import JobFields
+from kueue_client.spec import SpecFields
 
 State = common_pb2.JobState
 NOW = time.time()
@@ -51,7 +51,7 @@ class FakeClient:
         )
 
     def submit_fields(
-        self, fields: JobFields, instances: Sequence[dict[str, str]] | None = None
+        self, fields: SpecFields, instances: Sequence[dict[str, str]] | None = None
     ) -> submission.Submitted:
         """FakeSubmitter.submit: `kueue cmd` submits without protobuf (kueue_client/submission.py)."""
         resp = self.submit(fields.to_proto(), instances)

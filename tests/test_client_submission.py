@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import kueue
 from kueue.v1 import common_pb2, job_service_pb2
 from kueue_client import submission
-from kueue_client.spec import JobFields, job_fields
+from kueue_client.spec import SpecFields, spec_fields
 
 
 def numbers(descriptor: object) -> dict[str, int]:
@@ -30,11 +30,11 @@ def test_the_field_numbers_are_the_protos() -> None:
     assert f"/{method.containing_service.full_name}/{method.name}" == submission.SUBMIT_JOBS
 
 
-def test_job_fields_say_all_a_submission_spec_says() -> None:
+def test_spec_fields_say_all_a_submission_spec_says() -> None:
     # Every JobSpec field but stdin_pipe (attached runs only), resources spread out:
     # a field added to the proto must be added here and to the encoder.
     spec = set(numbers(common_pb2.JobSpec.DESCRIPTOR)) - {"resources", "stdin_pipe"}
-    assert {f.name for f in dataclasses.fields(JobFields)} == spec | set(
+    assert {f.name for f in dataclasses.fields(SpecFields)} == spec | set(
         numbers(common_pb2.Resources.DESCRIPTOR)
     )
 
@@ -42,7 +42,7 @@ def test_job_fields_say_all_a_submission_spec_says() -> None:
 text = st.text(max_size=20)
 uint32 = st.integers(0, kueue.UINT32_MAX)
 fields_strategy = st.builds(
-    JobFields,
+    SpecFields,
     command=st.lists(text, min_size=1, max_size=4),
     shell=st.booleans(),
     cwd=text,
@@ -62,7 +62,7 @@ instances_strategy = st.none() | st.lists(st.dictionaries(text, text, max_size=3
 
 @given(fields_strategy, instances_strategy)
 def test_a_request_reads_back_as_protobuf_builds_it(
-    fields: JobFields, instances: list[dict[str, str]] | None
+    fields: SpecFields, instances: list[dict[str, str]] | None
 ) -> None:
     expected = job_service_pb2.SubmitJobsRequest(
         spec=fields.to_proto(), instances=[job_service_pb2.JobInstance(env=env) for env in instances or ()]
@@ -78,8 +78,8 @@ def test_a_request_reads_back_as_protobuf_builds_it(
         assert encoded == expected.SerializeToString(deterministic=True)
 
 
-def test_a_request_from_job_fields_in_this_directory(tmp_path: object) -> None:
-    fields = job_fields(
+def test_a_request_from_spec_fields_in_this_directory(tmp_path: object) -> None:
+    fields = spec_fields(
         ["python", "train.py", "--lr", "0.1"], cpus=4, ram_mb=2048, global_resources={"genus": 1}
     )
     decoded = job_service_pb2.SubmitJobsRequest.FromString(
@@ -99,7 +99,7 @@ def test_a_request_from_job_fields_in_this_directory(tmp_path: object) -> None:
     ],
 )
 def test_a_value_out_of_its_fields_range_is_refused_as_protobuf_refuses_it(change: dict[str, object]) -> None:
-    fields = dataclasses.replace(job_fields(["true"], cwd="/", env={}), **change)  # type: ignore[arg-type]
+    fields = dataclasses.replace(spec_fields(["true"], cwd="/", env={}), **change)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         fields.to_proto()
     with pytest.raises(ValueError):
