@@ -243,11 +243,7 @@ class Worker:
     def next_request(self) -> wpb.ConnectRequest | None:
         """The next Output or Finished for the stream's writer, if any."""
         msg = self.attempts.next_message()
-        if msg is None:
-            return None
-        if type(msg) is wpb.Started:
-            self._tell_started(msg)
-        return request(msg)
+        return None if msg is None else self._request(msg)
 
     def next_encoded(self) -> wpb.ConnectRequest | bytes | None:
         """next_request, with an Output already encoded (kueue.wire): the
@@ -255,17 +251,15 @@ class Worker:
         item = self.attempts.next_parts()
         if isinstance(item, tuple):
             return _OUTPUT_REQUEST.encode(*item)
-        if item is None:
-            return None
-        if type(item) is wpb.Started:
-            self._tell_started(item)
-        return request(item)
+        return None if item is None else self._request(item)
 
-    def _tell_started(self, msg: wpb.Started) -> None:
-        """The attempt_started line of a Started that waited, as it goes out."""
-        pid = self._start_untold.pop((msg.job_id, msg.attempt), None)
-        if pid is not None:
-            self._log_started(msg.job_id, msg.attempt, pid)
+    def _request(self, msg: WorkerMessage) -> wpb.ConnectRequest:
+        """request(msg), with the attempt_started line of a Started that waited, as it goes out."""
+        if type(msg) is wpb.Started:
+            pid = self._start_untold.pop((msg.job_id, msg.attempt), None)
+            if pid is not None:
+                self._log_started(msg.job_id, msg.attempt, pid)
+        return request(msg)
 
     def _log_started(self, job_id: int, attempt: int, pid: int) -> None:
         event(
@@ -427,6 +421,10 @@ class Worker:
         if not stale:
             self._start(job_id, attempt, spec, environ)
             return
+        waiting = self._after_stale.get(job_id)
+        if waiting is not None:
+            # An attempt between them waits here too: the server moved the job on past it as well.
+            self._finish_unstarted((job_id, waiting[0]))
         self._after_stale[job_id] = (attempt, spec, environ)
         for key in stale:
             if self.attempts.kill(*key):
@@ -623,11 +621,10 @@ class Worker:
             event(
                 log,
                 "attempt_finished",
-                "job %d attempt %d: %s" if pid is None else "job %d attempt %d: pid %d %s",
+                "job %d attempt %d: %s",
                 job_id,
                 attempt,
-                *(() if pid is None else (pid,)),
-                describe(finished),
+                describe(finished) if pid is None else f"pid {pid} {describe(finished)}",
                 job=job_id,
                 attempt=attempt,
                 worker=self.name,
@@ -659,11 +656,9 @@ class Worker:
     async def stop_jobs(self, signum: int = 0, grace_seconds: float = 0.0) -> int:
         """Turn new work away, kill every attempt and wait until each has finished; how many there were."""
         self.attempts.closing = True
+        # An attempt waiting for its stale one (_after_stale) ends unstarted
+        # when that one has been killed (_ended).
         self._hand_back_waiting(f"worker {self.name} is shutting down")
-        for job_id, (attempt, _, _) in list(self._after_stale.items()):
-            if not any(k[0] == job_id for k in self.processes):
-                del self._after_stale[job_id]
-                self._finish_unstarted((job_id, attempt))
         # Output held back by backpressure must flow again so the jobs can end.
         self._budget.changed()
         for (job_id, attempt), proc in list(self.processes.items()):

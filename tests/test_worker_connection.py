@@ -832,11 +832,11 @@ def test_leaving_follows_the_finishes_and_the_stream_closes_after_all_output() -
 
 
 async def attempt_waiting_for_its_stale_one(
-    server: ScriptedServer, port: int, tmp_path: Path
+    server: ScriptedServer, port: int, tmp_path: Path, slots: int = 2
 ) -> tuple[Worker, Connection, Any, ScriptedStream]:
     """Back from a partition: attempt 2 of job 1 comes while attempt 1 (which
     ignores SIGTERM) still runs here, and waits for it to end."""
-    worker = make_worker(worker_max_parallel_jobs=2, kill_grace_seconds=30)
+    worker = make_worker(worker_max_parallel_jobs=slots, kill_grace_seconds=30)
     conn, task, s = await connected(server, port, worker)
     stubborn = job_spec(
         tmp_path,
@@ -871,6 +871,33 @@ def test_an_attempt_waiting_for_its_stale_one_to_end_may_be_killed_unstarted(tmp
             assert not worker.processes and not worker._after_stale
             started = [m.started for m in s.log if m.WhichOneof("msg") == "started"]
             assert [m.attempt for m in started] == [1]
+            await leave(conn, task)
+
+    asyncio.run(scenario())
+
+
+def test_an_attempt_waiting_for_its_stale_one_ends_unstarted_when_a_newer_one_comes(tmp_path: Path) -> None:
+    # The server moved the job on twice: attempt 3 comes while attempt 2
+    # still waits for attempt 1. Attempt 2 ends unstarted (its slot is not
+    # held for ever), attempt 3 waits instead and starts once attempt 1 has ended.
+    async def scenario() -> None:
+        async with scripted_server() as (server, port):
+            worker, conn, task, s = await attempt_waiting_for_its_stale_one(server, port, tmp_path, slots=3)
+            third = job_spec(tmp_path, "print('three')")
+            third.resources.cpus = 0  # attempts 1 and 2 may hold all of this machine's cpus
+            await s.send(assign=wpb.Assign(job_id=1, attempt=3, spec=third))
+            fin2 = await s.next("finished")
+            assert (fin2.attempt, fin2.signal) == (2, signal.SIGKILL)
+            assert worker._after_stale[1][0] == 3
+            await s.send(kill=wpb.Kill(job_id=1, attempt=1, signal=signal.SIGKILL))
+            finished = {}
+            while len(finished) < 2:
+                fin = await s.next("finished")
+                finished[fin.attempt] = fin
+            assert finished[1].signal == signal.SIGKILL and finished[3].exit_code == 0
+            started = [m.started for m in s.log if m.WhichOneof("msg") == "started"]
+            assert [m.attempt for m in started] in ([1, 3], [1])  # 3's start may ride in its Finished
+            assert not worker.processes and not worker._after_stale
             await leave(conn, task)
 
     asyncio.run(scenario())
