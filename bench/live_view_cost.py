@@ -359,7 +359,7 @@ def render_cost(runs: int) -> dict[str, Any]:
 
     from rich.console import Console
 
-    from kueue.rpc import timestamp
+    from kueue.timestamps import timestamp
     from kueue_client import live_views
     from kueue_client.live_state import Snapshot
 

@@ -1,5 +1,6 @@
-"""gRPC plumbing shared by the programs: channels, authenticated stubs, the
-server-side authentication interceptor and protobuf time helpers."""
+"""gRPC plumbing shared by the programs: channels, authenticated stubs and
+the server-side authentication interceptor. No protobuf is imported here:
+`kueue cmd` never loads it (kueue_client/submission.py)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,12 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
 from kueue import allocator, auth
 from kueue.config import Config, ConfigError
-
-if TYPE_CHECKING:
-    from google.protobuf.timestamp_pb2 import Timestamp
 
 log = logging.getLogger(__name__)
 
@@ -298,25 +296,6 @@ def peer_address(peer: str) -> str:
     if kind in ("ipv4", "ipv6") and rest:
         return urllib.parse.unquote(rest)
     return peer
-
-
-def timestamp(seconds: float | None) -> Timestamp | None:
-    """A protobuf Timestamp for epoch seconds, None for None."""
-    if seconds is None:
-        return None
-    # Here: `kueue cmd` imports this module and never protobuf (kueue_client/submission.py).
-    from google.protobuf.timestamp_pb2 import Timestamp
-
-    ts = Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
-
-
-def seconds(ts: Timestamp) -> float | None:
-    """Epoch seconds of a Timestamp field, None when unset (zero)."""
-    if ts.seconds == 0 and ts.nanos == 0:
-        return None
-    return ts.seconds + ts.nanos / 1e9
 
 
 # -- services that may write responses already encoded (kueue.wire) ----------------------

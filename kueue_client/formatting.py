@@ -12,10 +12,7 @@ ELLIPSIS = "..."
 
 
 def seconds(ts: Any) -> float | None:
-    """Epoch seconds of a protobuf Timestamp field, None when unset.
-
-    Same as kueue.rpc.seconds, repeated so that rendering does not import grpc.
-    """
+    """Epoch seconds of a protobuf Timestamp field, None when unset (zero)."""
     if ts.seconds == 0 and ts.nanos == 0:
         return None
     return ts.seconds + ts.nanos / 1e9

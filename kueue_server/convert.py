@@ -9,7 +9,7 @@ from json.encoder import encode_basestring_ascii as _quote  # type: ignore[attr-
 from typing import Any
 
 from kueue import wire
-from kueue.rpc import timestamp
+from kueue.timestamps import timestamp
 from kueue.v1 import common_pb2
 from kueue.v1 import worker_service_pb2 as wpb
 from kueue_server.model import ACTIVE, JobRecord, Outcome, PastAttempt, Shape, State, WorkerRecord

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from kueue.config import template
-from kueue.rpc import timestamp
+from kueue.timestamps import timestamp
 from kueue.v1 import cluster_service_pb2, common_pb2, job_service_pb2
 from kueue_client import api, submission
 from kueue_client.cli import main

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from kueue.rpc import timestamp
+from kueue.timestamps import timestamp
 from kueue.v1 import common_pb2
 from kueue_client import job_details
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from rich.console import Console, RenderableType
 
-from kueue.rpc import timestamp
+from kueue.timestamps import timestamp
 from kueue.v1 import common_pb2
 from kueue.v1 import job_service_pb2 as jpb
 from kueue_client import formatting, live_views, views
