@@ -373,6 +373,74 @@ def test_an_option_without_its_value_says_which_and_exits_2(built: Path, tmp_pat
     assert wrong == "kueue-ts: -c needs a whole number, not many (kueue-ts --help for usage)"
 
 
+# A command line with a mistake of its own, and the one line that names it.
+BAD_COMMAND_LINES = {
+    ("submit", "-c"): "-c needs a value: the number of CPUs the job needs, e.g. -c 4",
+    ("submit", "--cpus=", "echo", "x"): "--cpus needs a value: the number of CPUs the job needs, e.g. -c 4",
+    ("submit", "-c", "many", "echo", "x"): "-c needs a whole number, not many",
+    ("submit", "--bogus", "echo", "x"): "unknown option for submit: --bogus",
+    ("submit",): "submit needs a command",
+    ("list", "-n"): "-n needs a value: how many of the most recent jobs to list, e.g. -n 20",
+    ("list", "--bogus"): "unknown argument for list: --bogus",
+    ("watch",): "watch needs job ids",
+    ("watch", "7", "seven"): "not a job id: seven",
+    ("output", "x7"): "not a job id: x7",
+    ("output",): "output needs one job id",
+    ("frob",): "unknown verb frob",
+    ("--bogus", "list"): "unknown option --bogus",
+    ("--server", "nowhere", "list"): "--server must be HOST:PORT, not nowhere",
+}
+
+
+def test_a_bad_command_line_is_blamed_before_the_config_file(built: Path, tmp_path: Path) -> None:
+    # The command line is checked before the config file is read: the
+    # user's own typo is named even when the config file is broken or
+    # missing too (and no server is needed).
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[common_settings\nshared_secret = \n")
+    missing = tmp_path / "missing.toml"
+    home = tmp_path / "home"  # no config file anywhere
+    home.mkdir()
+    no_file = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
+    configs = {
+        "broken --config": (("--config", str(broken)), {}),
+        "broken $KUEUE_CONFIG": ((), {"KUEUE_CONFIG": str(broken)}),
+        "missing --config": (("--config", str(missing)), {}),
+        "no config file": ((), no_file),
+    }
+    for what, (config_args, env) in configs.items():
+        for args, problem in BAD_COMMAND_LINES.items():
+            line = one_error_line(kueue_ts(built, *config_args, *args, env=env), 2)
+            assert line == f"kueue-ts: {problem} (kueue-ts --help for usage)", (what, args, line)
+    # A right command line still meets the config file's problem, as before.
+    assert one_error_line(kueue_ts(built, "--config", str(broken), "list"), 2).startswith(
+        f"kueue-ts: {broken}: not valid TOML: "
+    )
+    assert one_error_line(kueue_ts(built, "--config", str(missing), "submit", "-c", "2", "echo", "x"), 2) == (
+        f"kueue-ts: {missing}: no such config file"
+    )
+
+
+def test_help_needs_no_config_file(built: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[common_settings\n")
+    c = ("--config", str(broken))
+    for args in [
+        ("--help",),
+        (*c, "-h"),
+        (*c, "submit", "--help"),
+        (*c, "list", "-n", "3", "-h"),
+        (*c, "watch", "--help"),
+    ]:
+        result = kueue_ts(built, *args)
+        assert result.returncode == 0 and result.stderr == "", (args, result)
+        assert result.stdout.startswith("usage: kueue-ts "), (args, result.stdout)
+    # After the command's first word, --help is the command's.
+    assert one_error_line(kueue_ts(built, *c, "submit", "ls", "--help"), 2).startswith(
+        f"kueue-ts: {broken}: "
+    )
+
+
 def test_a_wrong_secret_is_blamed_on_where_it_came_from(
     built: Path, running: Cluster, tmp_path: Path
 ) -> None:

@@ -31,19 +31,33 @@ global options (override the config file):
   --server HOST:PORT   the server's address
   --secret-file PATH   a file holding the shared secret (also: $KUEUE_SHARED_SECRET)
   --tls-ca PEM         connect with TLS, trusting this CA
-  --tls-cert PEM --tls-key PEM   a client certificate for mutual TLS`;
+  --tls-cert PEM --tls-key PEM   a client certificate for mutual TLS
+  -h, --help           this text (also after a verb); reads no config file`;
 
 interface Global {
   config?: string;
   server?: string;
+  /** --server, checked as it is read: a typo there is the user's, not the config file's. */
+  address?: { name: string; port: number };
   secretFile?: string;
   tlsCa?: string;
   tlsCert?: string;
   tlsKey?: string;
 }
 
+/** A verb with its options and arguments, checked; it runs once there is a client. */
+type Run = (client: KueueClient) => Promise<number>;
+
+/** What a -h or --help among the options asks for instead of a Run. */
+const HELP = "help";
+type Help = typeof HELP;
+
 function usage(message: string): KueueError {
   return new KueueError(`${message} (kueue-ts --help for usage)`, EXIT_USAGE);
+}
+
+function isHelp(arg: string): boolean {
+  return arg === "-h" || arg === "--help";
 }
 
 /**
@@ -62,10 +76,10 @@ function optionValue(args: string[], i: number, what: string): { flag: string; v
   return { flag, value, next: eq < 0 ? i + 1 : i };
 }
 
-/** Options before the verb, and the rest. */
-function parseGlobal(argv: string[]): { global: Global; rest: string[] } {
+/** Options before the verb, and the rest; HELP for a -h or --help among them. */
+function parseGlobal(argv: string[]): { global: Global; rest: string[] } | Help {
   const global: Global = {};
-  const keys: Record<string, [keyof Global, string]> = {
+  const keys: Record<string, [Exclude<keyof Global, "address">, string]> = {
     "--config": ["config", "the path of a config file"],
     "--server": ["server", "the server's address, HOST:PORT"],
     "--secret-file": ["secretFile", "the path of a file holding the shared secret"],
@@ -75,25 +89,35 @@ function parseGlobal(argv: string[]): { global: Global; rest: string[] } {
   };
   let i = 0;
   for (; i < argv.length && argv[i]!.startsWith("-"); i++) {
+    if (isHelp(argv[i]!)) return HELP;
     const known = keys[argv[i]!.split("=", 1)[0]!];
     if (!known) throw usage(`unknown option ${argv[i]!.split("=", 1)[0]}`);
     const { value, next } = optionValue(argv, i, known[1]);
     global[known[0]] = value;
     i = next;
   }
+  if (global.server) global.address = serverAddress(global.server);
   return { global, rest: argv.slice(i) };
 }
 
+/** HOST:PORT (HOST may be a bracketed IPv6 address). */
+function serverAddress(text: string): { name: string; port: number } {
+  const match = /^(.*):(\d+)$/.exec(text);
+  if (!match) throw usage(`--server must be HOST:PORT, not ${text}`);
+  const port = Number(match[2]);
+  if (port < 1 || port > 65535) throw usage(`--server: the port must be between 1 and 65535, not ${match[2]}`);
+  return { name: match[1]!.replace(/^\[(.*)\]$/, "$1"), port };
+}
+
+/** The settings: the config file's, overridden by the global options (already checked). */
 function configFrom(global: Global): ClientConfig {
   const path = resolveConfigPath(global.config);
   const file = loadConfig(path);
   if (!file && global.config) throw new KueueError(`${path}: no such config file`, EXIT_USAGE);
   const config: ClientConfig = file ? { ...file } : { ...DEFAULTS };
-  if (global.server) {
-    const match = /^(.*):(\d+)$/.exec(global.server);
-    if (!match) throw usage(`--server must be HOST:PORT, not ${global.server}`);
-    config.serverName = match[1]!.replace(/^\[(.*)\]$/, "$1");
-    config.serverPort = Number(match[2]);
+  if (global.address) {
+    config.serverName = global.address.name;
+    config.serverPort = global.address.port;
   }
   const secret = global.secretFile
     ? readSecret(global.secretFile)
@@ -205,9 +229,17 @@ async function watch(client: KueueClient, ids: bigint[]): Promise<number> {
   return 0;
 }
 
-async function submit(client: KueueClient, args: string[]): Promise<number> {
-  let cpus = client.config.jobDefaultCpus;
-  let ramMb = client.config.jobDefaultRamMb;
+function parseWatch(args: string[]): Run | Help {
+  if (args.some(isHelp)) return HELP;
+  if (args.length === 0) throw usage("watch needs job ids");
+  const ids = args.map(jobId);
+  return (client) => watch(client, ids);
+}
+
+function parseSubmit(args: string[]): Run | Help {
+  // Unset until the config file, read after the command line, gives its defaults.
+  let cpus: number | undefined;
+  let ramMb: number | undefined;
   let wait = false;
   let i = 0;
   for (; i < args.length && args[i]!.startsWith("-"); i++) {
@@ -215,7 +247,8 @@ async function submit(client: KueueClient, args: string[]): Promise<number> {
     if (arg === "--") {
       i++;
       break;
-    } else if (arg === "-c" || arg.split("=", 1)[0] === "--cpus") {
+    } else if (isHelp(arg)) return HELP;
+    else if (arg === "-c" || arg.split("=", 1)[0] === "--cpus") {
       ({ value: cpus, next: i } = intOption(args, i, "the number of CPUs the job needs, e.g. -c 4"));
     } else if (arg === "-r" || arg.split("=", 1)[0] === "--ram-mb") {
       ({ value: ramMb, next: i } = intOption(args, i, "the RAM the job needs in MB, e.g. -r 2048"));
@@ -224,6 +257,19 @@ async function submit(client: KueueClient, args: string[]): Promise<number> {
   }
   const command = args.slice(i);
   if (command.length === 0) throw usage("submit needs a command");
+  return (client) =>
+    submit(client, command, {
+      cpus: cpus ?? client.config.jobDefaultCpus,
+      ramMb: ramMb ?? client.config.jobDefaultRamMb,
+      wait,
+    });
+}
+
+async function submit(
+  client: KueueClient,
+  command: string[],
+  { cpus, ramMb, wait }: { cpus: number; ramMb: number; wait: boolean },
+): Promise<number> {
   const { id, warnings } = await client.submit(jobSpec(command, { cpus, ramMb }));
   for (const warning of warnings) console.error(`kueue-ts: warning: ${warning}`);
   if (!wait) {
@@ -239,16 +285,21 @@ async function submit(client: KueueClient, args: string[]): Promise<number> {
   return exitStatus(job);
 }
 
-async function list(client: KueueClient, args: string[]): Promise<number> {
+function parseList(args: string[]): Run | Help {
   let limit = 0;
   let json = false;
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]!;
+    if (isHelp(arg)) return HELP;
     if (arg === "-n" || arg.split("=", 1)[0] === "--limit") {
       ({ value: limit, next: i } = intOption(args, i, "how many of the most recent jobs to list, e.g. -n 20"));
     } else if (arg === "--json") json = true;
     else throw usage(`unknown argument for list: ${arg}`);
   }
+  return (client) => list(client, limit, json);
+}
+
+async function list(client: KueueClient, limit: number, json: boolean): Promise<number> {
   const reply = await client.listJobs(limit);
   if (json) {
     console.log(JSON.stringify(toJson(ListJobsResponseSchema, reply, { useProtoFieldName: true }), null, 2));
@@ -263,36 +314,57 @@ async function list(client: KueueClient, args: string[]): Promise<number> {
   return 0;
 }
 
-async function output(client: KueueClient, args: string[]): Promise<number> {
-  const stderr = args.includes("--stderr");
+function parseOutput(args: string[]): Run | Help {
+  if (args.some(isHelp)) return HELP;
+  const stream = args.includes("--stderr") ? OutputStream.STDERR : OutputStream.STDOUT;
   const ids = args.filter((a) => a !== "--stderr");
   if (ids.length !== 1 || ids[0]!.startsWith("-")) throw usage("output needs one job id");
-  const data = await client.readOutput(jobId(ids[0]!), stderr ? OutputStream.STDERR : OutputStream.STDOUT);
-  process.stdout.write(data);
+  const id = jobId(ids[0]!);
+  return (client) => output(client, id, stream);
+}
+
+async function output(client: KueueClient, id: bigint, stream: OutputStream): Promise<number> {
+  process.stdout.write(await client.readOutput(id, stream));
   return 0;
 }
 
+const VERBS: Record<string, (args: string[]) => Run | Help> = {
+  submit: parseSubmit,
+  list: parseList,
+  watch: parseWatch,
+  output: parseOutput,
+};
+
+/**
+ * The whole command line, checked before the config file is read: a typo
+ * in it is reported as such even when the config file is broken too, and
+ * --help needs no config file at all.
+ */
+function parseCommandLine(argv: string[]): { global: Global; run: Run } | Help {
+  const parsed = parseGlobal(argv);
+  if (parsed === HELP) return HELP;
+  const [verb, ...args] = parsed.rest;
+  // Own keys only: "constructor" is no verb.
+  const parse = verb !== undefined && Object.hasOwn(VERBS, verb) ? VERBS[verb] : undefined;
+  if (!parse) throw usage(verb === undefined ? "no verb given" : `unknown verb ${verb}`);
+  const run = parse(args);
+  return run === HELP ? HELP : { global: parsed.global, run };
+}
+
 export async function main(argv: string[]): Promise<number> {
-  if (argv.length === 0 || argv[0] === "--help" || argv[0] === "-h") {
+  if (argv.length === 0) {
     console.log(USAGE);
-    return argv.length === 0 ? EXIT_USAGE : 0;
+    return EXIT_USAGE;
   }
-  const { global, rest } = parseGlobal(argv);
-  const [verb, ...args] = rest;
-  const verbs: Record<string, (client: KueueClient, args: string[]) => Promise<number>> = {
-    submit,
-    list,
-    watch: (client, a) => {
-      if (a.length === 0) throw usage("watch needs job ids");
-      return watch(client, a.map(jobId));
-    },
-    output,
-  };
-  const run = verb === undefined ? undefined : verbs[verb];
-  if (!run) throw usage(verb === undefined ? "no verb given" : `unknown verb ${verb}`);
-  const client = new KueueClient(configFrom(global));
+  const command = parseCommandLine(argv);
+  if (command === HELP) {
+    console.log(USAGE);
+    return 0;
+  }
+  // Every verb talks to the server: only now is the config file needed.
+  const client = new KueueClient(configFrom(command.global));
   try {
-    return await run(client, args);
+    return await command.run(client);
   } finally {
     client.close();
   }
