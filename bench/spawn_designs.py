@@ -3,7 +3,7 @@
 pool: a design experiment for item 1 (throughput), not a benchmark of kueue.
 
 N `true` on 2 slots, with W us of busy Python per job standing for the
-worker's bookkeeping (messages, ledger, logs: about 500 us today), six ways,
+worker's bookkeeping (messages, ledger, logs: about 500 us today), eight ways,
 each spawning `true` with the worker's own kueue_worker.spawn:
 
   pool     the plain pool of item 1 (2 threads of subprocess.run), no W
@@ -17,6 +17,15 @@ each spawning `true` with the worker's own kueue_worker.spawn:
            after the bookkeeping of the last end (no chaining on the thread)
   runners  a process per slot spawns and waits for its own child; the main
            process does W per end reported over a pipe
+  single_io  single, with the worker's other work per job besides its
+           Python: two output pipes read to their end, the exit seen through
+           a pidfd, all in one epoll; W split before the spawn and at the end
+  feed     runners as the worker would have to run them: the loop makes each
+           job's output pipes and sends the write ends with the job over a
+           Unix socket (one job queued at each runner behind its running
+           one, so the runner starts it the moment the last one ends), the
+           runner reports each start and end, the loop reads the output as
+           single_io does; W split as there
 
 A spawn's vfork waits until the child has exec'ed. From one loop, the child
 mostly lands on the other core, which then has to be woken, and so does the
@@ -31,7 +40,7 @@ handoffs and made it slower, which this experiment cannot show. The process
 designs share no GIL; a spawn helper process was tried in the worker and
 lost to its wake-ups (README, Performance).
 
-    python bench/spawn_designs.py [--jobs N] [--work-us W] [--rounds R]
+    python bench/spawn_designs.py [--jobs N] [--work-us W] [--rounds R] [--designs single_io,feed]
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ import contextlib
 import os
 import queue
 import select
+import socket
 import statistics
 import struct
 import sys
@@ -232,6 +242,198 @@ def runners(n: int, work: float) -> None:
         os.waitpid(pid, 0)
 
 
+def _output_pipes() -> tuple[list[int], list[int]]:
+    """A job's stdout and stderr pipes as the worker makes them: the read
+    ends (non-blocking, ours) and the write ends (the child's)."""
+    ours, theirs = [], []
+    for _ in range(2):
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(read_end, False)
+        ours.append(read_end)
+        theirs.append(write_end)
+    return ours, theirs
+
+
+def _spawn_true_into(stdout: int, stderr: int) -> int:
+    null = spawn.devnull()
+    pid, _ = spawn.spawn(["true"], cwd="/", env=_ENV, stdin=null, stdout=stdout, stderr=stderr)
+    return pid
+
+
+def single_io(n: int, work: float) -> None:
+    """single, with what the worker's loop does per job besides its Python:
+    two output pipes read to their end, and the exit seen through a pidfd,
+    all in one epoll. W is split: half before the spawn, half at the end."""
+    epoll = select.epoll()
+    exits: dict[int, tuple[int, int]] = {}  # pidfd -> (pid, job)
+    readers: dict[int, int] = {}  # read end -> job
+    open_ends: dict[int, int] = {}  # job -> its exit and output ends not seen yet
+    started = done = 0
+
+    def start() -> None:
+        nonlocal started
+        _busy(work / 2)
+        ours, theirs = _output_pipes()
+        pid = _spawn_true_into(*theirs)
+        for fd in theirs:
+            os.close(fd)
+        pidfd = os.pidfd_open(pid)
+        epoll.register(pidfd, select.EPOLLIN)
+        exits[pidfd] = (pid, started)
+        open_ends[started] = 3
+        for fd in ours:
+            epoll.register(fd, select.EPOLLIN)
+            readers[fd] = started
+        started += 1
+
+    def ended(job: int) -> None:
+        nonlocal done
+        open_ends[job] -= 1
+        if not open_ends[job]:
+            del open_ends[job]
+            done += 1
+            _busy(work / 2)
+
+    for _ in range(min(SLOTS, n)):
+        start()
+    while done < n:
+        for fd, _ in epoll.poll():
+            if fd in exits:
+                pid, job = exits.pop(fd)
+                os.waitpid(pid, 0)
+                os.close(fd)
+                if started < n:
+                    start()
+                ended(job)
+            elif fd in readers:
+                if os.read(fd, 65536):
+                    continue
+                job = readers.pop(fd)
+                os.close(fd)
+                ended(job)
+    epoll.close()
+
+
+_REPORT = struct.Struct("iii")  # runner, child pid, wait status (-1: started)
+
+
+def _runner(k: int, sock: socket.socket, report: int) -> None:
+    """feed's runner: take jobs (their stdout and stderr ends come along),
+    spawn each the moment the last one ended, report start and end."""
+    queued: list[tuple[int, int]] = []
+    while True:
+        sock.setblocking(not queued)
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, 64, 64)
+        except BlockingIOError:
+            pass
+        else:
+            if not data:
+                return
+            queued.append((fds[0], fds[1]))
+            if len(queued) == 1:
+                continue  # more may have come meanwhile
+        stdout, stderr = queued.pop(0)
+        child = _spawn_true_into(stdout, stderr)
+        os.close(stdout)
+        os.close(stderr)
+        os.write(report, _REPORT.pack(k, child, -1))
+        _, status = os.waitpid(child, 0)
+        os.write(report, _REPORT.pack(k, child, status))
+
+
+def feed(n: int, work: float) -> None:
+    """A process per slot spawns and waits for its own child (as runners),
+    but fed as the worker would have to feed it: the loop makes each job's
+    output pipes and sends their write ends along with the job over a Unix
+    socket, keeping one job queued at each runner ahead of its running one;
+    the runner reports each start and end over a pipe. The loop reads the
+    output to its end as single_io does. W is split as in single_io."""
+    epoll = select.epoll()
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    socks: list[socket.socket] = []
+    runners: list[int] = []
+    for k in range(SLOTS):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                ours.close()
+                os.close(read_end)
+                _runner(k, theirs, write_end)
+            except BaseException:
+                code = 1
+            os._exit(code)
+        theirs.close()
+        socks.append(ours)
+        runners.append(pid)
+    os.close(write_end)
+    epoll.register(read_end, select.EPOLLIN)
+    readers: dict[int, int] = {}  # read end -> job
+    open_ends: dict[int, int] = {}  # job -> its end and output ends not seen yet
+    queued: list[list[int]] = [[] for _ in range(SLOTS)]  # jobs sent to each runner, not started
+    running: list[int] = [-1] * SLOTS
+    sent = done = 0
+    pending = b""
+
+    def send(k: int) -> None:
+        nonlocal sent
+        _busy(work / 2)
+        ours, theirs = _output_pipes()
+        socket.send_fds(socks[k], [b"j"], theirs)
+        for fd in theirs:
+            os.close(fd)
+        for fd in ours:
+            epoll.register(fd, select.EPOLLIN)
+            readers[fd] = sent
+        open_ends[sent] = 3
+        queued[k].append(sent)
+        sent += 1
+
+    def ended(job: int) -> None:
+        nonlocal done
+        open_ends[job] -= 1
+        if not open_ends[job]:
+            del open_ends[job]
+            done += 1
+            _busy(work / 2)
+
+    for k in range(SLOTS):
+        for _ in range(2):  # one to run, one queued behind it
+            if sent < n:
+                send(k)
+    while done < n:
+        for fd, _ in epoll.poll():
+            if fd == read_end:
+                data = os.read(read_end, 65536)
+                if not data:
+                    raise RuntimeError(f"the runners reported {done} of {n} ends")
+                pending += data
+                while len(pending) >= _REPORT.size:
+                    k, _, status = _REPORT.unpack_from(pending)
+                    pending = pending[_REPORT.size :]
+                    if status == -1:
+                        running[k] = queued[k].pop(0)
+                        continue
+                    job = running[k]
+                    if sent < n:
+                        send(k)
+                    ended(job)
+            elif fd in readers:
+                if os.read(fd, 65536):
+                    continue
+                job = readers.pop(fd)
+                os.close(fd)
+                ended(job)
+    for sock in socks:
+        sock.close()
+    os.close(read_end)
+    epoll.close()
+    for pid in runners:
+        os.waitpid(pid, 0)
+
+
 DESIGNS: dict[str, Callable[[int, float], None]] = {
     "pool": pool,
     "single": single,
@@ -239,6 +441,8 @@ DESIGNS: dict[str, Callable[[int, float], None]] = {
     "loop+threads": loop_threads,
     "handoff": handoff,
     "runners": runners,
+    "single_io": single_io,
+    "feed": feed,
 }
 
 
@@ -249,13 +453,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=3000)
     parser.add_argument("--work-us", type=float, default=500.0, help="busy Python per job (default 500)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--designs", default=",".join(DESIGNS), help="which, comma-separated (default: all; pool always runs)"
+    )
     args = parser.parse_args(argv)
+    chosen = {"pool", *args.designs.split(",")}
+    unknown = chosen - DESIGNS.keys()
+    if unknown:
+        parser.error(f"unknown design(s): {', '.join(sorted(unknown))}; known: {', '.join(DESIGNS)}")
     if not hasattr(os, "pidfd_open"):
         print("needs Linux (pidfd_open)", file=sys.stderr)
         return 2
-    rates: dict[str, list[float]] = {name: [] for name in DESIGNS}
+    rates: dict[str, list[float]] = {name: [] for name in DESIGNS if name in chosen}
     for r in range(args.rounds):
-        for name, design in DESIGNS.items():
+        for name in rates:
+            design = DESIGNS[name]
             began = time.perf_counter()
             design(args.jobs, args.work_us / 1e6)
             rates[name].append(args.jobs / (time.perf_counter() - began))

@@ -54,5 +54,10 @@ def test_spawn_designs_tiny(tmp_path: Path) -> None:
         "spawn_designs.py", "--jobs", "7", "--work-us", "10", "--rounds", "1", cwd=tmp_path, timeout=120
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    for design in ("pool", "single", "threads", "loop+threads", "handoff", "runners"):
+    for design in ("pool", "single", "threads", "loop+threads", "handoff", "runners", "single_io", "feed"):
         assert f"  {design} " in result.stdout, result.stdout
+    chosen = run_bench("spawn_designs.py", "--jobs", "5", "--designs", "feed", cwd=tmp_path, timeout=120)
+    assert chosen.returncode == 0, chosen.stdout + chosen.stderr
+    assert "  feed " in chosen.stdout and "  pool " in chosen.stdout and "single_io" not in chosen.stdout
+    wrong = run_bench("spawn_designs.py", "--designs", "fed", cwd=tmp_path, timeout=60)
+    assert wrong.returncode == 2 and "unknown design(s): fed" in wrong.stderr, wrong.stderr
