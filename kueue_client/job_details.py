@@ -82,6 +82,14 @@ def _attempts_text(job: common_pb2.Job) -> str:
     return f"{job.attempt} ({', '.join(parts)})" if parts else str(job.attempt)
 
 
+# Job.start_failure, with the exit status `kueue wait` and `kueue run` give for it.
+START_FAILURE_TEXT = {
+    common_pb2.START_FAILURE_NOT_FOUND: "command not found (exit status 127, as from a shell)",
+    common_pb2.START_FAILURE_NOT_EXECUTABLE: "cannot execute (exit status 126, as from a shell)",
+    common_pb2.START_FAILURE_OTHER: "before its command ran (exit status 1)",
+}
+
+
 def job_fields(job: common_pb2.Job, now: float | None = None) -> list[Field]:
     """Every field of a job for `kueue show`; the times are in job_history."""
     now = time.time() if now is None else now
@@ -118,6 +126,9 @@ def job_fields(job: common_pb2.Job, now: float | None = None) -> list[Field]:
         fields.append(Field("exit code", str(job.exit_code), style))
     if job.signal:
         fields.append(Field("signal", f"{job.signal} ({signal_name(job.signal)})", style))
+    start_failure = START_FAILURE_TEXT.get(job.start_failure)
+    if start_failure:
+        fields.append(Field("start failure", start_failure, style))
     if job.state in (JobState.JOB_STATE_SUCCEEDED, JobState.JOB_STATE_FAILED) or job.run_time_seconds:
         fields.append(Field("run time", format_duration(run_time(job))))
     if job.peak_memory_bytes:

@@ -119,8 +119,18 @@ EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
 
 
+# Job.start_failure -> what a shell exits with when it cannot run a command.
+START_FAILURE_STATUS = {
+    common_pb2.START_FAILURE_NOT_FOUND: EXIT_NOT_FOUND,
+    common_pb2.START_FAILURE_NOT_EXECUTABLE: EXIT_CANNOT_EXECUTE,
+    common_pb2.START_FAILURE_OTHER: 1,
+}
+
+
 def start_failure_status(comment: str) -> int:
-    """What a shell exits with when it cannot run a command: 127 not found, 126 not executable."""
+    """What a shell exits with when it cannot run a command (127 not found,
+    126 not executable), guessed from the comment: for jobs without
+    Job.start_failure (recorded by a server, or run by a worker, before it)."""
     text = comment.lower()
     if "no such file" in text or "not found" in text:
         return EXIT_NOT_FOUND
@@ -149,7 +159,7 @@ def exit_status(job: common_pb2.Job) -> int:
             # An exit code outside 1..255 cannot be an exit status; keep it a failure.
             code = job.exit_code & 0xFF
             return code or 1
-        return start_failure_status(job.comment)
+        return START_FAILURE_STATUS.get(job.start_failure) or start_failure_status(job.comment)
     return 1
 
 

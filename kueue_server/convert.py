@@ -145,6 +145,7 @@ def job_message(
         output_truncated=job.output_truncated,
         kill_requested=job.kill_requested,
         held=job.state is State.OFFERED and (job.prefetched or job.waiting),
+        start_failure=job.start_failure,
     )
     if job.exit_code is not None:
         msg.exit_code = job.exit_code
@@ -227,10 +228,10 @@ def worker_message(worker: WorkerRecord) -> common_pb2.Worker:
 JOB_COLUMNS = (
     "id, spec_id, extra_env, state, issued_at, offered_at, started_at, finished_at, attempt, worker_id, "
     "worker_name, exit_code, signal, run_time, peak_memory, comment, stdout_bytes, stderr_bytes, "
-    "output_truncated, kill_requested, past_attempts"
+    "output_truncated, kill_requested, past_attempts, start_failure"
 )
 # Added after the first release: older stores get the column on open.
-ADDED_JOB_COLUMNS = (("past_attempts", "TEXT"),)
+ADDED_JOB_COLUMNS = (("past_attempts", "TEXT"), ("start_failure", "INTEGER"))
 
 
 def job_row(job: JobRecord) -> tuple[Any, ...]:
@@ -259,6 +260,7 @@ def job_row(job: JobRecord) -> tuple[Any, ...]:
         int(job.output_truncated),
         int(job.kill_requested),
         _past_attempts_json(job.past_attempts),
+        job.start_failure,
     )
 
 
@@ -267,7 +269,7 @@ def job_row(job: JobRecord) -> tuple[Any, ...]:
 # (store, NEW_JOB_DEFAULTS). sqlite3 binds each parameter at a cost (a None
 # about 0.8 us), and an array of 2 000 jobs is written before its first job
 # may start.
-SUBMITTED_TAIL: tuple[Any, ...] = (None, None, None, 0, "", "", None, 0, 0.0, 0, "", 0, 0, 0, 0, None)
+SUBMITTED_TAIL: tuple[Any, ...] = (None, None, None, 0, "", "", None, 0, 0.0, 0, "", 0, 0, 0, 0, None, 0)
 NEW_JOB_COLUMNS = 5
 
 
@@ -319,7 +321,7 @@ def _past_attempts(text: str | None) -> list[PastAttempt] | None:
 
 def job_from_row(row: tuple[Any, ...], specs: dict[int, common_pb2.JobSpec]) -> JobRecord:
     (id_, spec_id, extra_env, state, issued, offered, started, finished, attempt, worker_id, worker_name,
-     exit_code, signal, run_time, peak, comment, out_b, err_b, truncated, kill, past) = row  # fmt: skip
+     exit_code, signal, run_time, peak, comment, out_b, err_b, truncated, kill, past, start_failure) = row  # fmt: skip
     spec = specs[spec_id]
     return JobRecord(
         id=id_,
@@ -346,4 +348,5 @@ def job_from_row(row: tuple[Any, ...], specs: dict[int, common_pb2.JobSpec]) -> 
         kill_requested=bool(kill),
         past_attempts=_past_attempts(past),
         extra_env_json=extra_env or None,
+        start_failure=start_failure or 0,  # NULL in rows of servers before the column
     )

@@ -122,6 +122,8 @@ class JobRecord:
     stderr_bytes: int = 0
     output_truncated: bool = False
     kill_requested: bool = False
+    # FAILED without starting: a common_pb2.StartFailure (0 otherwise).
+    start_failure: int = 0
     # worker id -> time until which it is not offered this job again.
     rejected_by: dict[str, float] | None = None
     # Attempts that ended with the job queued again, oldest first (at most

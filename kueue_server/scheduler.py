@@ -31,6 +31,15 @@ from kueue_server.model import (
 )
 from kueue_server.pending_queue import PendingQueue
 
+# The kinds of StartFailure a job records.
+START_FAILURES = frozenset(
+    (
+        common_pb2.START_FAILURE_NOT_FOUND,
+        common_pb2.START_FAILURE_NOT_EXECUTABLE,
+        common_pb2.START_FAILURE_OTHER,
+    )
+)
+
 # A worker that rejected a job for good (directory missing) is not offered it
 # again for this long; a transient reject (busy right now) for much less.
 REJECT_COOLDOWN = 600.0
@@ -562,9 +571,12 @@ class Scheduler:
         peak_memory: int,
         error: str,
         now: float,
+        start_failure: int = 0,
     ) -> bool:
         """Record the end of the current attempt. False for a stale attempt
-        (ignored: a job is recorded as finished once, by its current attempt)."""
+        (ignored: a job is recorded as finished once, by its current attempt).
+        With error (it did not start), start_failure says what kind of
+        failure it was (common_pb2.StartFailure)."""
         if not self.is_current(worker_id, job_id, attempt):
             return False
         job = self.jobs[job_id]
@@ -582,6 +594,9 @@ class Scheduler:
         elif error:
             state = State.FAILED
             job.comment = f"failed to start: {error}"
+            # Unsaid (a worker before the field) or unknown (a newer one): 0,
+            # and clients read the comment as they did before.
+            job.start_failure = start_failure if start_failure in START_FAILURES else 0
         elif exit_code == 0:
             state = State.SUCCEEDED
         else:

@@ -319,6 +319,7 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
             min(fin.peak_memory_bytes, MAX_SQLITE_INT),
             fin.error[:MAX_REASON_CHARS],
             app.clock(),
+            fin.start_failure,
         )
         # Stale or not, the worker may forget it once our state is durable.
         ack = wpb.ConnectResponse(finished_ack=wpb.FinishedAck(job_id=fin.job_id, attempt=fin.attempt))

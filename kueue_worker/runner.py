@@ -106,6 +106,8 @@ class Outcome:
     run_time_seconds: float = 0.0
     peak_memory_bytes: int = 0
     error: str = ""
+    # With error: a common_pb2.StartFailure (OTHER where not said).
+    start_failure: int = 0
 
     def as_finished(self) -> wpb.Finished:
         """The process facts of a Finished; ids and byte totals are added by the attempt state."""
@@ -115,9 +117,16 @@ class Outcome:
             peak_memory_bytes=self.peak_memory_bytes,
             error=self.error,
         )
+        if self.error:
+            msg.start_failure = self.start_failure or common_pb2.START_FAILURE_OTHER
         if self.exit_code is not None:
             msg.exit_code = self.exit_code
         return msg
+
+
+START_NOT_FOUND = common_pb2.START_FAILURE_NOT_FOUND
+START_NOT_EXECUTABLE = common_pb2.START_FAILURE_NOT_EXECUTABLE
+START_OTHER = common_pb2.START_FAILURE_OTHER
 
 
 class StartError(Exception):
@@ -541,7 +550,8 @@ class JobProcess:
                 stderr=stdio.child[STDERR],
             )
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
-            self._start_outcome = Outcome(error=self._start_error(argv, env, exc))
+            error, kind = self._start_failure(argv, env, exc)
+            self._start_outcome = Outcome(error=error, start_failure=kind)
             return
         finally:
             stdio.close_child_ends()
@@ -580,16 +590,35 @@ class JobProcess:
             signal=-returncode, run_time_seconds=run_time, peak_memory_bytes=self.peak_memory_bytes
         )
 
-    def _start_error(self, argv: list[str], env: spawn.Environ | None, exc: Exception) -> str:
+    def _start_failure(self, argv: list[str], env: spawn.Environ | None, exc: Exception) -> tuple[str, int]:
+        """Finished.error and Finished.start_failure for a spawn that failed."""
         cwd = self.spec.cwd
         if cwd and not os.path.isdir(cwd):
-            return f"working directory {cwd} does not exist on {self.worker_name}"
+            return f"working directory {cwd} does not exist on {self.worker_name}", START_OTHER
         if isinstance(exc, NotADirectoryError | PermissionError) and cwd and not os.access(cwd, os.X_OK):
-            return f"working directory {cwd} is not accessible on {self.worker_name}"
-        if isinstance(exc, OSError) and exc.errno == errno.E2BIG:
-            return f"cannot start {argv[0]} on {self.worker_name}: {too_long(argv, env)}"
+            # 126, as the text-matched status of older servers' jobs still says.
+            return f"working directory {cwd} is not accessible on {self.worker_name}", START_NOT_EXECUTABLE
         reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
-        return f"cannot start {argv[0]}: {reason}"
+        # spawn (and Popen) name the program in an OSError of its exec.
+        if not isinstance(exc, OSError) or exc.filename != argv[0]:
+            return f"cannot start {argv[0]}: {reason}", START_OTHER
+        if exc.errno == errno.E2BIG:
+            return (
+                f"cannot start {argv[0]} on {self.worker_name}: {too_long(argv, env)}",
+                START_NOT_EXECUTABLE,
+            )
+        if exc.errno != errno.ENOENT:
+            return f"cannot start {argv[0]}: {reason}", START_NOT_EXECUTABLE
+        # Not found, as bash counts it (127), also where the file is there
+        # and its #! interpreter is not: then the message names that one.
+        found = spawn.existing_program(argv[0], env.path if env is not None else None, cwd or None)
+        interpreter = spawn.interpreter_of(found) if found is not None else None
+        if interpreter:
+            return (
+                f"cannot start {argv[0]}: its interpreter {interpreter} (#! line) was not found",
+                START_NOT_FOUND,
+            )
+        return f"cannot start {argv[0]}: {reason}", START_NOT_FOUND
 
     # -- exit --------------------------------------------------------------
 

@@ -199,6 +199,36 @@ def _executables(program: str, path: str | None) -> tuple[bytes, ...]:
     return found
 
 
+def existing_program(program: str, path: str | None, cwd: str | None) -> str | None:
+    """The first file among the places the exec of `program` tried (its
+    PATH's directories, unless it holds a slash; relative ones from cwd)
+    that exists, or None. After an exec that failed with ENOENT, a file
+    found here had a #! interpreter that was not."""
+    if "/" in program:
+        candidates = [program]
+    else:
+        dirs = os.get_exec_path({"PATH": path} if path is not None else {})
+        candidates = [os.path.join(d, program) for d in dirs]
+    for candidate in candidates:
+        full = os.path.join(cwd, candidate) if cwd else candidate
+        if os.path.isfile(full):
+            return full
+    return None
+
+
+def interpreter_of(path: str) -> str | None:
+    """The interpreter a script's #! line names, or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return None
+    if not head.startswith(b"#!"):
+        return None
+    words = head[2:].split(b"\n", 1)[0].split()
+    return os.fsdecode(words[0]) if words else None
+
+
 def _first_executable(candidates: tuple[bytes, ...]) -> int | None:
     """Where the exec would succeed, as far as the worker can tell; None if
     not found or if a directory is relative (the child's cwd decides that)."""

@@ -174,5 +174,6 @@ def test_a_store_from_before_the_history_is_upgraded_in_place(tmp_path: Path) ->
     (job,) = store.load().jobs
     store.close()
     assert job.id == 7 and job.state is State.SUCCEEDED and job.past_attempts is None
+    assert job.start_failure == 0  # NULL in a row from before the column
     (last,) = convert.attempt_messages(job)  # what came before attempt 2 is unknown
     assert (last.number, last.outcome) == (2, Out.ATTEMPT_OUTCOME_FINISHED)

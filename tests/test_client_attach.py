@@ -228,6 +228,34 @@ def test_output_is_written_once_in_order_and_exit_code_kept() -> None:
             126,
             b"kueue: job 42 failed to start: cannot start ./x: Permission denied\n",
         ),
+        # The kind the worker said outweighs the comment's words.
+        (
+            dict(
+                state=State.JOB_STATE_FAILED,
+                comment="failed to start: cannot open the stdout file /x/out: No such file or directory",
+                start_failure=common_pb2.START_FAILURE_OTHER,
+            ),
+            1,
+            b"kueue: job 42 failed to start: cannot open the stdout file /x/out: No such file or directory\n",
+        ),
+        (
+            dict(
+                state=State.JOB_STATE_FAILED,
+                comment="failed to start: cannot start ./s: its interpreter /nope (#! line) was not found",
+                start_failure=common_pb2.START_FAILURE_NOT_FOUND,
+            ),
+            127,
+            b"kueue: job 42 failed to start: cannot start ./s: its interpreter /nope (#! line) was not found\n",
+        ),
+        (
+            dict(
+                state=State.JOB_STATE_FAILED,
+                comment="failed to start: something new",
+                start_failure=common_pb2.START_FAILURE_NOT_EXECUTABLE,
+            ),
+            126,
+            b"kueue: job 42 failed to start: something new\n",
+        ),
         (dict(state=State.JOB_STATE_CANCELED), 1, b"kueue: job 42 was canceled\n"),
         (
             dict(state=State.JOB_STATE_CANCELED, signal=15, comment="killed on request"),

@@ -115,6 +115,10 @@ def test_failed_to_start_shows_the_reason() -> None:
     text = job_details.job_details_text(job, NOW)
     assert re.search(r"status:\s+failed to start", text)
     assert re.search(r"comment:\s+failed to start: No such file or directory: './x'", text)
+    assert "start failure" not in text  # a job from before the field: its kind is unknown
+    job.start_failure = common_pb2.START_FAILURE_NOT_FOUND
+    text = job_details.job_details_text(job, NOW)
+    assert re.search(r"start failure:\s+command not found \(exit status 127, as from a shell\)", text)
     # No attempts from the server (an older one): the history comes from the job's fields.
     assert history(job)[-1] == ("22:13:16", "failed to start: No such file or directory: './x'")
 

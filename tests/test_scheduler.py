@@ -14,6 +14,8 @@ from kueue.v1 import common_pb2
 from kueue_server.model import Amount, State
 from kueue_server.scheduler import Limits, Scheduler, SchedulerError
 
+NOT_FOUND = common_pb2.START_FAILURE_NOT_FOUND
+
 
 def spec(
     cpus: int = 1, ram: int = 0, slots: int = 1, cwd: str = "/tmp", **globals_: int
@@ -140,6 +142,21 @@ def test_failed_to_start_and_signal() -> None:
     s.finished("w1", b, 1, None, 9, 1.0, 0, "", 1.0)
     assert s.jobs[a].state is State.FAILED and "failed to start" in s.jobs[a].comment
     assert s.jobs[b].state is State.FAILED and s.jobs[b].signal == 9
+
+
+def test_a_start_failure_records_its_kind() -> None:
+    s = make()
+    connect(s, "w1")
+    a, b, c, d = submit(s, 4)
+    assigned(s)
+    s.finished("w1", a, 1, None, 0, 0.0, 0, "cannot start x: No such file", 1.0, NOT_FOUND)
+    # A worker from before the field says nothing; a newer one may say what we do not know.
+    s.finished("w1", b, 1, None, 0, 0.0, 0, "cannot start x: No such file", 1.0)
+    s.finished("w1", c, 1, None, 0, 0.0, 0, "cannot start x: ?", 1.0, 99)
+    # Only a failure to start has a kind.
+    s.finished("w1", d, 1, 127, 0, 1.0, 0, "", 1.0, NOT_FOUND)
+    assert [s.jobs[j].start_failure for j in (a, b, c, d)] == [NOT_FOUND, 0, 0, 0]
+    assert s.jobs[a].state is State.FAILED and s.jobs[d].state is State.FAILED
 
 
 def test_a_finish_without_a_reported_start_dates_the_start_from_its_run_time() -> None:

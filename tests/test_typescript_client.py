@@ -167,6 +167,26 @@ def test_submit_watch_output_and_list_from_typescript(built: Path, running: Clus
         assert kueue_ts(built, "--config", config, verb, "999999").returncode == 2, verb
 
 
+def test_submit_wait_exits_as_the_python_client_and_a_shell(
+    built: Path, running: Cluster, tmp_path: Path
+) -> None:
+    """submit --wait exits as `kueue wait` does: 128+N for signal N, 127 and 126
+    where the command could not start (Job.start_failure), 1 for any other start failure."""
+    config = str(running.client_config)
+    (tmp_path / "plain.txt").write_text("echo never\n")  # not executable
+    cases = [
+        (["sh", "-c", "kill -TERM $$"], 143),
+        (["no-such-command-here"], 127),
+        (["./plain.txt"], 126),
+    ]
+    for command, status in cases:
+        result = kueue_ts(built, "--config", config, "submit", "--wait", *command, cwd=tmp_path)
+        assert result.returncode == status, (command, result)
+        job_id = result.stderr.split("queued as job")[1].split()[0]
+        python = running.kueue("wait", job_id.strip(".,:;"), check=False)
+        assert python.returncode == status, (command, python)
+
+
 def test_wrong_secret_gives_a_clear_authentication_error(
     built: Path, running: Cluster, tmp_path: Path
 ) -> None:

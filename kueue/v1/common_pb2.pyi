@@ -26,6 +26,13 @@ class OutputStream(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTPUT_STREAM_STDOUT: _ClassVar[OutputStream]
     OUTPUT_STREAM_STDERR: _ClassVar[OutputStream]
 
+class StartFailure(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    START_FAILURE_UNSPECIFIED: _ClassVar[StartFailure]
+    START_FAILURE_NOT_FOUND: _ClassVar[StartFailure]
+    START_FAILURE_NOT_EXECUTABLE: _ClassVar[StartFailure]
+    START_FAILURE_OTHER: _ClassVar[StartFailure]
+
 class AttemptOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ATTEMPT_OUTCOME_UNSPECIFIED: _ClassVar[AttemptOutcome]
@@ -47,6 +54,10 @@ JOB_STATE_CANCELED: JobState
 OUTPUT_STREAM_UNSPECIFIED: OutputStream
 OUTPUT_STREAM_STDOUT: OutputStream
 OUTPUT_STREAM_STDERR: OutputStream
+START_FAILURE_UNSPECIFIED: StartFailure
+START_FAILURE_NOT_FOUND: StartFailure
+START_FAILURE_NOT_EXECUTABLE: StartFailure
+START_FAILURE_OTHER: StartFailure
 ATTEMPT_OUTCOME_UNSPECIFIED: AttemptOutcome
 ATTEMPT_OUTCOME_ACTIVE: AttemptOutcome
 ATTEMPT_OUTCOME_FINISHED: AttemptOutcome
@@ -110,7 +121,7 @@ class JobSpec(_message.Message):
     def __init__(self, command: _Optional[_Iterable[str]] = ..., shell: _Optional[bool] = ..., cwd: _Optional[str] = ..., env: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., stdout_path: _Optional[str] = ..., stderr_path: _Optional[str] = ..., user: _Optional[str] = ..., submit_host: _Optional[str] = ..., use_worker_env: _Optional[bool] = ..., stdin_pipe: _Optional[bool] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "state", "spec", "issued_at", "offered_at", "started_at", "finished_at", "attempt", "worker_id", "worker_name", "exit_code", "signal", "run_time_seconds", "peak_memory_bytes", "comment", "stdout_bytes", "stderr_bytes", "output_truncated", "kill_requested", "attempts", "held")
+    __slots__ = ("id", "state", "spec", "issued_at", "offered_at", "started_at", "finished_at", "attempt", "worker_id", "worker_name", "exit_code", "signal", "run_time_seconds", "peak_memory_bytes", "comment", "stdout_bytes", "stderr_bytes", "output_truncated", "kill_requested", "attempts", "held", "start_failure")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +143,7 @@ class Job(_message.Message):
     KILL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     HELD_FIELD_NUMBER: _ClassVar[int]
+    START_FAILURE_FIELD_NUMBER: _ClassVar[int]
     id: int
     state: JobState
     spec: JobSpec
@@ -153,7 +165,8 @@ class Job(_message.Message):
     kill_requested: bool
     attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
     held: bool
-    def __init__(self, id: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., offered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., worker_id: _Optional[str] = ..., worker_name: _Optional[str] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., run_time_seconds: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ..., comment: _Optional[str] = ..., stdout_bytes: _Optional[int] = ..., stderr_bytes: _Optional[int] = ..., output_truncated: _Optional[bool] = ..., kill_requested: _Optional[bool] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., held: _Optional[bool] = ...) -> None: ...
+    start_failure: StartFailure
+    def __init__(self, id: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., offered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., worker_id: _Optional[str] = ..., worker_name: _Optional[str] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., run_time_seconds: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ..., comment: _Optional[str] = ..., stdout_bytes: _Optional[int] = ..., stderr_bytes: _Optional[int] = ..., output_truncated: _Optional[bool] = ..., kill_requested: _Optional[bool] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., held: _Optional[bool] = ..., start_failure: _Optional[_Union[StartFailure, str]] = ...) -> None: ...
 
 class Attempt(_message.Message):
     __slots__ = ("number", "worker_id", "worker_name", "offered_at", "started_at", "ended_at", "outcome", "reason")

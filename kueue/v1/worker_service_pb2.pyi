@@ -170,7 +170,7 @@ class Output(_message.Message):
     def __init__(self, job_id: _Optional[int] = ..., attempt: _Optional[int] = ..., stream: _Optional[_Union[_common_pb2.OutputStream, str]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class Finished(_message.Message):
-    __slots__ = ("job_id", "attempt", "exit_code", "signal", "run_time_seconds", "peak_memory_bytes", "error", "stdout_bytes", "stderr_bytes")
+    __slots__ = ("job_id", "attempt", "exit_code", "signal", "run_time_seconds", "peak_memory_bytes", "error", "stdout_bytes", "stderr_bytes", "start_failure")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
@@ -180,6 +180,7 @@ class Finished(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     STDOUT_BYTES_FIELD_NUMBER: _ClassVar[int]
     STDERR_BYTES_FIELD_NUMBER: _ClassVar[int]
+    START_FAILURE_FIELD_NUMBER: _ClassVar[int]
     job_id: int
     attempt: int
     exit_code: int
@@ -189,7 +190,8 @@ class Finished(_message.Message):
     error: str
     stdout_bytes: int
     stderr_bytes: int
-    def __init__(self, job_id: _Optional[int] = ..., attempt: _Optional[int] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., run_time_seconds: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ..., error: _Optional[str] = ..., stdout_bytes: _Optional[int] = ..., stderr_bytes: _Optional[int] = ...) -> None: ...
+    start_failure: _common_pb2.StartFailure
+    def __init__(self, job_id: _Optional[int] = ..., attempt: _Optional[int] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., run_time_seconds: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ..., error: _Optional[str] = ..., stdout_bytes: _Optional[int] = ..., stderr_bytes: _Optional[int] = ..., start_failure: _Optional[_Union[_common_pb2.StartFailure, str]] = ...) -> None: ...
 
 class Leaving(_message.Message):
     __slots__ = ("reason",)

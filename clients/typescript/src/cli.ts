@@ -7,7 +7,7 @@ import { toJson } from "@bufbuild/protobuf";
 import { KueueClient, WATCH_RECONNECT_MS, type WatchOptions, isFinal, jobSpec } from "./client.js";
 import { type ClientConfig, DEFAULTS, loadConfig, resolveConfigPath, validate } from "./config.js";
 import { EXIT_USAGE, KueueError } from "./errors.js";
-import { type Job, JobState, OutputStream } from "./gen/kueue/v1/common_pb.js";
+import { type Job, JobState, OutputStream, StartFailure } from "./gen/kueue/v1/common_pb.js";
 import { ListJobsResponseSchema, type WatchJobsResponse } from "./gen/kueue/v1/job_service_pb.js";
 
 const USAGE = `usage: kueue-ts [GLOBAL OPTIONS] VERB [ARGS]
@@ -15,12 +15,13 @@ const USAGE = `usage: kueue-ts [GLOBAL OPTIONS] VERB [ARGS]
 verbs:
   submit [-c CPUS] [-r RAM_MB] [--wait] CMD [ARG...]
         queue CMD to run in this directory with this environment; print its id.
-        --wait: wait for it, print its output, exit with its exit code
+        --wait: wait for it, print its output, exit as \`kueue wait\` does: its exit
+        code, 128+N for signal N, 127/126 if it could not be found/executed
   list [-n LIMIT] [--json]
         the most recent jobs (all without -n)
   watch ID...
         print each state change until every job has ended; exit with the first
-        non-zero exit code (1 for a job that did not run to an exit code, 2 for
+        non-zero status, as submit --wait does (1 for a job canceled, 2 for
         no such job). A server that goes away meanwhile (a restart) is waited
         for, up to ${WATCH_RECONNECT_MS / 1000} s, as the jobs keep running
   output [--stderr] ID
@@ -184,10 +185,16 @@ function describe(job: Job): string {
 }
 
 /** The exit status for a finished job: its exit code, else 1. */
+/** As `kueue wait` exits (and a shell): the exit code, 128+N for signal N, 127 or 126 where it could not start. */
 function exitStatus(job: Job | undefined): number {
   if (!job) return 1;
   if (job.state === JobState.SUCCEEDED) return 0;
-  return job.exitCode !== undefined && job.exitCode !== 0 ? job.exitCode : 1;
+  if (job.state !== JobState.FAILED) return 1;
+  if (job.signal) return 128 + job.signal;
+  if (job.exitCode !== undefined) return job.exitCode & 0xff || 1;
+  if (job.startFailure === StartFailure.NOT_FOUND) return 127;
+  if (job.startFailure === StartFailure.NOT_EXECUTABLE) return 126;
+  return 1;
 }
 
 /** Says on stderr, once per outage, that a watch is waiting for a lost server. */
