@@ -24,7 +24,7 @@ from kueue.v1 import common_pb2
 from kueue.v1 import worker_service_pb2 as wpb
 from kueue_server import convert
 from kueue_server.attach_tap import Chunk, StdinAck, Tap, read_limit
-from kueue_server.limits import check_sizes, check_spawnable
+from kueue_server.limits import check_sizes, check_spawnable, exec_size_warnings
 from kueue_server.model import ACTIVE, JobRecord, State
 from kueue_server.observe import Observer
 from kueue_server.scheduler import Effects, Limits, Scheduler
@@ -364,7 +364,9 @@ class App:
         must be in place before the worker is told about stdin."""
         check_sizes(spec, len(extra or ()))
         check_spawnable(spec)
-        warnings = self.scheduler.validate(spec)
+        warnings = self.scheduler.validate(spec) + exec_size_warnings(
+            spec, extra and [e or {} for e in extra]
+        )
         spec_id = self.add_spec(spec)
         jobs = self.scheduler.submit(spec_id, spec, extra or [None], self.clock())
         if on_created is not None:

@@ -20,6 +20,14 @@ MAX_GLOBAL_NAMES = 64
 MAX_GLOBAL_NAME_BYTES = 256
 # All instance environments of one submission together.
 MAX_ARRAY_ENV_BYTES = 8 * 1024 * 1024
+# What Linux lets one exec take: each argument or environment entry at most
+# 32 pages (MAX_ARG_STRLEN), all of them together (with a pointer each) a
+# quarter of the stack limit (ARG_MAX). With 4 KiB pages and the default
+# 8 MiB stack, as on nearly every worker (x86-64, most arm64), that is 128
+# KiB and 2 MiB. A job over them is queued, but warned about: it fails to
+# start on such a worker (the worker then says why in numbers).
+EXEC_STRING_BYTES = 32 * 4096
+EXEC_TOTAL_BYTES = 8 * 1024 * 1024 // 4
 
 
 def check_sizes(spec: common_pb2.JobSpec, instances: int) -> None:
@@ -88,3 +96,41 @@ def check_instance_envs(spec: common_pb2.JobSpec, envs: list[dict[str, str]]) ->
                 "RESOURCE_EXHAUSTED",
                 f"instance environments larger than {MAX_ARRAY_ENV_BYTES} bytes in one submission",
             )
+
+
+def exec_size_warnings(spec: common_pb2.JobSpec, envs: list[dict[str, str]] | None) -> list[str]:
+    """What an exec on a typical Linux worker refuses in these jobs: one
+    warning, or none. Of an array, the instance with the most environment
+    stands for all."""
+    argv = [arg.encode("utf-8", "surrogateescape") for arg in spec.command]
+    env: dict[str, str] = {}
+    if not spec.use_worker_env:  # else the worker's own, unknown here
+        env.update(spec.env)
+        if envs:
+            env.update(max(envs, key=lambda e: sum(len(k) + len(v) for k, v in e.items())))
+    entries = {key: f"{key}={value}".encode("utf-8", "surrogateescape") for key, value in env.items()}
+    for i, arg in enumerate(argv):
+        if len(arg) + 1 > EXEC_STRING_BYTES:
+            what = "the shell command line" if spec.shell else f"argument {i} of the command"
+            return [_too_long(f"{what} takes {len(arg) + 1} bytes", EXEC_STRING_BYTES, "one")]
+    for key, entry in entries.items():
+        if len(entry) + 1 > EXEC_STRING_BYTES:
+            what = f"environment variable {key[:200]}"
+            return [_too_long(f"{what} takes {len(entry) + 1} bytes", EXEC_STRING_BYTES, "one")]
+    # Each string with its NUL and a pointer in the vector the kernel builds.
+    total = sum(len(s) + 9 for s in argv) + sum(len(s) + 9 for s in entries.values())
+    if total > EXEC_TOTAL_BYTES:
+        return [_too_long(f"the command line and environment take {total} bytes", EXEC_TOTAL_BYTES, "all")]
+    return []
+
+
+def _too_long(what: str, limit: int, of: str) -> str:
+    why = (
+        "for one argument or environment variable (32 pages of 4 KiB"
+        if of == "one"
+        else "for all of them together (a quarter of the default 8 MiB stack limit"
+    )
+    return (
+        f"{what}, over the {limit} bytes Linux allows {why}, as on most workers): the job will fail "
+        "to start there; pass the data in a file instead"
+    )

@@ -287,6 +287,7 @@ def test_an_argument_list_too_long_is_told_in_numbers(tmp_path: Path) -> None:
         f"variable takes {one_string + 1} bytes, over the {one_string} allowed for one here; "
         "pass it in a file instead"
     )
+    assert outcome.as_finished().start_failure == common_pb2.START_FAILURE_NOT_EXECUTABLE
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "BIG": "y" * one_string}
     outcome, _ = run(spec(["echo"], tmp_path, env=env))
     assert "one argument or environment variable takes" in outcome.error
