@@ -100,25 +100,30 @@ def check_instance_envs(spec: common_pb2.JobSpec, envs: list[dict[str, str]]) ->
 
 def exec_size_warnings(spec: common_pb2.JobSpec, envs: list[dict[str, str]] | None) -> list[str]:
     """What an exec on a typical Linux worker refuses in these jobs: one
-    warning, or none. Of an array, the instance with the most environment
-    stands for all."""
+    warning, or none. For the total, the instance with the most environment
+    stands for all of an array."""
     argv = [arg.encode("utf-8", "surrogateescape") for arg in spec.command]
-    env: dict[str, str] = {}
-    if not spec.use_worker_env:  # else the worker's own, unknown here
-        env.update(spec.env)
-        if envs:
-            env.update(max(envs, key=lambda e: sum(len(k) + len(v) for k, v in e.items())))
-    entries = {key: f"{key}={value}".encode("utf-8", "surrogateescape") for key, value in env.items()}
     for i, arg in enumerate(argv):
         if len(arg) + 1 > EXEC_STRING_BYTES:
             what = "the shell command line" if spec.shell else f"argument {i} of the command"
             return [_too_long(f"{what} takes {len(arg) + 1} bytes", EXEC_STRING_BYTES, "one")]
-    for key, entry in entries.items():
-        if len(entry) + 1 > EXEC_STRING_BYTES:
-            what = f"environment variable {key[:200]}"
-            return [_too_long(f"{what} takes {len(entry) + 1} bytes", EXEC_STRING_BYTES, "one")]
-    # Each string with its NUL and a pointer in the vector the kernel builds.
-    total = sum(len(s) + 9 for s in argv) + sum(len(s) + 9 for s in entries.values())
+    if spec.use_worker_env:
+        return []  # the worker's own environment: unknown here
+    for env in (spec.env, *(envs or ())):
+        for key, value in env.items():
+            # A character takes at most 4 bytes: most entries need no encoding to pass.
+            if 4 * (len(key) + len(value) + 2) > EXEC_STRING_BYTES:
+                size = len(f"{key}={value}".encode("utf-8", "surrogateescape")) + 1
+                if size > EXEC_STRING_BYTES:
+                    what = f"environment variable {key[:200]} takes {size} bytes"
+                    return [_too_long(what, EXEC_STRING_BYTES, "one")]
+    env = dict(spec.env)
+    if envs:
+        env.update(max(envs, key=lambda e: sum(len(k) + len(v) for k, v in e.items())))
+    # Each string with its NUL and its pointer in the vector the kernel builds.
+    total = sum(len(s) + 9 for s in argv) + sum(
+        len(f"{k}={v}".encode("utf-8", "surrogateescape")) + 9 for k, v in env.items()
+    )
     if total > EXEC_TOTAL_BYTES:
         return [_too_long(f"the command line and environment take {total} bytes", EXEC_TOTAL_BYTES, "all")]
     return []

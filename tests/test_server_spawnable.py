@@ -97,6 +97,12 @@ def test_a_nul_in_the_working_directory_is_refused_and_nothing_is_queued(tmp_pat
             [{"KUEUE_ENTRY": "1"}, {"KUEUE_ENTRY": "y" * EXEC_STRING_BYTES}],
             "KUEUE_ENTRY",
         ),
+        # Each instance's variables count, not only those of the largest one.
+        (
+            spec(env={"A": "1"}),
+            [{"X": "x" * EXEC_STRING_BYTES}, {"Y": "y" * 100_000, "Z": "z" * 100_000}],
+            "environment variable X takes 131075 bytes",
+        ),
         (
             spec(env={f"V{i}": "y" * 100_000 for i in range(EXEC_TOTAL_BYTES // 100_000 + 1)}),
             None,
