@@ -122,10 +122,17 @@ def cmd(args: argparse.Namespace, ctx: Context) -> int:
 def _print_exit_statuses(jobs: Sequence[common_pb2.Job]) -> None:
     """cmd -w: each job's exit status; why, on stderr, for one that never ran
     (its status alone would look like the command's own failure)."""
-    from kueue_client.status import exit_status, why_not_run
+    from kueue_client.status import exit_status
 
     for job in jobs:
         print(exit_status(job))
+    _say_why_not_run(jobs)
+
+
+def _say_why_not_run(jobs: Sequence[common_pb2.Job]) -> None:
+    """On stderr, after what went to stdout: why each job that never ran did not."""
+    from kueue_client.status import why_not_run
+
     sys.stdout.flush()
     for job in jobs:
         why = why_not_run(job)
@@ -264,11 +271,13 @@ def _wait(ctx: Context, ids: Sequence[int]) -> list[common_pb2.Job]:
 
 
 def wait_job(args: argparse.Namespace, ctx: Context) -> int:
-    from kueue_client.status import first_failure, job_status
+    from kueue_client.status import failed_to_start, first_failure, job_status
 
     jobs = _wait(ctx, args.ids)
     for job in jobs:
         print(f"{job.id}: {job_status(job)[0]}")
+    # "failed to start" alone does not say why (a canceled job's line does).
+    _say_why_not_run([job for job in jobs if failed_to_start(job)])
     return first_failure(jobs)
 
 

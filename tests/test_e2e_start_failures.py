@@ -78,9 +78,13 @@ def test_start_failures_are_told_apart_as_a_shell_does(cluster: Cluster, tmp_pat
             assert job.start_failure == kind, (name, job)
             assert comment in job.comment, (name, job.comment)
             assert not job.HasField("exit_code"), name
-    for name, (_, _, bash, _) in cases.items():
+    for name, (_, _, bash, comment) in cases.items():
         waited = cluster.kueue("wait", str(ids[name]), check=False)
         assert waited.returncode == bash, (name, waited)
+        assert waited.stdout == f"{ids[name]}: failed to start\n", (name, waited)
+        # Why, as `kueue cmd --wait` says it: the status line alone does not.
+        (why,) = waited.stderr.splitlines()
+        assert why.startswith(f"kueue: job {ids[name]} failed to start: ") and comment in why, (name, why)
 
     # The kind is kept in the store: a new server reads it back.
     cluster.stop_server()
