@@ -260,15 +260,46 @@ def _spawn_true_into(stdout: int, stderr: int) -> int:
     return pid
 
 
+class _Ends:
+    """What single_io and feed follow of each job: its exit and its two
+    output pipes, read to their end. W/2 of bookkeeping once all three are."""
+
+    def __init__(self, epoll: select.epoll, work: float) -> None:
+        self.epoll = epoll
+        self.work = work
+        self.readers: dict[int, int] = {}  # read end -> job
+        self.left: dict[int, int] = {}  # job -> its exit and output ends not seen yet
+        self.done = 0
+
+    def watch(self, job: int, read_ends: list[int]) -> None:
+        self.left[job] = 1 + len(read_ends)
+        for fd in read_ends:
+            self.epoll.register(fd, select.EPOLLIN)
+            self.readers[fd] = job
+
+    def read(self, fd: int) -> None:
+        """fd is readable: read it; at its end, close it."""
+        if os.read(fd, 65536):
+            return
+        os.close(fd)
+        self.seen(self.readers.pop(fd))
+
+    def seen(self, job: int) -> None:
+        self.left[job] -= 1
+        if not self.left[job]:
+            del self.left[job]
+            self.done += 1
+            _busy(self.work / 2)
+
+
 def single_io(n: int, work: float) -> None:
     """single, with what the worker's loop does per job besides its Python:
     two output pipes read to their end, and the exit seen through a pidfd,
     all in one epoll. W is split: half before the spawn, half at the end."""
     epoll = select.epoll()
+    ends = _Ends(epoll, work)
     exits: dict[int, tuple[int, int]] = {}  # pidfd -> (pid, job)
-    readers: dict[int, int] = {}  # read end -> job
-    open_ends: dict[int, int] = {}  # job -> its exit and output ends not seen yet
-    started = done = 0
+    started = 0
 
     def start() -> None:
         nonlocal started
@@ -280,23 +311,12 @@ def single_io(n: int, work: float) -> None:
         pidfd = os.pidfd_open(pid)
         epoll.register(pidfd, select.EPOLLIN)
         exits[pidfd] = (pid, started)
-        open_ends[started] = 3
-        for fd in ours:
-            epoll.register(fd, select.EPOLLIN)
-            readers[fd] = started
+        ends.watch(started, ours)
         started += 1
-
-    def ended(job: int) -> None:
-        nonlocal done
-        open_ends[job] -= 1
-        if not open_ends[job]:
-            del open_ends[job]
-            done += 1
-            _busy(work / 2)
 
     for _ in range(min(SLOTS, n)):
         start()
-    while done < n:
+    while ends.done < n:
         for fd, _ in epoll.poll():
             if fd in exits:
                 pid, job = exits.pop(fd)
@@ -304,13 +324,9 @@ def single_io(n: int, work: float) -> None:
                 os.close(fd)
                 if started < n:
                     start()
-                ended(job)
-            elif fd in readers:
-                if os.read(fd, 65536):
-                    continue
-                job = readers.pop(fd)
-                os.close(fd)
-                ended(job)
+                ends.seen(job)
+            elif fd in ends.readers:
+                ends.read(fd)
     epoll.close()
 
 
@@ -370,11 +386,10 @@ def feed(n: int, work: float) -> None:
         runners.append(pid)
     os.close(write_end)
     epoll.register(read_end, select.EPOLLIN)
-    readers: dict[int, int] = {}  # read end -> job
-    open_ends: dict[int, int] = {}  # job -> its end and output ends not seen yet
+    ends = _Ends(epoll, work)
     queued: list[list[int]] = [[] for _ in range(SLOTS)]  # jobs sent to each runner, not started
     running: list[int] = [-1] * SLOTS
-    sent = done = 0
+    sent = 0
     pending = b""
 
     def send(k: int) -> None:
@@ -384,31 +399,20 @@ def feed(n: int, work: float) -> None:
         socket.send_fds(socks[k], [b"j"], theirs)
         for fd in theirs:
             os.close(fd)
-        for fd in ours:
-            epoll.register(fd, select.EPOLLIN)
-            readers[fd] = sent
-        open_ends[sent] = 3
+        ends.watch(sent, ours)
         queued[k].append(sent)
         sent += 1
-
-    def ended(job: int) -> None:
-        nonlocal done
-        open_ends[job] -= 1
-        if not open_ends[job]:
-            del open_ends[job]
-            done += 1
-            _busy(work / 2)
 
     for k in range(SLOTS):
         for _ in range(2):  # one to run, one queued behind it
             if sent < n:
                 send(k)
-    while done < n:
+    while ends.done < n:
         for fd, _ in epoll.poll():
             if fd == read_end:
                 data = os.read(read_end, 65536)
                 if not data:
-                    raise RuntimeError(f"the runners reported {done} of {n} ends")
+                    raise RuntimeError(f"the runners reported {ends.done} of {n} ends")
                 pending += data
                 while len(pending) >= _REPORT.size:
                     k, _, status = _REPORT.unpack_from(pending)
@@ -419,13 +423,9 @@ def feed(n: int, work: float) -> None:
                     job = running[k]
                     if sent < n:
                         send(k)
-                    ended(job)
-            elif fd in readers:
-                if os.read(fd, 65536):
-                    continue
-                job = readers.pop(fd)
-                os.close(fd)
-                ended(job)
+                    ends.seen(job)
+            elif fd in ends.readers:
+                ends.read(fd)
     for sock in socks:
         sock.close()
     os.close(read_end)

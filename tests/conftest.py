@@ -26,3 +26,12 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     finally:
         c.close()
         print(c.logs())  # shown by pytest only when the test failed
+
+
+@pytest.fixture
+def ready(cluster: Cluster) -> Cluster:
+    """A server and one worker, w1, connected."""
+    cluster.start_server()
+    cluster.start_worker("w1")
+    cluster.wait_workers("w1")
+    return cluster

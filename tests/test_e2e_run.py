@@ -126,14 +126,6 @@ def gone(pid: int) -> bool:
         return True
 
 
-@pytest.fixture
-def ready(cluster: Cluster) -> Cluster:
-    cluster.start_server()
-    cluster.start_worker("w1")
-    cluster.wait_workers("w1")
-    return cluster
-
-
 # ------------------------------------------------------------------ streams
 
 

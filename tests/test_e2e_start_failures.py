@@ -53,12 +53,8 @@ def _bash_status(argv: list[str], cwd: Path) -> int:
     return subprocess.run(["bash", "-c", line], cwd=cwd, capture_output=True, timeout=30).returncode
 
 
-def test_start_failures_are_told_apart_as_a_shell_does(cluster: Cluster, tmp_path: Path) -> None:
-    cluster.start_server()
-    cluster.start_worker("w1")
-    cluster.wait_workers("w1")
-    work = tmp_path / "work"
-    work.mkdir()
+def test_start_failures_are_told_apart_as_a_shell_does(ready: Cluster, tmp_path: Path) -> None:
+    cluster, work = ready, tmp_path
     cases = _cases(work)
     ids = {}
     for name, (argv, _, bash, _) in cases.items():
@@ -94,12 +90,8 @@ def test_start_failures_are_told_apart_as_a_shell_does(cluster: Cluster, tmp_pat
             assert client.get_job(ids[name]).job.start_failure == kind, name
 
 
-def test_kueue_run_exits_as_bash_when_the_command_cannot_start(cluster: Cluster, tmp_path: Path) -> None:
-    cluster.start_server()
-    cluster.start_worker("w1")
-    cluster.wait_workers("w1")
-    work = tmp_path / "work"
-    work.mkdir()
+def test_kueue_run_exits_as_bash_when_the_command_cannot_start(ready: Cluster, tmp_path: Path) -> None:
+    cluster, work = ready, tmp_path
     for name, (argv, _, bash, comment) in _cases(work).items():
         if argv[0] == "-o":
             continue  # run sends the output here, never to a file
@@ -115,10 +107,8 @@ def test_kueue_run_exits_as_bash_when_the_command_cannot_start(cluster: Cluster,
         assert len(lines) == 1 and comment in lines[0], (name, lines)
 
 
-def test_a_job_that_started_has_no_start_failure(cluster: Cluster, tmp_path: Path) -> None:
-    cluster.start_server()
-    cluster.start_worker("w1")
-    cluster.wait_workers("w1")
+def test_a_job_that_started_has_no_start_failure(ready: Cluster, tmp_path: Path) -> None:
+    cluster = ready
     out = cluster.kueue("cmd", "--wait", "sh", "-c", "exit 127", cwd=tmp_path, check=False)
     assert out.returncode == 127
     job_id = int(out.stdout.split()[0])
