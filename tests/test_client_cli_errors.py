@@ -16,7 +16,7 @@ import pytest
 
 import kueue
 from kueue.config import template
-from kueue_client.cli import build_parser, main
+from kueue_client.cli import VERB_NAMES, build_parser, main, verb_named
 from kueue_client.completion import script
 from kueue_client.errors import from_rpc_error
 
@@ -288,6 +288,41 @@ def _all_verbs() -> list[str]:
 
 # Every verb and alias the parser knows, so a new verb cannot skip its help.
 VERBS = _all_verbs()
+
+
+def _subparser(parser: argparse.ArgumentParser, verb: str) -> argparse.ArgumentParser:
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return subparsers.choices[verb]
+
+
+def test_a_parser_of_one_verb_is_that_verb_s_parser() -> None:
+    """main() builds the parser of the verb named alone (a fast `kueue cmd`):
+    it must know every verb, and make of each what the whole parser makes."""
+    assert set(VERBS) == VERB_NAMES
+    whole = build_parser()
+    for verb in VERBS:
+        alone = build_parser(verb)
+        assert _subparser(alone, verb).format_help() == _subparser(whole, verb).format_help(), verb
+        # Only that verb (and its aliases): nothing else was built.
+        built = next(a for a in alone._actions if isinstance(a, argparse._SubParsersAction)).choices
+        assert {_subparser(alone, v) for v in built} == {_subparser(alone, verb)}, verb
+    for argv in (
+        ["cmd", "-c", "2", "-r", "100", "--array", "1-3", "-w", "sh", "-c", "x -c 3"],
+        ["--config", "/x.toml", "run", "-q", "-n", "python", "-c", "1"],
+        ["ls", "-n", "5", "-p", "-o", "-r", "-s", "-f", "-c", "--json"],
+        ["show", "7", "--tail", "100", "--config", "/y.toml"],
+        ["rm", "--kill", "1", "2"],
+    ):
+        assert build_parser(verb_named(argv)).parse_args(argv) == whole.parse_args(argv), argv
+
+
+def test_the_verb_named_is_found_past_config_only() -> None:
+    assert verb_named(["cmd", "true"]) == "cmd"
+    assert verb_named(["--config", "c.toml", "ls", "-n", "3"]) == "ls"
+    assert verb_named(["--config=c.toml", "workers"]) == "workers"
+    # The whole parser answers these, as before: help, version, typos, nothing.
+    for argv in (["--help"], ["--version"], ["-x", "cmd"], ["cnd", "true"], [], ["--config"]):
+        assert verb_named(argv) is None, argv
 
 
 def test_every_verb_of_the_reference_is_there() -> None:
