@@ -613,6 +613,9 @@ class JobProcess:
         # and its #! interpreter is not: then the message names that one.
         found = spawn.existing_program(argv[0], env.path if env is not None else None, cwd or None)
         interpreter = spawn.interpreter_of(found) if found is not None else None
+        if interpreter and interpreter.endswith("\r"):
+            why = f"its #! line ends in a carriage return (Windows line ends: convert it with dos2unix {argv[0]})"
+            return f"cannot start {argv[0]}: {why}", START_NOT_FOUND
         if interpreter:
             return (
                 f"cannot start {argv[0]}: its interpreter {interpreter} (#! line) was not found",

@@ -217,7 +217,9 @@ def existing_program(program: str, path: str | None, cwd: str | None) -> str | N
 
 
 def interpreter_of(path: str) -> str | None:
-    """The interpreter a script's #! line names, or None."""
+    """The interpreter a script's #! line names, as the kernel reads it (up
+    to a space, a tab or the line's end: a carriage return of Windows line
+    ends is part of the name), or None."""
     try:
         with open(path, "rb") as f:
             head = f.read(256)
@@ -225,8 +227,9 @@ def interpreter_of(path: str) -> str | None:
         return None
     if not head.startswith(b"#!"):
         return None
-    words = head[2:].split(b"\n", 1)[0].split()
-    return os.fsdecode(words[0]) if words else None
+    line = head[2:].split(b"\n", 1)[0].lstrip(b" \t")
+    name = line.replace(b"\t", b" ").split(b" ", 1)[0]
+    return os.fsdecode(name) if name else None
 
 
 def _first_executable(candidates: tuple[bytes, ...]) -> int | None:

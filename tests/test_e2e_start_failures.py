@@ -22,6 +22,9 @@ def _cases(work: Path) -> dict[str, tuple[list[str], int, int, str]]:
     script = work / "no-interpreter.sh"
     script.write_text("#!/no/such/interpreter\necho never\n")
     script.chmod(0o755)
+    windows = work / "windows-line-ends.sh"
+    windows.write_bytes(b"#!/bin/sh\r\necho never\r\n")
+    windows.chmod(0o755)
     plain = work / "plain.txt"
     plain.write_text("echo never\n")  # not executable
     (work / "a-directory").mkdir()
@@ -33,6 +36,12 @@ def _cases(work: Path) -> dict[str, tuple[list[str], int, int, str]]:
             NOT_FOUND,
             127,
             "its interpreter /no/such/interpreter (#! line) was not found",
+        ),
+        "Windows line ends": (
+            ["./windows-line-ends.sh"],
+            NOT_FOUND,
+            127,
+            "its #! line ends in a carriage return (Windows line ends: convert it with dos2unix",
         ),
         "not executable": (["./plain.txt"], NOT_EXECUTABLE, 126, "Permission denied"),
         "a directory": (["./a-directory"], NOT_EXECUTABLE, 126, "ermission denied"),

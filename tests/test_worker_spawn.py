@@ -319,3 +319,38 @@ def test_a_child_spawned_with_an_environment_block_is_the_one_popen_makes(tmp_pa
     assert code == 0
     _, expected = run_popen([PY, "-c", REPORT], str(tmp_path), dict(ENV, OWN="x"))
     assert json.loads(out)["env"] == json.loads(expected)["env"]
+
+
+@pytest.mark.parametrize(
+    ("head", "named"),
+    [
+        (b"#!/bin/sh\necho\n", "/bin/sh"),
+        (b"#! /usr/bin/env python3\n", "/usr/bin/env"),
+        (b"#!/usr/bin/python3\t-u\n", "/usr/bin/python3"),
+        # As the kernel reads it: the carriage return of Windows line ends is part of the name.
+        (b"#!/bin/sh\r\necho\r\n", "/bin/sh\r"),
+        (b"#!\n", None),
+        (b"#!", None),
+        (b"echo no line\n", None),
+        (b"\x7fELF", None),
+    ],
+)
+def test_the_interpreter_a_script_names(tmp_path: Path, head: bytes, named: str | None) -> None:
+    script = tmp_path / "s"
+    script.write_bytes(head)
+    assert spawn.interpreter_of(str(script)) == named
+
+
+def test_the_program_an_exec_would_have_found(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "tool").write_text("#!/nowhere\n")
+    (tmp_path / "here").write_text("")
+    path = f"/no/such/dir:{bin_dir}"
+    assert spawn.existing_program("tool", path, None) == str(bin_dir / "tool")
+    assert spawn.existing_program("absent", path, None) is None
+    # A path with a slash is taken from the job's working directory, not the worker's.
+    assert spawn.existing_program("./here", path, str(tmp_path)) == os.path.join(tmp_path, "./here")
+    assert spawn.existing_program("./here", path, "/") is None
+    # A relative PATH entry too (the empty one is the working directory).
+    assert spawn.existing_program("here", ":/no/such/dir", str(tmp_path)) == str(tmp_path / "here")
