@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from kueue import rpc, wire, write_pace
 from kueue.logs import event
@@ -153,6 +154,27 @@ class _Session:
         return write_pace.after_batch(len(messages))
 
 
+class _Undecodable:
+    """Stands for a message from the server that does not parse."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+class MalformedFromServer(Exception):
+    """The server sent a message that does not parse: the stream ends (the
+    jobs go on) and a new one is opened, as after any broken stream."""
+
+
+def _response(data: bytes) -> wpb.ConnectResponse | _Undecodable:
+    # grpcio would log the parse error with a traceback at error level and
+    # end the stream as a failed call; said here in one line instead.
+    try:
+        return wpb.ConnectResponse.FromString(data)
+    except DecodeError as exc:
+        return _Undecodable(exc)
+
+
 class _WorkerServiceStub:
     """WorkerService whose Connect also takes requests already encoded by
     kueue.wire (output, sent without protobuf's copies of its data)."""
@@ -161,7 +183,7 @@ class _WorkerServiceStub:
         self.Connect = channel.stream_stream(
             "/kueue.v1.WorkerService/Connect",
             request_serializer=wire.serialize,
-            response_deserializer=wpb.ConnectResponse.FromString,
+            response_deserializer=_response,
         )
 
 
@@ -209,6 +231,8 @@ class Connection:
                     reason = self._failure(exc)
                 except TimeoutError:
                     reason = f"no answer to Register within {REGISTER_TIMEOUT:.0f} s"
+                except MalformedFromServer as exc:
+                    reason = str(exc)
                 except Exception as exc:
                     # Whatever broke this stream, jobs keep running and the next one may work.
                     log.debug("stream failed", exc_info=True)
@@ -376,6 +400,8 @@ class Connection:
             else:
                 await self.worker.handle(response)
             response = await session.call.read()
+        if isinstance(response, _Undecodable):
+            raise MalformedFromServer(f"the server sent a message that does not parse ({response.error})")
 
     async def _heartbeats(self, session: _Session) -> None:
         await session.registered.wait()
