@@ -184,7 +184,6 @@ function describe(job: Job): string {
   }
 }
 
-/** The exit status for a finished job: its exit code, else 1. */
 /** As `kueue wait` exits (and a shell): the exit code, 128+N for signal N, 127 or 126 where it could not start. */
 function exitStatus(job: Job | undefined): number {
   if (!job) return 1;
