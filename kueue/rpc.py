@@ -192,11 +192,26 @@ def _refusing_handler(handler: grpc.RpcMethodHandler, reason: str) -> grpc.RpcMe
     return grpc.unary_unary_rpc_method_handler(refuse, **kwargs)
 
 
-class _Malformed:
-    """Stands for a unary request whose bytes do not parse as its message."""
+class Malformed:
+    """Stands for a received message whose bytes do not parse (see tolerant)."""
 
     def __init__(self, error: Exception) -> None:
         self.error = error
+
+
+def tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """deserialize, returning a Malformed for bytes it cannot parse instead
+    of raising: grpcio would log each such message with a traceback at error
+    level and end the call as its own failure, where the receiver can say in
+    one line that the peer sent garbage."""
+
+    def safe_deserialize(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as exc:  # any parse failure is the sender's
+            return Malformed(exc)
+
+    return safe_deserialize
 
 
 def _tolerant_iterating_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
@@ -209,15 +224,9 @@ def _tolerant_iterating_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMetho
     if deserialize is None or not inspect.isasyncgenfunction(behavior):
         return handler
 
-    def safe_deserialize(data: bytes) -> Any:
-        try:
-            return deserialize(data)
-        except Exception as exc:  # any parse failure is the client's
-            return _Malformed(exc)
-
     async def checked(requests: Any, context: grpc.aio.ServicerContext) -> Any:
         async for request in requests:
-            if isinstance(request, _Malformed):
+            if isinstance(request, Malformed):
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {request.error}"[:500]
                 )
@@ -228,7 +237,9 @@ def _tolerant_iterating_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMetho
             yield response
 
     return grpc.stream_stream_rpc_method_handler(
-        stream_stream, request_deserializer=safe_deserialize, response_serializer=handler.response_serializer
+        stream_stream,
+        request_deserializer=tolerant(deserialize),
+        response_serializer=handler.response_serializer,
     )
 
 
@@ -238,25 +249,21 @@ def _tolerant_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     (Streamed requests are decoded by context.read(): the servicers handle it.)"""
     if handler.request_streaming or handler.request_deserializer is None:
         return handler
-    deserialize = handler.request_deserializer
 
-    def safe_deserialize(data: bytes) -> Any:
-        try:
-            return deserialize(data)
-        except Exception as exc:  # any parse failure is the client's
-            return _Malformed(exc)
-
-    async def refuse(request: _Malformed, context: grpc.aio.ServicerContext) -> None:
+    async def refuse(request: Malformed, context: grpc.aio.ServicerContext) -> None:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {request.error}"[:500])
 
-    kwargs = {"request_deserializer": safe_deserialize, "response_serializer": handler.response_serializer}
+    kwargs = {
+        "request_deserializer": tolerant(handler.request_deserializer),
+        "response_serializer": handler.response_serializer,
+    }
     if handler.response_streaming:
         behavior = handler.unary_stream
         if not inspect.isasyncgenfunction(behavior):
             # A handler that sends with context.write() (grpcio's health Watch):
             # the wrapper must be a coroutine too, as grpcio does not mix the two.
             async def unary_stream_writer(request: Any, context: grpc.aio.ServicerContext) -> None:
-                if isinstance(request, _Malformed):
+                if isinstance(request, Malformed):
                     await refuse(request, context)
                     return
                 await behavior(request, context)
@@ -264,7 +271,7 @@ def _tolerant_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
             return grpc.unary_stream_rpc_method_handler(unary_stream_writer, **kwargs)
 
         async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if isinstance(request, _Malformed):
+            if isinstance(request, Malformed):
                 await refuse(request, context)
                 return
             async for response in behavior(request, context):
@@ -274,7 +281,7 @@ def _tolerant_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     behavior = handler.unary_unary
 
     async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        if isinstance(request, _Malformed):
+        if isinstance(request, Malformed):
             await refuse(request, context)
         return await behavior(request, context)
 

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
-from google.protobuf.message import DecodeError
 
 from kueue import rpc, wire, write_pace
 from kueue.logs import event
@@ -154,25 +153,9 @@ class _Session:
         return write_pace.after_batch(len(messages))
 
 
-class _Undecodable:
-    """Stands for a message from the server that does not parse."""
-
-    def __init__(self, error: Exception) -> None:
-        self.error = error
-
-
 class MalformedFromServer(Exception):
     """The server sent a message that does not parse: the stream ends (the
     jobs go on) and a new one is opened, as after any broken stream."""
-
-
-def _response(data: bytes) -> wpb.ConnectResponse | _Undecodable:
-    # grpcio would log the parse error with a traceback at error level and
-    # end the stream as a failed call; said here in one line instead.
-    try:
-        return wpb.ConnectResponse.FromString(data)
-    except DecodeError as exc:
-        return _Undecodable(exc)
 
 
 class _WorkerServiceStub:
@@ -183,7 +166,7 @@ class _WorkerServiceStub:
         self.Connect = channel.stream_stream(
             "/kueue.v1.WorkerService/Connect",
             request_serializer=wire.serialize,
-            response_deserializer=_response,
+            response_deserializer=rpc.tolerant(wpb.ConnectResponse.FromString),
         )
 
 
@@ -400,7 +383,7 @@ class Connection:
             else:
                 await self.worker.handle(response)
             response = await session.call.read()
-        if isinstance(response, _Undecodable):
+        if isinstance(response, rpc.Malformed):
             raise MalformedFromServer(f"the server sent a message that does not parse ({response.error})")
 
     async def _heartbeats(self, session: _Session) -> None:
