@@ -200,19 +200,15 @@ def _executables(program: str, path: str | None) -> tuple[bytes, ...]:
 
 
 def existing_program(program: str, path: str | None, cwd: str | None) -> str | None:
-    """The first file among the places the exec of `program` tried (its
-    PATH's directories, unless it holds a slash; relative ones from cwd)
-    that exists, or None. After an exec that failed with ENOENT, a file
-    found here had a #! interpreter that was not."""
-    if "/" in program:
-        candidates = [program]
-    else:
-        dirs = os.get_exec_path({"PATH": path} if path is not None else {})
-        candidates = [os.path.join(d, program) for d in dirs]
-    for candidate in candidates:
-        full = os.path.join(cwd, candidate) if cwd else candidate
+    """The first file among the places the exec of `program` tried
+    (_executables; relative ones from cwd) that exists, or None. After an
+    exec that failed with ENOENT, a file found here had a #! interpreter
+    that was not."""
+    base = os.fsencode(cwd) if cwd else b""
+    for candidate in _executables(program, path):
+        full = os.path.join(base, candidate)
         if os.path.isfile(full):
-            return full
+            return os.fsdecode(full)
     return None
 
 
