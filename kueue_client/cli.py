@@ -121,17 +121,6 @@ def add_resource_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-# Every verb and alias build_parser() knows (a test keeps the two the same).
-VERB_NAMES = frozenset(
-    (
-        "clean", "clean-jobs", "cmd", "complete", "down", "drain", "install-units", "list-jobs",
-        "list-resources", "list-workers", "log", "ls", "output", "remove-job", "resources", "retry",
-        "rm", "run", "show", "show-job", "show-worker", "top", "undrain", "up", "wait", "wait-job",
-        "workers",
-    )
-)  # fmt: skip
-
-
 class _Unbuilt:
     """Stands for the parser of a verb build_parser() leaves out: takes its
     arguments and groups, and keeps nothing."""
@@ -147,7 +136,7 @@ class _Unbuilt:
 
 
 def verb_named(argv: Sequence[str]) -> str | None:
-    """The verb a command line names, if it is a known one and nothing
+    """The word in the verb's place of a command line, unless something
     before it but --config asks for the parser as a whole (--help, --version,
     an unknown option)."""
     i = 0
@@ -160,14 +149,15 @@ def verb_named(argv: Sequence[str]) -> str | None:
         elif arg.startswith("-"):
             return None
         else:
-            return arg if arg in VERB_NAMES else None
+            return arg
     return None
 
 
 def build_parser(only_verb: str | None = None) -> ArgumentParser:
     """The whole command line's parser; with `only_verb` (a verb or alias) one
     that knows that verb alone, as main() takes it for a command line that
-    names one: making every verb's parser cost each `kueue cmd` about 6 ms."""
+    names one: making every verb's parser cost each `kueue cmd` about 6 ms.
+    A word that is no verb gets the whole parser (and its error)."""
     # --config is accepted before and after the verb; SUPPRESS keeps the
     # verb's copy from overwriting one given before it.
     common = ArgumentParser(add_help=False)
@@ -195,11 +185,15 @@ def build_parser(only_verb: str | None = None) -> ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kueue {kueue.__version__}")
     verbs = parser.add_subparsers(title="verbs", metavar="VERB", dest="verb")
 
+    built = False
+
     def verb(
         name: str, aliases: Sequence[str], help: str, example: str, ids: str = "", notes: str = ""
     ) -> Any:
+        nonlocal built
         if only_verb is not None and only_verb != name and only_verb not in aliases:
             return _Unbuilt()
+        built = True
         label = "examples:" if "\n" in example else "example:"
         epilog = f"{label}\n  " + example.replace("\n", "\n  ") + (f"\n\n{notes}" if notes else "")
         sub = verbs.add_parser(
@@ -517,7 +511,7 @@ def build_parser(only_verb: str | None = None) -> ArgumentParser:
     )
     # Used by the completion scripts themselves to complete ids.
     p.add_argument("--ids", choices=["jobs", "workers"], help=argparse.SUPPRESS)
-    return parser
+    return parser if built else build_parser()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
