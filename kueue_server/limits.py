@@ -106,7 +106,7 @@ def exec_size_warnings(spec: common_pb2.JobSpec, envs: list[dict[str, str]] | No
     for i, arg in enumerate(argv):
         if len(arg) + 1 > EXEC_STRING_BYTES:
             what = "the shell command line" if spec.shell else f"argument {i} of the command"
-            return [_too_long(f"{what} takes {len(arg) + 1} bytes", EXEC_STRING_BYTES, "one")]
+            return [_too_long(f"{what} takes {len(arg) + 1} bytes", EXEC_STRING_BYTES, _ONE)]
     if spec.use_worker_env:
         return []  # the worker's own environment: unknown here
     for env in (spec.env, *(envs or ())):
@@ -116,7 +116,7 @@ def exec_size_warnings(spec: common_pb2.JobSpec, envs: list[dict[str, str]] | No
                 size = len(f"{key}={value}".encode("utf-8", "surrogateescape")) + 1
                 if size > EXEC_STRING_BYTES:
                     what = f"environment variable {key[:200]} takes {size} bytes"
-                    return [_too_long(what, EXEC_STRING_BYTES, "one")]
+                    return [_too_long(what, EXEC_STRING_BYTES, _ONE)]
     env = dict(spec.env)
     if envs:
         env.update(max(envs, key=lambda e: sum(len(k) + len(v) for k, v in e.items())))
@@ -125,17 +125,17 @@ def exec_size_warnings(spec: common_pb2.JobSpec, envs: list[dict[str, str]] | No
         len(f"{k}={v}".encode("utf-8", "surrogateescape")) + 9 for k, v in env.items()
     )
     if total > EXEC_TOTAL_BYTES:
-        return [_too_long(f"the command line and environment take {total} bytes", EXEC_TOTAL_BYTES, "all")]
+        return [_too_long(f"the command line and environment take {total} bytes", EXEC_TOTAL_BYTES, _ALL)]
     return []
 
 
-def _too_long(what: str, limit: int, of: str) -> str:
-    why = (
-        "for one argument or environment variable (32 pages of 4 KiB"
-        if of == "one"
-        else "for all of them together (a quarter of the default 8 MiB stack limit"
-    )
+def _too_long(what: str, limit: int, why: str) -> str:
     return (
-        f"{what}, over the {limit} bytes Linux allows {why}, as on most workers): the job will fail "
-        "to start there; pass the data in a file instead"
+        f"{what}, over the {limit} bytes Linux allows {why}: the job will fail to start there; "
+        "pass the data in a file instead"
     )
+
+
+# What _too_long says each limit is.
+_ONE = "for one argument or environment variable (32 pages of 4 KiB, as on most workers)"
+_ALL = "for all of them together (a quarter of the default 8 MiB stack limit, as on most workers)"

@@ -31,14 +31,8 @@ from kueue_server.model import (
 )
 from kueue_server.pending_queue import PendingQueue
 
-# The kinds of StartFailure a job records.
-START_FAILURES = frozenset(
-    (
-        common_pb2.START_FAILURE_NOT_FOUND,
-        common_pb2.START_FAILURE_NOT_EXECUTABLE,
-        common_pb2.START_FAILURE_OTHER,
-    )
-)
+# The kinds of StartFailure a job records: every one this server knows.
+START_FAILURES = frozenset(common_pb2.StartFailure.values()) - {common_pb2.START_FAILURE_UNSPECIFIED}
 
 # A worker that rejected a job for good (directory missing) is not offered it
 # again for this long; a transient reject (busy right now) for much less.
