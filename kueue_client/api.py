@@ -28,7 +28,7 @@ from kueue.v1 import (
     job_service_pb2,
     job_service_pb2_grpc,
 )
-from kueue_client.channel import DEFAULT_TIMEOUT, open_channel
+from kueue_client.channel import DEFAULT_TIMEOUT, ChannelOwner, open_channel
 from kueue_client.errors import EXIT_USAGE, KueueError, from_rpc_error
 from kueue_client.spec import job_spec
 from kueue_client.status import FINAL_STATES, parse_states
@@ -52,7 +52,7 @@ _STREAMS = {
 }
 
 
-class Client:
+class Client(ChannelOwner):
     """A connection to the kueue server named in the config file.
 
     `address` and `secret` override the config file's; with both given no
@@ -92,15 +92,6 @@ class Client:
         self._cluster = kueue.rpc.AuthedStub(cluster, "kueue.v1.ClusterService", secret)
 
     # ------------------------------------------------------------ plumbing
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _error(self, exc: grpc.RpcError) -> KueueError:
         return from_rpc_error(exc, self.address, self.config_path)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import kueue.config
 import kueue.rpc
@@ -29,3 +29,18 @@ def open_channel(
         raise KueueError(str(exc)) from None
     merged = dict([*kueue.rpc.CHANNEL_OPTIONS, *options])
     return kueue.rpc.sync_channel(address, list(merged.items()), credentials), credentials
+
+
+class ChannelOwner:
+    """Closes its channel when done, or at the end of a with block."""
+
+    _channel: grpc.Channel
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import kueue
 from kueue.wire import LENGTH_DELIMITED, VARINT, fields, put_bytes, put_key, put_varint, read_varint
-from kueue_client.channel import DEFAULT_TIMEOUT, open_channel
+from kueue_client.channel import DEFAULT_TIMEOUT, ChannelOwner, open_channel
 from kueue_client.errors import KueueError, UsageError, from_rpc_error
 
 if TYPE_CHECKING:
@@ -159,7 +159,7 @@ def decode_response(data: bytes) -> Submitted:
 # -------------------------------------------------------------- the call
 
 
-class Submitter:
+class Submitter(ChannelOwner):
     """SubmitJobs calls to the server the config names, over one channel."""
 
     def __init__(self, config: kueue.config.Config) -> None:
@@ -192,12 +192,3 @@ class Submitter:
             raise KueueError(
                 f"the kueue server at {self.address} answered with a damaged message: {exc}"
             ) from None
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> Submitter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
