@@ -384,7 +384,7 @@ class Connection:
                 await self.worker.handle(response)
             response = await session.call.read()
         if isinstance(response, rpc.Malformed):
-            raise MalformedFromServer(f"the server sent a message that does not parse ({response.error})")
+            raise MalformedFromServer(f"the server sent a message that does not parse: {response.error}")
 
     async def _heartbeats(self, session: _Session) -> None:
         await session.registered.wait()

@@ -132,7 +132,7 @@ def test_random_messages_from_the_server_never_crash_the_worker(fake: FakeServer
     log = cluster.worker_log("w1")
     assert "Traceback" not in log, log[-5000:]
     # Random bytes from the server are said in one line (grpcio logged a traceback).
-    assert "(the server sent a message that does not parse (" in log, log[-5000:]
+    assert "(the server sent a message that does not parse: " in log, log[-5000:]
     # It still stops as it should.
     worker.send_signal(signal.SIGTERM)
     began = time.monotonic()
