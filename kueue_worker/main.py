@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -16,8 +17,9 @@ import kueue
 from kueue import config as kconfig
 from kueue import event_loop, logs, rpc
 from kueue.logs import event
-from kueue_worker import identity, orphans, output_spool
+from kueue_worker import identity, orphans, output_spool, shares, supervisor, sysinfo
 from kueue_worker.connection import Connection
+from kueue_worker.shares import WHOLE, Share
 from kueue_worker.worker import Worker
 
 log = logging.getLogger("kueue_worker")
@@ -55,7 +57,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="offer every free slot whatever the machine's load, as if "
         "dynamic_check_free_resources were false (what `kueue up` starts)",
     )
+    # Given by the supervisor of a worker run as several processes (supervisor.py).
+    parser.add_argument("--process", type=_share, help=argparse.SUPPRESS)
+    parser.add_argument("--supervisor-fd", type=int, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
+
+
+def _share(text: str) -> Share:
+    try:
+        return Share.parse(text)
+    except shares.ShareError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _seconds(text: str) -> float:
@@ -125,14 +137,18 @@ async def serve(
     credentials: grpc.ChannelCredentials | None = None,
     drain_timeout: float = 0.0,
     reaped: list[orphans.Record] | None = None,
+    share: Share = WHOLE,
+    supervisor_fd: int | None = None,
 ) -> int:
-    """Run until SIGTERM/SIGINT; the exit status."""
+    """Run until SIGTERM/SIGINT, or until the pipe `supervisor_fd` closes
+    (the supervisor of a worker of several processes is gone); the exit status."""
     worker = Worker(
         cfg.worker_settings,
         name,
         worker_id,
         orphans.Ledger(orphans.ledger_path(cfg.data_dir, name)),
         output_spool.SpoolDir(output_spool.spool_path(cfg.data_dir, name)),
+        share,
     )
     for rec in reaped or []:
         worker.report_killed_after_restart(rec.job_id, rec.attempt, rec.create_time)
@@ -150,6 +166,8 @@ async def serve(
     signals: asyncio.Queue[int] = asyncio.Queue()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, signals.put_nowait, signum)
+    if supervisor_fd is not None:
+        _watch_supervisor(loop, supervisor_fd, signals)
     connection_task = asyncio.create_task(connection.run(), name="connection")
     first_signal = asyncio.create_task(signals.get())
     await asyncio.wait({connection_task, first_signal}, return_when=asyncio.FIRST_COMPLETED)
@@ -194,14 +212,48 @@ async def serve(
     return 0
 
 
+def _watch_supervisor(loop: asyncio.AbstractEventLoop, fd: int, signals: asyncio.Queue[int]) -> None:
+    """Stop as on SIGTERM once the supervisor's end of the pipe `fd` closes."""
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(fd)
+            log.warning("the supervisor of this worker's processes is gone: stopping as on SIGTERM")
+            signals.put_nowait(signal.SIGTERM)
+
+    os.set_blocking(fd, False)
+    loop.add_reader(fd, readable)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = logs.start_program("kueue_worker", args.config, args.log_format)
+    share: Share = args.process or WHOLE
+    program = "kueue_worker" if share.count == 1 else f"kueue_worker[{share}]"
+    cfg = logs.start_program(program, args.config, args.log_format)
     if cfg is None:
         return 2
     if args.ignore_load:
         cfg.worker_settings.dynamic_check_free_resources = False
-    name = args.name or socket.gethostname()
+    base_name = args.name or socket.gethostname()
+    count = cfg.worker_settings.worker_processes if args.process is None else share.count
+    if count > 1:
+        problem = shares.check(count, sysinfo.probe().cpu_cores)
+        if problem is not None:
+            print(f"kueue_worker: {cfg.path}: {problem}", file=sys.stderr)
+            return 2
+    if args.process is None and count > 1:
+        own_args = sys.argv[1:] if argv is None else list(argv)
+        argv_of = supervisor.child_argv(own_args, str(cfg.path))
+        status = supervisor.Supervisor(argv_of, count, base_name).run()
+        event(log, "worker_stopped", "stopped", worker=base_name, exit_status=status)
+        return status
+    name = share.worker_name(base_name)
     try:
         identity.lock(cfg.data_dir, name)  # held until the process ends
     except identity.IdentityError as exc:
@@ -225,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     except kconfig.ConfigError as exc:
         print(f"kueue_worker: {exc}", file=sys.stderr)
         return 2
-    status = event_loop.run(serve(cfg, name, worker_id, credentials, args.drain_timeout, reaped))
+    status = event_loop.run(
+        serve(cfg, name, worker_id, credentials, args.drain_timeout, reaped, share, args.supervisor_fd)
+    )
     event(log, "worker_stopped", "stopped", worker=name, exit_status=status)
     return status

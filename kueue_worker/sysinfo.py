@@ -23,6 +23,7 @@ import psutil
 
 from kueue.config import WorkerSettings
 from kueue.v1 import common_pb2
+from kueue_worker.shares import WHOLE, Share
 
 MB = 1024 * 1024
 # How long a CPU frequency reading is shown before it is read again.
@@ -113,20 +114,35 @@ def probe() -> common_pb2.SystemInfo:
     )
 
 
-def capacity(settings: WorkerSettings, system: common_pb2.SystemInfo) -> common_pb2.Resources:
+def capacity(
+    settings: WorkerSettings, system: common_pb2.SystemInfo, share: Share = WHOLE
+) -> common_pb2.Resources:
+    """What this worker offers: its share (all, for one process) of the
+    configured slots and of the machine's CPUs and RAM."""
     return common_pb2.Resources(
-        slots=settings.worker_max_parallel_jobs, cpus=system.cpu_cores, ram_mb=system.memory_total_mb
+        slots=share.part(settings.worker_max_parallel_jobs),
+        cpus=share.part(system.cpu_cores),
+        ram_mb=share.part(system.memory_total_mb),
     )
 
 
 def external_use(
-    settings: WorkerSettings, system: common_pb2.SystemInfo, reserved_cpus: int, jobs_rss_bytes: int
+    settings: WorkerSettings,
+    system: common_pb2.SystemInfo,
+    reserved_cpus: int,
+    jobs_rss_bytes: int,
+    share: Share = WHOLE,
 ) -> common_pb2.Resources:
-    """Load and memory beyond what this worker's own jobs account for."""
+    """Load and memory beyond what this worker's own jobs account for. A
+    worker of several processes sees the load of its siblings' jobs too: each
+    counts its share of the machine's load and memory in use, as if spread
+    evenly, against its own jobs."""
     if not settings.dynamic_check_free_resources:
         return common_pb2.Resources()
-    busy_cpus = math.floor(system.load_1 * settings.dynamic_cpu_load_scale_factor)
-    used_mb = system.memory_total_mb - system.memory_available_mb
+    cpu_share = share.fraction(system.cpu_cores)
+    ram_share = share.fraction(system.memory_total_mb)
+    busy_cpus = math.floor(system.load_1 * settings.dynamic_cpu_load_scale_factor * cpu_share)
+    used_mb = math.floor((system.memory_total_mb - system.memory_available_mb) * ram_share)
     return common_pb2.Resources(
         cpus=max(0, busy_cpus - reserved_cpus),
         ram_mb=max(0, used_mb - jobs_rss_bytes // MB),

@@ -29,6 +29,7 @@ from kueue_worker.attempts import Attempts, CwdCheck, Key, Reservation, StdinRes
 from kueue_worker.orphans import Ledger
 from kueue_worker.output_spool import SpoolDir
 from kueue_worker.runner import JobProcess, Outcome
+from kueue_worker.shares import WHOLE, Share
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +172,11 @@ class Worker:
         worker_id: str,
         ledger: Ledger | None = None,
         spool: SpoolDir | None = None,
+        share: Share = WHOLE,
     ) -> None:
         self.settings = settings
+        # Of a worker run as several processes, this one's part of the machine.
+        self.share = share
         self.name = name
         self.worker_id = worker_id
         # Where running attempts are recorded, so a restart after a crash can kill them.
@@ -183,7 +187,7 @@ class Worker:
         spill_bytes = settings.output_spill_mb * MB if spool is not None else 0
         self.attempts = Attempts(
             name,
-            settings.worker_max_parallel_jobs,
+            share.part(settings.worker_max_parallel_jobs),
             memory_limit=memory_bytes,
             spool=spool.open if spill_bytes else None,
             prefetch=settings.prefetch_jobs,
@@ -293,7 +297,7 @@ class Worker:
 
     def register_message(self) -> wpb.Register:
         system = sysinfo.probe()
-        capacity = sysinfo.capacity(self.settings, system)
+        capacity = sysinfo.capacity(self.settings, system, self.share)
         self.attempts.capacity = Reservation.of(capacity)
         return wpb.Register(
             worker_id=self.worker_id,
@@ -313,7 +317,9 @@ class Worker:
     def heartbeat_message(self) -> wpb.Heartbeat:
         system = sysinfo.probe()
         jobs_rss = sum(p.rss_bytes for p in self.processes.values())
-        external = sysinfo.external_use(self.settings, system, self.attempts.reserved().cpus, jobs_rss)
+        external = sysinfo.external_use(
+            self.settings, system, self.attempts.reserved().cpus, jobs_rss, self.share
+        )
         return wpb.Heartbeat(system=system, external_use=external, draining=self.draining)
 
     def _emit(self, msg: WorkerMessage) -> None:

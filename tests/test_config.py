@@ -245,6 +245,7 @@ on_sigterm = "requeue"
 output_memory_mb = 8
 output_spill_mb = 100
 prefetch_jobs = 2
+worker_processes = 2
 
 [client_settings]
 job_default_cpus = 8
@@ -301,6 +302,7 @@ def test_every_section_and_key_is_parsed() -> None:
         output_memory_mb=8,
         output_spill_mb=100,
         prefetch_jobs=2,
+        worker_processes=2,
     )
     assert cfg.client_settings == config.ClientSettings(job_default_cpus=8, job_default_ram_mb=8192)
     assert cfg.global_resources == {"genus": 3, "matlab": 0}
@@ -565,6 +567,19 @@ def test_prefetch_jobs_defaults_to_32_and_must_not_be_negative() -> None:
     assert parse(with_secret("[worker_settings]\nprefetch_jobs = 0\n")).worker_settings.prefetch_jobs == 0
     with pytest.raises(config.ConfigError, match="prefetch_jobs must not be negative"):
         parse(with_secret("[worker_settings]\nprefetch_jobs = -1\n"))
+
+
+def test_worker_processes_defaults_to_1_and_each_needs_a_slot() -> None:
+    assert parse(with_secret("")).worker_settings.worker_processes == 1
+    with pytest.raises(config.ConfigError, match="worker_processes must be at least 1"):
+        parse(with_secret("[worker_settings]\nworker_processes = 0\n"))
+    with pytest.raises(
+        config.ConfigError,
+        match=r"worker_processes \(5\) is more than worker_max_parallel_jobs \(4\): each process needs a slot",
+    ):
+        parse(with_secret("[worker_settings]\nworker_max_parallel_jobs = 4\nworker_processes = 5\n"))
+    # A worker of no slots (it runs nothing) is not refused for its one process.
+    assert parse(with_secret("[worker_settings]\nworker_max_parallel_jobs = 0\n")).warnings == []
 
 
 def test_on_sigterm_must_be_drain_or_requeue() -> None:

@@ -8,10 +8,12 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from kueue.config import WorkerSettings
 from kueue.v1 import common_pb2
-from kueue_worker import identity, sysinfo
+from kueue_worker import identity, shares, sysinfo
+from kueue_worker.shares import Share, ShareError
 
 MB = 1024 * 1024
 
@@ -82,3 +84,37 @@ def test_worker_id_replaces_a_damaged_file(tmp_path: Path) -> None:
     new = identity.worker_id(tmp_path, "w", hostname="h")
     assert path.read_text().strip() == new
     assert identity.worker_id(tmp_path, "w", hostname="h") == new
+
+
+def test_a_share_offers_its_part_of_slots_cpus_and_ram() -> None:
+    info = common_pb2.SystemInfo(cpu_cores=16, memory_total_mb=64001)
+    settings = WorkerSettings(worker_max_parallel_jobs=7)
+    caps = [sysinfo.capacity(settings, info, Share(i, 3)) for i in (1, 2, 3)]
+    assert [c.slots for c in caps] == [3, 2, 2]
+    assert [c.cpus for c in caps] == [6, 5, 5]
+    assert [c.ram_mb for c in caps] == [21334, 21334, 21333]
+
+
+def test_a_share_counts_its_part_of_the_machines_load_and_memory() -> None:
+    # Two processes of one worker: the load and memory of the other's jobs
+    # show up in the machine's figures; each counts half of them.
+    info = common_pb2.SystemInfo(cpu_cores=8, load_1=6.0, memory_total_mb=10000, memory_available_mb=4000)
+    settings = WorkerSettings(dynamic_check_free_resources=True)
+    use = sysinfo.external_use(settings, info, reserved_cpus=2, jobs_rss_bytes=1000 * MB, share=Share(2, 2))
+    assert use == common_pb2.Resources(cpus=1, ram_mb=2000)
+    whole = sysinfo.external_use(settings, info, reserved_cpus=2, jobs_rss_bytes=1000 * MB)
+    assert whole == common_pb2.Resources(cpus=4, ram_mb=5000)
+
+
+def test_shares_split_names_and_parse() -> None:
+    for total in (0, 1, 2, 7, 10, 64):
+        for count in (1, 2, 3, 8):
+            assert sum(Share(i, count).part(total) for i in range(1, count + 1)) == total
+    assert [Share(i, 3).worker_name("lab7") for i in (1, 2, 3)] == ["lab7", "lab7/2", "lab7/3"]
+    assert Share.parse("2/3") == Share(2, 3) and str(Share(2, 3)) == "2/3"
+    for bad in ("0/2", "3/2", "1", "a/b", "1/0", "-1/2"):
+        with pytest.raises(ShareError, match="not a process number I/N"):
+            Share.parse(bad)
+    assert shares.check(2, 2) is None
+    problem = shares.check(3, 2)
+    assert problem is not None and "worker_processes (3) is more than this machine's 2 CPUs" in problem

@@ -1,0 +1,169 @@
+"""worker_settings.worker_processes: one kueue_worker run as several worker
+processes (NAME, NAME/2, ...), each with its share of the machine, started,
+stopped and started again by the first (kueue_worker/supervisor.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from kueue_worker import supervisor as supervisor_module
+from tests.cluster import Cluster, _env, wait_for
+
+# A job that runs until the file `go` appears in its directory (at most 100 s).
+WAIT_FOR_GO = "for i in $(seq 1 2000); do [ -e go ] && exit 0; sleep 0.05; done; exit 1"
+
+pytestmark = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="two worker processes need two CPUs")
+
+
+def workers(cluster: Cluster) -> dict[str, dict]:
+    return {w["name"]: w for w in json.loads(cluster.kueue("workers", "--json").stdout)["workers"]}
+
+
+def jobs(cluster: Cluster) -> list[dict]:
+    return json.loads(cluster.kueue("ls", "--json").stdout)["jobs"]
+
+
+def processes(supervisor: subprocess.Popen[bytes]) -> dict[str, psutil.Process]:
+    """The supervisor's worker processes, by their --process argument."""
+    found = {}
+    for child in psutil.Process(supervisor.pid).children():
+        try:
+            cmdline = child.cmdline()
+        except psutil.Error:  # gone, or a zombie not yet reaped
+            continue
+        if "--process" in cmdline:
+            found[cmdline[cmdline.index("--process") + 1]] = child
+    return found
+
+
+def test_two_processes_register_share_the_machine_run_jobs_and_drain(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.start_server()
+    supervisor = cluster.start_worker("w", worker_max_parallel_jobs=4, worker_processes=2)
+    cluster.wait_workers("w", "w/2")
+    shown = workers(cluster)
+    cores = psutil.cpu_count() or 1
+    assert shown["w"]["id"] != shown["w/2"]["id"]
+    assert [shown[n]["capacity"]["slots"] for n in ("w", "w/2")] == [2, 2]
+    assert [shown[n]["capacity"]["cpus"] for n in ("w", "w/2")] == [(cores + 1) // 2, cores // 2]
+    ids = [cluster.kueue("cmd", "-c", "0", WAIT_FOR_GO, cwd=tmp_path).stdout.strip() for _ in range(4)]
+
+    def all_running() -> list[dict] | None:
+        listed = [j for j in jobs(cluster) if str(j["id"]) in ids]
+        return listed if all(j["state"] == "JOB_STATE_RUNNING" for j in listed) else None
+
+    running = wait_for(all_running, 60, "the 4 jobs to run")
+    # Two slots each: the four jobs run two on each process.
+    assert sorted(j["worker_name"] for j in running) == ["w", "w", "w/2", "w/2"]
+
+    supervisor.send_signal(signal.SIGTERM)
+    wait_for(lambda: all(w["draining"] for w in workers(cluster).values()), 60, "both processes to drain")
+    (tmp_path / "go").touch()
+    assert supervisor.wait(timeout=60) == 0
+    finished = {str(j["id"]): j for j in jobs(cluster)}
+    assert all(finished[i]["state"] == "JOB_STATE_SUCCEEDED" for i in ids), finished
+    log = cluster.worker_log("w")
+    assert "running as 2 worker processes: w, w/2" in log
+    assert log.count("SIGTERM received: passing it on to the worker processes") == 1, log
+    # Each process logs under its own label, and drained before it stopped.
+    for label in ("kueue_worker[1/2]", "kueue_worker[2/2]"):
+        assert f"{label} INFO kueue_worker: SIGTERM received: draining: 2 running job(s) finish" in log, log
+        assert f"{label} INFO kueue_worker: stopped" in log, log
+
+
+def test_a_process_killed_by_a_signal_is_started_again(cluster: Cluster) -> None:
+    cluster.start_server()
+    supervisor = cluster.start_worker("w", worker_max_parallel_jobs=2, worker_processes=2)
+    cluster.wait_workers("w", "w/2")
+    first_id = workers(cluster)["w/2"]["id"]
+    registered = cluster.worker_log("w").count(" as w/2, id ")
+    old = processes(supervisor)["2/2"]
+    old.kill()
+
+    def replaced() -> bool:
+        new = processes(supervisor).get("2/2")
+        return new is not None and new.pid != old.pid
+
+    wait_for(replaced, 60, "process 2/2 to be started again")
+    wait_for(lambda: cluster.worker_log("w").count(" as w/2, id ") > registered, 60, "w/2 to register again")
+    back = workers(cluster)["w/2"]
+    assert back["id"] == first_id and back["connected"]  # the same worker, back
+    assert "worker process w/2 was killed by SIGKILL: starting it again" in cluster.worker_log("w")
+    assert supervisor.poll() is None
+    supervisor.send_signal(signal.SIGTERM)
+    assert supervisor.wait(timeout=60) == 0
+
+
+def test_the_processes_stop_when_the_supervisor_is_killed(cluster: Cluster) -> None:
+    cluster.start_server()
+    supervisor = cluster.start_worker("w", worker_max_parallel_jobs=2, worker_processes=2)
+    cluster.wait_workers("w", "w/2")
+    children = list(processes(supervisor).values())
+    assert len(children) == 2
+    supervisor.kill()
+    supervisor.wait(timeout=30)
+    _gone, alive = psutil.wait_procs(children, timeout=60)
+    assert not alive
+    log = cluster.worker_log("w")
+    assert log.count("the supervisor of this worker's processes is gone: stopping as on SIGTERM") == 2, log
+
+
+def test_a_process_that_cannot_start_stops_the_worker(cluster: Cluster) -> None:
+    cluster.start_server()
+    first = cluster.start_worker("w", worker_max_parallel_jobs=2, worker_processes=2)
+    cluster.wait_workers("w", "w/2")
+    config = cluster.root / "worker-w.toml"
+    # The same worker again: each of its processes finds its name taken.
+    second = subprocess.run(
+        [sys.executable, "-m", "kueue_worker", "--config", str(config), "--name", "w"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
+    assert second.returncode == 1, second.stderr
+    assert "a kueue_worker named 'w" in second.stderr
+    assert "exited with status 1: stopping the other worker processes" in second.stderr
+    # The first one is untouched.
+    assert first.poll() is None
+    assert len(processes(first)) == 2
+    assert all(w["connected"] for w in workers(cluster).values())
+
+
+def test_more_processes_than_cpus_is_one_line_and_exit_2(cluster: Cluster) -> None:
+    cluster.start_server()
+    cores = psutil.cpu_count() or 1
+    worker = cluster.start_worker("w", worker_max_parallel_jobs=cores + 1, worker_processes=cores + 1)
+    assert worker.wait(timeout=60) == 2
+    lines = cluster.worker_log("w").strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f"worker_processes ({cores + 1}) is more than this machine's {cores} CPUs" in lines[0]
+
+
+def test_a_process_killed_again_and_again_stops_the_worker(cluster: Cluster) -> None:
+    cluster.start_server()
+    supervisor = cluster.start_worker("w", worker_max_parallel_jobs=2, worker_processes=2)
+    cluster.wait_workers("w", "w/2")
+    for n in range(1, supervisor_module.QUICK_DEATHS + 1):
+        victim = wait_for(lambda: processes(supervisor).get("2/2"), 60, f"process 2/2, start {n}")
+        victim.kill()
+        if n < supervisor_module.QUICK_DEATHS:
+            wait_for(
+                lambda v=victim: processes(supervisor).get("2/2", v).pid != v.pid, 60, "a new process 2/2"
+            )
+    assert supervisor.wait(timeout=60) == 1
+    log = cluster.worker_log("w")
+    assert (
+        f"worker process w/2 was killed by SIGKILL {supervisor_module.QUICK_DEATHS} times in a row, "
+        "each within 60 s of its start: stopping the other worker processes"
+    ) in log, log
+    assert "kueue_worker[1/2] INFO kueue_worker: stopped" in log, log
