@@ -163,10 +163,13 @@ def local_cluster(
     try:
         cluster.start_server(*(("--ephemeral-store",) if ephemeral else ()))
         names = [f"bench{i}" for i in range(workers)] if start_workers else []
+        own = {"worker_max_parallel_jobs": slots, **(worker_settings or {})}
         for name in names:
-            cluster.start_worker(name, **{"worker_max_parallel_jobs": slots, **(worker_settings or {})})
+            cluster.start_worker(name, **own)
         if names:
-            cluster.wait_workers(*names, timeout=60)
+            # A worker of several processes registers as NAME, NAME/2, ...
+            processes = range(2, own.get("worker_processes", 1) + 1)
+            cluster.wait_workers(*names, *(f"{n}/{i}" for n in names for i in processes), timeout=60)
         cluster.write_config(
             cluster.client_config,
             port=cluster.port,

@@ -8,6 +8,8 @@ Subjects, measured in the same run:
     threads (subprocess.run): the physical limit of the machine;
   - kueue: a server and one worker with 2 slots on loopback, the array
     submitted in one call through the Python API;
+  - kueue, 2 processes: the same worker run as two processes of one slot
+    each (worker_settings.worker_processes = 2), where the machine has 2 CPUs;
   - kueue, in-memory store: the same with --ephemeral-store;
   - HyperQueue's LocalCluster (server and worker in this process), a worker
     of 2 cores, one job of N tasks, if `hyperqueue` is importable;
@@ -51,12 +53,18 @@ def pool_rate(n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def kueue_rate(work: Path, n: int, *, ephemeral: bool = False, workers: int = 1, slots: int = SLOTS) -> float:
-    """Jobs per second for an array of n `true` on a fresh local cluster."""
+def kueue_rate(
+    work: Path, n: int, *, ephemeral: bool = False, workers: int = 1, slots: int = SLOTS, processes: int = 1
+) -> float:
+    """Jobs per second for an array of n `true` on a fresh local cluster,
+    whose workers run as `processes` processes each (worker_processes)."""
 
     root = Path(tempfile.mkdtemp(prefix="cluster-", dir=work))
+    settings = {"worker_processes": processes}
     with (
-        local_cluster(root, slots=slots, workers=workers, ephemeral=ephemeral) as cluster,
+        local_cluster(
+            root, slots=slots, workers=workers, ephemeral=ephemeral, worker_settings=settings
+        ) as cluster,
         cluster.client() as client,
     ):
         return array_rate(client, n, str(work))
@@ -172,7 +180,9 @@ def tsp_rate(work: Path, n: int) -> float | None:
 
 
 def measure(work: Path, *, jobs: int, rounds: int) -> dict[str, Any]:
-    samples: dict[str, list[float]] = {"pool": [], "kueue": [], "kueue_memory": []}
+    samples: dict[str, list[float]] = {"pool": [], "kueue": [], "kueue_processes": [], "kueue_memory": []}
+    # worker_processes needs a CPU per process.
+    split = (os.cpu_count() or 1) >= SLOTS
     peers: dict[str, float | None] = {}
     notes: dict[str, str] = {}
     hq: list[float] = []
@@ -189,9 +199,14 @@ def measure(work: Path, *, jobs: int, rounds: int) -> dict[str, Any]:
         return rate
 
     for r in range(rounds):
-        log(f"throughput round {r + 1}/{rounds}: pool, kueue, kueue in-memory, HyperQueue ({jobs} jobs each)")
+        log(
+            f"throughput round {r + 1}/{rounds}: pool, kueue, kueue of {SLOTS} processes, kueue in-memory, "
+            f"HyperQueue ({jobs} jobs each)"
+        )
         samples["pool"].append(pool_rate(jobs))
         samples["kueue"].append(kueue_rate(work, jobs))
+        if split:
+            samples["kueue_processes"].append(kueue_rate(work, jobs, processes=SLOTS))
         samples["kueue_memory"].append(kueue_rate(work, jobs, ephemeral=True))
         # HyperQueue is the peer with a target: it takes its turn every round.
         if r == 0 or hq:
@@ -202,13 +217,16 @@ def measure(work: Path, *, jobs: int, rounds: int) -> dict[str, Any]:
             peers["parallel"] = peer("parallel", parallel_rate)
             peers["tsp"] = peer("tsp", tsp_rate)
     peers["hyperqueue"] = statistics.median(hq) if hq else None
-    medians = {name: statistics.median(values) for name, values in samples.items()}
+    medians = {name: statistics.median(values) for name, values in samples.items() if values}
     # Each round runs the subjects back to back, so a round's ratio is taken
     # at one speed of the machine; the median of those is the figure (the
     # speed drifts by 10-20% between rounds, and a ratio of medians mixes
     # rounds).
     paired = {
         "kueue_vs_pool": _median_ratio(samples["kueue"], samples["pool"]),
+        "kueue_processes_vs_pool": _median_ratio(samples["kueue_processes"], samples["pool"])
+        if split
+        else None,
         "durable_vs_memory": _median_ratio(samples["kueue"], samples["kueue_memory"]),
         "kueue_vs_hyperqueue": _median_ratio(samples["kueue"], hq) if len(hq) == rounds else None,
     }
@@ -252,6 +270,21 @@ def rows(results: dict[str, Any]) -> list[Row]:
             note=f"median of the ratios of {rounds} rounds; ratio of the medians {m['kueue'] / m['pool']:.3f}",
         ),
     ]
+    split = paired.get("kueue_processes_vs_pool")
+    if split is not None:
+        out.append(
+            Row(
+                item,
+                f"kueue, 1 worker of {SLOTS} processes (worker_processes), 2 slots",
+                m["kueue_processes"],
+                "jobs/s",
+                "plain pool",
+                split,
+                ">= 0.6",
+                split >= 0.6,
+                note=f"median of the ratios of {rounds} rounds; a job must fit in one process's share",
+            )
+        )
     hq = peers.get("hyperqueue")
     if hq:
         vs_hq = paired["kueue_vs_hyperqueue"] or m["kueue"] / hq
