@@ -80,12 +80,32 @@ def test_two_processes_register_share_the_machine_run_jobs_and_drain(
         assert f"{label} INFO kueue_worker: stopped" in log, log
 
 
-def test_a_process_killed_by_a_signal_is_started_again(cluster: Cluster) -> None:
+def test_a_process_killed_by_a_signal_is_started_again_and_its_job_runs_again(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     cluster.start_server()
     supervisor = cluster.start_worker("w", worker_max_parallel_jobs=2, worker_processes=2)
     cluster.wait_workers("w", "w/2")
     first_id = workers(cluster)["w/2"]["id"]
     registered = cluster.worker_log("w").count(" as w/2, id ")
+    marks = tmp_path / "marks"
+    ids = [
+        cluster.kueue(
+            "cmd",
+            "-c",
+            "0",
+            f'echo "$KUEUE_WORKER $KUEUE_ATTEMPT $$" >> {marks}; {WAIT_FOR_GO}',
+            cwd=tmp_path,
+        ).stdout.strip()
+        for _ in range(2)
+    ]
+
+    def lines() -> list[list[str]]:
+        return [line.split() for line in marks.read_text().splitlines()] if marks.exists() else []
+
+    wait_for(lambda: sorted(m[0] for m in lines()) == ["w", "w/2"], 60, "a job on each process")
+    orphan = next(int(m[2]) for m in lines() if m[0] == "w/2")
+    # Process 2/2 dies as in a crash: its job goes on running, unwatched.
     old = processes(supervisor)["2/2"]
     old.kill()
 
@@ -98,9 +118,20 @@ def test_a_process_killed_by_a_signal_is_started_again(cluster: Cluster) -> None
     back = workers(cluster)["w/2"]
     assert back["id"] == first_id and back["connected"]  # the same worker, back
     assert "worker process w/2 was killed by SIGKILL: starting it again" in cluster.worker_log("w")
+    # Started again, it killed the job its crash left behind, which runs a second time.
+    wait_for(lambda: ["w/2", "2"] in [m[:2] for m in lines()], 60, "the job's second attempt")
+    assert not psutil.pid_exists(orphan) or psutil.Process(orphan).status() == psutil.STATUS_ZOMBIE
+    (tmp_path / "go").touch()
+    finished = {str(j["id"]): j for j in wait_for(lambda: done(cluster, ids), 60, "both jobs to succeed")}
+    assert sorted(int(finished[i].get("attempt", 1)) for i in ids) == [1, 2], finished
     assert supervisor.poll() is None
     supervisor.send_signal(signal.SIGTERM)
     assert supervisor.wait(timeout=60) == 0
+
+
+def done(cluster: Cluster, ids: list[str]) -> list[dict] | None:
+    listed = [j for j in jobs(cluster) if str(j["id"]) in ids]
+    return listed if all(j["state"] == "JOB_STATE_SUCCEEDED" for j in listed) else None
 
 
 def test_the_processes_stop_when_the_supervisor_is_killed(cluster: Cluster) -> None:
