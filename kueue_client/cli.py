@@ -458,10 +458,10 @@ def build_parser(only_verb: str | None = None) -> ArgumentParser:
     p.add_argument("id", type=worker_ref, metavar="ID")
     p.add_argument("--json", action="store_true", help="print as JSON")
 
-    for name, what in (("drain", "stop offering new jobs to a worker; its running jobs go on"),
-                       ("undrain", "offer new jobs to a drained worker again")):  # fmt: skip
-        p = verb(name, [], what, f"kueue {name} node17", ids="workers")
-        p.add_argument("id", type=worker_ref, metavar="WORKER", help="worker id or name")
+    for name, what in (("drain", "stop offering new jobs to workers; their running jobs go on"),
+                       ("undrain", "offer new jobs to drained workers again")):  # fmt: skip
+        p = verb(name, [], what, f"kueue {name} node17 node18/2", ids="workers")
+        p.add_argument("ids", type=worker_ref, nargs="+", metavar="WORKER", help="worker id or name")
 
     p = verb("list-resources", ["resources"], "list the global resources: used/total", "kueue resources")
     p.add_argument("--json", action="store_true", help='print {"resources": [...]} as JSON')

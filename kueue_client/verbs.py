@@ -406,16 +406,34 @@ def _state_filter(args: argparse.Namespace) -> list[str]:
 
 
 def drain(args: argparse.Namespace, ctx: Context) -> int:
-    worker = ctx.client.drain_worker(args.id, True)
-    print(f"worker {worker.name} is drained: no new jobs; its {worker.running_jobs} running job(s) go on")
-    return 0
+    def said(worker: common_pb2.Worker) -> str:
+        return f"worker {worker.name} is drained: no new jobs; its {worker.running_jobs} running job(s) go on"
+
+    return _each_worker(args.ids, ctx, True, said)
 
 
 def undrain(args: argparse.Namespace, ctx: Context) -> int:
-    worker = ctx.client.drain_worker(args.id, False)
-    state = "takes new jobs again" if not worker.draining else "is still stopping by itself"
-    print(f"worker {worker.name} {state}")
-    return 0
+    def said(worker: common_pb2.Worker) -> str:
+        return f"worker {worker.name} {'is still stopping by itself' if worker.draining else 'takes new jobs again'}"
+
+    return _each_worker(args.ids, ctx, False, said)
+
+
+def _each_worker(ids: list[str], ctx: Context, drain: bool, said: Callable[[common_pb2.Worker], str]) -> int:
+    """Drain or undrain each worker in turn (the processes of a worker run as
+    several, say); one the server does not know is said so and skipped."""
+    status = 0
+    for ref in ids:
+        try:
+            worker = ctx.client.drain_worker(ref, drain)
+        except KueueError as exc:
+            if exc.code != "NOT_FOUND":
+                raise
+            print(f"kueue: {exc}", file=sys.stderr)
+            status = max(status, exc.exit_status)
+            continue
+        print(said(worker))
+    return status
 
 
 def show_worker(args: argparse.Namespace, ctx: Context) -> int:

@@ -198,3 +198,20 @@ def test_a_process_killed_again_and_again_stops_the_worker(cluster: Cluster) -> 
         "each within 60 s of its start: stopping the other worker processes"
     ) in log, log
     assert "kueue_worker[1/2] INFO kueue_worker: stopped" in log, log
+
+
+def test_one_drain_command_drains_every_process(cluster: Cluster) -> None:
+    cluster.start_server()
+    cluster.start_worker("w", worker_max_parallel_jobs=2, worker_processes=2)
+    cluster.wait_workers("w", "w/2")
+    drained = cluster.kueue("drain", "w", "nope", "w/2", check=False)
+    assert drained.returncode == 2, drained
+    assert drained.stdout.splitlines() == [
+        "worker w is drained: no new jobs; its 0 running job(s) go on",
+        "worker w/2 is drained: no new jobs; its 0 running job(s) go on",
+    ]
+    assert drained.stderr.strip() == "kueue: no worker 'nope'"
+    assert all(w["draining"] for w in workers(cluster).values())
+    undrained = cluster.kueue("undrain", "w", "w/2")
+    assert undrained.stdout.splitlines() == ["worker w takes new jobs again", "worker w/2 takes new jobs again"]
+    assert not any(w.get("draining") for w in workers(cluster).values())
