@@ -213,5 +213,8 @@ def test_one_drain_command_drains_every_process(cluster: Cluster) -> None:
     assert drained.stderr.strip() == "kueue: no worker 'nope'"
     assert all(w["draining"] for w in workers(cluster).values())
     undrained = cluster.kueue("undrain", "w", "w/2")
-    assert undrained.stdout.splitlines() == ["worker w takes new jobs again", "worker w/2 takes new jobs again"]
+    assert undrained.stdout.splitlines() == [
+        "worker w takes new jobs again",
+        "worker w/2 takes new jobs again",
+    ]
     assert not any(w.get("draining") for w in workers(cluster).values())
