@@ -212,6 +212,25 @@ class Cluster:
         self.workers[name] = proc
         return proc
 
+    def run_worker_again(self, name: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        """Run a second kueue_worker with the config and name of `name`
+        (started by start_worker) to its end: its status and output."""
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "kueue_worker",
+                "--config",
+                str(self.root / f"worker-{name}.toml"),
+                "--name",
+                name,
+            ],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=timeout,
+        )
+
     def wait_workers(self, *names: str, timeout: float = 30.0) -> None:
         def connected() -> bool:
             out = self.kueue("workers", "--json", check=False)

@@ -8,14 +8,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import psutil
 import pytest
 
 from kueue_worker import supervisor as supervisor_module
-from tests.cluster import Cluster, _env, wait_for
+from tests.cluster import Cluster, wait_for
 
 # A job that runs until the file `go` appears in its directory (at most 100 s).
 WAIT_FOR_GO = "for i in $(seq 1 2000); do [ -e go ] && exit 0; sleep 0.05; done; exit 1"
@@ -44,12 +43,18 @@ def processes(supervisor: subprocess.Popen[bytes]) -> dict[str, psutil.Process]:
     return found
 
 
+def start_two_processes(cluster: Cluster, slots: int = 2) -> subprocess.Popen[bytes]:
+    """A server, and a worker `w` of two processes (w and w/2) with `slots` in all; its supervisor."""
+    cluster.start_server()
+    supervisor = cluster.start_worker("w", worker_max_parallel_jobs=slots, worker_processes=2)
+    cluster.wait_workers("w", "w/2")
+    return supervisor
+
+
 def test_two_processes_register_share_the_machine_run_jobs_and_drain(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    cluster.start_server()
-    supervisor = cluster.start_worker("w", worker_max_parallel_jobs=4, worker_processes=2)
-    cluster.wait_workers("w", "w/2")
+    supervisor = start_two_processes(cluster, slots=4)
     shown = workers(cluster)
     cores = psutil.cpu_count() or 1
     assert shown["w"]["id"] != shown["w/2"]["id"]
@@ -83,9 +88,7 @@ def test_two_processes_register_share_the_machine_run_jobs_and_drain(
 def test_a_process_killed_by_a_signal_is_started_again_and_its_job_runs_again(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    cluster.start_server()
-    supervisor = cluster.start_worker("w", worker_max_parallel_jobs=2, worker_processes=2)
-    cluster.wait_workers("w", "w/2")
+    supervisor = start_two_processes(cluster)
     first_id = workers(cluster)["w/2"]["id"]
     registered = cluster.worker_log("w").count(" as w/2, id ")
     marks = tmp_path / "marks"
@@ -135,9 +138,7 @@ def done(cluster: Cluster, ids: list[str]) -> list[dict] | None:
 
 
 def test_the_processes_stop_when_the_supervisor_is_killed(cluster: Cluster) -> None:
-    cluster.start_server()
-    supervisor = cluster.start_worker("w", worker_max_parallel_jobs=2, worker_processes=2)
-    cluster.wait_workers("w", "w/2")
+    supervisor = start_two_processes(cluster)
     children = list(processes(supervisor).values())
     assert len(children) == 2
     supervisor.kill()
@@ -149,18 +150,9 @@ def test_the_processes_stop_when_the_supervisor_is_killed(cluster: Cluster) -> N
 
 
 def test_a_process_that_cannot_start_stops_the_worker(cluster: Cluster) -> None:
-    cluster.start_server()
-    first = cluster.start_worker("w", worker_max_parallel_jobs=2, worker_processes=2)
-    cluster.wait_workers("w", "w/2")
-    config = cluster.root / "worker-w.toml"
+    first = start_two_processes(cluster)
     # The same worker again: each of its processes finds its name taken.
-    second = subprocess.run(
-        [sys.executable, "-m", "kueue_worker", "--config", str(config), "--name", "w"],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        timeout=120,
-    )
+    second = cluster.run_worker_again("w")
     assert second.returncode == 1, second.stderr
     assert "a kueue_worker named 'w" in second.stderr
     assert "exited with status 1: stopping the other worker processes" in second.stderr
@@ -181,9 +173,7 @@ def test_more_processes_than_cpus_is_one_line_and_exit_2(cluster: Cluster) -> No
 
 
 def test_a_process_killed_again_and_again_stops_the_worker(cluster: Cluster) -> None:
-    cluster.start_server()
-    supervisor = cluster.start_worker("w", worker_max_parallel_jobs=2, worker_processes=2)
-    cluster.wait_workers("w", "w/2")
+    supervisor = start_two_processes(cluster)
     for n in range(1, supervisor_module.QUICK_DEATHS + 1):
         victim = wait_for(lambda: processes(supervisor).get("2/2"), 60, f"process 2/2, start {n}")
         victim.kill()
@@ -201,9 +191,7 @@ def test_a_process_killed_again_and_again_stops_the_worker(cluster: Cluster) -> 
 
 
 def test_one_drain_command_drains_every_process(cluster: Cluster) -> None:
-    cluster.start_server()
-    cluster.start_worker("w", worker_max_parallel_jobs=2, worker_processes=2)
-    cluster.wait_workers("w", "w/2")
+    start_two_processes(cluster)
     drained = cluster.kueue("drain", "w", "nope", "w/2", check=False)
     assert drained.returncode == 2, drained
     assert drained.stdout.splitlines() == [

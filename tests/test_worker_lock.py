@@ -18,13 +18,7 @@ def test_a_second_worker_with_the_same_identity_refuses_to_start(cluster: Cluste
     cluster.wait_workers("w1")
     job = cluster.kueue("cmd", "sleep", "30", cwd=tmp_path).stdout.strip()
     config = cluster.root / "worker-w1.toml"
-    second = subprocess.run(
-        [sys.executable, "-m", "kueue_worker", "--config", str(config), "--name", "w1"],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        timeout=60,
-    )
+    second = cluster.run_worker_again("w1")
     assert second.returncode == 1
     assert f"a kueue_worker named 'w1' already runs on this host (pid {first.pid})" in second.stderr
     # The first one and its job are untouched.
