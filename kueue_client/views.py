@@ -420,12 +420,20 @@ def workers_grid(
             name_cell = Cell(w.name, name_cell.style if w.connected else "dim")
         # Total only: what is in use shows in `busy`; `show-worker` has the rest.
         memory = format_mb(sysinfo.memory_total_mb) if sysinfo.memory_total_mb else "-"
+        # One of a worker's several processes (worker_processes) offers its
+        # share of the machine: "8 of 16".
+        cpus = str(cores) if cores else "-"
+        if 0 < w.capacity.cpus < cores:
+            cpus = f"{w.capacity.cpus} of {cores}"
+        if 0 < w.capacity.ram_mb < sysinfo.memory_total_mb and w.capacity.cpus < cores:
+            share, _, unit = format_mb(w.capacity.ram_mb).rpartition(" ")
+            memory = f"{share} of {memory}" if memory.endswith(f" {unit}") else f"{share} {unit} of {memory}"
         rows.append(
             [
                 Cell(w.id),
                 name_cell,
                 Cell(_os_text(sysinfo)),
-                Cell(str(cores) if cores else "-"),
+                Cell(cpus),
                 Cell(format_frequency(sysinfo.cpu_frequency_mhz)),
                 Cell(memory),
                 Cell(f"{w.running_jobs}/{w.capacity.slots}"),
