@@ -57,10 +57,11 @@ class Supervisor:
         self.status = 0
         # The signals passed on to the processes.
         self._passed: set[int] = set()
+        # The pipe the processes watch (run): they hold its read end, only we its write end.
+        self._alive_read = self._alive_write = -1
 
     def run(self) -> int:
-        alive_read, self._alive_write = os.pipe()
-        self._alive_read = alive_read
+        self._alive_read, self._alive_write = os.pipe()
         wake_read, wake_write = os.pipe()
         for fd in (wake_read, wake_write):
             os.set_blocking(fd, False)
@@ -86,7 +87,7 @@ class Supervisor:
             signal.set_wakeup_fd(previous)
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
-            for fd in (wake_read, wake_write, alive_read, self._alive_write):
+            for fd in (wake_read, wake_write, self._alive_read, self._alive_write):
                 os.close(fd)
         return self.status
 
