@@ -252,7 +252,8 @@ output_spill_mb = 2048
 prefetch_jobs = 32
 # Run as this many worker processes (NAME, NAME/2, ...), each with an equal
 # share of the slots, CPUs and RAM; a job must fit in one share. One process
-# starts about a thousand short jobs a second: more for many tiny jobs.
+# starts about a thousand short jobs a second: more for many tiny jobs. A
+# machine with fewer CPUs runs one per CPU.
 worker_processes = 1
 
 [client_settings]

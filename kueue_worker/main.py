@@ -241,12 +241,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.ignore_load:
         cfg.worker_settings.dynamic_check_free_resources = False
     base_name = args.name or socket.gethostname()
-    count = cfg.worker_settings.worker_processes if args.process is None else share.count
-    if count > 1:
-        problem = shares.check(count, sysinfo.probe().cpu_cores)
-        if problem is not None:
-            print(f"kueue_worker: {cfg.path}: {problem}", file=sys.stderr)
-            return 2
+    count = share.count
+    if args.process is None and cfg.worker_settings.worker_processes > 1:
+        asked = cfg.worker_settings.worker_processes
+        cores = sysinfo.probe().cpu_cores
+        count = shares.fitting(asked, cores)
+        if count < asked:
+            log.warning(
+                "worker_settings.worker_processes is %d but this machine has %d CPU(s): "
+                "running %d worker process(es), one per CPU",
+                asked,
+                cores,
+                count,
+            )
     if args.process is None and count > 1:
         own_args = sys.argv[1:] if argv is None else list(argv)
         argv_of = supervisor.child_argv(own_args, str(cfg.path))

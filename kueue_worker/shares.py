@@ -53,11 +53,8 @@ class Share:
 WHOLE = Share()
 
 
-def check(count: int, cpu_cores: int) -> str | None:
-    """Why this machine cannot be split in `count` processes, or None."""
-    if count > cpu_cores:
-        return (
-            f"worker_settings.worker_processes ({count}) is more than this machine's {cpu_cores} CPUs: "
-            "each process needs one; lower it"
-        )
-    return None
+def fitting(count: int, cpu_cores: int) -> int:
+    """How many processes this machine runs of the `count` asked for: one
+    per CPU at most (a config shared by machines of all sizes asks the same
+    of each)."""
+    return max(1, min(count, cpu_cores))

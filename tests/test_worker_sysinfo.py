@@ -115,6 +115,6 @@ def test_shares_split_names_and_parse() -> None:
     for bad in ("0/2", "3/2", "1", "a/b", "1/0", "-1/2"):
         with pytest.raises(ShareError, match="not a process number I/N"):
             Share.parse(bad)
-    assert shares.check(2, 2) is None
-    problem = shares.check(3, 2)
-    assert problem is not None and "worker_processes (3) is more than this machine's 2 CPUs" in problem
+    # One process per CPU at most, and always one.
+    assert [shares.fitting(asked, 2) for asked in (1, 2, 3, 8)] == [1, 2, 2, 2]
+    assert shares.fitting(4, 1) == 1 and shares.fitting(4, 0) == 1
