@@ -231,6 +231,21 @@ def _watch_supervisor(loop: asyncio.AbstractEventLoop, fd: int, signals: asyncio
     loop.add_reader(fd, readable)
 
 
+def _process_count(asked: int) -> int:
+    """How many worker processes to run of worker_processes: one per CPU at most."""
+    cores = sysinfo.probe().cpu_cores
+    count = shares.fitting(asked, cores)
+    if count < asked:
+        log.warning(
+            "worker_settings.worker_processes is %d but this machine has %d CPU(s): "
+            "running %d worker process(es), one per CPU",
+            asked,
+            cores,
+            count,
+        )
+    return count
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     share: Share = args.process or WHOLE
@@ -241,25 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.ignore_load:
         cfg.worker_settings.dynamic_check_free_resources = False
     base_name = args.name or socket.gethostname()
-    count = share.count
     if args.process is None and cfg.worker_settings.worker_processes > 1:
-        asked = cfg.worker_settings.worker_processes
-        cores = sysinfo.probe().cpu_cores
-        count = shares.fitting(asked, cores)
-        if count < asked:
-            log.warning(
-                "worker_settings.worker_processes is %d but this machine has %d CPU(s): "
-                "running %d worker process(es), one per CPU",
-                asked,
-                cores,
-                count,
-            )
-    if args.process is None and count > 1:
-        own_args = sys.argv[1:] if argv is None else list(argv)
-        argv_of = supervisor.child_argv(own_args, str(cfg.path))
-        status = supervisor.Supervisor(argv_of, count, base_name).run()
-        event(log, "worker_stopped", "stopped", worker=base_name, exit_status=status)
-        return status
+        count = _process_count(cfg.worker_settings.worker_processes)
+        if count > 1:
+            own_args = sys.argv[1:] if argv is None else list(argv)
+            status = supervisor.Supervisor(own_args, str(cfg.path), count, base_name).run()
+            event(log, "worker_stopped", "stopped", worker=base_name, exit_status=status)
+            return status
     name = share.worker_name(base_name)
     try:
         identity.lock(cfg.data_dir, name)  # held until the process ends

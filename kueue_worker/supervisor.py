@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from kueue_worker.shares import Share
@@ -49,9 +48,10 @@ def _noop(signum: int, frame: object) -> None:
 
 
 class Supervisor:
-    def __init__(self, argv_of: Callable[[Share, int], list[str]], count: int, base_name: str) -> None:
-        # The command line of process `share`, told the descriptor of the pipe to watch.
-        self._argv_of = argv_of
+    def __init__(self, argv: list[str], config_path: str, count: int, base_name: str) -> None:
+        # This process's arguments and config file, which each process is given too.
+        self._argv = argv
+        self._config_path = config_path
         self.children = [Child(share, share.worker_name(base_name)) for share in _shares(count)]
         self.stopping = False
         self.status = 0
@@ -80,7 +80,7 @@ class Supervisor:
                 with contextlib.suppress(BlockingIOError):
                     for signum in os.read(wake_read, 4096):
                         if signum in PASSED_ON:
-                            self._pass_on(signal.Signals(signum))
+                            self._received(signal.Signals(signum))
                 self._reap()
                 self._restart_due()
         finally:
@@ -104,14 +104,28 @@ class Supervisor:
         child.restart_at = None
         child.started_at = time.monotonic()
         child.proc = subprocess.Popen(
-            self._argv_of(child.share, self._alive_read),
+            [
+                sys.executable,
+                "-m",
+                "kueue_worker",
+                *self._argv,
+                "--config",
+                self._config_path,
+                "--process",
+                str(child.share),
+                "--supervisor-fd",
+                str(self._alive_read),
+            ],
             pass_fds=(self._alive_read,),
             process_group=0,
         )
 
-    def _pass_on(self, signum: signal.Signals) -> None:
+    def _received(self, signum: signal.Signals) -> None:
         if not self.stopping:
             log.info("%s received: passing it on to the worker processes", signum.name)
+        self._pass_on(signum)
+
+    def _pass_on(self, signum: signal.Signals) -> None:
         self.stopping = True
         self._passed.add(signum)
         for child in self.children:
@@ -123,7 +137,6 @@ class Supervisor:
     def _stop_all(self, why: str, status: int) -> None:
         log.error("%s: stopping the other worker processes", why)
         self.status = max(self.status, status)
-        self.stopping = True  # so that _pass_on does not say a signal came
         self._pass_on(signal.SIGTERM)
 
     def _reap(self) -> None:
@@ -165,24 +178,3 @@ class Supervisor:
 
 def _shares(count: int) -> list[Share]:
     return [Share(i, count) for i in range(1, count + 1)]
-
-
-def child_argv(argv: list[str], config_path: str) -> Callable[[Share, int], list[str]]:
-    """The command line of each process: this one's, with its share, the
-    config file this one read, and the pipe to watch."""
-
-    def argv_of(share: Share, alive_fd: int) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "kueue_worker",
-            *argv,
-            "--config",
-            config_path,
-            "--process",
-            str(share),
-            "--supervisor-fd",
-            str(alive_fd),
-        ]
-
-    return argv_of
