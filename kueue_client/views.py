@@ -425,7 +425,6 @@ def workers_grid(
         cpus = str(cores) if cores else "-"
         if 0 < w.capacity.cpus < cores:
             cpus = f"{w.capacity.cpus} of {cores}"
-        if 0 < w.capacity.ram_mb < sysinfo.memory_total_mb and w.capacity.cpus < cores:
             share, _, unit = format_mb(w.capacity.ram_mb).rpartition(" ")
             memory = f"{share} of {memory}" if memory.endswith(f" {unit}") else f"{share} {unit} of {memory}"
         rows.append(
