@@ -402,7 +402,8 @@ def _validate(config: Config, path: Path) -> None:
     if w.worker_processes > max(1, w.worker_max_parallel_jobs):
         raise ConfigError(
             f"{path}: worker_settings.worker_processes ({w.worker_processes}) is more than "
-            f"worker_max_parallel_jobs ({w.worker_max_parallel_jobs}): each process needs a slot"
+            f"worker_max_parallel_jobs ({w.worker_max_parallel_jobs}): each process needs a slot; "
+            "lower worker_processes or raise worker_max_parallel_jobs"
         )
     if not 0 <= config.restart_workers.ssh_port < 65536:
         raise ConfigError(f"{path}: restart_workers.ssh_port must be between 0 (ssh's default) and 65535")
