@@ -294,7 +294,13 @@ class App:
             worker = self.scheduler.workers.get(worker_id)
             if worker is not None:
                 batch.workers.append(
-                    (worker.id, worker.name, worker.system.SerializeToString(), worker.drained_by_operator)
+                    (
+                        worker.id,
+                        worker.name,
+                        worker.system.SerializeToString(),
+                        worker.drained_by_operator,
+                        worker.machine.key if worker.machine is not None else "",
+                    )
                 )
 
     def _mark_truncated(self, job_ids: list[int]) -> None:

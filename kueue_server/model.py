@@ -170,16 +170,35 @@ class WorkerRecord:
     # Their ids, oldest offer first: work stealing looks at these, not at
     # every job of the worker.
     held: dict[int, None] = field(default_factory=dict)
+    # One of the processes of a worker split into several (Register.machine),
+    # which share the machine's CPUs and RAM; None for a whole worker.
+    machine: Machine | None = None
 
     @property
     def draining(self) -> bool:
         return self.drained_by_operator or self.draining_itself
 
     def free(self) -> Amount:
+        """Free slots, and CPUs and RAM free on its machine: capacity minus
+        reservations minus external use."""
+        slots = max(0, self.capacity.slots - self.reserved.slots)
+        if self.machine is not None:
+            cpus, ram_mb = self.machine.free(claims=False)
+            return Amount(slots, cpus, ram_mb)
         return Amount(
-            max(0, self.capacity.slots - self.reserved.slots),
+            slots,
             max(0, self.capacity.cpus - self.reserved.cpus - self.external.cpus),
             max(0, self.capacity.ram_mb - self.reserved.ram_mb - self.external.ram_mb),
+        )
+
+    def claim(self) -> tuple[int, int]:
+        """CPUs and RAM this process of a machine may come to use without a
+        new offer: what its jobs hold, or more as the jobs it holds for a free
+        slot start, which it starts only within its share (its capacity)."""
+        res, held, share = self.reserved, self.prefetched_amount, self.capacity
+        return (
+            max(res.cpus, min(share.cpus, res.cpus + held.cpus)),
+            max(res.ram_mb, min(share.ram_mb, res.ram_mb + held.ram_mb)),
         )
 
     def busy(self) -> float:
@@ -189,3 +208,40 @@ class WorkerRecord:
             (self.reserved.cpus + self.external.cpus) / self.capacity.cpus if self.capacity.cpus else 1.0,
         ]
         return max(parts)
+
+
+@dataclass(slots=True)
+class Machine:
+    """The processes of one worker split into several (worker_processes):
+    each has slots of its own and takes jobs like a worker, but the CPUs and
+    RAM are the machine's, so a job may take more than one process's share.
+
+    A process starts a job it holds for a free slot (prefetched) only within
+    its share; a job beyond that comes as a plain offer, which the machine's
+    free room must fit, counting what each process may come to start from
+    what it holds (WorkerRecord.claim)."""
+
+    key: str
+    # CPUs and RAM of the whole machine (Register.machine_capacity).
+    capacity: Amount = field(default_factory=Amount)
+    members: dict[str, WorkerRecord] = field(default_factory=dict)
+
+    def free(self, claims: bool) -> tuple[int, int]:
+        """CPUs and RAM free: capacity minus each process's reservations (or
+        claims) and external use. External use is each process's share of
+        the machine's load beyond its own jobs, summed: never below the true
+        figure, above it while one process runs more than its share."""
+        cpus, ram_mb = self.capacity.cpus, self.capacity.ram_mb
+        for member in self.members.values():
+            used_cpus, used_ram = member.claim() if claims else (member.reserved.cpus, member.reserved.ram_mb)
+            cpus -= used_cpus
+            ram_mb -= used_ram
+            if member.connected:
+                cpus -= member.external.cpus
+                ram_mb -= member.external.ram_mb
+        return max(0, cpus), max(0, ram_mb)
+
+    def could_fit(self, worker: WorkerRecord, shape: Shape) -> bool:
+        """Whether the process could ever run the job: its slots, the machine's CPUs and RAM."""
+        cap = self.capacity
+        return shape.slots <= worker.capacity.slots and shape.cpus <= cap.cpus and shape.ram_mb <= cap.ram_mb

@@ -47,6 +47,17 @@ class PendingQueue:
 
     def pick(self, fits: Callable[[Shape], bool], eligible: Callable[[int], bool]) -> int | None:
         """The oldest pending job whose shape fits and that is eligible; removed from the queue."""
+        found = self.peek(fits, eligible)
+        if found is None:
+            return None
+        self.take(*found)
+        return found[0]
+
+    def peek(
+        self, fits: Callable[[Shape], bool], eligible: Callable[[int], bool]
+    ) -> tuple[int, Shape] | None:
+        """The oldest pending job whose shape fits and that is eligible, and
+        its shape; left in the queue."""
         best: tuple[int, Shape] | None = None
         for shape, heap in list(self._groups.items()):
             head = self._head(shape, heap)
@@ -57,9 +68,10 @@ class PendingQueue:
             candidate = head if eligible(head) else self._scan(heap, eligible)
             if candidate is not None and (best is None or candidate < best[0]):
                 best = (candidate, shape)
-        if best is None:
-            return None
-        job_id, shape = best
+        return best
+
+    def take(self, job_id: int, shape: Shape) -> None:
+        """Remove a job peek() found."""
         heap = self._groups[shape]
         if heap[0] == job_id:
             heapq.heappop(heap)
@@ -67,7 +79,6 @@ class PendingQueue:
                 del self._groups[shape]
         # Otherwise the entry stays and is dropped lazily: the caller makes the
         # job non-pending, and a duplicate entry after a requeue is harmless.
-        return job_id
 
     def _scan(self, heap: list[int], eligible: Callable[[int], bool]) -> int | None:
         found = [j for j in heap[:REJECT_SCAN] if self._is_pending(j) and eligible(j)]

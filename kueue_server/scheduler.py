@@ -10,10 +10,11 @@ event loop, so it needs no locks.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from kueue.v1 import common_pb2
@@ -23,6 +24,7 @@ from kueue_server.model import (
     MAX_PAST_ATTEMPTS,
     Amount,
     JobRecord,
+    Machine,
     Outcome,
     PastAttempt,
     Shape,
@@ -136,6 +138,8 @@ class Scheduler:
         self.limits = limits
         self.jobs: dict[int, JobRecord] = {}
         self.workers: dict[str, WorkerRecord] = {}
+        # Processes of split workers, by Register.machine.
+        self.machines: dict[str, Machine] = {}
         self.next_job_id = next_job_id
         self.queue = PendingQueue(self._is_pending)
         self.global_used: Counter[str] = Counter()
@@ -254,6 +258,8 @@ class Scheduler:
             worker.connected = False
             worker.last_seen = now
             self.workers[worker.id] = worker
+            if worker.machine is not None:
+                self._join_machine(worker, worker.machine.key, None)
         for job in sorted(jobs, key=lambda j: j.id):
             self.jobs[job.id] = job
             self.counts[job.state] += 1
@@ -305,12 +311,12 @@ class Scheduler:
         connected = [w for w in self.workers.values() if w.connected and not w.draining]
         if not connected:
             warnings.append("no worker is connected and taking jobs; the job waits until one is")
-        elif not any(w.capacity.fits(shape) for w in connected):
-            biggest = max(connected, key=lambda w: (w.capacity.cpus, w.capacity.ram_mb))
+        elif not any(_could_fit(w, shape) for w in connected):
+            biggest = max(connected, key=_reach)
+            cpus, ram_mb = _reach(biggest)
             warnings.append(
                 f"no connected worker could ever fit {shape.describe()} (largest: {biggest.name} with "
-                f"{biggest.capacity.cpus} cpus, {biggest.capacity.ram_mb} MB RAM, "
-                f"{biggest.capacity.slots} slots); it waits for a bigger worker"
+                f"{cpus} cpus, {ram_mb} MB RAM, {biggest.capacity.slots} slots); it waits for a bigger worker"
             )
         return warnings
 
@@ -356,6 +362,8 @@ class Scheduler:
         waiting: Iterable[tuple[int, int]] = (),
         prefetch: int = 0,
         killed: dict[tuple[int, int], float] | None = None,
+        machine: str = "",
+        machine_capacity: Amount | None = None,
     ) -> WorkerRecord:
         """A worker (re)registered, reporting the attempts it still runs and
         those it finished without an acknowledgement (recorded by finished()
@@ -366,6 +374,8 @@ class Scheduler:
         that are not current are killed. `killed` maps attempts whose process
         a crashed previous run left and the restarted worker killed to when
         they started (0: unknown): given up too, with that start recorded.
+        `machine` names the machine a process of a split worker shares with
+        its siblings (empty: a whole worker), with its capacity.
         """
         worker = self.workers.get(worker_id)
         if worker is None:
@@ -377,6 +387,12 @@ class Scheduler:
         worker.external = Amount()
         worker.session += 1
         worker.prefetch = prefetch
+        if machine and machine_capacity is not None:
+            # Never less than the process's own share, whatever the message says.
+            machine_capacity = Amount(
+                0, max(machine_capacity.cpus, capacity.cpus), max(machine_capacity.ram_mb, capacity.ram_mb)
+            )
+        self._join_machine(worker, machine, machine_capacity)
         running = set(running)
         waiting = set(waiting)
         known = running | set(finished) | waiting
@@ -403,6 +419,24 @@ class Scheduler:
                 self._effects.kill.append(KillOrder(worker_id, job_id, attempt))
         self._effects.workers.add(worker_id)
         return worker
+
+    def _join_machine(self, worker: WorkerRecord, key: str, capacity: Amount | None) -> None:
+        """Make the worker a process of machine `key` (empty: of none)."""
+        old = worker.machine
+        if old is not None and old.key != key:
+            old.members.pop(worker.id, None)
+            if not old.members and self.machines.get(old.key) is old:
+                del self.machines[old.key]
+        if not key:
+            worker.machine = None
+            return
+        machine = self.machines.get(key)
+        if machine is None:
+            machine = self.machines[key] = Machine(key)
+        if capacity is not None:
+            machine.capacity = Amount(0, capacity.cpus, capacity.ram_mb)
+        machine.members[worker.id] = worker
+        worker.machine = machine
 
     def heartbeat(
         self,
@@ -733,9 +767,8 @@ class Scheduler:
             _, worker_id = heapq.heappop(heap)
             worker = self.workers[worker_id]
             free = self._room(worker)
-            job_id = self.queue.pick(
-                lambda shape, free=free: free.fits(shape) and self._globals_fit(shape),
-                lambda jid, wid=worker_id: self._eligible(jid, wid, now),
+            job_id = self._pick(
+                worker, lambda shape, free=free: free.fits(shape) and self._globals_fit(shape), now
             )
             if job_id is None:
                 continue
@@ -761,11 +794,7 @@ class Scheduler:
         while heap and active < self.limits.global_max_parallel_jobs:
             _, worker_id = heapq.heappop(heap)
             worker = self.workers[worker_id]
-            capacity = worker.capacity
-            job_id = self.queue.pick(
-                lambda shape, capacity=capacity: not shape.global_ and capacity.fits(shape),
-                lambda jid, wid=worker_id: self._eligible(jid, wid, now),
-            )
+            job_id = self._pick(worker, self._holdable(worker), now)
             if job_id is None:
                 continue
             self._assign(self.jobs[job_id], worker, now, prefetch=True)
@@ -808,9 +837,61 @@ class Scheduler:
     def _room(self, worker: WorkerRecord) -> Amount:
         """Free resources not spoken for: jobs the worker holds for its next
         free slot take those first, without asking."""
+        if worker.machine is not None:
+            cpus, ram_mb = worker.machine.free(claims=True)
+            slots = worker.capacity.slots - worker.reserved.slots - worker.prefetched_amount.slots
+            return Amount(max(0, slots), cpus, ram_mb)
         free = worker.free()
         free.add(worker.prefetched_amount, -1)
         return free
+
+    def _holdable(self, worker: WorkerRecord) -> Callable[[Shape], bool]:
+        """Which jobs the worker may be offered beyond its free room, to hold
+        for its next free slot: none using global resources (counted here
+        only once started), none bigger than the worker. A process of a
+        machine starts them within its share only, and takes no more than
+        its siblings' claims leave of the machine."""
+        capacity = worker.capacity
+        machine = worker.machine
+        if machine is None:
+            return lambda shape: not shape.global_ and capacity.fits(shape)
+        cpus_left, ram_left = machine.capacity.cpus, machine.capacity.ram_mb
+        for member in machine.members.values():
+            if member is not worker:
+                cpus, ram_mb = member.claim()
+                cpus_left -= cpus
+                ram_left -= ram_mb
+        res, held = worker.reserved, worker.prefetched_amount
+
+        def fits(shape: Shape) -> bool:
+            return (
+                not shape.global_
+                and capacity.fits(shape)
+                and max(res.cpus, min(capacity.cpus, res.cpus + held.cpus + shape.cpus)) <= cpus_left
+                and max(res.ram_mb, min(capacity.ram_mb, res.ram_mb + held.ram_mb + shape.ram_mb)) <= ram_left
+            )
+
+        return fits
+
+    def _pick(self, worker: WorkerRecord, fits: Callable[[Shape], bool], now: float) -> int | None:
+        """The oldest pending job that fits, taken from the queue.
+
+        For a process of a machine, the oldest job the machine could ever run
+        (and whose global resources are free): if that does not fit now,
+        nothing newer is taken either. A whole worker gets the same order from
+        the jobs it holds; without it a job asking for most of the machine
+        would wait behind every smaller one that can start sooner."""
+        eligible = functools.partial(self._eligible, worker_id=worker.id, now=now)
+        machine = worker.machine
+        if machine is None:
+            return self.queue.pick(fits, eligible)
+        found = self.queue.peek(
+            lambda shape: machine.could_fit(worker, shape) and self._globals_fit(shape), eligible
+        )
+        if found is None or not fits(found[1]):
+            return None
+        self.queue.take(*found)
+        return found[0]
 
     def _globals_fit(self, shape: Shape) -> bool:
         totals = self.limits.global_resources
@@ -866,3 +947,16 @@ class Scheduler:
                 if len(found) == limit:
                     return found
         return [jobs[i] for i in heapq.nlargest(limit, itertools.chain.from_iterable(index))]
+
+
+def _could_fit(worker: WorkerRecord, shape: Shape) -> bool:
+    """Whether the worker could ever run a job of this shape."""
+    if worker.machine is not None:
+        return worker.machine.could_fit(worker, shape)
+    return worker.capacity.fits(shape)
+
+
+def _reach(worker: WorkerRecord) -> tuple[int, int]:
+    """The CPUs and RAM a job on the worker may take: its machine's for a process of one."""
+    capacity = worker.machine.capacity if worker.machine is not None else worker.capacity
+    return capacity.cpus, capacity.ram_mb

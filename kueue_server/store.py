@@ -41,7 +41,7 @@ from kueue_server.convert import (
     NEW_JOB_DEFAULTS,
     job_from_row,
 )
-from kueue_server.model import JobRecord, WorkerRecord
+from kueue_server.model import JobRecord, Machine, WorkerRecord
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,10 @@ CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, name TEXT NOT NULL, sys
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 SCHEMA_VERSION = "1"
-# Added to workers since: an operator's drain (kueue drain) outlives a restart.
-ADDED_WORKER_COLUMNS = [("drained", "INTEGER")]
+# Added to workers since: an operator's drain (kueue drain) outlives a
+# restart; the machine of a worker's process (Register.machine), so that its
+# jobs count against its machine before it is back.
+ADDED_WORKER_COLUMNS = [("drained", "INTEGER"), ("machine", "TEXT")]
 # Largest batch committed on the caller's thread: rows cost ~10 us each, so
 # this bounds the stall of the event loop to about a millisecond.
 MAX_INLINE_ROWS = 64
@@ -98,7 +100,7 @@ class Batch:
     new_jobs: list[tuple[Any, ...]] = field(default_factory=list)
     deleted_jobs: list[int] = field(default_factory=list)
     # id, name, SystemInfo, drained by an operator
-    workers: list[tuple[str, str, bytes, bool]] = field(default_factory=list)
+    workers: list[tuple[str, str, bytes, bool, str]] = field(default_factory=list)
     outputs: list[OutputWrite] = field(default_factory=list)
     # Drop specs no job refers to any more (after cleanups).
     gc_specs: bool = False
@@ -220,10 +222,12 @@ class Store:
         # by hand. Left there, a new job under such an id would show it.
         self.outputs.remove_all_but({job.id for job in jobs})
         workers = []
-        for worker_id, name, system, drained in self._db.execute(
-            "SELECT id, name, system, drained FROM workers"
+        for worker_id, name, system, drained, machine in self._db.execute(
+            "SELECT id, name, system, drained, machine FROM workers"
         ):
             worker = WorkerRecord(id=worker_id, name=name, drained_by_operator=bool(drained))
+            if machine:
+                worker.machine = Machine(machine)
             if system:
                 worker.system = common_pb2.SystemInfo.FromString(system)
             workers.append(worker)
@@ -361,7 +365,7 @@ class Store:
                         db.execute(_RAISE_JOB_ID_FLOOR, (max(batch.deleted_jobs) + 1,))
                     if batch.workers:
                         db.executemany(
-                            "INSERT OR REPLACE INTO workers (id, name, system, drained) VALUES (?, ?, ?, ?)",
+                            "INSERT OR REPLACE INTO workers (id, name, system, drained, machine) VALUES (?, ?, ?, ?, ?)",
                             batch.workers,
                         )
                     if batch.gc_specs:

@@ -86,6 +86,8 @@ class WorkerService(worker_service_pb2_grpc.WorkerServiceServicer):
                 for a in reg.attempts
                 if a.killed_after_restart and not a.HasField("finished")
             },
+            machine=reg.machine,
+            machine_capacity=Amount(0, reg.machine_capacity.cpus, reg.machine_capacity.ram_mb),
         )
         old = app.conns.get(worker.id)
         if old is not None:

@@ -139,9 +139,12 @@ async def serve(
     reaped: list[orphans.Record] | None = None,
     share: Share = WHOLE,
     supervisor_fd: int | None = None,
+    machine: str = "",
 ) -> int:
     """Run until SIGTERM/SIGINT, or until the pipe `supervisor_fd` closes
-    (the supervisor of a worker of several processes is gone); the exit status."""
+    (the supervisor of a worker of several processes is gone); the exit
+    status. `machine`: the name a process of such a worker shares with its
+    siblings."""
     worker = Worker(
         cfg.worker_settings,
         name,
@@ -149,6 +152,7 @@ async def serve(
         orphans.Ledger(orphans.ledger_path(cfg.data_dir, name)),
         output_spool.SpoolDir(output_spool.spool_path(cfg.data_dir, name)),
         share,
+        machine,
     )
     for rec in reaped or []:
         worker.report_killed_after_restart(rec.job_id, rec.attempt, rec.create_time)
@@ -287,8 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     except kconfig.ConfigError as exc:
         print(f"kueue_worker: {exc}", file=sys.stderr)
         return 2
+    machine = base_name if share.count > 1 else ""
     status = event_loop.run(
-        serve(cfg, name, worker_id, credentials, args.drain_timeout, reaped, share, args.supervisor_fd)
+        serve(
+            cfg, name, worker_id, credentials, args.drain_timeout, reaped, share, args.supervisor_fd, machine
+        )
     )
     event(log, "worker_stopped", "stopped", worker=name, exit_status=status)
     return status

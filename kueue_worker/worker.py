@@ -173,10 +173,13 @@ class Worker:
         ledger: Ledger | None = None,
         spool: SpoolDir | None = None,
         share: Share = WHOLE,
+        machine: str = "",
     ) -> None:
         self.settings = settings
-        # Of a worker run as several processes, this one's part of the machine.
+        # Of a worker run as several processes, this one's part of the
+        # machine, and the name the processes share (Register.machine).
         self.share = share
+        self.machine = machine
         self.name = name
         self.worker_id = worker_id
         # Where running attempts are recorded, so a restart after a crash can kill them.
@@ -312,6 +315,8 @@ class Worker:
             output_windows=True,
             environ_blocks=spawn.BLOCKS_MATCH,
             close_output=True,
+            machine=self.machine,
+            machine_capacity=sysinfo.capacity(self.settings, system) if self.machine else None,
         )
 
     def heartbeat_message(self) -> wpb.Heartbeat:

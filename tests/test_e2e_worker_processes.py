@@ -85,6 +85,35 @@ def test_two_processes_register_share_the_machine_run_jobs_and_drain(
         assert f"{label} INFO kueue_worker: stopped" in log, log
 
 
+def test_a_job_may_take_the_whole_machine_and_the_machine_is_counted_whole(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    start_two_processes(cluster)
+    cores = psutil.cpu_count() or 1
+    whole = cluster.kueue("cmd", "-c", str(cores), WAIT_FOR_GO, cwd=tmp_path)
+    # More than one process's share, but the machine's: no warning that it could never run.
+    assert "could ever fit" not in whole.stderr, whole.stderr
+    whole_id = whole.stdout.strip()
+    one_id = cluster.kueue("cmd", "-c", "1", "true", cwd=tmp_path).stdout.strip()
+
+    def states() -> dict[str, str]:
+        return {str(j["id"]): j["state"] for j in jobs(cluster)}
+
+    wait_for(lambda: states()[whole_id] == "JOB_STATE_RUNNING", 60, "the whole-machine job to run")
+    # The other process has a free slot, but the machine has no free CPU: the
+    # job waits on the server, or held by the process that runs the whole
+    # machine's job, for after it.
+    listed = {str(j["id"]): j for j in jobs(cluster)}
+    one = listed[one_id]
+    assert one["state"] in ("JOB_STATE_PENDING", "JOB_STATE_OFFERED"), one
+    if one["state"] == "JOB_STATE_OFFERED":
+        assert one["worker_name"] == listed[whole_id]["worker_name"], listed
+    (tmp_path / "go").touch()
+    wait_for(
+        lambda: {states()[whole_id], states()[one_id]} == {"JOB_STATE_SUCCEEDED"}, 60, "both jobs to succeed"
+    )
+
+
 def test_a_process_killed_by_a_signal_is_started_again_and_its_job_runs_again(
     cluster: Cluster, tmp_path: Path
 ) -> None:

@@ -176,7 +176,9 @@ def test_a_stored_env_reads_back_as_json_dumps_wrote_it(env: dict[str, str]) -> 
     assert json.loads(text) == env
 
 
-def test_a_store_of_an_older_server_gains_the_drained_column_and_keeps_its_workers(tmp_path: Path) -> None:
+def test_a_store_of_an_older_server_gains_the_new_worker_columns_and_keeps_its_workers(
+    tmp_path: Path,
+) -> None:
     db = sqlite3.connect(tmp_path / "kueue.sqlite3")
     # The workers table as the first servers made it, with one worker in it.
     db.executescript(
@@ -194,14 +196,16 @@ def test_a_store_of_an_older_server_gains_the_drained_column_and_keeps_its_worke
             ("old", "w-old", False)
         ]
         store.start(asyncio.get_running_loop())
-        await store.write(Batch(workers=[("new", "w-new", b"", True)]))
+        await store.write(Batch(workers=[("new", "w-new", b"", True, ""), ("p2", "w/2", b"", False, "w")]))
         store.close()
 
     asyncio.run(scenario())
     store = Store(tmp_path, 1 << 20)
-    workers = {w.id: w.drained_by_operator for w in store.load().workers}
+    workers = {
+        w.id: (w.drained_by_operator, w.machine.key if w.machine else None) for w in store.load().workers
+    }
     store.close()
-    assert workers == {"old": False, "new": True}
+    assert workers == {"old": (False, None), "new": (True, None), "p2": (False, "w")}
 
 
 def test_a_store_that_cannot_be_opened_is_one_clear_error(tmp_path: Path) -> None:

@@ -70,7 +70,7 @@ class ConnectResponseBatch(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[ConnectResponse, _Mapping]]] = ...) -> None: ...
 
 class Register(_message.Message):
-    __slots__ = ("worker_id", "name", "system", "capacity", "attempts", "version", "draining", "prefetch", "batches", "output_windows", "environ_blocks", "close_output")
+    __slots__ = ("worker_id", "name", "system", "capacity", "attempts", "version", "draining", "prefetch", "batches", "output_windows", "environ_blocks", "close_output", "machine", "machine_capacity")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +83,8 @@ class Register(_message.Message):
     OUTPUT_WINDOWS_FIELD_NUMBER: _ClassVar[int]
     ENVIRON_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     CLOSE_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    MACHINE_FIELD_NUMBER: _ClassVar[int]
+    MACHINE_CAPACITY_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     name: str
     system: _common_pb2.SystemInfo
@@ -95,7 +97,9 @@ class Register(_message.Message):
     output_windows: bool
     environ_blocks: bool
     close_output: bool
-    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., system: _Optional[_Union[_common_pb2.SystemInfo, _Mapping]] = ..., capacity: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[AttemptReport, _Mapping]]] = ..., version: _Optional[str] = ..., draining: _Optional[bool] = ..., prefetch: _Optional[int] = ..., batches: _Optional[bool] = ..., output_windows: _Optional[bool] = ..., environ_blocks: _Optional[bool] = ..., close_output: _Optional[bool] = ...) -> None: ...
+    machine: str
+    machine_capacity: _common_pb2.Resources
+    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., system: _Optional[_Union[_common_pb2.SystemInfo, _Mapping]] = ..., capacity: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[AttemptReport, _Mapping]]] = ..., version: _Optional[str] = ..., draining: _Optional[bool] = ..., prefetch: _Optional[int] = ..., batches: _Optional[bool] = ..., output_windows: _Optional[bool] = ..., environ_blocks: _Optional[bool] = ..., close_output: _Optional[bool] = ..., machine: _Optional[str] = ..., machine_capacity: _Optional[_Union[_common_pb2.Resources, _Mapping]] = ...) -> None: ...
 
 class AttemptReport(_message.Message):
     __slots__ = ("job_id", "attempt", "finished", "stdout_offset", "stderr_offset", "waiting", "killed_after_restart", "started_at")
