@@ -420,19 +420,12 @@ def workers_grid(
             name_cell = Cell(w.name, name_cell.style if w.connected else "dim")
         # Total only: what is in use shows in `busy`; `show-worker` has the rest.
         memory = format_mb(sysinfo.memory_total_mb) if sysinfo.memory_total_mb else "-"
-        # One of a worker's several processes (worker_processes) offers its
-        # share of the machine: "8 of 16".
-        cpus = str(cores) if cores else "-"
-        if 0 < w.capacity.cpus < cores:
-            cpus = f"{w.capacity.cpus} of {cores}"
-            share, _, unit = format_mb(w.capacity.ram_mb).rpartition(" ")
-            memory = f"{share} of {memory}" if memory.endswith(f" {unit}") else f"{share} {unit} of {memory}"
         rows.append(
             [
                 Cell(w.id),
                 name_cell,
                 Cell(_os_text(sysinfo)),
-                Cell(cpus),
+                Cell(str(cores) if cores else "-"),
                 Cell(format_frequency(sysinfo.cpu_frequency_mhz)),
                 Cell(memory),
                 Cell(f"{w.running_jobs}/{w.capacity.slots}"),
@@ -486,6 +479,8 @@ def worker_fields(worker: common_pb2.Worker, now: float | None = None) -> list[F
     ]
     if worker.address:
         fields.append(Field("address", worker.address))
+    if worker.machine:
+        fields.append(Field("machine", f"{worker.machine} (its CPUs and RAM shared by the worker's processes)"))
     fields += [
         Field("hostname", s.hostname or "-"),
         Field("distribution", s.distribution or "-"),

@@ -208,13 +208,14 @@ def attempt_messages(job: JobRecord) -> list[common_pb2.Attempt]:
 
 def worker_message(worker: WorkerRecord) -> common_pb2.Worker:
     free = worker.free()
+    machine = worker.machine
+    # A process of a machine: its jobs may take the machine's CPUs and RAM.
+    reach = machine.capacity if machine is not None else worker.capacity
     return common_pb2.Worker(
         id=worker.id,
         name=worker.name,
         system=worker.system,
-        capacity=common_pb2.Resources(
-            slots=worker.capacity.slots, cpus=worker.capacity.cpus, ram_mb=worker.capacity.ram_mb
-        ),
+        capacity=common_pb2.Resources(slots=worker.capacity.slots, cpus=reach.cpus, ram_mb=reach.ram_mb),
         free=common_pb2.Resources(slots=free.slots, cpus=free.cpus, ram_mb=free.ram_mb),
         running_jobs=len(worker.jobs),
         connected=worker.connected,
@@ -222,6 +223,7 @@ def worker_message(worker: WorkerRecord) -> common_pb2.Worker:
         last_seen_at=timestamp(worker.last_seen),
         address=worker.address,
         draining=worker.draining,
+        machine=machine.key if machine is not None else "",
     )
 
 

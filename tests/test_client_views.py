@@ -318,14 +318,13 @@ def test_workers_table(width: int) -> None:
         assert WORKERS[0].id not in text  # the id column goes first on a narrow terminal
 
 
-def test_a_process_of_a_split_worker_shows_its_share_of_the_machine() -> None:
-    # worker_processes = 2 on a 16-core machine: each process offers half.
-    half = make_worker("node01/2", load=1.0)
-    half.capacity.CopyFrom(common_pb2.Resources(slots=5, cpus=8, ram_mb=32000))
-    line = rows(views.workers_text([WORKERS[0], half], width=200, now=NOW))[2]
-    assert "8 of 16" in line and "31.2 of 62.5 GiB" in line, line
-    whole = rows(views.workers_text([WORKERS[0]], width=200, now=NOW))[1]
-    assert " of " not in whole, whole
+def test_a_process_of_a_split_worker_names_its_machine() -> None:
+    # worker_processes = 2: the process has its own slots, the machine's CPUs and RAM.
+    process = make_worker("node01/2", load=1.0)
+    process.machine = "node01"
+    fields = {f.label: f.value for f in views.worker_fields(process, NOW)}
+    assert fields["machine"].startswith("node01 ")
+    assert "machine" not in {f.label for f in views.worker_fields(WORKERS[0], NOW)}
 
 
 def test_busy_and_load_are_coloured_green_to_red() -> None:

@@ -235,7 +235,7 @@ class SystemInfo(_message.Message):
     def __init__(self, hostname: _Optional[str] = ..., kernel: _Optional[str] = ..., distribution: _Optional[str] = ..., cpu_cores: _Optional[int] = ..., cpu_frequency_mhz: _Optional[float] = ..., memory_total_mb: _Optional[int] = ..., memory_available_mb: _Optional[int] = ..., load_1: _Optional[float] = ..., load_5: _Optional[float] = ..., load_15: _Optional[float] = ..., uptime_seconds: _Optional[float] = ...) -> None: ...
 
 class Worker(_message.Message):
-    __slots__ = ("id", "name", "system", "capacity", "free", "running_jobs", "connected", "connected_at", "last_seen_at", "address", "draining")
+    __slots__ = ("id", "name", "system", "capacity", "free", "running_jobs", "connected", "connected_at", "last_seen_at", "address", "draining", "machine")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_FIELD_NUMBER: _ClassVar[int]
@@ -247,6 +247,7 @@ class Worker(_message.Message):
     LAST_SEEN_AT_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    MACHINE_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     system: SystemInfo
@@ -258,7 +259,8 @@ class Worker(_message.Message):
     last_seen_at: _timestamp_pb2.Timestamp
     address: str
     draining: bool
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., system: _Optional[_Union[SystemInfo, _Mapping]] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., free: _Optional[_Union[Resources, _Mapping]] = ..., running_jobs: _Optional[int] = ..., connected: _Optional[bool] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seen_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., address: _Optional[str] = ..., draining: _Optional[bool] = ...) -> None: ...
+    machine: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., system: _Optional[_Union[SystemInfo, _Mapping]] = ..., capacity: _Optional[_Union[Resources, _Mapping]] = ..., free: _Optional[_Union[Resources, _Mapping]] = ..., running_jobs: _Optional[int] = ..., connected: _Optional[bool] = ..., connected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seen_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., address: _Optional[str] = ..., draining: _Optional[bool] = ..., machine: _Optional[str] = ...) -> None: ...
 
 class GlobalResource(_message.Message):
     __slots__ = ("name", "total", "used")
