@@ -186,8 +186,9 @@ class Worker:
         self.ledger = ledger
         # Unacknowledged output is held in memory up to output_memory_mb, then
         # in spool files (if any) up to output_spill_mb more.
-        memory_bytes = settings.output_memory_mb * MB
-        spill_bytes = settings.output_spill_mb * MB if spool is not None else 0
+        # A process of several takes its share of both.
+        memory_bytes = share.part(settings.output_memory_mb) * MB
+        spill_bytes = share.part(settings.output_spill_mb) * MB if spool is not None else 0
         self.attempts = Attempts(
             name,
             share.part(settings.worker_max_parallel_jobs),

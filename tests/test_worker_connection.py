@@ -34,6 +34,7 @@ from kueue.v1 import worker_service_pb2 as wpb
 from kueue_worker import connection
 from kueue_worker.attempts import Phase
 from kueue_worker.connection import STOPPING_REASON, Connection, _Session
+from kueue_worker.shares import Share
 from kueue_worker.worker import Worker
 
 OUT = common_pb2.OUTPUT_STREAM_STDOUT
@@ -978,3 +979,15 @@ def test_a_job_that_ends_before_its_started_goes_out_is_logged_in_one_line(
     assert isinstance(pid, int) and pid > 0
     assert message == f"job 2 attempt 1: pid {pid} exited with code 0 after " + message.rsplit("after ", 1)[1]
     assert events[2][2] is None  # job 1's start had its own line
+
+
+def test_a_process_of_several_registers_its_machine_and_takes_its_share_of_output_memory() -> None:
+    settings = WorkerSettings(worker_max_parallel_jobs=4, output_memory_mb=64, output_spill_mb=0)
+    second = Worker(settings, "w1/2", "cd" * 16, share=Share(2, 2), machine="w1")
+    reg = second.register_message()
+    cores = reg.system.cpu_cores
+    assert reg.machine == "w1" and reg.capacity.slots == 2
+    assert reg.machine_capacity.cpus == cores and reg.capacity.cpus == Share(2, 2).part(cores)
+    assert second.attempts.memory_limit == 32 * 1024 * 1024
+    whole = make_worker(output_memory_mb=64).register_message()
+    assert not whole.machine and not whole.HasField("machine_capacity")
