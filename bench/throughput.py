@@ -282,7 +282,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 split,
                 ">= 0.6",
                 split >= 0.6,
-                note=f"median of the ratios of {rounds} rounds; a job must fit in one process's share",
+                note=f"median of the ratios of {rounds} rounds; CPUs and RAM counted for the whole machine",
             )
         )
     hq = peers.get("hyperqueue")

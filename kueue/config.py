@@ -251,9 +251,9 @@ output_spill_mb = 2048
 # waiting for the server (it takes them back for an idle worker); 0: none.
 prefetch_jobs = 32
 # Run as this many worker processes (NAME, NAME/2, ...), each with an equal
-# share of the slots, CPUs and RAM; a job must fit in one share. One process
-# starts about a thousand short jobs a second: more for many tiny jobs. A
-# machine with fewer CPUs runs one per CPU.
+# share of the slots; the CPUs and RAM are counted for the whole machine, so
+# a job may take all of them. One process starts about a thousand short jobs
+# a second: more for many tiny jobs. A machine with fewer CPUs runs one per CPU.
 worker_processes = 1
 
 [client_settings]

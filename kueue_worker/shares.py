@@ -4,7 +4,10 @@ own and an equal share of the slots, CPUs and RAM.
 
 One process's event loop starts at most about a thousand short jobs a second
 (it spawns, reaps and reports every job in turn); several processes spread
-that work over the cores. The shares are fixed, so a job must fit in one.
+that work over the cores. A job's slots must fit in one share; its CPUs and
+RAM only in the machine, as the server counts them for all the processes of
+a machine (Register.machine), but a process starts a job it holds for a free
+slot only within its share of them.
 """
 
 from __future__ import annotations
