@@ -480,7 +480,9 @@ def worker_fields(worker: common_pb2.Worker, now: float | None = None) -> list[F
     if worker.address:
         fields.append(Field("address", worker.address))
     if worker.machine:
-        fields.append(Field("machine", f"{worker.machine} (its CPUs and RAM shared by the worker's processes)"))
+        fields.append(
+            Field("machine", f"{worker.machine} (its CPUs and RAM shared by the worker's processes)")
+        )
     fields += [
         Field("hostname", s.hostname or "-"),
         Field("distribution", s.distribution or "-"),
