@@ -161,39 +161,32 @@ events = st.lists(
 )
 
 
+def scenario(text: str) -> list[tuple[str, int, int, int]]:
+    """Events written short: "submit:6" (CPUs), "connect:1", "finish:0" and
+    "start:0" (process index), "dispatch"."""
+    evts = []
+    for step in text.split():
+        kind, _, n = step.partition(":")
+        number = int(n or 1)
+        evts.append((kind, 0, 0, number) if kind == "submit" else (kind, number, 0, 1))
+    return evts
+
+
 @settings(max_examples=300, deadline=None)
 @given(events, st.integers(2, 3), st.integers(0, 3))
 # A full process holds a job that fits its share; its sibling connects and
 # is offered a big one; the first then starts what it holds.
 @example(
-    [
-        *[("submit", 0, 0, 1)] * 2,
-        ("dispatch", 0, 0, 1),
-        ("submit", 0, 0, 6),
-        ("dispatch", 0, 0, 1),
-        ("connect", 1, 0, 1),
-        ("submit", 0, 0, 14),
-        ("dispatch", 0, 0, 1),
-        ("finish", 0, 0, 1),
-        ("start", 0, 0, 1),
-    ],
+    scenario("submit:1 submit:1 dispatch submit:6 dispatch connect:1 submit:14 dispatch finish:0 start:0"),
     2,
     1,
 )
 # A process runs most of the machine; its sibling, full, would hold a job
 # that it could start within its share when one of its jobs ends.
 @example(
-    [
-        ("submit", 0, 0, 14),
-        ("dispatch", 0, 0, 1),
-        ("connect", 1, 0, 1),
-        *[("submit", 0, 0, 1)] * 2,
-        ("dispatch", 0, 0, 1),
-        *[("submit", 0, 0, 6)] * 2,
-        ("dispatch", 0, 0, 1),
-        ("finish", 1, 0, 1),
-        ("start", 1, 0, 1),
-    ],
+    scenario(
+        "submit:14 dispatch connect:1 submit:1 submit:1 dispatch submit:6 submit:6 dispatch finish:1 start:1"
+    ),
     2,
     1,
 )
