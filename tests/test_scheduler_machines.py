@@ -132,17 +132,7 @@ def test_a_disconnected_process_loaded_from_the_store_still_counts_on_its_machin
     again = Scheduler(Limits())
     again.load(jobs, workers, 0.0)
     other = "m/2" if on == "m/1" else "m/1"
-    again.connect_worker(
-        other,
-        other,
-        Amount(2, 8, 32000),
-        common_pb2.SystemInfo(),
-        "",
-        (),
-        0.0,
-        machine="m",
-        machine_capacity=MACHINE,
-    )
+    connect_machine(again, only=["m/1", "m/2"].index(other))
     submit(again, cpus=8)
     assert assigned(again) == []
 
@@ -244,23 +234,12 @@ def test_what_the_processes_start_never_exceeds_the_machine(
 
 def test_what_a_full_process_holds_counts_against_its_siblings_offers() -> None:
     s = Scheduler(Limits())
-    (first,) = connect_machine(s, count=1, slots=2, prefetch=2)
-    s.workers[first].capacity = Amount(2, 8, 32000)
+    first = connect_machine(s, prefetch=2, only=0)[0]
     ones = submit(s, 2, cpus=1)
     six = submit(s, cpus=6)
     got = assigned(s)
     assert [j for _, j in got] == ones + six and s.jobs[six[0]].prefetched
-    s.connect_worker(
-        "m/2",
-        "m/2",
-        Amount(2, 8, 32000),
-        common_pb2.SystemInfo(),
-        "",
-        (),
-        0.0,
-        machine="m",
-        machine_capacity=MACHINE,
-    )
+    connect_machine(s, prefetch=2, only=1)
     # m/1 starts the 6-CPU job when one of its 1-CPU jobs ends (7 of its 8):
     # the machine has 16 - 8 left for m/2, not 16 - 2.
     nine = submit(s, cpus=9)
