@@ -260,8 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.ignore_load:
         cfg.worker_settings.dynamic_check_free_resources = False
     base_name = args.name or socket.gethostname()
-    if args.process is None and cfg.worker_settings.worker_processes > 1:
-        count = _process_count(cfg.worker_settings.worker_processes)
+    if args.process is None:
+        asked = cfg.worker_settings.worker_processes
+        count = _process_count(asked) if asked > 1 else 1
+        orphans.reap_dropped_processes(cfg.data_dir, base_name, count, cfg.worker_settings.kill_grace_seconds)
         if count > 1:
             own_args = sys.argv[1:] if argv is None else list(argv)
             status = supervisor.Supervisor(own_args, str(cfg.path), count, base_name).run()

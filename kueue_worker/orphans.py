@@ -81,6 +81,7 @@ from kueue.process_start import CLOCK_TICKS, start_times
 from kueue.process_start import since_boot as _since_boot
 from kueue_worker import identity
 from kueue_worker.process_tree import living_tree
+from kueue_worker.shares import Share
 
 log = logging.getLogger(__name__)
 
@@ -570,3 +571,32 @@ def reap(path: Path, grace_seconds: float, worker_id: str = "") -> list[Record]:
     with contextlib.suppress(OSError):
         path.unlink()
     return list(killed.values())
+
+
+# Process names looked for beyond those running now: NAME/2 ... NAME/this.
+MAX_PROCESSES = 256
+
+
+def reap_dropped_processes(data_dir: Path, base_name: str, count: int, grace_seconds: float) -> list[Record]:
+    """Kill the attempts that processes NAME/k, k > count, of an earlier run
+    with more worker_processes left running when they crashed. No process of
+    such a name starts now to reap them, and the server queues their jobs
+    again once the name has been silent for worker_timeout_seconds: left
+    running, they would run twice. A name whose process runs (its lock is
+    held: another worker, or a supervisor not yet stopped) is left alone."""
+    killed: list[Record] = []
+    for index in range(count + 1, MAX_PROCESSES + 1):
+        name = Share(index, index).worker_name(base_name)
+        path = ledger_path(data_dir, name)
+        if not path.exists():
+            continue
+        try:
+            fd = identity.lock(data_dir, name)
+        except identity.IdentityError:
+            continue
+        try:
+            killed += reap(path, grace_seconds, identity.worker_id(data_dir, name))
+        finally:
+            if fd is not None:
+                os.close(fd)
+    return killed

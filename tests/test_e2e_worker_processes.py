@@ -163,6 +163,40 @@ def test_a_process_killed_by_a_signal_is_started_again_and_its_job_runs_again(
     assert supervisor.wait(timeout=60) == 0
 
 
+def test_started_with_fewer_processes_it_kills_what_a_dropped_one_left_running(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    supervisor = start_two_processes(cluster)
+    marks = tmp_path / "marks"
+    for _ in range(2):
+        cluster.kueue("cmd", "-c", "0", f'echo "$KUEUE_WORKER $$" >> {marks}; {WAIT_FOR_GO}', cwd=tmp_path)
+
+    def lines() -> list[list[str]]:
+        return [line.split() for line in marks.read_text().splitlines()] if marks.exists() else []
+
+    wait_for(lambda: sorted(m[0] for m in lines()) == ["w", "w/2"], 60, "a job on each process")
+    orphan = next(int(m[1]) for m in lines() if m[0] == "w/2")
+    # The whole worker dies at once, as in a crash: its jobs run on, unwatched.
+    children = list(processes(supervisor).values())
+    supervisor.kill()
+    supervisor.wait(timeout=30)
+    for child in children:
+        child.kill()
+    psutil.wait_procs(children, timeout=30)
+    assert psutil.pid_exists(orphan)
+    # Started again as one process: no w/2 will run to reap its job, so w does.
+    cluster.start_worker("w", worker_max_parallel_jobs=2)
+
+    def gone() -> bool:
+        return not psutil.pid_exists(orphan) or psutil.Process(orphan).status() == psutil.STATUS_ZOMBIE
+
+    wait_for(gone, 60, "the job w/2 left running to be killed")
+    cluster.wait_workers("w")
+    log = cluster.worker_log("w")
+    # Each process's job: w's by w itself, w/2's by w for it.
+    assert log.count("from a previous run of this worker killed") == 2, log
+
+
 def done(cluster: Cluster, ids: list[str]) -> list[dict] | None:
     listed = [j for j in jobs(cluster) if str(j["id"]) in ids]
     return listed if all(j["state"] == "JOB_STATE_SUCCEEDED" for j in listed) else None
