@@ -279,7 +279,7 @@ def _up(ctx: Context, client: Client) -> int:
     server, worker = state["server"], state["worker"]
     print(f"kueue_server  pid {server.pid:<7}  at {client.address}  log: {server.log}")
     print(f"kueue_worker  pid {worker.pid:<7}  as {worker_name}  log: {worker.log}")
-    print("try: kueue cmd echo hello   (stop with: kueue down)")
+    print("try: kueue run echo hello   (stop with: kueue down)")
     return 0
 
 

@@ -269,6 +269,9 @@ def test_up_runs_a_first_job_and_down_stops_everything(tmp_path: Path) -> None:
     try:
         up = kueue("up")
         assert up.returncode == 0, up.stderr
+        # The README's first command.
+        ran = kueue("run", "echo", "hello from kueue")
+        assert (ran.returncode, ran.stdout) == (0, "hello from kueue\n"), ran.stderr
         waited = kueue("cmd", "--wait", "echo", "hello from kueue")
         assert waited.returncode == 0, waited.stderr
         job_id = waited.stdout.split()[0]
