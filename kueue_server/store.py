@@ -99,7 +99,7 @@ class Batch:
     # Rows of jobs as submitted, their first NEW_JOB_COLUMNS (convert.SUBMITTED_TAIL), written before `jobs`.
     new_jobs: list[tuple[Any, ...]] = field(default_factory=list)
     deleted_jobs: list[int] = field(default_factory=list)
-    # id, name, SystemInfo, drained by an operator
+    # id, name, SystemInfo, drained by an operator, machine ("": none)
     workers: list[tuple[str, str, bytes, bool, str]] = field(default_factory=list)
     outputs: list[OutputWrite] = field(default_factory=list)
     # Drop specs no job refers to any more (after cleanups).
