@@ -88,8 +88,9 @@ class WorkerSettings:
     # worker); 0 turns it off.
     prefetch_jobs: int = 32
     # Ours: run the worker as this many processes, each a worker of its own
-    # (NAME, NAME/2, ...) with an equal share of the slots, CPUs and RAM: one
-    # process starts at most about a thousand short jobs a second.
+    # (NAME, NAME/2, ...) with an equal share of the slots, its jobs counted
+    # against the whole machine's CPUs and RAM: one process starts at most
+    # about a thousand short jobs a second.
     worker_processes: int = 1
 
 

@@ -208,9 +208,7 @@ def attempt_messages(job: JobRecord) -> list[common_pb2.Attempt]:
 
 def worker_message(worker: WorkerRecord) -> common_pb2.Worker:
     free = worker.free()
-    machine = worker.machine
-    # A process of a machine: its jobs may take the machine's CPUs and RAM.
-    reach = machine.capacity if machine is not None else worker.capacity
+    reach = worker.reach()
     return common_pb2.Worker(
         id=worker.id,
         name=worker.name,
@@ -223,7 +221,7 @@ def worker_message(worker: WorkerRecord) -> common_pb2.Worker:
         last_seen_at=timestamp(worker.last_seen),
         address=worker.address,
         draining=worker.draining,
-        machine=machine.key if machine is not None else "",
+        machine=worker.machine.key if worker.machine is not None else "",
     )
 
 

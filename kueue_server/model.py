@@ -191,6 +191,17 @@ class WorkerRecord:
             max(0, self.capacity.ram_mb - self.reserved.ram_mb - self.external.ram_mb),
         )
 
+    def reach(self) -> Amount:
+        """The CPUs and RAM one job on it may take: its machine's, for a process of one."""
+        return self.machine.capacity if self.machine is not None else self.capacity
+
+    def could_fit(self, shape: Shape) -> bool:
+        """Whether it could ever run a job of this shape: its slots, and the CPUs and RAM in reach."""
+        reach = self.reach()
+        return (
+            shape.slots <= self.capacity.slots and shape.cpus <= reach.cpus and shape.ram_mb <= reach.ram_mb
+        )
+
     def claim(self) -> tuple[int, int]:
         """CPUs and RAM this process of a machine may come to use without a
         new offer: what its jobs hold, or more as the jobs it holds for a free
@@ -240,8 +251,3 @@ class Machine:
                 cpus -= member.external.cpus
                 ram_mb -= member.external.ram_mb
         return max(0, cpus), max(0, ram_mb)
-
-    def could_fit(self, worker: WorkerRecord, shape: Shape) -> bool:
-        """Whether the process could ever run the job: its slots, the machine's CPUs and RAM."""
-        cap = self.capacity
-        return shape.slots <= worker.capacity.slots and shape.cpus <= cap.cpus and shape.ram_mb <= cap.ram_mb

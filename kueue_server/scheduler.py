@@ -311,12 +311,13 @@ class Scheduler:
         connected = [w for w in self.workers.values() if w.connected and not w.draining]
         if not connected:
             warnings.append("no worker is connected and taking jobs; the job waits until one is")
-        elif not any(_could_fit(w, shape) for w in connected):
-            biggest = max(connected, key=_reach)
-            cpus, ram_mb = _reach(biggest)
+        elif not any(w.could_fit(shape) for w in connected):
+            biggest = max(connected, key=lambda w: (w.reach().cpus, w.reach().ram_mb))
+            reach = biggest.reach()
             warnings.append(
                 f"no connected worker could ever fit {shape.describe()} (largest: {biggest.name} with "
-                f"{cpus} cpus, {ram_mb} MB RAM, {biggest.capacity.slots} slots); it waits for a bigger worker"
+                f"{reach.cpus} cpus, {reach.ram_mb} MB RAM, {biggest.capacity.slots} slots); "
+                "it waits for a bigger worker"
             )
         return warnings
 
@@ -885,9 +886,7 @@ class Scheduler:
         machine = worker.machine
         if machine is None:
             return self.queue.pick(fits, eligible)
-        found = self.queue.peek(
-            lambda shape: machine.could_fit(worker, shape) and self._globals_fit(shape), eligible
-        )
+        found = self.queue.peek(lambda shape: worker.could_fit(shape) and self._globals_fit(shape), eligible)
         if found is None or not fits(found[1]):
             return None
         self.queue.take(*found)
@@ -947,16 +946,3 @@ class Scheduler:
                 if len(found) == limit:
                     return found
         return [jobs[i] for i in heapq.nlargest(limit, itertools.chain.from_iterable(index))]
-
-
-def _could_fit(worker: WorkerRecord, shape: Shape) -> bool:
-    """Whether the worker could ever run a job of this shape."""
-    if worker.machine is not None:
-        return worker.machine.could_fit(worker, shape)
-    return worker.capacity.fits(shape)
-
-
-def _reach(worker: WorkerRecord) -> tuple[int, int]:
-    """The CPUs and RAM a job on the worker may take: its machine's for a process of one."""
-    capacity = worker.machine.capacity if worker.machine is not None else worker.capacity
-    return capacity.cpus, capacity.ram_mb
