@@ -460,8 +460,14 @@ def build_parser(only_verb: str | None = None) -> ArgumentParser:
 
     for name, what in (("drain", "stop offering new jobs to workers; their running jobs go on"),
                        ("undrain", "offer new jobs to drained workers again")):  # fmt: skip
-        p = verb(name, [], what, f"kueue {name} node17 node18/2", ids="workers")
-        p.add_argument("ids", type=worker_ref, nargs="+", metavar="WORKER", help="worker id or name")
+        p = verb(name, [], what, f"kueue {name} node17 node18", ids="workers")
+        p.add_argument(
+            "ids",
+            type=worker_ref,
+            nargs="+",
+            metavar="WORKER",
+            help="worker id or name; the name of a worker run as several processes stands for all of them",
+        )
 
     p = verb("list-resources", ["resources"], "list the global resources: used/total", "kueue resources")
     p.add_argument("--json", action="store_true", help='print {"resources": [...]} as JSON')

@@ -420,10 +420,17 @@ def undrain(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _each_worker(ids: list[str], ctx: Context, drain: bool, said: Callable[[common_pb2.Worker], str]) -> int:
-    """Drain or undrain each worker in turn (the processes of a worker run as
-    several, say); one the server does not know is said so and skipped."""
+    """Drain or undrain each worker in turn; the name of a worker run as
+    several processes stands for all of them (NAME, NAME/2, ...), as an
+    operator draining a machine means. One the server does not know is said
+    so and skipped."""
+    machines: dict[str, list[str]] = {}
+    for worker in ctx.client.list_workers(include_disconnected=True):
+        if worker.machine:
+            machines.setdefault(worker.machine, []).append(worker.name)
+    refs = [name for ref in ids for name in sorted(machines.get(ref, [ref]), key=_process_order)]
     status = 0
-    for ref in ids:
+    for ref in dict.fromkeys(refs):
         try:
             worker = ctx.client.drain_worker(ref, drain)
         except KueueError as exc:
@@ -434,6 +441,12 @@ def _each_worker(ids: list[str], ctx: Context, drain: bool, said: Callable[[comm
             continue
         print(said(worker))
     return status
+
+
+def _process_order(name: str) -> tuple[int, str]:
+    """NAME before NAME/2 before NAME/10."""
+    base, _, index = name.rpartition("/")
+    return (int(index), base) if base and index.isdigit() else (1, name)
 
 
 def show_worker(args: argparse.Namespace, ctx: Context) -> int:

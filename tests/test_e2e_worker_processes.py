@@ -263,6 +263,15 @@ def test_a_process_killed_again_and_again_stops_the_worker(cluster: Cluster) -> 
 
 def test_one_drain_command_drains_every_process(cluster: Cluster) -> None:
     start_two_processes(cluster)
+    # The worker's name stands for all its processes.
+    assert cluster.kueue("drain", "w").stdout.splitlines() == [
+        "worker w is drained: no new jobs; its 0 running job(s) go on",
+        "worker w/2 is drained: no new jobs; its 0 running job(s) go on",
+    ]
+    assert cluster.kueue("undrain", "w").stdout.splitlines() == [
+        "worker w takes new jobs again",
+        "worker w/2 takes new jobs again",
+    ]
     drained = cluster.kueue("drain", "w", "nope", "w/2", check=False)
     assert drained.returncode == 2, drained
     assert drained.stdout.splitlines() == [
