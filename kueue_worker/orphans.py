@@ -594,6 +594,11 @@ def reap_dropped_processes(data_dir: Path, base_name: str, count: int, grace_sec
             fd = identity.lock(data_dir, name)
         except identity.IdentityError:
             continue
+        log.warning(
+            "worker process %s is not run any more (%d process(es) now): ending what it left running",
+            name,
+            count,
+        )
         try:
             killed += reap(path, grace_seconds, identity.worker_id(data_dir, name))
         finally:
