@@ -594,14 +594,19 @@ def reap_dropped_processes(data_dir: Path, base_name: str, count: int, grace_sec
             fd = identity.lock(data_dir, name)
         except identity.IdentityError:
             continue
-        log.warning(
-            "worker process %s is not run any more (%d process(es) now): ending what it left running",
-            name,
-            count,
-        )
         try:
-            killed += reap(path, grace_seconds, identity.worker_id(data_dir, name))
+            ended = reap(path, grace_seconds, identity.worker_id(data_dir, name))
         finally:
             if fd is not None:
                 os.close(fd)
+        if ended:
+            # The lines of each job say "this worker": say which one.
+            log.warning(
+                "worker process %s is not run any more (%d process(es) now): the %d job(s) it left "
+                "running were ended",
+                name,
+                count,
+                len(ended),
+            )
+        killed += ended
     return killed

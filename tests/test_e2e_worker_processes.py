@@ -195,7 +195,9 @@ def test_started_with_fewer_processes_it_kills_what_a_dropped_one_left_running(
     log = cluster.worker_log("w")
     # Each process's job: w's by w itself, w/2's by w for it.
     assert log.count("from a previous run of this worker killed") == 2, log
-    assert "worker process w/2 is not run any more (1 process(es) now): ending what it left running" in log
+    assert (
+        "worker process w/2 is not run any more (1 process(es) now): the 1 job(s) it left running were ended"
+    ) in log, log
 
 
 def done(cluster: Cluster, ids: list[str]) -> list[dict] | None:
